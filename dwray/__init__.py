@@ -1,0 +1,39 @@
+"""dwray: a secure, multi-tenant data warehouse kernel on Ray.
+
+Public names are imported lazily (PEP 562), so importing ``dwray.errors`` or
+``dwray.frames`` in an actor does not pull in the warehouse, the CLI or Ray.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Warehouse": "dwray.warehouse",
+    "ObjectReader": "dwray.warehouse",
+    "TenantContext": "dwray.models",
+    "ObjectInfo": "dwray.models",
+    "BucketInfo": "dwray.models",
+    "ListPage": "dwray.models",
+    "DwrayConfig": "dwray.config",
+    "load_config": "dwray.config",
+    "errors": "dwray.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dwray' has no attribute {name!r}")
+    imported = importlib.import_module(module)
+    value = imported if module.endswith(name) else getattr(imported, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,149 @@
+"""``dw bench``: dwray's throughput as ratios to the yardstick, measured in the same run.
+
+The yardstick is what one core of this machine does with the same work in one
+process, with no warehouse around it. Its definition is
+``shared/yardstick/yardstick.py``; the two measures below repeat it exactly
+(the same corpus, frames, codec, cipher, fsyncs and SQLite settings) so users
+can run ``dw bench`` anywhere without that file.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FRAME = 1 << 20
+
+
+def corpus(size: int) -> bytes:
+    """The Python standard library's files, concatenated in a fixed order, repeated to ``size``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, total = [], 0
+    for path in sorted(root.rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        parts.append(data)
+        total += len(data)
+        if total >= size:
+            break
+    blob = b"".join(parts)
+    return (blob * (size // max(len(blob), 1) + 1))[:size]
+
+
+def yardstick_pipeline(data: bytes, folder: Path) -> tuple[float, float]:
+    """Single thread: 1 MiB frames, zstd-1, AES-256-GCM, write, fsync; then read, open, decompress."""
+    import zstandard
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    sealer = AESGCM(AESGCM.generate_key(256))
+    prefix = os.urandom(8)
+    compressor = zstandard.ZstdCompressor(level=1)
+    path = folder / "yardstick.blob"
+    started = time.perf_counter()
+    frames = []
+    with open(path, "wb") as out:
+        for index, offset in enumerate(range(0, len(data), FRAME)):
+            nonce = prefix + index.to_bytes(4, "big")
+            sealed = sealer.encrypt(nonce, compressor.compress(data[offset:offset + FRAME]), None)
+            out.write(sealed)
+            frames.append(len(sealed))
+        out.flush()
+        os.fsync(out.fileno())
+    put_seconds = time.perf_counter() - started
+    decompressor = zstandard.ZstdDecompressor()
+    started = time.perf_counter()
+    restored = 0
+    with open(path, "rb") as src:
+        for index, length in enumerate(frames):
+            nonce = prefix + index.to_bytes(4, "big")
+            restored += len(decompressor.decompress(sealer.decrypt(nonce, src.read(length), None)))
+    get_seconds = time.perf_counter() - started
+    if restored != len(data):
+        raise RuntimeError(f"yardstick restored {restored} of {len(data)} bytes")
+    path.unlink()
+    return len(data) / put_seconds / 1e6, len(data) / get_seconds / 1e6
+
+
+def yardstick_small_puts(folder: Path, count: int) -> float:
+    """4 KiB objects made durable one by one: temp file, fsync, rename, dir fsync, SQLite row."""
+    payload = os.urandom(4096)
+    db = sqlite3.connect(folder / "yardstick.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE objects (key TEXT PRIMARY KEY, size INTEGER)")
+    blobs = folder / "blobs"
+    blobs.mkdir()
+    dir_fd = os.open(blobs, os.O_RDONLY)
+    started = time.perf_counter()
+    for index in range(count):
+        temp, final = blobs / f"{index}.tmp", blobs / str(index)
+        with open(temp, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, final)
+        os.fsync(dir_fd)
+        db.execute("INSERT INTO objects VALUES (?, ?)", (str(index), len(payload)))
+    seconds = time.perf_counter() - started
+    os.close(dir_fd)
+    db.close()
+    return count / seconds
+
+
+def dwray_inprocess(data: bytes, folder: Path, small_count: int) -> dict[str, float]:
+    """The same work through the whole warehouse: catalog, keyring, frames, local backend."""
+    from dwray.config import DwrayConfig
+    from dwray.warehouse import Warehouse
+
+    with Warehouse(DwrayConfig(data_dir=folder / "dwray")) as wh:
+        wh.create_bucket("bench")
+        started = time.perf_counter()
+        wh.put("bench", "corpus", data)
+        put_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        restored = 0
+        with wh.open("bench", "corpus") as reader:
+            for chunk in reader:
+                restored += len(chunk)
+        get_seconds = time.perf_counter() - started
+        if restored != len(data):
+            raise RuntimeError(f"dwray restored {restored} of {len(data)} bytes")
+        payload = os.urandom(4096)
+        started = time.perf_counter()
+        for index in range(small_count):
+            wh.put("bench", f"small/{index}", payload)
+        small_seconds = time.perf_counter() - started
+    return {"put_MBps": len(data) / put_seconds / 1e6, "get_MBps": len(data) / get_seconds / 1e6,
+            "small_put_ops": small_count / small_seconds}
+
+
+def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, repeat: int = 1,
+              mode: str = "inprocess") -> dict[str, Any]:
+    """Measure the yardstick and dwray alternately, ``repeat`` times each; keep the best of each."""
+    data = corpus(size)
+    best_yard: dict[str, float] = {}
+    best_dw: dict[str, float] = {}
+    for _ in range(max(repeat, 1)):
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            put, get = yardstick_pipeline(data, Path(scratch))
+            small = yardstick_small_puts(Path(scratch), small_count)
+            yard = {"put_MBps": put, "get_MBps": get, "small_put_ops": small}
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            ours = dwray_inprocess(data, Path(scratch), small_count)
+        for name in yard:
+            best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
+            best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
+    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1)}
+    result.update({name: round(value, 1) for name, value in best_dw.items()})
+    result["yardstick"] = {name: round(value, 1) for name, value in best_yard.items()}
+    for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
+        result[f"{name}_ratio"] = round(best_dw[f"{name}_{unit}"] / best_yard[f"{name}_{unit}"], 3)
+    return result

@@ -1,0 +1,389 @@
+"""``dw``: bucket and object commands on the local warehouse, the demo and the benchmark.
+
+Every command takes ``--json`` for machine-readable output. Errors print one
+line naming what was wrong (or ``{"error": ...}`` with ``--json``) and exit 1;
+usage mistakes exit 2.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dwray.errors import DwrayError, InvalidArgument
+
+PROGRESS_THRESHOLD = 8 << 20  # show progress for transfers larger than this
+
+stderr = Console(stderr=True)
+stdout = Console()
+
+
+class State:
+    """Options shared by every command, and the warehouse they open lazily."""
+
+    def __init__(self, data_dir: Path | None, config: Path | None, tenant: str | None) -> None:
+        self.data_dir, self.config, self.tenant = data_dir, config, tenant
+        self._warehouse: Any = None
+
+    @property
+    def warehouse(self) -> Any:
+        if self._warehouse is None:
+            from dwray.warehouse import Warehouse
+
+            self._warehouse = Warehouse.open(self.data_dir, self.config)
+        return self._warehouse
+
+    def close(self) -> None:
+        if self._warehouse is not None:
+            self._warehouse.close()
+
+
+def emit(as_json: bool, value: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(value, default=str))
+    else:
+        human()
+
+
+def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """A subcommand with ``--json``, the shared state, and one error policy."""
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        @group.command(name)
+        @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+        @click.pass_obj
+        @functools.wraps(func)
+        def run(state: State, as_json: bool, **kwargs: Any) -> None:
+            try:
+                func(state, as_json, **kwargs)
+            except DwrayError as exc:
+                if as_json:
+                    click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
+                else:
+                    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                sys.exit(1)
+            finally:
+                state.close()
+        return run
+    return decorate
+
+
+def split_target(target: str, *, key_required: bool) -> tuple[str, str]:
+    """``bucket/key`` (an optional ``dw://`` prefix is allowed) -> (bucket, key)."""
+    target = target.removeprefix("dw://")
+    bucket, _, key = target.partition("/")
+    if not bucket:
+        raise InvalidArgument(f"{target!r} names no bucket; write BUCKET/KEY")
+    if key_required and not key:
+        raise InvalidArgument(f"{target!r} names no object key; write BUCKET/KEY")
+    return bucket, key
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, disable=not enabled,
+                    transient=False)
+
+
+class CountingReader:
+    """A binary file wrapper that advances a progress task as it is read."""
+
+    def __init__(self, handle: BinaryIO, advance: Callable[[int], None]) -> None:
+        self._handle, self._advance = handle, advance
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._handle.readinto(buffer) or 0
+        self._advance(count)
+        return count
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="DWRAY_DATA_DIR",
+              help="warehouse data folder (default ./dwray-data; env DWRAY_DATA_DIR)")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), envvar="DWRAY_CONFIG",
+              help="TOML config file (env DWRAY_CONFIG)")
+@click.option("--tenant", default=None, help="tenant to act for (default: the configured default tenant)")
+@click.version_option(package_name="dwray")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config: Path | None, tenant: str | None) -> None:
+    """dwray: a secure, multi-tenant data warehouse kernel on Ray."""
+    ctx.obj = State(data_dir, config, tenant)
+
+
+@command(cli, "mb")
+@click.argument("bucket")
+@click.option("--versioning", is_flag=True, help="keep every version of every key")
+def make_bucket(state: State, as_json: bool, bucket: str, versioning: bool) -> None:
+    """Create a bucket."""
+    info = state.warehouse.create_bucket(bucket.removeprefix("dw://").rstrip("/"), versioning=versioning,
+                                         tenant=state.tenant)
+    emit(as_json, asdict(info), lambda: stdout.print(f"created bucket {info.name}", highlight=False))
+
+
+@command(cli, "rb")
+@click.argument("bucket")
+def remove_bucket(state: State, as_json: bool, bucket: str) -> None:
+    """Delete an empty bucket."""
+    name = bucket.removeprefix("dw://").rstrip("/")
+    state.warehouse.delete_bucket(name, tenant=state.tenant)
+    emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted bucket {name}", highlight=False))
+
+
+@command(cli, "ls")
+@click.argument("target", required=False)
+@click.option("--recursive", "-r", is_flag=True, help="list every key, not one level")
+def list_command(state: State, as_json: bool, target: str | None, recursive: bool) -> None:
+    """List buckets, or the keys of BUCKET[/PREFIX]."""
+    wh = state.warehouse
+    if not target:
+        buckets = wh.list_buckets(tenant=state.tenant)
+        emit(as_json, [asdict(b) for b in buckets],
+             lambda: [stdout.print(b.name, highlight=False) for b in buckets])
+        return
+    bucket, prefix = split_target(target, key_required=False)
+    objects, prefixes, token = [], [], None
+    while True:
+        page = wh.list(bucket, prefix=prefix, delimiter=None if recursive else "/",
+                       continuation_token=token, tenant=state.tenant)
+        objects.extend(page.objects)
+        prefixes.extend(page.common_prefixes)
+        if not page.is_truncated:
+            break
+        token = page.next_continuation_token
+
+    def human() -> None:
+        table = Table(box=None, show_header=True)
+        for column in ("size", "modified", "key"):
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for common in prefixes:
+            table.add_row("PRE", "", common)
+        for info in objects:
+            modified = datetime.fromtimestamp(info.last_modified, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(str(info.size), modified, info.key)
+        stdout.print(table)
+
+    emit(as_json, {"objects": [asdict(o) for o in objects], "common_prefixes": prefixes}, human)
+
+
+@command(cli, "put")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
+@click.argument("target")
+@click.option("--content-type", default=None)
+@click.option("--meta", multiple=True, metavar="NAME=VALUE", help="user metadata (repeatable)")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: when on a terminal)")
+def put_command(state: State, as_json: bool, source: str, target: str, content_type: str | None,
+                meta: tuple[str, ...], progress: bool | None) -> None:
+    """Upload a file (or - for standard input) to BUCKET/KEY."""
+    bucket, key = split_target(target, key_required=False)
+    if not key:
+        if source == "-":
+            raise InvalidArgument("give a key when reading standard input: BUCKET/KEY")
+        key = Path(source).name
+    metadata = {}
+    for item in meta:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--meta {item!r} must be NAME=VALUE")
+        metadata[name] = value
+    if source == "-":
+        handle: BinaryIO = sys.stdin.buffer
+        size = None
+    else:
+        try:
+            handle = open(source, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {source}: {exc.strerror}") from None
+        size = Path(source).stat().st_size
+    show = (stderr.is_terminal and (size or 0) > PROGRESS_THRESHOLD) if progress is None else progress
+    try:
+        with progress_bar(show and not as_json) as bar:
+            task = bar.add_task(f"put {key}", total=size)
+            info = state.warehouse.put(bucket, key, CountingReader(handle, lambda n: bar.advance(task, n)),
+                                       content_type=content_type, metadata=metadata, tenant=state.tenant)
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+    emit(as_json, asdict(info),
+         lambda: stdout.print(f"put {bucket}/{info.key} ({info.size} bytes, etag {info.etag})", highlight=False))
+
+
+@command(cli, "get")
+@click.argument("target")
+@click.argument("dest", required=False, type=click.Path(allow_dash=True, dir_okay=True, path_type=str))
+@click.option("--range", "byte_range", default=None, metavar="FIRST-LAST", help="inclusive byte range")
+@click.option("--version-id", default=None)
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: when on a terminal)")
+def get_command(state: State, as_json: bool, target: str, dest: str | None, byte_range: str | None,
+                version_id: str | None, progress: bool | None) -> None:
+    """Download BUCKET/KEY to DEST (a file or folder; - or omitted: standard output)."""
+    bucket, key = split_target(target, key_required=True)
+    parsed = parse_range(byte_range) if byte_range else None
+    reader = state.warehouse.open(bucket, key, range=parsed, version_id=version_id, tenant=state.tenant)
+    to_stdout = dest in (None, "-")
+    if to_stdout and as_json:
+        raise InvalidArgument("--json prints a summary; give a DEST file to write the object to")
+    path = None if to_stdout else Path(dest)  # type: ignore[arg-type]
+    if path is not None and path.is_dir():
+        path = path / Path(key).name
+    show = (stderr.is_terminal and reader.length > PROGRESS_THRESHOLD) if progress is None else progress
+    written = 0
+    with reader, progress_bar(show and not to_stdout and not as_json) as bar:
+        task = bar.add_task(f"get {key}", total=reader.length)
+        if path is None:
+            out = sys.stdout.buffer
+            for chunk in reader:
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+        else:
+            partial = path.with_name(f".{path.name}.dwray-partial")
+            try:
+                with open(partial, "wb") as out:
+                    for chunk in reader:
+                        out.write(chunk)
+                        written += len(chunk)
+                        bar.advance(task, len(chunk))
+                partial.replace(path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+    if path is not None:
+        emit(as_json, {**asdict(reader.info), "written": written, "path": str(path)},
+             lambda: stdout.print(f"got {bucket}/{key} -> {path} ({written} bytes)", highlight=False))
+
+
+def parse_range(text: str) -> tuple[int, int | None]:
+    first, sep, last = text.removeprefix("bytes=").partition("-")
+    try:
+        return int(first), (int(last) if last else None)
+    except ValueError:
+        raise InvalidArgument(f"range {text!r} must look like FIRST-LAST or FIRST-") from None
+
+
+@command(cli, "head")
+@click.argument("target")
+@click.option("--version-id", default=None)
+def head_command(state: State, as_json: bool, target: str, version_id: str | None) -> None:
+    """Show an object's metadata."""
+    bucket, key = split_target(target, key_required=True)
+    info = state.warehouse.head(bucket, key, version_id=version_id, tenant=state.tenant)
+
+    def human() -> None:
+        for name, value in asdict(info).items():
+            stdout.print(f"{name:14} {value}", highlight=False)
+    emit(as_json, asdict(info), human)
+
+
+@command(cli, "rm")
+@click.argument("target")
+@click.option("--version-id", default=None)
+def remove_command(state: State, as_json: bool, target: str, version_id: str | None) -> None:
+    """Delete BUCKET/KEY (deleting a missing key succeeds, as in S3)."""
+    bucket, key = split_target(target, key_required=True)
+    result = state.warehouse.delete(bucket, key, version_id=version_id, tenant=state.tenant)
+    emit(as_json, asdict(result), lambda: stdout.print(
+        f"{'deleted' if result.existed else 'no such key, nothing deleted:'} {bucket}/{key}", highlight=False))
+
+
+@command(cli, "cp")
+@click.argument("source")
+@click.argument("target")
+def copy_command(state: State, as_json: bool, source: str, target: str) -> None:
+    """Copy BUCKET/KEY to BUCKET/KEY inside the warehouse."""
+    src_bucket, src_key = split_target(source, key_required=True)
+    dst_bucket, dst_key = split_target(target, key_required=False)
+    info = state.warehouse.copy(src_bucket, src_key, dst_bucket, dst_key or src_key, tenant=state.tenant)
+    emit(as_json, asdict(info), lambda: stdout.print(f"copied to {dst_bucket}/{info.key}", highlight=False))
+
+
+@command(cli, "sweep")
+@click.option("--grace", type=float, default=None, help="seconds an unreferenced blob must age (default: config)")
+def sweep_command(state: State, as_json: bool, grace: float | None) -> None:
+    """Delete blobs that no committed object references."""
+    report = state.warehouse.sweep(grace_seconds=grace)
+    emit(as_json, asdict(report), lambda: stdout.print(
+        f"deleted {report.deleted} unreferenced blob(s); {report.young} too young; "
+        f"{report.temp_files} stale temp file(s) removed", highlight=False))
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Key-encryption keys: rotate, rewrap, retire."""
+
+
+@command(keys_group, "rotate")
+def keys_rotate(state: State, as_json: bool) -> None:
+    """New primary KEK version for new writes."""
+    version = state.warehouse.rotate_keys(tenant=state.tenant)
+    emit(as_json, {"primary": version}, lambda: stdout.print(f"new primary KEK version {version}"))
+
+
+@command(keys_group, "rewrap")
+def keys_rewrap(state: State, as_json: bool) -> None:
+    """Re-wrap every object's data key under the primary KEK version (data untouched)."""
+    count = state.warehouse.rewrap(tenant=state.tenant)
+    emit(as_json, {"rewrapped": count}, lambda: stdout.print(f"re-wrapped {count} data key(s)"))
+
+
+@command(keys_group, "retire")
+@click.argument("minimum", type=int)
+def keys_retire(state: State, as_json: bool, minimum: int) -> None:
+    """Refuse decryption with KEK versions below MINIMUM (refused while objects still use them)."""
+    state.warehouse.retire_keys(minimum, tenant=state.tenant)
+    emit(as_json, {"minimum": minimum}, lambda: stdout.print(f"KEK versions below {minimum} retired"))
+
+
+@command(cli, "demo")
+def demo_command(state: State, as_json: bool) -> None:
+    """Create a bucket, put and get a file, and show where and how it is stored."""
+    from dwray.cli.demo import run_demo
+
+    report = run_demo(state.warehouse, tenant=state.tenant)
+    emit(as_json, report, lambda: _print_demo(report))
+
+
+def _print_demo(report: dict[str, Any]) -> None:
+    stdout.print("[bold]dwray demo[/bold]: a local warehouse, no setup", highlight=False)
+    for line in report["steps"]:
+        stdout.print(f"  • {line}", highlight=False)
+
+
+@command(cli, "bench")
+@click.option("--mode", type=click.Choice(["inprocess"]), default="inprocess", show_default=True)
+@click.option("--size", default="256MiB", show_default=True, help="corpus size")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder on the disk to measure (default: a temp dir)")
+@click.option("--small-count", default=300, show_default=True, help="4 KiB durable puts to time")
+@click.option("--repeat", default=1, show_default=True, help="runs of each measure; the best is kept")
+def bench_command(state: State, as_json: bool, mode: str, size: str, folder: Path | None,
+                  small_count: int, repeat: int) -> None:
+    """Measure put/get throughput and small puts against the yardstick, in the same run."""
+    from dwray.bench import run_bench
+    from dwray.config import parse_size
+
+    try:
+        size_bytes = parse_size(size)
+    except ValueError as exc:
+        raise InvalidArgument(f"--size: {exc}") from None
+    result = run_bench(size_bytes, folder=folder, small_count=small_count, repeat=repeat, mode=mode)
+
+    def human() -> None:
+        table = Table(title=f"dw bench ({mode}, {size_bytes >> 20} MiB corpus)")
+        for column in ("measure", "dwray", "yardstick", "ratio"):
+            table.add_column(column, justify="right")
+        for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
+            table.add_row(f"{name} ({unit})", f"{result[f'{name}_{unit}']:.1f}",
+                          f"{result['yardstick'][f'{name}_{unit}']:.1f}", f"{result[f'{name}_ratio']:.2f}x")
+        stdout.print(table)
+    emit(as_json, result, human)
+

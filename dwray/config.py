@@ -1,0 +1,187 @@
+"""Configuration: one TOML file plus ``DWRAY_*`` environment overrides, validated by pydantic.
+
+Environment variables name a field by its path, sections joined with a double
+underscore: ``DWRAY_DATA_DIR``, ``DWRAY_PIPELINE__FRAME_SIZE``,
+``DWRAY_STORAGE__BACKEND``. They override the file. Unknown keys, in the file
+or in the environment, are errors, as are bad values; every error names the
+field and where it came from.
+
+Sizes may be written as integers (bytes) or strings such as ``"1MiB"``.
+
+pydantic-settings could read the same sources, but its errors do not say which
+file or variable a bad value came from, and that is the error users need.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from dwray.errors import ConfigError
+
+__all__ = [
+    "CatalogConfig",
+    "DwrayConfig",
+    "LimitsConfig",
+    "PipelineConfig",
+    "StorageConfig",
+    "SweeperConfig",
+    "load_config",
+    "parse_size",
+]
+
+ENV_PREFIX = "DWRAY_"
+# Variables with the prefix that are not config fields.
+_ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG"})
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: Any) -> Any:
+    """Turn ``"64MiB"`` or ``"1.5GiB"`` into bytes; leave other values for pydantic to judge."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError("not a size (use bytes, or a number with a unit: KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
+        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return value
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    """Where blobs go."""
+
+    backend: Literal["local", "memory"] = "local"
+    root: Path | None = Field(None, description="blob folder for 'local' (default: DATA_DIR/blobs)")
+    memory_max_bytes: Size = Field(256 << 20, gt=0)
+
+
+class PipelineConfig(_Section):
+    """How object data is cut, compressed and sealed."""
+
+    frame_size: Size = Field(1 << 20, ge=16, le=64 << 20, description="plaintext bytes per frame")
+    zstd_level: int = Field(1, ge=-7, le=22)
+    threads: int = Field(0, ge=0, le=64, description="worker threads for frames; 0 = min(4, CPUs)")
+
+
+class CatalogConfig(_Section):
+    """The SQLite catalog."""
+
+    path: Path | None = Field(None, description="default: DATA_DIR/catalog.db")
+    # FULL: each commit syncs the WAL, so an acknowledged write survives power
+    # loss, not only a process crash (NORMAL would only survive the latter).
+    synchronous: Literal["FULL", "EXTRA"] = "FULL"
+    busy_timeout_ms: int = Field(10_000, ge=0)
+
+
+class SweeperConfig(_Section):
+    """Removal of blobs that no committed row references."""
+
+    grace_seconds: float = Field(3600.0, ge=0)
+
+
+class LimitsConfig(_Section):
+    """Hard limits."""
+
+    max_object_size: Size = Field(5 << 40, gt=0)
+
+
+class DwrayConfig(_Section):
+    """All of dwray's configuration."""
+
+    data_dir: Path = Path("dwray-data")
+    default_tenant: str = "default"
+    storage: StorageConfig = StorageConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    catalog: CatalogConfig = CatalogConfig()
+    sweeper: SweeperConfig = SweeperConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @property
+    def blob_root(self) -> Path:
+        return self.storage.root or self.data_dir / "blobs"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.catalog.path or self.data_dir / "catalog.db"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.data_dir / "keys" / "keyring.json"
+
+    @property
+    def worker_threads(self) -> int:
+        return self.pipeline.threads or min(4, os.cpu_count() or 1)
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Nested dict from ``DWRAY_A__B=value`` variables, and which variable set each path."""
+    tree: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_FIELDS:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section", "the environment")
+        node[path[-1]] = value
+        origin[path] = name
+    return tree, origin
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> DwrayConfig:
+    """Load the config file (``path``, else ``$DWRAY_CONFIG``, else none) and apply ``DWRAY_*``.
+
+    Raises ``ConfigError`` naming each bad field and its source.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("DWRAY_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError("the file does not exist", source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source) from None
+    overrides, origin = _env_overrides(env)
+    try:
+        return DwrayConfig.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            where = origin.get(loc) or source
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            # Never echo the bad value itself: it may be a secret put in the wrong place.
+            problems.append(f"{'.'.join(loc)} ({where}): {message}")
+        sources = sorted({source, *(origin[loc] for loc in origin)}) if origin else [source]
+        raise ConfigError("; ".join(problems), ", ".join(sources)) from None

@@ -1,0 +1,312 @@
+"""Every error dwray raises, in one tree.
+
+Each class also inherits the built-in it is a kind of, so callers that know
+nothing of dwray can still catch it (``except LookupError``). Every error keeps
+its constructor arguments in ``args`` and rebuilds itself from them, so it
+pickles across processes and Ray actors unchanged; ``str()`` names what was
+wrong. No error ever carries secret material: pass names and ids, never keys.
+
+::
+
+    DwrayError(Exception)
+    ├── ConfigError(ValueError)              a config file or DWRAY_* variable is invalid
+    ├── InvalidArgument(ValueError)          a caller passed a bad value
+    │   ├── InvalidBucketName                bucket name breaks S3's naming rules
+    │   ├── InvalidObjectKey                 object key is empty, not UTF-8 or has bad characters
+    │   │   └── KeyTooLong                   object key is over 1024 bytes of UTF-8
+    │   ├── InvalidRange                     byte range does not fit the object
+    │   ├── InvalidBlobId                    blob id could escape the backend's root
+    │   ├── InvalidContinuationToken         list continuation token is not one we issued
+    │   └── EntityTooLarge                   object is over the configured maximum size
+    ├── NotFound(LookupError)                something named does not exist
+    │   ├── BucketNotFound                   no such bucket for this tenant
+    │   ├── ObjectNotFound                   no such key (or version) in the bucket
+    │   ├── BlobNotFound                     the backend holds no blob with that id
+    │   ├── UploadNotFound                   no such multipart upload
+    │   └── BackendNotFound                  no storage backend of that name is registered
+    ├── AlreadyExists(FileExistsError)       something named exists and may not be replaced
+    │   ├── BucketAlreadyExists              the tenant already owns that bucket
+    │   └── BlobExists                       blobs are immutable; that id is taken
+    ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
+    ├── StorageError(OSError)                a backend failed to store or return bytes
+    │   ├── StorageFull                      no space left (ENOSPC, EFBIG, memory cap)
+    │   └── DurabilityError                  fsync failed: the write is not durable
+    ├── IntegrityError(ValueError)           stored bytes fail authentication; never returned
+    ├── KeyringError(RuntimeError)           key-encryption keys are missing or unusable
+    │   ├── KeyNotFound                      no such KEK id or version
+    │   └── KeyRetired                       KEK version is below the minimum for decryption
+    ├── CatalogError(RuntimeError)           the catalog database failed or is inconsistent
+    │   └── SchemaVersionError               catalog was written by a newer dwray
+    └── DependencyMissing(ImportError)       an optional dependency is not installed
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyExists",
+    "BackendNotFound",
+    "BlobExists",
+    "BlobNotFound",
+    "BucketAlreadyExists",
+    "BucketNotEmpty",
+    "BucketNotFound",
+    "CatalogError",
+    "ConfigError",
+    "DependencyMissing",
+    "DurabilityError",
+    "DwrayError",
+    "EntityTooLarge",
+    "IntegrityError",
+    "InvalidArgument",
+    "InvalidBlobId",
+    "InvalidBucketName",
+    "InvalidContinuationToken",
+    "InvalidObjectKey",
+    "InvalidRange",
+    "KeyNotFound",
+    "KeyRetired",
+    "KeyTooLong",
+    "KeyringError",
+    "NotFound",
+    "ObjectNotFound",
+    "SchemaVersionError",
+    "StorageError",
+    "StorageFull",
+    "UploadNotFound",
+]
+
+
+class DwrayError(Exception):
+    """Root of every dwray error.
+
+    Subclasses declare ``fields`` (the constructor's parameters, in order) and a
+    ``template`` for ``str()``. Arguments may be passed by position or name;
+    they are kept in order so that pickling, which rebuilds an exception as
+    ``cls(*values)``, round-trips every subclass.
+    """
+
+    fields: tuple[str, ...] = ("message",)
+    template: str = "{message}"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        values = list(args)
+        for name in self.fields[len(values):]:
+            if name in kwargs:
+                values.append(kwargs.pop(name))
+            else:
+                break
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        if len(values) < len(self.fields):
+            missing = self.fields[len(values):]
+            raise TypeError(f"{type(self).__name__} is missing {', '.join(missing)}")
+        super().__init__(*values)
+        # OSError rewrites ``args`` when given 2 to 5 of them (errno, strerror,
+        # ...), so the values are kept here too and pickling uses these.
+        self._values = tuple(values)
+        for name, value in zip(self.fields, values):
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        return self.template.format(**dict(zip(self.fields, self._values)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._values, self.__dict__)
+
+
+class ConfigError(DwrayError, ValueError):
+    """A config file or DWRAY_* variable is invalid."""
+
+    fields = ("problems", "source")
+    template = "invalid configuration in {source}: {problems}"
+
+
+class InvalidArgument(DwrayError, ValueError):
+    """A caller passed a bad value."""
+
+
+class InvalidBucketName(InvalidArgument):
+    """Bucket name breaks S3's naming rules."""
+
+    fields = ("bucket", "reason")
+    template = "invalid bucket name {bucket!r}: {reason}"
+
+
+class InvalidObjectKey(InvalidArgument):
+    """Object key is empty, not UTF-8 or has forbidden characters."""
+
+    fields = ("key", "reason")
+    template = "invalid object key {key!r}: {reason}"
+
+
+class KeyTooLong(InvalidObjectKey):
+    """Object key is over 1024 bytes of UTF-8."""
+
+    fields = ("key", "reason")
+    template = "object key too long: {reason}"
+
+
+class InvalidRange(InvalidArgument):
+    """Byte range does not fit the object."""
+
+    fields = ("range", "size")
+    template = "range {range} is not satisfiable for an object of {size} bytes"
+
+
+class InvalidBlobId(InvalidArgument):
+    """Blob id is malformed or could escape the backend's root."""
+
+    fields = ("blob_id", "reason")
+    template = "invalid blob id {blob_id!r}: {reason}"
+
+
+class InvalidContinuationToken(InvalidArgument):
+    """A list continuation token is not one dwray issued."""
+
+    fields = ("token",)
+    template = "invalid continuation token {token!r}"
+
+
+class EntityTooLarge(InvalidArgument):
+    """Object is over the configured maximum size."""
+
+    fields = ("size", "limit")
+    template = "object of at least {size} bytes is over the limit of {limit} bytes"
+
+
+class NotFound(DwrayError, LookupError):
+    """Something named does not exist."""
+
+
+class BucketNotFound(NotFound):
+    """No such bucket for this tenant."""
+
+    fields = ("bucket",)
+    template = "bucket {bucket!r} does not exist"
+
+
+class ObjectNotFound(NotFound):
+    """No such key (or version) in the bucket."""
+
+    fields = ("bucket", "key", "version_id")
+    template = "object {key!r} (version {version_id}) does not exist in bucket {bucket!r}"
+
+    def __init__(self, bucket: str, key: str, version_id: str | None = None) -> None:
+        super().__init__(bucket, key, version_id)
+
+    def __str__(self) -> str:
+        if self.version_id is None:
+            return f"object {self.key!r} does not exist in bucket {self.bucket!r}"
+        return super().__str__()
+
+
+class BlobNotFound(NotFound):
+    """The backend holds no blob with that id."""
+
+    fields = ("blob_id",)
+    template = "blob {blob_id!r} does not exist"
+
+
+class UploadNotFound(NotFound):
+    """No such multipart upload."""
+
+    fields = ("upload_id",)
+    template = "multipart upload {upload_id!r} does not exist"
+
+
+class BackendNotFound(NotFound):
+    """No storage backend of that name is registered."""
+
+    fields = ("name", "known")
+    template = "no storage backend named {name!r}; known backends: {known}"
+
+
+class AlreadyExists(DwrayError, FileExistsError):
+    """Something named exists and may not be replaced."""
+
+
+class BucketAlreadyExists(AlreadyExists):
+    """The tenant already owns that bucket."""
+
+    fields = ("bucket",)
+    template = "bucket {bucket!r} already exists"
+
+
+class BlobExists(AlreadyExists):
+    """Blobs are immutable; that blob id is already taken."""
+
+    fields = ("blob_id",)
+    template = "blob {blob_id!r} already exists; blobs are immutable"
+
+
+class BucketNotEmpty(DwrayError, OSError):
+    """A bucket that still holds objects cannot be deleted."""
+
+    fields = ("bucket",)
+    template = "bucket {bucket!r} is not empty"
+
+
+class StorageError(DwrayError, OSError):
+    """A storage backend failed to store or return bytes."""
+
+    fields = ("operation", "target", "reason")
+    template = "storage {operation} of {target!r} failed: {reason}"
+
+
+class StorageFull(StorageError):
+    """No space left: ENOSPC, EFBIG or a memory cap."""
+
+    template = "storage {operation} of {target!r} failed, no space left: {reason}"
+
+
+class DurabilityError(StorageError):
+    """fsync failed, so the write cannot be called durable."""
+
+    template = "storage {operation} of {target!r} is not durable: {reason}"
+
+
+class IntegrityError(DwrayError, ValueError):
+    """Stored bytes fail authentication; they are never returned."""
+
+    fields = ("what", "reason")
+    template = "integrity check failed for {what}: {reason}"
+
+
+class KeyringError(DwrayError, RuntimeError):
+    """Key-encryption keys are missing or unusable."""
+
+
+class KeyNotFound(KeyringError):
+    """No such KEK id or version in the keyring."""
+
+    fields = ("kek_id", "version")
+    template = "key-encryption key {kek_id!r} version {version} is not in the keyring"
+
+
+class KeyRetired(KeyringError):
+    """KEK version is below the keyring's minimum decryption version."""
+
+    fields = ("kek_id", "version", "minimum")
+    template = (
+        "key-encryption key {kek_id!r} version {version} is retired "
+        "(minimum decryption version is {minimum})"
+    )
+
+
+class CatalogError(DwrayError, RuntimeError):
+    """The catalog database failed or is inconsistent."""
+
+
+class SchemaVersionError(CatalogError):
+    """The catalog was written by a newer dwray than this one."""
+
+    fields = ("found", "supported")
+    template = "catalog schema version {found} is newer than this dwray supports ({supported})"
+
+
+class DependencyMissing(DwrayError, ImportError):
+    """An optional dependency is not installed."""
+
+    fields = ("feature", "install")
+    template = "{feature} needs an optional dependency: pip install '{install}'"

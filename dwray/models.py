@@ -1,0 +1,85 @@
+"""Frozen data that crosses the warehouse's boundary: tenants, buckets, objects, listings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dwray.names import validate_tenant_name
+
+__all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "SweepReport", "TenantContext"]
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """Who an operation runs for. Every warehouse operation takes one."""
+
+    tenant: str
+    principal: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_tenant_name(self.tenant)
+
+    @property
+    def kek_id(self) -> str:
+        """The id of this tenant's key-encryption key."""
+        return f"tenant:{self.tenant}"
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    """A bucket as callers see it."""
+
+    name: str
+    created: float
+    versioning: bool
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object version as callers see it (no placement, no key material)."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    last_modified: float
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    delete_marker: bool = False
+    is_latest: bool = True
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing, as S3's ListObjectsV2 returns it."""
+
+    objects: list[ObjectInfo]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_continuation_token: str | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return [info.key for info in self.objects]
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete did."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    delete_marker: bool
+    existed: bool
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What a sweep removed and what it left because it was younger than the grace period."""
+
+    deleted: int
+    young: int
+    referenced: int
+    temp_files: int = 0

@@ -1,0 +1,187 @@
+"""Moving object data through the frame pipeline with bounded memory.
+
+``plaintext_frames`` cuts bytes, file objects or chunk iterators into frames;
+``seal_stream`` compresses and seals them on a thread pool (zstd, AES-GCM and
+hashlib release the GIL, so two threads use two cores) and yields the records
+in order for a backend to write; ``open_stream`` reads records back in batches
+and opens them on the pool. At most ``inflight`` frames are held at once, so a
+1 GiB object needs a few MiB of memory, never 1 GiB.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from dwray.errors import EntityTooLarge, InvalidArgument
+from dwray.frames import FrameOpener, FrameSealer, FrameTable
+
+__all__ = ["SealedStream", "open_stream", "plaintext_frames"]
+
+Frame = bytes | bytearray | memoryview
+
+
+def _from_buffer(data: Frame, frame_size: int) -> Iterator[Frame]:
+    view = memoryview(data).cast("B")
+    for offset in range(0, len(view), frame_size):
+        yield view[offset:offset + frame_size]
+
+
+def _from_file(handle: BinaryIO, frame_size: int) -> Iterator[Frame]:
+    readinto = getattr(handle, "readinto", None)
+    while True:
+        if readinto is not None:
+            buffer = bytearray(frame_size)
+            view, filled = memoryview(buffer), 0
+            while filled < frame_size:
+                count = readinto(view[filled:])
+                if not count:
+                    break
+                filled += count
+            frame: Frame = buffer if filled == frame_size else buffer[:filled]
+        else:
+            parts, filled = [], 0
+            while filled < frame_size:
+                part = handle.read(frame_size - filled)
+                if not part:
+                    break
+                parts.append(part)
+                filled += len(part)
+            frame = b"".join(parts)
+        if not filled:
+            return
+        yield frame
+        if filled < frame_size:
+            return
+
+
+def _from_chunks(chunks: Iterable[Frame], frame_size: int) -> Iterator[Frame]:
+    pending = bytearray()
+    for chunk in chunks:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"object data chunks must be bytes-like, not {type(chunk).__name__}")
+        view = memoryview(chunk).cast("B")
+        if pending:
+            take = min(frame_size - len(pending), len(view))
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < frame_size:
+                continue
+            yield bytes(pending)
+            pending = bytearray()
+        # Whole frames straight from the caller's chunk: no copy.
+        while len(view) >= frame_size:
+            yield view[:frame_size]
+            view = view[frame_size:]
+        pending += view
+    if pending:
+        yield bytes(pending)
+
+
+def plaintext_frames(data: Any, frame_size: int) -> Iterator[tuple[Frame, bool]]:
+    """Yield ``(frame, is_last)``; an empty object is one empty last frame."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        source = _from_buffer(data, frame_size)
+    elif hasattr(data, "readinto") or hasattr(data, "read"):
+        source = _from_file(data, frame_size)
+    elif isinstance(data, Iterable) and not isinstance(data, str):
+        source = _from_chunks(data, frame_size)
+    else:
+        raise InvalidArgument(
+            f"object data must be bytes, a binary file object or an iterable of bytes, not {type(data).__name__}")
+    previous: Frame | None = None
+    for frame in source:
+        if not len(frame):
+            continue
+        if previous is not None:
+            yield previous, False
+        previous = frame
+    yield (previous if previous is not None else b""), True
+
+
+@dataclass
+class SealedStream:
+    """Seals frames in order on a pool and yields the records; afterwards holds size, MD5, table."""
+
+    frames: Iterable[tuple[Frame, bool]]
+    sealer: FrameSealer
+    executor: ThreadPoolExecutor
+    inflight: int
+    max_size: int
+    size: int = 0
+    ends: list[int] = field(default_factory=list)
+    _md5: Any = field(default_factory=hashlib.md5)
+
+    @property
+    def md5(self) -> bytes:
+        return self._md5.digest()
+
+    @property
+    def table(self) -> FrameTable:
+        return FrameTable(self.ends)
+
+    def __iter__(self) -> Iterator[Frame]:
+        pending: deque[Future[tuple[bytes, bytes]]] = deque()
+        offset = 0
+        try:
+            for index, (frame, last) in enumerate(self.frames):
+                self.size += len(frame)
+                if self.size > self.max_size:
+                    raise EntityTooLarge(self.size, self.max_size)
+                pending.append(self.executor.submit(self.sealer.seal, index, frame, last))
+                # Hashing here overlaps with sealing on the pool (hashlib drops the GIL).
+                self._md5.update(frame)
+                while len(pending) >= self.inflight:
+                    codec, sealed = pending.popleft().result()
+                    offset += len(codec) + len(sealed)
+                    self.ends.append(offset)
+                    yield codec
+                    yield sealed
+            while pending:
+                codec, sealed = pending.popleft().result()
+                offset += len(codec) + len(sealed)
+                self.ends.append(offset)
+                yield codec
+                yield sealed
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def open_stream(read_span: Callable[[int, int], bytes], table: FrameTable, opener: FrameOpener,
+                frames: range, last_index: int, executor: ThreadPoolExecutor, *,
+                inflight: int, batch_bytes: int = 8 << 20) -> Iterator[bytes]:
+    """Yield the plaintext of ``frames`` in order.
+
+    ``read_span(start, end)`` returns blob bytes ``[start, end)``; records are
+    read several at a time (up to ``batch_bytes``) and opened on the pool.
+    """
+    pending: deque[Future[bytes]] = deque()
+    indexes = iter(frames)
+    upcoming = next(indexes, None)
+    try:
+        while upcoming is not None or pending:
+            # Refill when half drained, so reads come in batches of several records.
+            if upcoming is not None and len(pending) <= inflight // 2:
+                first = upcoming
+                start = table.record_range(first)[0]
+                batch = [first]
+                upcoming = next(indexes, None)
+                while (upcoming is not None and len(pending) + len(batch) < inflight
+                       and table.record_range(upcoming)[1] - start <= batch_bytes):
+                    batch.append(upcoming)
+                    upcoming = next(indexes, None)
+                end = table.record_range(batch[-1])[1]
+                span = memoryview(read_span(start, end))
+                for index in batch:
+                    lo, hi = table.record_range(index)
+                    pending.append(executor.submit(opener.open, index, span[lo - start:hi - start],
+                                                   index == last_index))
+                continue
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -1,0 +1,569 @@
+"""The warehouse core: buckets and objects for tenants, in one process.
+
+Durability order for every write: the sealed blob is durable on the backend,
+then the catalog row is committed (the moment the object exists), then the
+caller is acknowledged. A crash between the first two leaves an unreferenced
+blob, which ``sweep`` removes after the grace period; never a visible partial.
+
+Every operation takes a tenant (``TenantContext``, a tenant name, or ``None``
+for the configured default tenant). Catalog rows and blob ids are scoped by it:
+blob ids start with the tenant's name and each tenant has its own KEK.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dwray.catalog import BucketRecord, Catalog, ObjectRecord
+from dwray.config import DwrayConfig, load_config
+from dwray.errors import (
+    DwrayError,
+    InvalidArgument,
+    InvalidContinuationToken,
+    InvalidRange,
+    KeyringError,
+    ObjectNotFound,
+)
+from dwray.frames import (
+    FORMAT_VERSION,
+    FrameOpener,
+    FrameSealer,
+    FrameTable,
+    KeyHeader,
+    ObjectIdentity,
+    new_object_keys,
+)
+from dwray.keyring import LocalKeyring
+from dwray.models import BucketInfo, DeleteResult, ListPage, ObjectInfo, SweepReport, TenantContext
+from dwray.names import validate_bucket_name, validate_key
+from dwray.pipeline import SealedStream, open_stream, plaintext_frames
+from dwray.storage import create_backend
+from dwray.storage.base import StorageBackend
+
+__all__ = ["ObjectReader", "Warehouse"]
+
+TenantArg = TenantContext | str | None
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: system headers stored with an object and returned on read, as S3 does
+STORED_HEADERS = frozenset({"content-encoding", "content-disposition", "content-language",
+                            "cache-control", "expires"})
+MAX_METADATA_BYTES = 2048  # S3's limit for user metadata
+
+
+def _new_version_id() -> str:
+    # Time-ordered (newest sorts last) and unguessable.
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix``."""
+    while prefix:
+        code = ord(prefix[-1]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return prefix[:-1] + chr(code)
+        prefix = prefix[:-1]
+    return None
+
+
+def _encode_token(start: str, inclusive: bool) -> str:
+    raw = json.dumps({"s": start, "i": inclusive}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[str, bool]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = json.loads(raw)
+        start, inclusive = value["s"], value["i"]
+        if not isinstance(start, str) or not isinstance(inclusive, bool):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise InvalidContinuationToken(token[:80]) from None
+    return start, inclusive
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    clean: dict[str, str] = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidArgument("user metadata names and values must be strings")
+        if not name or not name.isascii() or not name.replace("-", "").replace("_", "").isalnum():
+            raise InvalidArgument(f"user metadata name {name!r} must be ASCII letters, digits, '-' or '_'")
+        clean[name.lower()] = value
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in clean.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument(f"user metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+    return clean
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    clean: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        lowered = name.lower()
+        if lowered not in STORED_HEADERS:
+            raise InvalidArgument(f"header {name!r} is not stored with objects; allowed: {sorted(STORED_HEADERS)}")
+        if not isinstance(value, str):
+            raise InvalidArgument(f"header {name!r} must be a string")
+        clean[lowered] = value
+    return clean
+
+
+def _info(record: ObjectRecord) -> ObjectInfo:
+    return ObjectInfo(record.bucket, record.key, record.version_id, record.size, record.etag,
+                      record.created, record.content_type, dict(record.metadata), dict(record.headers),
+                      record.delete_marker, record.is_latest)
+
+
+class ObjectReader(io.RawIOBase):
+    """A readable, iterable stream of one object's (range of) plaintext.
+
+    ``read()``/``readinto()`` as a binary file; iterating yields decoded
+    chunks (about one frame each) without extra copies.
+    """
+
+    def __init__(self, info: ObjectInfo, chunks: Iterator[bytes], start: int, length: int) -> None:
+        super().__init__()
+        self.info = info
+        self.start = start
+        self.length = length
+        self._chunks = chunks
+        self._current = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        while not self._current:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._current = memoryview(chunk)
+        count = min(len(target), len(self._current))
+        target[:count] = self._current[:count]
+        self._current = self._current[count:]
+        return count
+
+    def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
+        if self._current:
+            yield bytes(self._current)
+            self._current = memoryview(b"")
+        yield from self._chunks
+
+    def readall(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
+class Warehouse:
+    """Buckets and objects of every tenant, stored sealed on one storage backend."""
+
+    def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None) -> None:
+        self.config = config if config is not None else load_config()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if backend is None:
+            if self.config.storage.backend == "local":
+                backend = create_backend("local", root=self.config.blob_root)
+            else:
+                backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
+        self.backend = backend
+        self.backend_name = backend.name or self.config.storage.backend
+        self.catalog = Catalog(self.config.catalog_path, synchronous=self.config.catalog.synchronous,
+                               busy_timeout_ms=self.config.catalog.busy_timeout_ms)
+        self.keyring = LocalKeyring(self.config.keyring_path)
+        self._threads = self.config.worker_threads
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="dwray-frames")
+        self._inflight = 2 * self._threads + 2
+        self._closed = threading.Event()
+        self._keks_ready: set[str] = set()
+
+    @classmethod
+    def open(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
+             **overrides: Any) -> Warehouse:
+        """A warehouse from the config file and environment, optionally with a data dir."""
+        config = load_config(config_path)
+        if data_dir is not None:
+            config = config.model_copy(update={"data_dir": Path(data_dir)})
+        if overrides:
+            config = config.model_copy(update=overrides)
+        return cls(config)
+
+    def __repr__(self) -> str:
+        return f"Warehouse(data_dir={str(self.config.data_dir)!r}, backend={self.backend_name!r})"
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.catalog.close()
+        self.backend.close()
+
+    def _tenant(self, tenant: TenantArg) -> TenantContext:
+        if isinstance(tenant, TenantContext):
+            return tenant
+        return TenantContext(tenant if tenant is not None else self.config.default_tenant)
+
+    # Buckets ----------------------------------------------------------------
+
+    def create_bucket(self, bucket: str, *, versioning: bool = False, tenant: TenantArg = None) -> BucketInfo:
+        """Create a bucket. ``BucketAlreadyExists`` if this tenant has it."""
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        record = self.catalog.create_bucket(ctx.tenant, bucket, secrets.token_hex(8), versioning=versioning)
+        return BucketInfo(record.name, record.created, record.versioning)
+
+    def head_bucket(self, bucket: str, *, tenant: TenantArg = None) -> BucketInfo:
+        """``BucketNotFound`` unless the tenant has the bucket."""
+        ctx = self._tenant(tenant)
+        record = self.catalog.get_bucket(ctx.tenant, validate_bucket_name(bucket))
+        return BucketInfo(record.name, record.created, record.versioning)
+
+    def list_buckets(self, *, tenant: TenantArg = None) -> list[BucketInfo]:
+        ctx = self._tenant(tenant)
+        return [BucketInfo(r.name, r.created, r.versioning) for r in self.catalog.list_buckets(ctx.tenant)]
+
+    def delete_bucket(self, bucket: str, *, tenant: TenantArg = None) -> None:
+        """Delete an empty bucket. ``BucketNotEmpty`` while it holds any object version."""
+        ctx = self._tenant(tenant)
+        self.catalog.delete_bucket(ctx.tenant, validate_bucket_name(bucket))
+
+    # Writes -----------------------------------------------------------------
+
+    def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
+            metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+            tenant: TenantArg = None) -> ObjectInfo:
+        """Store ``data`` (bytes, binary file object, or iterable of bytes chunks) under ``key``.
+
+        Returns once the object is durable and committed.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        clean_metadata, clean_headers = _check_metadata(metadata), _check_headers(headers)
+        bucket_record = self.catalog.get_bucket(ctx.tenant, bucket)
+        record = self._write_object(ctx, bucket_record, key, plaintext_frames(data, self.config.pipeline.frame_size),
+                                    content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers)
+        return _info(record)
+
+    def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
+                      content_type: str, metadata: dict[str, str], headers: dict[str, str]) -> ObjectRecord:
+        version_id = _new_version_id()
+        token = secrets.token_hex(16)
+        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{token[:2]}/{token}"
+        keys = new_object_keys()
+        if ctx.kek_id not in self._keks_ready:
+            self.keyring.ensure(ctx.kek_id)
+            self._keks_ready.add(ctx.kek_id)
+        kek_version, wrapped = self.keyring.wrap(ctx.kek_id, keys.dek)
+        identity = ObjectIdentity(ctx.tenant, bucket.name, key, version_id)
+        frame_size = self.config.pipeline.frame_size
+        sealer = FrameSealer(identity, keys.dek, keys.nonce_prefix, frame_size=frame_size,
+                             level=self.config.pipeline.zstd_level)
+        stream = SealedStream(frames, sealer, self._executor, self._inflight, self.config.limits.max_object_size)
+        self.backend.put_blob(blob_id, stream)
+        header = KeyHeader(
+            format_version=FORMAT_VERSION, kek_id=ctx.kek_id, kek_version=kek_version, wrapped_dek=wrapped,
+            nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stream.size,
+            content_md5=stream.md5)
+        record = ObjectRecord(
+            tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
+            delete_marker=False, size=stream.size, etag=stream.md5.hex(), content_type=content_type,
+            headers=headers, metadata=metadata, created=time.time(), backend=self.backend_name,
+            blob_id=blob_id, key_header=header.to_bytes(), frame_table=stream.table.to_bytes(),
+            kek_id=ctx.kek_id, kek_version=kek_version)
+        try:
+            self.catalog.commit_object(record)
+        except BaseException:
+            # Not committed, so nothing references the blob: remove it now
+            # rather than leave it to the sweeper (best effort).
+            try:
+                self.backend.delete_blob(blob_id)
+            except DwrayError:
+                pass
+            raise
+        return record
+
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *,
+             version_id: str | None = None, content_type: str | None = None,
+             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+             tenant: TenantArg = None) -> ObjectInfo:
+        """Copy an object. Metadata, content type and headers are copied unless given (S3's REPLACE).
+
+        The copy is sealed afresh under its own DEK: the AAD binds each frame
+        to its key and version, so frames cannot be shared between objects.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(dst_bucket)
+        validate_key(dst_key)
+        replace = metadata is not None or content_type is not None or headers is not None
+        source = self.open(src_bucket, src_key, version_id=version_id, tenant=ctx)
+        with source:
+            info = source.info
+            dest = self.catalog.get_bucket(ctx.tenant, dst_bucket)
+            frames = plaintext_frames(iter(source), self.config.pipeline.frame_size)
+            record = self._write_object(
+                ctx, dest, dst_key, frames,
+                (content_type or DEFAULT_CONTENT_TYPE) if replace else info.content_type,
+                _check_metadata(metadata) if replace else dict(info.metadata),
+                _check_headers(headers) if replace else dict(info.headers))
+        return _info(record)
+
+    def delete(self, bucket: str, key: str, *, version_id: str | None = None,
+               tenant: TenantArg = None) -> DeleteResult:
+        """Delete a key (S3 semantics: deleting a missing key succeeds).
+
+        In a versioned bucket without ``version_id`` a delete marker is added;
+        with ``version_id`` that version is removed for good.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        marker = ObjectRecord(ctx.tenant, bucket, key, _new_version_id(), True, True, 0, "",
+                              DEFAULT_CONTENT_TYPE, created=time.time())
+        outcome = self.catalog.delete_object(ctx.tenant, bucket, key, version_id, marker)
+        if outcome.delete_marker is not None:
+            return DeleteResult(bucket, key, outcome.delete_marker.version_id, True, True)
+        removed = outcome.removed
+        return DeleteResult(bucket, key, removed.version_id if removed else version_id,
+                            bool(removed and removed.delete_marker), removed is not None)
+
+    # Reads ------------------------------------------------------------------
+
+    def head(self, bucket: str, key: str, *, version_id: str | None = None, tenant: TenantArg = None) -> ObjectInfo:
+        """The object's metadata. ``ObjectNotFound``/``BucketNotFound`` if absent."""
+        ctx = self._tenant(tenant)
+        return _info(self._lookup(ctx, bucket, key, version_id))
+
+    def _lookup(self, ctx: TenantContext, bucket: str, key: str, version_id: str | None) -> ObjectRecord:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        record = self.catalog.get_object(ctx.tenant, bucket, key, version_id)
+        if record.delete_marker:
+            raise ObjectNotFound(bucket, key, version_id)
+        return record
+
+    def open(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
+             version_id: str | None = None, tenant: TenantArg = None) -> ObjectReader:
+        """A stream of the object's bytes; ``range=(first, last)`` is inclusive, as HTTP's Range.
+
+        ``last`` may be ``None`` (to the end) or past the end (clipped). Raises
+        ``InvalidRange`` when ``first`` is at or past the end. Bytes that fail
+        authentication raise ``IntegrityError`` and are never returned.
+        """
+        ctx = self._tenant(tenant)
+        record = self._lookup(ctx, bucket, key, version_id)
+        start, end = self._resolve_range(range, record.size)
+        header = KeyHeader.from_bytes(record.key_header)
+        table = FrameTable.from_bytes(record.frame_table)
+        chunks = self._plaintext(ctx, record, header, table, start, end)
+        return ObjectReader(_info(record), chunks, start, end - start)
+
+    def get(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
+            version_id: str | None = None, tenant: TenantArg = None) -> bytes:
+        """The object's bytes (or an inclusive ``range`` of them)."""
+        with self.open(bucket, key, range=range, version_id=version_id, tenant=tenant) as reader:
+            return reader.readall()
+
+    @staticmethod
+    def _resolve_range(range_: tuple[int, int | None] | None, size: int) -> tuple[int, int]:
+        if range_ is None:
+            return 0, size
+        try:
+            first, last = range_
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"range must be a (first, last) pair, not {range_!r}") from None
+        if not isinstance(first, int) or not (last is None or isinstance(last, int)):
+            raise InvalidArgument(f"range bounds must be integers, not {range_!r}")
+        if first < 0 or (last is not None and last < first) or first >= size:
+            raise InvalidRange(f"bytes={first}-{'' if last is None else last}", size)
+        end = size if last is None else min(last + 1, size)
+        return first, end
+
+    def _plaintext(self, ctx: TenantContext, record: ObjectRecord, header: KeyHeader, table: FrameTable,
+                   start: int, end: int) -> Iterator[bytes]:
+        dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
+        identity = ObjectIdentity(ctx.tenant, record.bucket, record.key, record.version_id)
+        opener = FrameOpener(identity, dek, header.nonce_prefix, frame_size=header.frame_size)
+        frame_size = header.frame_size
+        last_index = max(len(table) - 1, 0)
+        if end <= start:
+            # Empty object: still authenticate its single (empty) frame.
+            for _ in open_stream(self._reader(record), table, opener, range(0, 1), last_index,
+                                 self._executor, inflight=self._inflight):
+                pass
+            return
+        first_frame, stop_frame = start // frame_size, (end - 1) // frame_size + 1
+        position = first_frame * frame_size
+        for plain in open_stream(self._reader(record), table, opener, range(first_frame, stop_frame),
+                                 last_index, self._executor, inflight=self._inflight):
+            lo, hi = max(start - position, 0), min(end - position, len(plain))
+            position += len(plain)
+            yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
+
+    def _reader(self, record: ObjectRecord) -> Any:
+        blob_id = record.blob_id
+        backend = self.backend
+
+        def read_span(start: int, end: int) -> bytes:
+            return backend.get_blob(blob_id, start, end)
+        return read_span
+
+    # Listing ----------------------------------------------------------------
+
+    def list(self, bucket: str, *, prefix: str = "", delimiter: str | None = None, max_keys: int = 1000,
+             continuation_token: str | None = None, start_after: str | None = None,
+             tenant: TenantArg = None) -> ListPage:
+        """One page of keys in S3's order and with S3's ListObjectsV2 semantics."""
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        if not isinstance(max_keys, int) or max_keys < 0:
+            raise InvalidArgument(f"max_keys must be a non-negative integer, not {max_keys!r}")
+        max_keys = min(max_keys, 1000)
+        if delimiter == "":
+            delimiter = None
+        self.catalog.get_bucket(ctx.tenant, bucket)
+        if continuation_token:
+            start, inclusive = _decode_token(continuation_token)
+        else:
+            start, inclusive = (start_after, False) if start_after else (None, True)
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        last_entry: tuple[str, bool] | None = None
+        while True:
+            restarted = False
+            for record in self.catalog.iter_latest(ctx.tenant, bucket, prefix=prefix, start=start,
+                                                   inclusive=inclusive):
+                common = None
+                if delimiter:
+                    cut = record.key.find(delimiter, len(prefix))
+                    if cut >= 0:
+                        common = record.key[:cut + len(delimiter)]
+                if len(objects) + len(prefixes) >= max_keys:
+                    token = _encode_token(*last_entry) if last_entry else None
+                    return ListPage(objects, prefixes, max_keys > 0, token if max_keys > 0 else None)
+                if common is None:
+                    objects.append(_info(record))
+                    last_entry = (record.key, False)
+                    continue
+                prefixes.append(common)
+                after = _successor(common)
+                if after is None:
+                    return ListPage(objects, prefixes, False, None)
+                last_entry = (after, True)
+                start, inclusive, restarted = after, True, True
+                break
+            if not restarted:
+                return ListPage(objects, prefixes, False, None)
+
+    def iter_objects(self, bucket: str, *, prefix: str = "", tenant: TenantArg = None) -> Iterator[ObjectInfo]:
+        """Every live object under ``prefix``, following continuation tokens."""
+        token: str | None = None
+        while True:
+            page = self.list(bucket, prefix=prefix, continuation_token=token, tenant=tenant)
+            yield from page.objects
+            if not page.is_truncated:
+                return
+            token = page.next_continuation_token
+
+    def versions(self, bucket: str, key: str, *, tenant: TenantArg = None) -> list[ObjectInfo]:
+        """Every version of a key (delete markers included), newest first."""
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        self.catalog.get_bucket(ctx.tenant, bucket)
+        return [_info(r) for r in self.catalog.iter_versions(ctx.tenant, bucket, key)]
+
+    # Keys -------------------------------------------------------------------
+
+    def rotate_keys(self, *, tenant: TenantArg = None) -> int:
+        """Make a new primary KEK version for the tenant's new writes; return it."""
+        ctx = self._tenant(tenant)
+        self.keyring.ensure(ctx.kek_id)
+        return self.keyring.rotate(ctx.kek_id)
+
+    def rewrap(self, *, tenant: TenantArg = None) -> int:
+        """Re-wrap every DEK under the tenant's primary KEK version, touching no data; return how many."""
+        ctx = self._tenant(tenant)
+        primary = self.keyring.ensure(ctx.kek_id)
+        count = 0
+        for record in self.catalog.iter_wrapped_below(ctx.kek_id, primary):
+            header = KeyHeader.from_bytes(record.key_header)
+            dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
+            version, wrapped = self.keyring.wrap(ctx.kek_id, dek)
+            if self.catalog.replace_key_header(record, header.with_wrapped(version, wrapped).to_bytes(), version):
+                count += 1
+        return count
+
+    def retire_keys(self, minimum: int, *, tenant: TenantArg = None) -> None:
+        """Refuse to decrypt with KEK versions below ``minimum`` from now on.
+
+        Refused while any object's DEK is still wrapped under such a version
+        (run ``rewrap`` first), so retiring never makes data unreadable.
+        """
+        ctx = self._tenant(tenant)
+        remaining = self.catalog.count_wrapped_below(ctx.kek_id, minimum)
+        if remaining:
+            raise KeyringError(f"{remaining} object(s) of tenant {ctx.tenant!r} are still wrapped under KEK "
+                               f"versions below {minimum}; run rewrap first")
+        self.keyring.retire_below(ctx.kek_id, minimum)
+
+    # Maintenance ------------------------------------------------------------
+
+    def sweep(self, *, grace_seconds: float | None = None) -> SweepReport:
+        """Delete blobs that no committed row references and that are older than the grace period."""
+        grace = self.config.sweeper.grace_seconds if grace_seconds is None else grace_seconds
+        cutoff = time.time() - grace
+        referenced = self.catalog.referenced_blobs(self.backend_name)
+        deleted = young = kept = 0
+        for blob_id in list(self.backend.list_blobs("")):
+            if blob_id in referenced:
+                kept += 1
+                continue
+            try:
+                stat = self.backend.stat_blob(blob_id)
+            except DwrayError:
+                continue
+            if stat.mtime > cutoff:
+                young += 1
+            elif not self.catalog.is_referenced(self.backend_name, blob_id):
+                self.backend.delete_blob(blob_id)
+                deleted += 1
+        temp_files = 0
+        sweep_temp = getattr(self.backend, "sweep_temp_files", None)
+        if sweep_temp is not None:
+            temp_files = sweep_temp(grace)
+        return SweepReport(deleted, young, kept, temp_files)
+
+    def stats(self, *, tenant: TenantArg = None) -> dict[str, int]:
+        """Object count and bytes of the tenant's live and noncurrent versions."""
+        return self.catalog.stats(self._tenant(tenant).tenant)
+
+    def storage_path(self) -> Path | None:
+        """Where a local backend keeps blobs (for ``dw demo``), else ``None``."""
+        root = getattr(self.backend, "root", None)
+        return Path(root) if root is not None else None
+

@@ -144,7 +144,7 @@ class KeyTooLong(InvalidObjectKey):
     """Object key is over 1024 bytes of UTF-8."""
 
     fields = ("key", "reason")
-    template = "object key too long: {reason}"
+    template = "object key {key!r} is too long: {reason}"
 
 
 class InvalidRange(InvalidArgument):

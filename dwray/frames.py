@@ -29,6 +29,7 @@ import struct
 import sys
 import threading
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import zstandard
@@ -42,8 +43,14 @@ __all__ = [
     "CODEC_ZSTD",
     "DEFAULT_FRAME_SIZE",
     "DEFAULT_ZSTD_LEVEL",
+    "DEK_SIZE",
     "FORMAT_VERSION",
+    "FRAME_TAG",
+    "MAX_FRAMES",
     "MAX_FRAME_SIZE",
+    "MIN_RECORD_SIZE",
+    "NONCE_PREFIX_SIZE",
+    "TAG_SIZE",
     "FrameOpener",
     "FrameSealer",
     "FrameTable",
@@ -281,7 +288,9 @@ class FrameOpener(_FrameCipher):
             declared = zstandard.frame_content_size(body)
         except zstandard.ZstdError as exc:
             raise self._broken(index, f"bad zstd frame header: {exc}") from None
-        if not 0 <= declared <= self.frame_size:
+        if declared < 0:
+            raise self._broken(index, "zstd frame does not declare its size")
+        if declared > self.frame_size:
             raise self._broken(index, f"zstd frame declares {declared} bytes, over the frame size")
         try:
             return _zstd.decompressor.decompress(body, max_output_size=self.frame_size, allow_extra_data=False)
@@ -422,25 +431,33 @@ class FrameTable:
 
     __slots__ = ("_ends",)
 
-    def __init__(self, ends: list[int] | tuple[int, ...] = ()) -> None:
-        self._ends = array("Q")
-        for end in ends:
-            self._append_end(end)
+    def __init__(self, ends: Iterable[int] = ()) -> None:
+        try:
+            self._ends = array("Q", ends)
+        except (OverflowError, TypeError) as exc:
+            raise InvalidArgument(f"frame table ends must be unsigned 64-bit integers: {exc}") from None
+        if len(self._ends) > MAX_FRAMES:
+            raise InvalidArgument(f"an object has at most {MAX_FRAMES} frames, not {len(self._ends)}")
+        previous = 0
+        for index, end in enumerate(self._ends):
+            if end - previous < MIN_RECORD_SIZE:
+                raise self._too_short(index, end, previous)
+            previous = end
 
     def append(self, record_size: int) -> None:
         """Record the next frame's record size (codec byte + sealed bytes)."""
-        self._append_end((self._ends[-1] if self._ends else 0) + record_size)
-
-    def _append_end(self, end: int) -> None:
-        previous = self._ends[-1] if self._ends else 0
-        if end - previous < MIN_RECORD_SIZE:
-            raise InvalidArgument(
-                f"frame record {len(self._ends)} would end at {end}, "
-                f"less than {MIN_RECORD_SIZE} bytes after {previous}"
-            )
+        previous = self.blob_size
+        if record_size < MIN_RECORD_SIZE:
+            raise self._too_short(len(self._ends), previous + record_size, previous)
         if len(self._ends) >= MAX_FRAMES:
             raise InvalidArgument(f"an object has at most {MAX_FRAMES} frames")
-        self._ends.append(end)
+        self._ends.append(previous + record_size)
+
+    @staticmethod
+    def _too_short(index: int, end: int, previous: int) -> InvalidArgument:
+        return InvalidArgument(
+            f"frame record {index} would end at {end}, less than {MIN_RECORD_SIZE} bytes after {previous}"
+        )
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -466,6 +483,7 @@ class FrameTable:
         return self.record_range(frames.start)[0], self.record_range(frames.stop - 1)[1]
 
     def to_bytes(self) -> bytes:
+        """The end offsets as packed little-endian u64."""
         ends = array("Q", self._ends)
         if sys.byteorder == "big":
             ends.byteswap()
@@ -481,7 +499,7 @@ class FrameTable:
         if sys.byteorder == "big":
             ends.byteswap()
         try:
-            return cls(ends.tolist())
+            return cls(ends)
         except InvalidArgument as exc:
             raise IntegrityError("frame table", str(exc)) from None
 

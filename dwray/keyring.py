@@ -82,11 +82,9 @@ class LocalKeyring:
             if kek_id in self._keks:
                 return self._keks[kek_id].primary
             with self._exclusive():
-                kek = self._keks.get(kek_id)
-                if kek is None:
-                    kek = self._keks[kek_id] = _Kek({1: AESGCM.generate_key(bit_length=256)}, 1, 1)
-                    self._save()
-                return kek.primary
+                if kek_id not in self._keks:
+                    self._store(kek_id, _Kek({1: AESGCM.generate_key(bit_length=256)}, 1, 1))
+                return self._keks[kek_id].primary
 
     def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
         """Wrap ``dek`` under the primary version; return ``(version, wrapped)``."""
@@ -128,9 +126,8 @@ class LocalKeyring:
         with self._mutex, self._exclusive():
             kek = self._get(kek_id)
             version = max(kek.versions) + 1
-            kek.versions[version] = AESGCM.generate_key(bit_length=256)
-            kek.primary = version
-            self._save()
+            versions = {**kek.versions, version: AESGCM.generate_key(bit_length=256)}
+            self._store(kek_id, _Kek(versions, version, kek.minimum))
             return version
 
     def retire_below(self, kek_id: str, minimum: int) -> None:
@@ -145,8 +142,7 @@ class LocalKeyring:
                 raise InvalidArgument(
                     f"minimum version for {kek_id!r} must be 1..{kek.primary} (the primary), not {minimum}"
                 )
-            kek.minimum = minimum
-            self._save()
+            self._store(kek_id, _Kek(kek.versions, kek.primary, minimum))
 
     def describe(self, kek_id: str) -> dict[str, Any]:
         """Versions, primary and minimum of ``kek_id``; never key material."""
@@ -202,7 +198,20 @@ class LocalKeyring:
         self._keks = _parse(self.path, raw)
         self._seen = _identity(st)
 
-    def _save(self) -> None:
+    def _store(self, kek_id: str, kek: _Kek) -> None:
+        """Write the keyring with ``kek`` in place, then adopt it.
+
+        Memory changes only after the file is durable, so a failed write never
+        leaves a key in use that the file does not hold.
+        """
+        keks = {**self._keks, kek_id: kek}
+        try:
+            self._write(keks)
+        except OSError as exc:
+            raise KeyringError(f"could not write keyring {self.path}: {exc.strerror or exc}") from exc
+        self._keks = keks
+
+    def _write(self, keks: dict[str, _Kek]) -> None:
         """Write the keyring atomically: temp file, fsync, rename, fsync dir."""
         body = json.dumps(
             {
@@ -213,7 +222,7 @@ class LocalKeyring:
                         "minimum": kek.minimum,
                         "versions": {str(v): base64.b64encode(k).decode("ascii") for v, k in kek.versions.items()},
                     }
-                    for kek_id, kek in sorted(self._keks.items())
+                    for kek_id, kek in sorted(keks.items())
                 },
             },
             indent=1,

@@ -195,7 +195,7 @@ class Warehouse:
         self._keks_ready: set[str] = set()
 
     @classmethod
-    def open(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
+    def load(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
              **overrides: Any) -> Warehouse:
         """A warehouse from the config file and environment, optionally with a data dir."""
         config = load_config(config_path)
@@ -272,8 +272,9 @@ class Warehouse:
     def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
                       content_type: str, metadata: dict[str, str], headers: dict[str, str]) -> ObjectRecord:
         version_id = _new_version_id()
-        token = secrets.token_hex(16)
-        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{token[:2]}/{token}"
+        # Folders by time (one per ~69 s of writes) rather than by hash: a
+        # durable put into an existing folder skips creating and fsyncing one.
+        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
         keys = new_object_keys()
         if ctx.kek_id not in self._keks_ready:
             self.keyring.ensure(ctx.kek_id)

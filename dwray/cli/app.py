@@ -40,7 +40,7 @@ class State:
         if self._warehouse is None:
             from dwray.warehouse import Warehouse
 
-            self._warehouse = Warehouse.open(self.data_dir, self.config)
+            self._warehouse = Warehouse.load(self.data_dir, self.config)
         return self._warehouse
 
     def close(self) -> None:
@@ -70,7 +70,7 @@ def command(group: click.Group, name: str | None = None) -> Callable[[Callable[.
                 if as_json:
                     click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
                 else:
-                    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
                 sys.exit(1)
             finally:
                 state.close()
@@ -364,7 +364,7 @@ def _print_demo(report: dict[str, Any]) -> None:
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder on the disk to measure (default: a temp dir)")
 @click.option("--small-count", default=300, show_default=True, help="4 KiB durable puts to time")
-@click.option("--repeat", default=1, show_default=True, help="runs of each measure; the best is kept")
+@click.option("--repeat", default=3, show_default=True, help="runs of each measure; the best is kept")
 def bench_command(state: State, as_json: bool, mode: str, size: str, folder: Path | None,
                   small_count: int, repeat: int) -> None:
     """Measure put/get throughput and small puts against the yardstick, in the same run."""

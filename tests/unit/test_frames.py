@@ -79,7 +79,8 @@ def open_all(records: list[bytes], frame_size: int, **kwargs: object) -> bytes:
 
 def documented_aad(identity: ObjectIdentity, index: int, last: bool, codec: int) -> bytes:
     """The AAD exactly as the module docstring specifies it."""
-    parts = [b"dwray-frame-v1"] + [s.encode() for s in (identity.tenant, identity.bucket, identity.key, identity.version_id)]
+    fields = (identity.tenant, identity.bucket, identity.key, identity.version_id)
+    parts = [b"dwray-frame-v1"] + [field.encode() for field in fields]
     return b"".join(struct.pack(">I", len(p)) + p for p in parts) + struct.pack(">QBB", index, last, codec)
 
 
@@ -297,7 +298,7 @@ def test_zstd_bomb_is_never_inflated() -> None:
     with pytest.raises(IntegrityError, match="over the frame size"):
         opener(1 << 20).open(0, forge(0, bomb, True, CODEC_ZSTD), True)
     no_size = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20))
-    with pytest.raises(IntegrityError, match="over the frame size"):
+    with pytest.raises(IntegrityError, match="does not declare its size"):
         opener(1 << 20).open(0, forge(0, no_size, True, CODEC_ZSTD), True)
 
 
@@ -477,7 +478,13 @@ def test_frame_table_rejects_malformed_input() -> None:
     ):
         with pytest.raises(IntegrityError, match="frame table"):
             FrameTable.from_bytes(encoded)
+    for ends in ([-1], [20, 30], [16], ["x"]):
+        with pytest.raises(InvalidArgument):
+            FrameTable(ends)  # type: ignore[arg-type]
     table = FrameTable([20, 40])
+    with pytest.raises(InvalidArgument):
+        table.append(16)
+    assert len(table) == 2 and table.record_range(1) == (20, 40)
     for index in (-1, 2):
         with pytest.raises(InvalidArgument):
             table.record_range(index)

@@ -216,6 +216,25 @@ def test_an_instance_sees_rotations_made_by_another(path: Path) -> None:
     assert mine.rotate(KEK) == 3
 
 
+def test_a_failed_write_changes_nothing(path: Path) -> None:
+    keyring = LocalKeyring(path)
+    keyring.ensure(KEK)
+    before = path.read_bytes()
+    # Occupy the temp file's name so the atomic write cannot start.
+    blocker = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    blocker.mkdir()
+    with pytest.raises(KeyringError, match="could not write keyring"):
+        keyring.rotate(KEK)
+    with pytest.raises(KeyringError, match="could not write keyring"):
+        keyring.ensure("tenant:new")
+    assert path.read_bytes() == before
+    assert keyring.describe(KEK)["versions"] == [1]
+    assert keyring.wrap(KEK, os.urandom(32))[0] == 1
+    assert keyring.kek_ids() == [KEK]
+    blocker.rmdir()
+    assert keyring.rotate(KEK) == 2
+
+
 def test_concurrent_rotations_yield_distinct_versions(path: Path) -> None:
     LocalKeyring(path).ensure(KEK)
     # Several instances stand in for processes: each has its own in-memory

@@ -1,11 +1,12 @@
 """Moving object data through the frame pipeline with bounded memory.
 
-``plaintext_frames`` cuts bytes, file objects or chunk iterators into frames;
-``seal_stream`` compresses and seals them on a thread pool (zstd, AES-GCM and
-hashlib release the GIL, so two threads use two cores) and yields the records
-in order for a backend to write; ``open_stream`` reads records back in batches
-and opens them on the pool. At most ``inflight`` frames are held at once, so a
-1 GiB object needs a few MiB of memory, never 1 GiB.
+``plaintext_frames`` cuts bytes, file objects or chunk iterators into frames.
+A frame engine stores them as one blob and reads them back:
+``ThreadFrameEngine`` compresses and seals on a thread pool in this process
+(zstd, AES-GCM and hashlib release the GIL, so two threads use two cores);
+the Ray runtime offers an engine that does the same work in stage actors.
+At most ``inflight`` frames are held at once, so a 1 GiB object needs a few
+MiB of memory, never 1 GiB.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from dwray.errors import EntityTooLarge, InvalidArgument
-from dwray.frames import FrameOpener, FrameSealer, FrameTable
+from dwray.frames import FrameOpener, FrameSealer, FrameTable, ObjectIdentity
+from dwray.storage.base import StorageBackend
 
-__all__ = ["SealedStream", "open_stream", "plaintext_frames"]
+__all__ = ["FrameEngine", "ObjectCrypto", "SealedStream", "StoredBlob", "ThreadFrameEngine", "open_stream",
+           "plaintext_frames"]
 
 Frame = bytes | bytearray | memoryview
 
@@ -185,3 +188,75 @@ def open_stream(read_span: Callable[[int, int], bytes], table: FrameTable, opene
     finally:
         for future in pending:
             future.cancel()
+
+
+@dataclass(frozen=True)
+class ObjectCrypto:
+    """What sealing or opening one object's frames needs. The DEK never shows in a repr."""
+
+    identity: ObjectIdentity
+    dek: bytes = field(repr=False)
+    nonce_prefix: bytes
+    frame_size: int
+    level: int = 1
+
+    def sealer(self) -> FrameSealer:
+        return FrameSealer(self.identity, self.dek, self.nonce_prefix, frame_size=self.frame_size,
+                           level=self.level)
+
+    def opener(self) -> FrameOpener:
+        return FrameOpener(self.identity, self.dek, self.nonce_prefix, frame_size=self.frame_size)
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """What storing an object's frames produced: plaintext size, MD5 and where each record ends."""
+
+    size: int
+    md5: bytes
+    table: FrameTable
+
+
+class FrameEngine:
+    """Turns frames into a durable blob and back. Subclasses choose where the work runs."""
+
+    def store(self, backend: StorageBackend, blob_id: str, frames: Iterable[tuple[Frame, bool]],
+              crypto: ObjectCrypto, max_size: int) -> StoredBlob:
+        """Seal ``frames`` and store them as ``blob_id``; durable when this returns."""
+        raise NotImplementedError
+
+    def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
+             frames: range, last_index: int) -> Iterator[bytes]:
+        """Yield the plaintext of ``frames`` of a stored blob, in order."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+class ThreadFrameEngine(FrameEngine):
+    """Seals and opens frames on a thread pool in this process."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="dwray-frames")
+        self._inflight = 2 * threads + 2
+
+    def __repr__(self) -> str:
+        return f"ThreadFrameEngine(threads={self.threads})"
+
+    def store(self, backend: StorageBackend, blob_id: str, frames: Iterable[tuple[Frame, bool]],
+              crypto: ObjectCrypto, max_size: int) -> StoredBlob:
+        stream = SealedStream(frames, crypto.sealer(), self._executor, self._inflight, max_size)
+        backend.put_blob(blob_id, stream)
+        return StoredBlob(stream.size, stream.md5, stream.table)
+
+    def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
+             frames: range, last_index: int) -> Iterator[bytes]:
+        def read_span(start: int, end: int) -> bytes:
+            return backend.get_blob(blob_id, start, end)
+        return open_stream(read_span, table, crypto.opener(), frames, last_index, self._executor,
+                           inflight=self._inflight)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -18,7 +18,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,11 @@ from dwray.errors import (
     KeyringError,
     ObjectNotFound,
 )
-from dwray.frames import (
-    FORMAT_VERSION,
-    FrameOpener,
-    FrameSealer,
-    FrameTable,
-    KeyHeader,
-    ObjectIdentity,
-    new_object_keys,
-)
+from dwray.frames import FORMAT_VERSION, FrameTable, KeyHeader, ObjectIdentity, new_object_keys
 from dwray.keyring import LocalKeyring
 from dwray.models import BucketInfo, DeleteResult, ListPage, ObjectInfo, SweepReport, TenantContext
 from dwray.names import validate_bucket_name, validate_key
-from dwray.pipeline import SealedStream, open_stream, plaintext_frames
+from dwray.pipeline import FrameEngine, ObjectCrypto, ThreadFrameEngine, plaintext_frames
 from dwray.storage import create_backend
 from dwray.storage.base import StorageBackend
 
@@ -175,7 +166,11 @@ class ObjectReader(io.RawIOBase):
 class Warehouse:
     """Buckets and objects of every tenant, stored sealed on one storage backend."""
 
-    def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None) -> None:
+    def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None,
+                 catalog: Catalog | None = None, keyring: LocalKeyring | None = None,
+                 engine: FrameEngine | None = None) -> None:
+        """Open the warehouse of ``config``; the Ray runtime passes remote ``backend``,
+        ``catalog``, ``keyring`` and ``engine`` objects with the same interfaces."""
         self.config = config if config is not None else load_config()
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if backend is None:
@@ -185,12 +180,11 @@ class Warehouse:
                 backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
         self.backend = backend
         self.backend_name = backend.name or self.config.storage.backend
-        self.catalog = Catalog(self.config.catalog_path, synchronous=self.config.catalog.synchronous,
-                               busy_timeout_ms=self.config.catalog.busy_timeout_ms)
-        self.keyring = LocalKeyring(self.config.keyring_path)
-        self._threads = self.config.worker_threads
-        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="dwray-frames")
-        self._inflight = 2 * self._threads + 2
+        self.catalog = catalog if catalog is not None else Catalog(
+            self.config.catalog_path, synchronous=self.config.catalog.synchronous,
+            busy_timeout_ms=self.config.catalog.busy_timeout_ms)
+        self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
+        self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()
         self._keks_ready: set[str] = set()
 
@@ -218,7 +212,7 @@ class Warehouse:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.engine.close()
         self.catalog.close()
         self.backend.close()
 
@@ -282,19 +276,17 @@ class Warehouse:
         kek_version, wrapped = self.keyring.wrap(ctx.kek_id, keys.dek)
         identity = ObjectIdentity(ctx.tenant, bucket.name, key, version_id)
         frame_size = self.config.pipeline.frame_size
-        sealer = FrameSealer(identity, keys.dek, keys.nonce_prefix, frame_size=frame_size,
-                             level=self.config.pipeline.zstd_level)
-        stream = SealedStream(frames, sealer, self._executor, self._inflight, self.config.limits.max_object_size)
-        self.backend.put_blob(blob_id, stream)
+        crypto = ObjectCrypto(identity, keys.dek, keys.nonce_prefix, frame_size, self.config.pipeline.zstd_level)
+        stored = self.engine.store(self.backend, blob_id, frames, crypto, self.config.limits.max_object_size)
         header = KeyHeader(
             format_version=FORMAT_VERSION, kek_id=ctx.kek_id, kek_version=kek_version, wrapped_dek=wrapped,
-            nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stream.size,
-            content_md5=stream.md5)
+            nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stored.size,
+            content_md5=stored.md5)
         record = ObjectRecord(
             tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
-            delete_marker=False, size=stream.size, etag=stream.md5.hex(), content_type=content_type,
+            delete_marker=False, size=stored.size, etag=stored.md5.hex(), content_type=content_type,
             headers=headers, metadata=metadata, created=time.time(), backend=self.backend_name,
-            blob_id=blob_id, key_header=header.to_bytes(), frame_table=stream.table.to_bytes(),
+            blob_id=blob_id, key_header=header.to_bytes(), frame_table=stored.table.to_bytes(),
             kek_id=ctx.kek_id, kek_version=kek_version)
         try:
             self.catalog.commit_object(record)
@@ -408,30 +400,21 @@ class Warehouse:
                    start: int, end: int) -> Iterator[bytes]:
         dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
         identity = ObjectIdentity(ctx.tenant, record.bucket, record.key, record.version_id)
-        opener = FrameOpener(identity, dek, header.nonce_prefix, frame_size=header.frame_size)
+        crypto = ObjectCrypto(identity, dek, header.nonce_prefix, header.frame_size)
         frame_size = header.frame_size
         last_index = max(len(table) - 1, 0)
         if end <= start:
             # Empty object: still authenticate its single (empty) frame.
-            for _ in open_stream(self._reader(record), table, opener, range(0, 1), last_index,
-                                 self._executor, inflight=self._inflight):
+            for _ in self.engine.load(self.backend, record.blob_id, table, crypto, range(0, 1), last_index):
                 pass
             return
         first_frame, stop_frame = start // frame_size, (end - 1) // frame_size + 1
         position = first_frame * frame_size
-        for plain in open_stream(self._reader(record), table, opener, range(first_frame, stop_frame),
-                                 last_index, self._executor, inflight=self._inflight):
+        for plain in self.engine.load(self.backend, record.blob_id, table, crypto,
+                                      range(first_frame, stop_frame), last_index):
             lo, hi = max(start - position, 0), min(end - position, len(plain))
             position += len(plain)
             yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
-
-    def _reader(self, record: ObjectRecord) -> Any:
-        blob_id = record.blob_id
-        backend = self.backend
-
-        def read_span(start: int, end: int) -> bytes:
-            return backend.get_blob(blob_id, start, end)
-        return read_span
 
     # Listing ----------------------------------------------------------------
 

@@ -296,6 +296,9 @@ class LocalDiskBackend(StorageBackend):
                 return self._put_in(fds[-1], name, blob_id, chunks)
             except _Vanished:
                 continue
+            except BaseException:
+                self._prune(fds, folders)  # no empty folders left behind either
+                raise
             finally:
                 _close_all(fds)
         raise StorageError("put", blob_id, "concurrent deletes kept removing its folder")
@@ -384,9 +387,10 @@ class LocalDiskBackend(StorageBackend):
 
     @staticmethod
     def _prune(fds: list[int], folders: Sequence[str]) -> None:
-        """Remove folders the delete left empty, deepest first. Best effort: a
-        folder that reappears after a crash is harmless, and rmdir refuses any
-        folder a concurrent put is writing in."""
+        """Remove folders left empty, deepest first. Best effort: a folder that
+        reappears after a crash is harmless, rmdir refuses any folder a
+        concurrent put is writing in, and a put whose folder is removed before
+        it starts writing retries."""
         for depth in range(len(folders) - 1, -1, -1):
             try:
                 os.rmdir(folders[depth], dir_fd=fds[depth])
@@ -476,7 +480,8 @@ class LocalDiskBackend(StorageBackend):
 
     def sweep_temp_files(self, older_than_seconds: float) -> int:
         """Remove temp files of puts that crashed, untouched for longer than
-        ``older_than_seconds``; return how many were removed.
+        ``older_than_seconds``, and the folders that leaves empty; return how
+        many temp files were removed.
 
         A put in progress rewrites its temp file's mtime with every chunk, so
         pick an age well above the longest stall a live put may have.
@@ -512,6 +517,10 @@ class LocalDiskBackend(StorageBackend):
                 removed += self._sweep_folder(child, base + name + "/", cutoff)
             finally:
                 os.close(child)
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                pass  # not empty: the usual case
         return removed
 
 

@@ -141,12 +141,13 @@ def test_failed_put_removes_its_temp_file(backend: LocalDiskBackend) -> None:
 
     with pytest.raises(ConnectionResetError):
         backend.put_blob("d/blob", chunks())
-    assert dot_files(backend.root) == []
-    assert not (backend.root / "d" / "blob").exists()
+    assert list(backend.root.iterdir()) == []  # no temp file, and no folder it made
+    backend.put_bytes("d/other", b"y")
     with pytest.raises(TypeError):
-        backend.put_blob("d/typed", [b"ok", "not bytes"])  # type: ignore[list-item]
+        backend.put_blob("d/e/typed", [b"ok", "not bytes"])  # type: ignore[list-item]
     assert dot_files(backend.root) == []
-    assert list(backend.list_blobs()) == []
+    assert not (backend.root / "d" / "e").exists()
+    assert list(backend.list_blobs()) == ["d/other"]
 
 
 def test_losing_the_publish_race_removes_the_temp_file(backend: LocalDiskBackend) -> None:
@@ -190,7 +191,7 @@ def test_kill_9_mid_put_leaves_no_blob(backend: LocalDiskBackend) -> None:
     assert not backend.exists("crash/blob")
     assert len(dot_files(backend.root)) == 1  # the crashed put's temp file
     assert backend.sweep_temp_files(0) == 1
-    assert dot_files(backend.root) == []
+    assert list(backend.root.iterdir()) == []  # the temp file and its folder are gone
     backend.put_bytes("crash/blob", b"retried")
     assert backend.get_blob("crash/blob") == b"retried"
 
@@ -352,7 +353,9 @@ def test_sweep_removes_only_stale_temp_files(backend: LocalDiskBackend, outside:
         os.utime(path, (hour_ago, hour_ago))
     (backend.root / "link").symlink_to(outside, target_is_directory=True)
 
+    (backend.root / "empty" / "nested").mkdir(parents=True)
     assert backend.sweep_temp_files(600) == 2
+    assert not (backend.root / "empty").exists()
     assert not any(path.exists() for path in stale)
     assert fresh.exists() and all(path.exists() for path in untouched)
     assert backend.get_blob("x/blob") == b"keep"

@@ -23,7 +23,8 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── ObjectNotFound                   no such key (or version) in the bucket
     │   ├── BlobNotFound                     the backend holds no blob with that id
     │   ├── UploadNotFound                   no such multipart upload
-    │   └── BackendNotFound                  no storage backend of that name is registered
+    │   ├── BackendNotFound                  no storage backend of that name is registered
+    │   └── PluginNotFound                   no plugin of that name is registered
     ├── AlreadyExists(FileExistsError)       something named exists and may not be replaced
     │   ├── BucketAlreadyExists              the tenant already owns that bucket
     │   └── BlobExists                       blobs are immutable; that id is taken
@@ -37,6 +38,11 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   └── KeyRetired                       KEK version is below the minimum for decryption
     ├── CatalogError(RuntimeError)           the catalog database failed or is inconsistent
     │   └── SchemaVersionError               catalog was written by a newer dwray
+    ├── PluginError(RuntimeError)            a plugin raised something that is not a dwray error
+    │   └── PluginRefused                    a plugin's handshake does not fit its child spec
+    ├── PluginTimeout(TimeoutError)          a plugin call or handshake passed its deadline
+    ├── PluginUnavailable(ConnectionError)   a plugin's actor died or is being restarted
+    ├── NotReady(RuntimeError)               the warehouse is not (or no longer) ready to serve
     └── DependencyMissing(ImportError)       an optional dependency is not installed
 """
 from __future__ import annotations
@@ -69,7 +75,13 @@ __all__ = [
     "KeyTooLong",
     "KeyringError",
     "NotFound",
+    "NotReady",
     "ObjectNotFound",
+    "PluginError",
+    "PluginNotFound",
+    "PluginRefused",
+    "PluginTimeout",
+    "PluginUnavailable",
     "SchemaVersionError",
     "StorageError",
     "StorageFull",
@@ -222,6 +234,13 @@ class BackendNotFound(NotFound):
     template = "no storage backend named {name!r}; known backends: {known}"
 
 
+class PluginNotFound(NotFound):
+    """No plugin of that name is registered (or it is not allowed)."""
+
+    fields = ("name", "known")
+    template = "no plugin named {name!r}; registered plugins: {known}"
+
+
 class AlreadyExists(DwrayError, FileExistsError):
     """Something named exists and may not be replaced."""
 
@@ -303,6 +322,41 @@ class SchemaVersionError(CatalogError):
 
     fields = ("found", "supported")
     template = "catalog schema version {found} is newer than this dwray supports ({supported})"
+
+
+class PluginError(DwrayError, RuntimeError):
+    """A plugin raised an exception that is not a dwray error."""
+
+    fields = ("plugin", "method", "reason")
+    template = "plugin {plugin!r} failed in {method}: {reason}"
+
+
+class PluginRefused(PluginError):
+    """A plugin's handshake does not fit what its child spec expects."""
+
+    fields = ("plugin", "reason")
+    template = "plugin {plugin!r} refused: {reason}"
+
+
+class PluginTimeout(DwrayError, TimeoutError):
+    """A plugin call or handshake passed its deadline."""
+
+    fields = ("plugin", "method", "seconds")
+    template = "plugin {plugin!r} did not answer {method} within {seconds} s"
+
+
+class PluginUnavailable(DwrayError, ConnectionError):
+    """A plugin's actor died or is being restarted."""
+
+    fields = ("plugin", "reason")
+    template = "plugin {plugin!r} is unavailable: {reason}"
+
+
+class NotReady(DwrayError, RuntimeError):
+    """The warehouse is not (or no longer) ready to serve."""
+
+    fields = ("reason",)
+    template = "the warehouse is not ready: {reason}"
 
 
 class DependencyMissing(DwrayError, ImportError):

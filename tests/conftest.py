@@ -33,3 +33,14 @@ def local_wh(tmp_path: Path) -> Iterator[Warehouse]:
     """A warehouse on the local disk backend."""
     with Warehouse(make_config(tmp_path / "data")) as warehouse:
         yield warehouse
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[object]:
+    """The one local Ray cluster (2 CPUs) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -22,7 +22,9 @@ BUILTIN = {
     "BucketNotEmpty": OSError, "StorageError": OSError, "StorageFull": OSError, "DurabilityError": OSError,
     "IntegrityError": ValueError, "KeyringError": RuntimeError, "KeyNotFound": RuntimeError,
     "KeyRetired": RuntimeError, "CatalogError": RuntimeError, "SchemaVersionError": RuntimeError,
-    "DependencyMissing": ImportError, "DwrayError": Exception,
+    "DependencyMissing": ImportError, "DwrayError": Exception, "PluginNotFound": LookupError,
+    "PluginError": RuntimeError, "PluginRefused": RuntimeError, "PluginTimeout": TimeoutError,
+    "PluginUnavailable": ConnectionError, "NotReady": RuntimeError,
 }
 
 

@@ -1,0 +1,130 @@
+"""The plugin contract and registry.
+
+A plugin is a class that a plugin host actor instantiates with its config (as
+keyword arguments) and whose public methods callers invoke through the host.
+Every plugin declares a ``Manifest``: name, kind, version, the SDK versions it
+supports, its capabilities and a JSON schema for its config. The supervisor
+refuses a plugin whose manifest does not fit (wrong kind, unsupported SDK
+version, config that fails the schema) with a reason that says which.
+
+Plugins are found by entry points in the group ``dwray.plugins``; dwray's own
+built-ins are registered the same way in ``pyproject.toml``. A spec may also
+name a class directly as ``"module:Class"`` (tests register throwaway plugins
+that way). ``DWRAY_PLUGINS_ALLOW`` (comma-separated entry point names) limits
+which entry points load.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from dwray.errors import InvalidArgument, PluginNotFound, PluginRefused
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KINDS",
+    "SDK_VERSION",
+    "Manifest",
+    "Plugin",
+    "PluginNotFound",
+    "PluginRefused",
+    "check_manifest",
+    "discover",
+    "load_plugin_class",
+]
+
+ENTRY_POINT_GROUP = "dwray.plugins"
+SDK_VERSION = "1.0"
+KINDS = frozenset({"storage", "stage", "kms", "secrets", "service", "ai"})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a plugin says about itself in the handshake."""
+
+    name: str
+    kind: str
+    version: str
+    sdk: str = ">=1.0,<2"
+    capabilities: tuple[str, ...] = ()
+    config_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+class Plugin:
+    """Base class for plugins. Subclasses set ``manifest`` and add public methods.
+
+    Hooks the host calls:
+      ``health()``  -- cheap liveness check for the supervisor's pings;
+      ``close()``   -- release resources on orderly shutdown.
+    """
+
+    manifest: ClassVar[Manifest]
+
+    def health(self) -> dict[str, Any]:
+        """Report liveness; the default says the plugin is fine."""
+        return {"ok": True}
+
+    def close(self) -> None:
+        """Release resources. The default holds none."""
+
+
+def check_manifest(child_id: str, manifest: Any, expected_kind: str | None,
+                   config: dict[str, Any]) -> Manifest:
+    """Return ``manifest`` if it fits, else raise ``PluginRefused`` saying why."""
+    if not isinstance(manifest, Manifest):
+        raise PluginRefused(child_id, f"handshake returned {type(manifest).__name__}, not a Manifest")
+    if manifest.kind not in KINDS:
+        raise PluginRefused(child_id, f"unknown kind {manifest.kind!r}; kinds are {sorted(KINDS)}")
+    if expected_kind is not None and manifest.kind != expected_kind:
+        raise PluginRefused(child_id, f"is a {manifest.kind!r} plugin, the spec expects {expected_kind!r}")
+    try:
+        supported = SpecifierSet(manifest.sdk)
+    except InvalidSpecifier:
+        raise PluginRefused(child_id, f"SDK range {manifest.sdk!r} is not a version specifier") from None
+    if Version(SDK_VERSION) not in supported:
+        raise PluginRefused(child_id, f"supports SDK {manifest.sdk}, this dwray offers SDK {SDK_VERSION}")
+    import jsonschema
+
+    try:
+        jsonschema.validate(config, manifest.config_schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(part) for part in exc.absolute_path) or "(top level)"
+        # The message names the field and rule, never the value (it may be a secret).
+        raise PluginRefused(child_id, f"config field {where} fails the plugin's schema: {exc.validator} "
+                                      f"{exc.validator_value!r}") from None
+    except jsonschema.SchemaError as exc:
+        raise PluginRefused(child_id, f"its config schema is invalid: {exc.message}") from None
+    return manifest
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get("DWRAY_PLUGINS_ALLOW")
+    return None if raw is None else {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def discover() -> dict[str, str]:
+    """Registered plugin names and the ``module:attr`` each points at."""
+    allowed = _allowed()
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
+            if allowed is None or ep.name in allowed}
+
+
+def load_plugin_class(name: str) -> type[Plugin]:
+    """The plugin class for an entry point name or a ``module:Class`` path."""
+    target = name if ":" in name else discover().get(name)
+    if target is None:
+        raise PluginNotFound(name, ", ".join(sorted(discover())) or "none")
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise PluginNotFound(name, f"(cannot import {target}: {exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise InvalidArgument(f"{target} is not a dwray Plugin subclass")
+    return cls

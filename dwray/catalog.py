@@ -221,7 +221,11 @@ class Catalog:
                 for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if found < SCHEMA_VERSION:
+                # Only when something changed: writing the same value still
+                # appends to the WAL, and on a full disk that would make the
+                # catalog impossible to open even for reading.
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @property
     def schema_version(self) -> int:
@@ -268,9 +272,14 @@ class Catalog:
 
         In a versioned bucket older versions stay (no longer latest); otherwise
         they are removed, and their blobs are left for the sweeper so that
-        readers still streaming them can finish.
+        readers still streaming them can finish. Committing a row that is
+        already there changes nothing, so a caller may retry a commit whose
+        answer it lost.
         """
         with self._write() as db:
+            if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? AND key = ? AND version_id = ?",
+                          (record.tenant, record.bucket, record.key, record.version_id)).fetchone():
+                return []
             bucket = db.execute("SELECT versioning FROM buckets WHERE tenant = ? AND name = ?",
                                 (record.tenant, record.bucket)).fetchone()
             if bucket is None:
@@ -300,28 +309,36 @@ class Catalog:
             raise ObjectNotFound(bucket, key, version_id)
         return ObjectRecord._from_row(rows[0])
 
-    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
-        """Live latest versions whose key starts with ``prefix``, from ``start`` on, in key order.
+    def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
+        """Up to ``limit`` live latest versions whose key starts with ``prefix``, from ``start`` on.
 
-        The order is SQLite's BINARY collation on UTF-8, which is S3's order.
+        Key order is SQLite's BINARY collation on UTF-8, which is S3's order.
         """
         lower, include = prefix, True
         if start is not None and start >= prefix:
             lower, include = start, inclusive
+        rows = self._read(
+            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
+            f"AND delete_marker = 0 AND key {'>=' if include else '>'} ? ORDER BY key LIMIT {int(limit)}",
+            (tenant, bucket, lower))
+        page = []
+        for row in rows:
+            record = ObjectRecord._from_row(row)
+            if not record.key.startswith(prefix):
+                break
+            page.append(record)
+        return page
+
+    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
+        """Every live latest version under ``prefix`` from ``start`` on, in key order, page by page."""
         while True:
-            rows = self._read(
-                f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
-                f"AND delete_marker = 0 AND key {'>=' if include else '>'} ? ORDER BY key LIMIT {int(batch)}",
-                (tenant, bucket, lower))
-            for row in rows:
-                record = ObjectRecord._from_row(row)
-                if not record.key.startswith(prefix):
-                    return
-                yield record
-            if len(rows) < batch:
+            page = self.latest_page(tenant, bucket, prefix, start, inclusive, batch)
+            yield from page
+            if len(page) < batch:
                 return
-            lower, include = rows[-1][2], False
+            start, inclusive = page[-1].key, False
 
     def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       marker: ObjectRecord | None) -> DeleteOutcome:
@@ -366,15 +383,16 @@ class Catalog:
 
     # Keys -------------------------------------------------------------------
 
-    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
-        """Rows whose DEK is wrapped under ``kek_id`` at a version below ``version``."""
+    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
+        """Up to ``limit`` rows whose DEK is wrapped under ``kek_id`` at a version below ``version``."""
         rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? "
-                          f"LIMIT {int(batch)}", (kek_id, version))
-        while rows:
-            for row in rows:
-                yield ObjectRecord._from_row(row)
-            rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? "
-                              f"LIMIT {int(batch)}", (kek_id, version))
+                          f"LIMIT {int(limit)}", (kek_id, version))
+        return [ObjectRecord._from_row(row) for row in rows]
+
+    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
+        """Rows wrapped below ``version``, re-queried until none is left (callers rewrap them)."""
+        while page := self.wrapped_below_page(kek_id, version, batch):
+            yield from page
 
     def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
         """Swap a row's key header if it is still the one in ``record`` (compare and set)."""
@@ -432,14 +450,28 @@ class _Transaction:
                 try:
                     db.execute("COMMIT")
                 except sqlite3.Error as error:
-                    db.execute("ROLLBACK")
+                    _rollback(db)
                     raise CatalogError(f"catalog commit failed: {error}") from None
             else:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 if issubclass(exc_type, sqlite3.Error):
                     raise CatalogError(f"catalog write failed: {exc}") from None
         finally:
             self._catalog._lock.release()
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so.
+
+    After some errors (SQLITE_FULL, SQLITE_IOERR, ...) SQLite rolls the whole
+    transaction back itself, and a ROLLBACK then fails with "no transaction is
+    active"; that failure must not replace the error being reported.
+    """
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _bucket(row: tuple[Any, ...]) -> BucketRecord:

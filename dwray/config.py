@@ -29,6 +29,8 @@ __all__ = [
     "DwrayConfig",
     "LimitsConfig",
     "PipelineConfig",
+    "PluginOptions",
+    "RuntimeConfig",
     "StorageConfig",
     "SweeperConfig",
     "load_config",
@@ -98,6 +100,37 @@ class LimitsConfig(_Section):
     max_object_size: Size = Field(5 << 40, gt=0)
 
 
+class PluginOptions(_Section):
+    """Ray options and caps for one plugin's actor (keyed by child id in ``[plugins]``)."""
+
+    num_cpus: float = Field(0.0, ge=0)
+    memory: Size | None = Field(None, gt=0, description="Ray memory resource to reserve, bytes")
+    max_concurrency: int = Field(16, ge=1, le=1000)
+    memory_cap: Size | None = Field(None, gt=0, description="RSS cap, enforced; the host restarts past it")
+    node_id: str | None = None
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    resources: dict[str, float] = Field(default_factory=dict)
+    call_timeout: float = Field(60.0, gt=0)
+    method_timeouts: dict[str, float] = Field(default_factory=dict)
+
+
+class RuntimeConfig(_Section):
+    """How the warehouse runs on Ray."""
+
+    namespace: str = "dwray"
+    supervisor_name: str = "dwray:supervisor"
+    stage_workers: int = Field(2, ge=1, le=64)
+    # "actors": stages run in their own actors (default). "caller": trusted
+    # built-in stages run on threads in the caller's process, for speed;
+    # third-party stages always run in actors.
+    stage_placement: Literal["actors", "caller"] = "actors"
+    max_restarts: int = Field(5, ge=0, description="restart intensity: more than this many restarts ...")
+    restart_period: float = Field(30.0, gt=0, description="... within this many seconds escalates")
+    ping_interval: float = Field(1.0, gt=0)
+    ping_timeout: float = Field(5.0, gt=0)
+    handshake_timeout: float = Field(30.0, gt=0)
+
+
 class DwrayConfig(_Section):
     """All of dwray's configuration."""
 
@@ -108,6 +141,12 @@ class DwrayConfig(_Section):
     catalog: CatalogConfig = CatalogConfig()
     sweeper: SweeperConfig = SweeperConfig()
     limits: LimitsConfig = LimitsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    plugins: dict[str, PluginOptions] = Field(default_factory=dict)
+
+    def plugin_options(self, child_id: str) -> PluginOptions:
+        """Options for a child: ``[plugins."<child id>"]``, else ``[plugins.<kind>]``, else defaults."""
+        return self.plugins.get(child_id) or self.plugins.get(child_id.split(":")[0]) or PluginOptions()
 
     @property
     def blob_root(self) -> Path:

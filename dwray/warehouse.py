@@ -416,6 +416,38 @@ class Warehouse:
             position += len(plain)
             yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
 
+    # Tables -----------------------------------------------------------------
+
+    def put_table(self, bucket: str, key: str, table: Any, *, metadata: Mapping[str, str] | None = None,
+                  compression: str = "zstd", tenant: TenantArg = None) -> ObjectInfo:
+        """Store a ``pyarrow.Table`` as a Parquet object."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not isinstance(table, pa.Table):
+            raise InvalidArgument(f"put_table takes a pyarrow.Table, not {type(table).__name__}")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression=compression)
+        buffer = sink.getvalue()
+        return self.put(bucket, key, memoryview(buffer), content_type="application/vnd.apache.parquet",
+                        metadata=metadata, tenant=tenant)
+
+    def get_table(self, bucket: str, key: str, *, columns: list[str] | None = None,
+                  version_id: str | None = None, tenant: TenantArg = None) -> Any:
+        """Read a Parquet object back as a ``pyarrow.Table``.
+
+        The object's bytes are wrapped, not copied, as an Arrow buffer; the
+        table's columns are decoded from it by Parquet.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = self.get(bucket, key, version_id=version_id, tenant=tenant)
+        try:
+            return pq.read_table(pa.BufferReader(pa.py_buffer(data)), columns=columns)
+        except pa.ArrowInvalid as exc:
+            raise InvalidArgument(f"object {key!r} in bucket {bucket!r} is not a Parquet table: {exc}") from None
+
     # Listing ----------------------------------------------------------------
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str | None = None, max_keys: int = 1000,

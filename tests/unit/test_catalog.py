@@ -107,3 +107,23 @@ def test_concurrent_writers_from_two_connections(tmp_path: Path) -> None:
 def test_records_hide_key_material_in_repr(tmp_path: Path) -> None:
     text = repr(record("k", "v1", key_header=b"SECRET-HEADER"))
     assert "SECRET-HEADER" not in text and "'k'" in text
+
+
+def test_recommitting_the_same_row_is_a_no_op(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.create_bucket("t1", "bkt", "id1", versioning=True)
+    catalog.commit_object(record("k", "v1"))
+    assert catalog.commit_object(record("k", "v1")) == []  # a retried commit whose answer was lost
+    assert [r.version_id for r in catalog.iter_versions("t1", "bkt", "k")] == ["v1"]
+    assert catalog.get_object("t1", "bkt", "k").is_latest
+
+
+def test_latest_page_respects_prefix_start_and_limit(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.create_bucket("t1", "bkt", "id1")
+    for key in ["a/1", "a/2", "a/3", "b/1"]:
+        catalog.commit_object(record(key, "v-" + key))
+    assert [r.key for r in catalog.latest_page("t1", "bkt", "a/", None, True, 2)] == ["a/1", "a/2"]
+    assert [r.key for r in catalog.latest_page("t1", "bkt", "a/", "a/2", False, 10)] == ["a/3"]
+    assert [r.key for r in catalog.latest_page("t1", "bkt", "a/", "a/2", True, 10)] == ["a/2", "a/3"]
+    assert [r.key for r in catalog.iter_latest("t1", "bkt", batch=1)] == ["a/1", "a/2", "a/3", "b/1"]

@@ -437,3 +437,23 @@ def test_sweeper_removes_only_old_unreferenced_blobs(wh: Warehouse) -> None:
     assert not wh.backend.exists(old_blob) and not wh.backend.exists(orphan)
     assert wh.backend.exists(live_blob)
     assert wh.get("bkt", "k") == b"v2"
+
+
+# Tables -----------------------------------------------------------------------------
+
+def test_put_and_get_table(wh: Warehouse) -> None:
+    import pyarrow as pa
+
+    wh.create_bucket("tables")
+    table = pa.table({"id": list(range(5000)), "city": ["Lisbon", "Porto"] * 2500,
+                      "total": [i * 0.5 for i in range(5000)]})
+    info = wh.put_table("tables", "orders.parquet", table, metadata={"rows": "5000"})
+    assert info.content_type == "application/vnd.apache.parquet"
+    back = wh.get_table("tables", "orders.parquet")
+    assert back.equals(table)
+    assert wh.get_table("tables", "orders.parquet", columns=["city"]).column_names == ["city"]
+    with pytest.raises(InvalidArgument, match="pyarrow.Table"):
+        wh.put_table("tables", "x", {"not": "a table"})
+    wh.put("tables", "notes.txt", b"plain text")
+    with pytest.raises(InvalidArgument, match="not a Parquet table"):
+        wh.get_table("tables", "notes.txt")

@@ -1,0 +1,308 @@
+"""The warehouse's parts as seen from a driver: proxies to the plugin actors.
+
+``RemoteBackend``, ``RemoteCatalog`` and ``RemoteKeyring`` have the interfaces
+of ``StorageBackend``, ``Catalog`` and ``LocalKeyring``, so the one
+``Warehouse`` class runs unchanged in one process or on Ray. ``RayFrameEngine``
+seals and opens frames in stage actors: plaintext goes into the object store
+once, in batches of several MiB; sealed records go from the stage actor to the
+storage actor as ObjectRefs and never pass through the driver.
+
+Which calls are idempotent (and so retried once after an actor restart) is
+decided here, per method: reads, deletes and catalog commits (a commit of a
+row that exists changes nothing) are; upload sessions are not.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import ray
+
+from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord
+from dwray.errors import EntityTooLarge
+from dwray.frames import FrameTable
+from dwray.handles import PluginHandle
+from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob
+from dwray.storage.base import BlobStat, BytesLike, StorageBackend, validate_blob_id
+
+__all__ = ["RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
+
+BATCH_BYTES = 8 << 20
+
+
+def _array(data: BytesLike) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+class RemoteBackend(StorageBackend):
+    """A storage plugin actor behind the ``StorageBackend`` contract."""
+
+    def __init__(self, handle: PluginHandle, name: str, *, inflight: int = 4) -> None:
+        self.handle = handle
+        self.name = name
+        self._inflight = inflight
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.handle.child_id!r})"
+
+    def put_blob(self, blob_id: str, chunks: Iterable[BytesLike]) -> int:
+        validate_blob_id(blob_id)
+        upload = self.begin_upload(blob_id)
+        try:
+            pending: deque[Any] = deque()
+            seq = 0
+            for batch in _batches(chunks, BATCH_BYTES):
+                pending.append(self.append(upload, seq, ray.put(batch)))
+                seq += 1
+                while len(pending) > self._inflight:
+                    self.handle.resolve(pending.popleft(), "append")
+            while pending:
+                self.handle.resolve(pending.popleft(), "append")
+            return self.finish_upload(upload)
+        except BaseException:
+            self.abort_upload(upload)
+            raise
+
+    # Upload sessions, used directly by RayFrameEngine.
+    def begin_upload(self, blob_id: str) -> str:
+        return self.handle.call("begin_upload", blob_id)
+
+    def append(self, upload_id: str, seq: int, data: Any) -> Any:
+        """Queue chunk ``seq``; ``data`` may be an ObjectRef. Returns a ref to resolve later."""
+        return self.handle.submit("append", upload_id, seq, data)
+
+    def finish_upload(self, upload_id: str) -> int:
+        return self.handle.call("finish_upload", upload_id)
+
+    def abort_upload(self, upload_id: str) -> None:
+        try:
+            self.handle.call("abort_upload", upload_id, idempotent=True)
+        except Exception:  # noqa: BLE001 - the upload dies with its actor anyway
+            pass
+
+    def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
+        return memoryview(self.handle.call("get_blob", blob_id, start, end, idempotent=True))  # type: ignore[return-value]
+
+    def get_blob_ref(self, blob_id: str, start: int, end: int) -> Any:
+        """A ref to bytes ``[start, end)``, to hand to another actor without fetching it here."""
+        return self.handle.submit("get_blob", blob_id, start, end)
+
+    def get_ranges(self, blob_id: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        parts = self.handle.call("get_ranges", blob_id, list(ranges), idempotent=True)
+        return [memoryview(part) for part in parts]  # type: ignore[misc]
+
+    def delete_blob(self, blob_id: str) -> None:
+        self.handle.call("delete_blob", blob_id, idempotent=True)
+
+    def list_blobs(self, prefix: str = "") -> Iterator[str]:
+        return iter(self.handle.call("list_blobs", prefix, idempotent=True))
+
+    def stat_blob(self, blob_id: str) -> BlobStat:
+        return self.handle.call("stat_blob", blob_id, idempotent=True)
+
+    def sweep_temp_files(self, older_than_seconds: float) -> int:
+        return self.handle.call("sweep_temp_files", older_than_seconds, idempotent=True)
+
+
+def _batches(chunks: Iterable[BytesLike], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    total = 0
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        batch.append(_array(chunk))
+        total += len(chunk)
+        if total >= size:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
+
+
+class RemoteCatalog:
+    """The catalog service actor behind the ``Catalog`` interface."""
+
+    def __init__(self, handle: PluginHandle) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"RemoteCatalog({self.handle.child_id!r})"
+
+    def close(self) -> None:
+        """The catalog actor outlives this client."""
+
+    def create_bucket(self, tenant: str, name: str, bucket_id: str, *, versioning: bool = False) -> BucketRecord:
+        return self.handle.call("create_bucket", tenant, name, bucket_id, versioning=versioning)
+
+    def get_bucket(self, tenant: str, name: str) -> BucketRecord:
+        return self.handle.call("get_bucket", tenant, name, idempotent=True)
+
+    def list_buckets(self, tenant: str) -> list[BucketRecord]:
+        return self.handle.call("list_buckets", tenant, idempotent=True)
+
+    def delete_bucket(self, tenant: str, name: str) -> None:
+        self.handle.call("delete_bucket", tenant, name)
+
+    def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
+        return self.handle.call("commit_object", record, idempotent=True)
+
+    def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
+        return self.handle.call("get_object", tenant, bucket, key, version_id, idempotent=True)
+
+    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
+        while True:
+            page = self.handle.call("latest_page", tenant, bucket, prefix, start, inclusive, batch,
+                                    idempotent=True)
+            yield from page
+            if len(page) < batch:
+                return
+            start, inclusive = page[-1].key, False
+
+    def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
+                      marker: ObjectRecord | None) -> DeleteOutcome:
+        return self.handle.call("delete_object", tenant, bucket, key, version_id, marker)
+
+    def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
+        return self.handle.call("iter_versions", tenant, bucket, key, idempotent=True)
+
+    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
+        while page := self.handle.call("wrapped_below_page", kek_id, version, batch, idempotent=True):
+            yield from page
+
+    def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
+        return self.handle.call("replace_key_header", record, key_header, kek_version, idempotent=True)
+
+    def count_wrapped_below(self, kek_id: str, version: int) -> int:
+        return self.handle.call("count_wrapped_below", kek_id, version, idempotent=True)
+
+    def referenced_blobs(self, backend: str) -> set[str]:
+        return self.handle.call("referenced_blobs", backend, idempotent=True)
+
+    def is_referenced(self, backend: str, blob_id: str) -> bool:
+        return self.handle.call("is_referenced", backend, blob_id, idempotent=True)
+
+    def stats(self, tenant: str) -> dict[str, int]:
+        return self.handle.call("stats", tenant, idempotent=True)
+
+
+class RemoteKeyring:
+    """The KMS plugin actor behind the ``LocalKeyring`` interface."""
+
+    def __init__(self, handle: PluginHandle) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"RemoteKeyring({self.handle.child_id!r})"
+
+    def ensure(self, kek_id: str) -> int:
+        return self.handle.call("ensure", kek_id, idempotent=True)
+
+    def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
+        return self.handle.call("wrap", kek_id, dek, idempotent=True)
+
+    def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes:
+        return self.handle.call("unwrap", kek_id, version, wrapped, idempotent=True)
+
+    def rotate(self, kek_id: str) -> int:
+        return self.handle.call("rotate", kek_id)
+
+    def retire_below(self, kek_id: str, minimum: int) -> None:
+        self.handle.call("retire_below", kek_id, minimum, idempotent=True)
+
+    def describe(self, kek_id: str) -> dict[str, Any]:
+        return self.handle.call("describe", kek_id, idempotent=True)
+
+
+class RayFrameEngine(FrameEngine):
+    """Seals and opens frames in stage actors, several MiB per call, several calls in flight."""
+
+    def __init__(self, stages: Sequence[PluginHandle], *, batch_bytes: int = BATCH_BYTES,
+                 inflight: int = 4) -> None:
+        if not stages:
+            raise ValueError("RayFrameEngine needs at least one stage actor")
+        self.stages = list(stages)
+        self.batch_bytes = batch_bytes
+        self.inflight = max(inflight, len(self.stages))
+        self._turn = 0
+
+    def __repr__(self) -> str:
+        return f"RayFrameEngine(stages={[s.child_id for s in self.stages]})"
+
+    def _stage(self) -> PluginHandle:
+        self._turn = (self._turn + 1) % len(self.stages)
+        return self.stages[self._turn]
+
+    def store(self, backend: StorageBackend, blob_id: str, frames: Iterable[tuple[Any, bool]],
+              crypto: ObjectCrypto, max_size: int) -> StoredBlob:
+        if not isinstance(backend, RemoteBackend):
+            raise TypeError("RayFrameEngine stores through a RemoteBackend")
+        md5 = hashlib.md5()
+        size = 0
+        lengths: list[int] = []
+        pending: deque[tuple[PluginHandle, Any, Any]] = deque()
+        upload = backend.begin_upload(blob_id)
+
+        def settle(entry: tuple[PluginHandle, Any, Any]) -> None:
+            stage, lengths_ref, appended = entry
+            lengths.extend(stage.resolve(lengths_ref, "seal_batch"))
+            backend.handle.resolve(appended, "append")
+
+        try:
+            batch: list[np.ndarray] = []
+            batch_size, first, seq = 0, 0, 0
+            for index, (frame, last) in enumerate(frames):
+                size += len(frame)
+                if size > max_size:
+                    raise EntityTooLarge(size, max_size)
+                md5.update(frame)
+                batch.append(_array(frame))
+                batch_size += len(frame)
+                if batch_size < self.batch_bytes and not last:
+                    continue
+                stage = self._stage()
+                records, lengths_ref = stage.submit("seal_batch", crypto, first, last, ray.put(batch),
+                                                    num_returns=2)
+                pending.append((stage, lengths_ref, backend.append(upload, seq, records)))
+                seq += 1
+                first, batch, batch_size = index + 1, [], 0
+                while len(pending) > self.inflight:
+                    settle(pending.popleft())
+            while pending:
+                settle(pending.popleft())
+            backend.finish_upload(upload)
+        except BaseException:
+            backend.abort_upload(upload)
+            raise
+        ends, total = [], 0
+        for length in lengths:
+            total += length
+            ends.append(total)
+        return StoredBlob(size, md5.digest(), FrameTable(ends))
+
+    def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
+             frames: range, last_index: int) -> Iterator[Any]:
+        if not isinstance(backend, RemoteBackend):
+            raise TypeError("RayFrameEngine loads through a RemoteBackend")
+        pending: deque[tuple[PluginHandle, Any]] = deque()
+        indexes = iter(frames)
+        upcoming = next(indexes, None)
+        while upcoming is not None or pending:
+            while upcoming is not None and len(pending) < self.inflight:
+                start = table.record_range(upcoming)[0]
+                batch = [upcoming]
+                upcoming = next(indexes, None)
+                while upcoming is not None and table.record_range(upcoming)[1] - start <= self.batch_bytes:
+                    batch.append(upcoming)
+                    upcoming = next(indexes, None)
+                end = table.record_range(batch[-1])[1]
+                lengths = [table.record_range(i)[1] - table.record_range(i)[0] for i in batch]
+                stage = self._stage()
+                data = backend.get_blob_ref(blob_id, start, end)
+                pending.append((stage, stage.submit("open_batch", crypto, batch[0], last_index, data, lengths)))
+            stage, ref = pending.popleft()
+            for plain in stage.resolve(ref, "open_batch"):
+                yield memoryview(plain)

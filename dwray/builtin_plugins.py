@@ -26,7 +26,8 @@ from dwray.plugins import Manifest, Plugin
 from dwray.storage import create_backend
 from dwray.storage.base import BlobStat
 
-__all__ = ["CatalogPlugin", "FrameStagePlugin", "LocalKmsPlugin", "LocalStoragePlugin", "MemoryStoragePlugin"]
+__all__ = ["CatalogPlugin", "FrameStagePlugin", "LocalKmsPlugin", "LocalStoragePlugin", "MemoryStoragePlugin",
+           "SettingsPlugin"]
 
 _PATH_SCHEMA = {"type": "string", "minLength": 1}
 
@@ -65,7 +66,7 @@ class _Upload:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield from item
 
     def _run(self, backend: Any) -> None:
         try:
@@ -140,10 +141,14 @@ class _StoragePlugin(Plugin):
         return upload
 
     def append(self, upload_id: str, seq: int, data: Any) -> int:
-        """Add chunk number ``seq`` (0, 1, ...; any arrival order) to an upload."""
-        view = memoryview(data).cast("B")
-        self._upload(upload_id).append(seq, view)
-        return len(view)
+        """Add chunk number ``seq`` (0, 1, ...; any arrival order) to an upload.
+
+        ``data`` is one buffer or a list of buffers (written in order).
+        """
+        parts = data if isinstance(data, list) else [data]
+        views = [memoryview(part).cast("B") for part in parts]
+        self._upload(upload_id).append(seq, views)
+        return sum(len(view) for view in views)
 
     def finish_upload(self, upload_id: str) -> int:
         """Make the blob durable and return its size."""
@@ -366,3 +371,22 @@ class LocalKmsPlugin(Plugin):
     def describe(self, kek_id: str) -> dict[str, Any]:
         return self.keyring.describe(kek_id)
 
+
+
+class SettingsPlugin(Plugin):
+    """The running warehouse's configuration, for clients that attach to it.
+
+    A client on another machine must cut frames and enforce limits as the
+    warehouse was configured, not as its own defaults say. Holds no secrets:
+    the config refers to secrets, it never contains them.
+    """
+
+    manifest = Manifest(name="service.settings", kind="service", version="1.0.0", capabilities=("settings",),
+                        config_schema={"type": "object", "properties": {"settings": {"type": "object"}},
+                                       "required": ["settings"], "additionalProperties": False})
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+
+    def settings(self) -> dict[str, Any]:
+        return self._settings

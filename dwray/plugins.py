@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -60,11 +61,18 @@ class Plugin:
     """Base class for plugins. Subclasses set ``manifest`` and add public methods.
 
     Hooks the host calls:
-      ``health()``  -- cheap liveness check for the supervisor's pings;
+      ``health()``  -- cheap liveness check for the supervisor's pings; return
+                       ``{"ok": False, ...}`` (or raise) to be restarted;
       ``close()``   -- release resources on orderly shutdown.
+
+    A plugin that has finished its work calls ``request_stop(reason)``: the
+    supervisor then stops it as a *normal* exit, so a transient child stays
+    down (a permanent one is still restarted).
     """
 
     manifest: ClassVar[Manifest]
+    # Set by the plugin host after instantiation; None outside a host.
+    _dwray_stop_hook: Callable[[str], None] | None = None
 
     def health(self) -> dict[str, Any]:
         """Report liveness; the default says the plugin is fine."""
@@ -72,6 +80,13 @@ class Plugin:
 
     def close(self) -> None:
         """Release resources. The default holds none."""
+
+    def request_stop(self, reason: str = "the plugin asked to stop") -> None:
+        """Ask the supervisor to stop this plugin as a normal exit."""
+        hook = self._dwray_stop_hook
+        if hook is None:
+            raise RuntimeError("request_stop() works only in a plugin hosted by a supervisor")
+        hook(reason)
 
 
 def check_manifest(child_id: str, manifest: Any, expected_kind: str | None,

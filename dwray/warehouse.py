@@ -549,13 +549,17 @@ class Warehouse:
 
     # Maintenance ------------------------------------------------------------
 
-    def sweep(self, *, grace_seconds: float | None = None) -> SweepReport:
-        """Delete blobs that no committed row references and that are older than the grace period."""
+    def sweep(self, *, grace_seconds: float | None = None, tenant: TenantArg | str = "*") -> SweepReport:
+        """Delete blobs that no committed row references and that are older than the grace period.
+
+        ``tenant="*"`` (default) sweeps the whole backend; a tenant sweeps only its blobs.
+        """
         grace = self.config.sweeper.grace_seconds if grace_seconds is None else grace_seconds
         cutoff = time.time() - grace
+        prefix = "" if tenant == "*" else f"{self._tenant(tenant).tenant}/"
         referenced = self.catalog.referenced_blobs(self.backend_name)
         deleted = young = kept = 0
-        for blob_id in list(self.backend.list_blobs("")):
+        for blob_id in list(self.backend.list_blobs(prefix)):
             if blob_id in referenced:
                 kept += 1
                 continue

@@ -1,8 +1,10 @@
 """Fixtures shared by every test: warehouses on real backends in temp folders."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +23,20 @@ def make_config(data_dir: Path, backend: str = "local", **pipeline: int) -> Dwra
     )
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "ray", "ray-caller"])
 def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    """A warehouse on each real backend; the core's behaviour tests run against every one."""
+    """The same warehouse behaviour, four ways: in process on each real backend, and
+    through ``dwray.connect()`` on Ray with stages in actors or in the caller.
+
+    The Ray warehouse is shared by the session (starting a plugin tree costs
+    seconds); each test gets a tenant of its own, so tests stay isolated.
+    """
+    if request.param.startswith("ray"):
+        shared = request.getfixturevalue("ray_warehouse")
+        placement = "caller" if request.param == "ray-caller" else "actors"
+        tenant = f"t{uuid.uuid4().hex[:12]}"
+        yield shared.for_test(tenant, placement)
+        return
     with Warehouse(make_config(tmp_path / "data", request.param)) as warehouse:
         yield warehouse
 
@@ -44,3 +57,39 @@ def ray_session() -> Iterator[object]:
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+class SharedRayWarehouse:
+    """One supervised plugin tree on the session's Ray cluster, handed out per test."""
+
+    def __init__(self, config: DwrayConfig) -> None:
+        from actors.bootstrap import start_supervisor
+
+        self.config = config
+        self.supervisor = start_supervisor(config)
+
+    def for_test(self, tenant: str, placement: str) -> Any:
+        from dwray.client import RayWarehouse
+
+        runtime = self.config.runtime.model_copy(update={"stage_placement": placement})
+        config = self.config.model_copy(update={"default_tenant": tenant, "runtime": runtime})
+        return RayWarehouse(config, self.supervisor, owns_ray=False)
+
+    def stop(self) -> None:
+        import ray
+
+        ray.get(self.supervisor.stop.remote())
+        ray.kill(self.supervisor)
+
+
+@pytest.fixture(scope="session")
+def ray_warehouse(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRayWarehouse]:
+    """A warehouse started by ``actors.bootstrap`` in a namespace of its own."""
+    from dwray.config import RuntimeConfig
+
+    config = make_config(tmp_path_factory.mktemp("ray-warehouse") / "data")
+    namespace = f"dwray-test-{uuid.uuid4().hex[:8]}"
+    config = config.model_copy(update={"runtime": RuntimeConfig(namespace=namespace, ping_interval=0.5)})
+    shared = SharedRayWarehouse(config)
+    yield shared
+    shared.stop()

@@ -343,6 +343,29 @@ def keys_retire(state: State, as_json: bool, minimum: int) -> None:
     emit(as_json, {"minimum": minimum}, lambda: stdout.print(f"KEK versions below {minimum} retired"))
 
 
+@command(cli, "status")
+@click.option("--address", default=None, help="Ray address of the cluster (default: RAY_ADDRESS or this machine)")
+def status_command(state: State, as_json: bool, address: str | None) -> None:
+    """Show the running warehouse's plugin tree: state, generation, restarts, last failure."""
+    from dwray.status import read_status
+
+    report = read_status(address, config_path=state.config)
+    emit(as_json, report, lambda: _print_status(report))
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    ready = "[green]ready[/green]" if report.get("ready") else f"[red]not ready[/red]: {report.get('reason')}"
+    stdout.print(f"supervisor {report.get('name')} ({report.get('strategy')}): {ready}", highlight=False)
+    table = Table(box=None)
+    for column in ("plugin", "kind", "state", "gen", "restarts", "pid", "last failure"):
+        table.add_column(column)
+    for child in report.get("children", []):
+        table.add_row(child.get("id", "?"), str(child.get("kind") or ""), str(child.get("state")),
+                      str(child.get("generation")), str(child.get("restarts")), str(child.get("pid") or ""),
+                      str(child.get("last_failure") or ""))
+    stdout.print(table)
+
+
 @command(cli, "demo")
 def demo_command(state: State, as_json: bool) -> None:
     """Create a bucket, put and get a file, and show where and how it is stored."""

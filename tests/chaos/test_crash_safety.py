@@ -118,7 +118,7 @@ def _replay(lines: list[str], seed: int, base: dict[str, bytes | None], run: Run
 def run_child(data_dir: Path, seed: int, point: str, nth: int,
               base: dict[str, bytes | None] | None = None) -> Run:
     proc = subprocess.run([sys.executable, str(CHILD), str(data_dir), str(seed), point, str(nth)],
-                          capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT, check=False)
     run = Run(proc.returncode, proc.stdout.splitlines(), proc.stderr)
     _replay(run.lines, seed, base or {}, run)
     return run
@@ -142,7 +142,9 @@ def run_child_killed_by_parent(data_dir: Path, seed: int, after_acks: int, delay
             acks += line.startswith("ACK ")
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        rest, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        # Not communicate(): it reads the raw pipes and would miss what readline() buffered.
+        rest, stderr = proc.stdout.read(), proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -187,7 +189,8 @@ def check_recovered(wh: Warehouse, run: Run, exact: bool | None) -> dict[str, by
             f"child output: {run.lines[-4:]}")
     listed = {}
     for info in wh.iter_objects(child.BUCKET):
-        data = wh.get(child.BUCKET, info.key)
+        data = _read(wh, info.key)
+        assert data is not None, f"{info.key} is listed but cannot be read"
         assert info.size == len(data), f"{info.key}: listed size {info.size}, read {len(data)} bytes"
         assert info.etag == hashlib.md5(data).hexdigest(), f"{info.key}: ETag does not match its bytes"
         listed[info.key] = data
@@ -203,7 +206,10 @@ def blob_files(data_dir: Path) -> tuple[set[str], list[str]]:
     for folder, _, names in os.walk(root):
         for name in names:
             rel = os.path.relpath(os.path.join(folder, name), root)
-            (temps.append(rel) if name.startswith(".tmp-") else blobs.add(rel))
+            if name.startswith(".tmp-"):
+                temps.append(rel)
+            else:
+                blobs.add(rel)
     return blobs, temps
 
 

@@ -13,6 +13,7 @@ from dwray.builtin_plugins import (
     LocalKmsPlugin,
     LocalStoragePlugin,
     MemoryStoragePlugin,
+    SettingsPlugin,
 )
 from dwray.errors import IntegrityError, InvalidArgument, UploadNotFound
 from dwray.frames import ObjectIdentity, new_object_keys
@@ -29,7 +30,7 @@ def test_builtins_are_registered_by_entry_points() -> None:
     found = discover()
     for name, cls in [("storage.local", LocalStoragePlugin), ("storage.memory", MemoryStoragePlugin),
                       ("stage.frames", FrameStagePlugin), ("service.catalog", CatalogPlugin),
-                      ("kms.local", LocalKmsPlugin)]:
+                      ("kms.local", LocalKmsPlugin), ("service.settings", SettingsPlugin)]:
         assert name in found
         assert load_plugin_class(name) is cls
         assert cls.manifest.name == name
@@ -50,6 +51,10 @@ def test_upload_session_reorders_chunks_and_is_durable(tmp_path: Path) -> None:
     for seq in [2, 0, 4, 1, 3]:
         assert plugin.append(upload, seq, np.frombuffer(parts[seq], dtype=np.uint8)) == len(parts[seq])
     assert plugin.finish_upload(upload) == sum(map(len, parts))
+    listed = plugin.begin_upload("t/b/blob2")
+    assert plugin.append(listed, 0, [parts[0], memoryview(parts[1])]) == len(parts[0]) + len(parts[1])
+    plugin.finish_upload(listed)
+    assert plugin.get_blob("t/b/blob2").tobytes() == parts[0] + parts[1]
     stored = plugin.get_blob("t/b/blob1")
     assert isinstance(stored, np.ndarray) and stored.tobytes() == b"".join(parts)
     assert [p.tobytes() for p in plugin.get_ranges("t/b/blob1", [(0, 10), (1000, 1005)])] == \

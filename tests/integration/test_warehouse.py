@@ -326,23 +326,24 @@ def test_copy(wh: Warehouse) -> None:
 # Tenancy -------------------------------------------------------------------------
 
 def test_tenants_are_isolated(wh: Warehouse) -> None:
-    wh.create_bucket("shared-name", tenant="acme")
-    wh.create_bucket("shared-name", tenant="globex")
-    wh.put("shared-name", "k", b"acme data", tenant="acme")
-    wh.put("shared-name", "k", b"globex data", tenant=TenantContext("globex"))
-    assert wh.get("shared-name", "k", tenant="acme") == b"acme data"
-    assert wh.get("shared-name", "k", tenant="globex") == b"globex data"
-    wh.create_bucket("private", tenant="acme")
-    wh.put("private", "secret", b"s", tenant="acme")
-    assert [b.name for b in wh.list_buckets(tenant="globex")] == ["shared-name"]
+    acme, globex = f"{wh.config.default_tenant}-acme", f"{wh.config.default_tenant}-globex"
+    wh.create_bucket("shared-name", tenant=acme)
+    wh.create_bucket("shared-name", tenant=globex)
+    wh.put("shared-name", "k", b"acme data", tenant=acme)
+    wh.put("shared-name", "k", b"globex data", tenant=TenantContext(globex))
+    assert wh.get("shared-name", "k", tenant=acme) == b"acme data"
+    assert wh.get("shared-name", "k", tenant=globex) == b"globex data"
+    wh.create_bucket("private", tenant=acme)
+    wh.put("private", "secret", b"s", tenant=acme)
+    assert [b.name for b in wh.list_buckets(tenant=globex)] == ["shared-name"]
     with pytest.raises(BucketNotFound):
-        wh.get("private", "secret", tenant="globex")
+        wh.get("private", "secret", tenant=globex)
     with pytest.raises(BucketNotFound):
         wh.list("private")  # the default tenant does not see it either
-    acme = wh.catalog.get_object("acme", "shared-name", "k")
-    globex = wh.catalog.get_object("globex", "shared-name", "k")
-    assert acme.blob_id.startswith("acme/") and globex.blob_id.startswith("globex/")
-    assert acme.kek_id != globex.kek_id
+    acme_row = wh.catalog.get_object(acme, "shared-name", "k")
+    globex_row = wh.catalog.get_object(globex, "shared-name", "k")
+    assert acme_row.blob_id.startswith(f"{acme}/") and globex_row.blob_id.startswith(f"{globex}/")
+    assert acme_row.kek_id != globex_row.kek_id
     with pytest.raises(InvalidArgument, match="tenant"):
         wh.list_buckets(tenant="../evil")
 
@@ -365,15 +366,15 @@ def test_max_object_size_stores_nothing(tmp_path: Path) -> None:
 def test_key_rotation_rewrap_and_retire(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     wh.put("bkt", "old", b"old data")
-    assert wh.catalog.get_object("default", "bkt", "old").kek_version == 1
+    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").kek_version == 1
     assert wh.rotate_keys() == 2
     wh.put("bkt", "new", b"new data")
-    assert wh.catalog.get_object("default", "bkt", "new").kek_version == 2
+    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "new").kek_version == 2
     with pytest.raises(KeyringError, match="rewrap first"):
         wh.retire_keys(2)
-    blob_before = wh.backend.get_blob(wh.catalog.get_object("default", "bkt", "old").blob_id)
+    blob_before = wh.backend.get_blob(wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").blob_id)
     assert wh.rewrap() == 1
-    old = wh.catalog.get_object("default", "bkt", "old")
+    old = wh.catalog.get_object(wh.config.default_tenant, "bkt", "old")
     assert old.kek_version == 2
     assert wh.backend.get_blob(old.blob_id) == blob_before  # data untouched
     wh.retire_keys(2)
@@ -425,14 +426,15 @@ def test_concurrent_puts_and_gets(wh: Warehouse) -> None:
 def test_sweeper_removes_only_old_unreferenced_blobs(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     wh.put("bkt", "k", b"v1" * 5000)
-    old_blob = wh.catalog.get_object("default", "bkt", "k").blob_id
+    old_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").blob_id
     wh.put("bkt", "k", b"v2")
-    live_blob = wh.catalog.get_object("default", "bkt", "k").blob_id
-    orphan = "default/zz/orphan"
+    live_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").blob_id
+    orphan = f"{wh.config.default_tenant}/zz/orphan"
     wh.backend.put_bytes(orphan, b"left by a crash")
-    report = wh.sweep()  # default grace: one hour, everything is younger
-    assert report.deleted == 0 and report.young == 2
-    report = wh.sweep(grace_seconds=0)
+    tenant = wh.config.default_tenant
+    report = wh.sweep(tenant=tenant)  # default grace: one hour, everything is younger
+    assert report.deleted == 0 and report.young == 2 and report.referenced == 1
+    report = wh.sweep(grace_seconds=0, tenant=tenant)
     assert report.deleted == 2
     assert not wh.backend.exists(old_blob) and not wh.backend.exists(orphan)
     assert wh.backend.exists(live_blob)

@@ -1,0 +1,80 @@
+"""Start or find the warehouse's supervisor and its plugin tree on a Ray cluster.
+
+The tree, in start order (stopped in reverse):
+  settings         the running warehouse's config, for attaching clients
+  catalog          the SQLite catalog (its file is its state)
+  kms:local        key-encryption keys
+  storage:<name>   the storage backend
+  stage:frames:N   frame stage workers (unless stages run in the caller)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors.supervisor import create_supervisor
+from dwray.config import DwrayConfig
+from dwray.supervision import ChildSpec, SupervisorSpec
+
+__all__ = ["find_supervisor", "start_supervisor", "supervisor_spec", "warehouse_children"]
+
+
+def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_config: dict[str, Any],
+           *, required: bool = True) -> ChildSpec:
+    options = config.plugin_options(child_id)
+    return ChildSpec(
+        id=child_id, plugin=plugin, kind=kind, config=plugin_config, required=required,
+        num_cpus=options.num_cpus, memory=options.memory, max_concurrency=options.max_concurrency,
+        memory_cap=options.memory_cap, node_id=options.node_id, node_labels=options.node_labels,
+        resources=options.resources, call_timeout=options.call_timeout, method_timeouts=options.method_timeouts,
+        handshake_timeout=config.runtime.handshake_timeout)
+
+
+def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
+    """The child specs of a warehouse with ``config``."""
+    data_dir = config.data_dir.resolve()
+    config = config.model_copy(update={"data_dir": data_dir})
+    backend = config.storage.backend
+    storage_config: dict[str, Any] = ({"root": str(config.blob_root.resolve())} if backend == "local"
+                                      else {"max_bytes": config.storage.memory_max_bytes})
+    children = [
+        _child(config, "settings", "service.settings", "service",
+               {"settings": config.model_dump(mode="json")}),
+        _child(config, "catalog", "service.catalog", "service",
+               {"path": str(config.catalog_path.resolve()), "synchronous": config.catalog.synchronous,
+                "busy_timeout_ms": config.catalog.busy_timeout_ms}),
+        _child(config, "kms:local", "kms.local", "kms", {"path": str(config.keyring_path.resolve())}),
+        _child(config, f"storage:{backend}", f"storage.{backend}", "storage", storage_config),
+    ]
+    if config.runtime.stage_placement == "actors":
+        children += [_child(config, f"stage:frames:{n}", "stage.frames", "stage", {})
+                     for n in range(config.runtime.stage_workers)]
+    return children
+
+
+def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
+    runtime = config.runtime
+    return SupervisorSpec(
+        name=runtime.supervisor_name, strategy="one_for_one", max_restarts=runtime.max_restarts,
+        period=runtime.restart_period, ping_interval=runtime.ping_interval, ping_timeout=runtime.ping_timeout,
+        children=warehouse_children(config))
+
+
+def find_supervisor(config: DwrayConfig) -> Any | None:
+    """The running warehouse's supervisor, or ``None``."""
+    try:
+        return ray.get_actor(config.runtime.supervisor_name, namespace=config.runtime.namespace)
+    except ValueError:
+        return None
+
+
+def start_supervisor(config: DwrayConfig, *, detached: bool = False) -> Any:
+    """Create the supervisor, start the plugin tree, and return the supervisor's handle."""
+    supervisor = create_supervisor(supervisor_spec(config), namespace=config.runtime.namespace, detached=detached)
+    try:
+        ray.get(supervisor.start.remote())
+    except BaseException:
+        ray.kill(supervisor)
+        raise
+    return supervisor

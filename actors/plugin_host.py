@@ -1,0 +1,364 @@
+"""PluginHost: one plugin instance in its own Ray actor, under a memory cap.
+
+The supervisor creates one host per child (``max_restarts=0``: restarts are
+counted by the supervisor only), then calls ``handshake()``, which loads the
+plugin class, checks its manifest against the child spec *before* any plugin
+code runs with the config, instantiates it and returns the manifest.
+
+Plugin calls run on the default concurrency group (``max_concurrency``
+threads, from the child spec). Control calls (handshake, ping, shutdown, pid,
+node_id, finished_spans) have their own small thread group, so a plugin busy
+with data calls still answers its health pings.
+
+The host never dies from a plugin exception: a dwray error passes through
+unchanged (it pickles), anything else becomes ``PluginError(child, method,
+reason)``.
+
+Memory cap (``ChildSpec.memory_cap``):
+- cgroup v2 with the memory controller and a writable hierarchy: the host
+  moves itself into ``<root>/dwray/<child>-g<generation>-<pid>`` with
+  ``memory.max`` set, so the kernel enforces the cap;
+- always: an RSS watchdog thread that, past the cap, reports
+  ``memory cap exceeded: RSS X > cap Y`` to the supervisor and exits the
+  process. On cgroup v1 hosts (and in containers without a delegated v2
+  hierarchy) it is the only enforcement; on v2 it gives the supervisor the
+  reason when it wins the race with the kernel.
+
+Tracing: ``call`` takes the caller's OpenTelemetry context in the reserved
+keyword ``_dwray_trace`` and runs the method in a span ``<child id>.<method>``.
+With ``DWRAY_TRACE_MEMORY=1`` in the host's environment, finished spans are
+kept in memory and ``finished_spans()`` returns them (for tests).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+from opentelemetry import propagate, trace
+
+from dwray.errors import DwrayError, InvalidArgument, PluginError, PluginUnavailable
+from dwray.plugins import Manifest, Plugin, check_manifest, load_plugin_class
+from dwray.supervision import ChildSpec
+
+__all__ = [
+    "CONTROL_GROUP",
+    "DEFAULT_CGROUP_ROOT",
+    "MEMORY_EXIT_CODE",
+    "TRACE_KWARG",
+    "PluginHost",
+    "RssWatchdog",
+    "cgroup_v2_memory_available",
+    "place_in_memory_cgroup",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTROL_GROUP = "control"
+DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
+MEMORY_EXIT_CODE = 137
+TRACE_KWARG = "_dwray_trace"
+TRACE_MEMORY_ENV = "DWRAY_TRACE_MEMORY"
+# Lifecycle methods belong to the supervisor, not to callers.
+_NOT_CALLABLE = frozenset({"close", "request_stop"})
+
+
+def cgroup_v2_memory_available(root: Path = DEFAULT_CGROUP_ROOT) -> bool:
+    """Whether ``root`` is a cgroup v2 hierarchy offering the memory controller that we may write."""
+    try:
+        controllers = (root / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+    return "memory" in controllers and os.access(root, os.W_OK)
+
+
+def _enable_memory_controller(group: Path) -> None:
+    control = group / "cgroup.subtree_control"
+    current = control.read_text().split() if control.exists() else []
+    if "memory" not in current:
+        control.write_text("+memory\n")
+
+
+def place_in_memory_cgroup(root: Path, name: str, pid: int, limit: int) -> Path:
+    """Move ``pid`` into a new cgroup ``<root>/dwray/<name>`` whose ``memory.max`` is ``limit`` bytes.
+
+    Empty cgroups left by earlier generations of the same child are removed
+    (rmdir of a cgroup succeeds only when no process is left in it).
+    """
+    parent = root / "dwray"
+    _enable_memory_controller(root)
+    parent.mkdir(exist_ok=True)
+    _enable_memory_controller(parent)
+    stem = name.rsplit("-g", 1)[0]
+    for stale in parent.glob(f"{stem}-g*"):
+        if stale.name != name:
+            with contextlib.suppress(OSError):
+                stale.rmdir()
+    leaf = parent / name
+    leaf.mkdir(exist_ok=True)
+    (leaf / "memory.max").write_text(f"{limit}\n")
+    # Without swap the cap is a cap on memory, not on memory plus swap.
+    if (leaf / "memory.swap.max").exists():
+        (leaf / "memory.swap.max").write_text("0\n")
+    (leaf / "cgroup.procs").write_text(f"{pid}\n")
+    return leaf
+
+
+class RssWatchdog(threading.Thread):
+    """Polls the process's private resident memory and calls ``on_exceeded(reason)`` once past ``cap``.
+
+    Private RSS (resident minus shared pages) leaves out the Ray object store's
+    shared mappings, which zero-copy reads map into every reader.
+    """
+
+    def __init__(self, cap: int, on_exceeded: Callable[[str], None], interval: float = 0.2) -> None:
+        super().__init__(name="dwray-rss-watchdog", daemon=True)
+        self.cap = cap
+        self.interval = interval
+        self._on_exceeded = on_exceeded
+        self._stopped = threading.Event()
+        self._process = psutil.Process()
+
+    def private_rss(self) -> int:
+        info = self._process.memory_info()
+        return int(info.rss - getattr(info, "shared", 0))
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            rss = self.private_rss()
+            if rss > self.cap:
+                self._on_exceeded(f"memory cap exceeded: RSS {rss} > cap {self.cap}")
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _install_memory_tracing() -> Any:
+    """Keep this process's finished spans in memory (``DWRAY_TRACE_MEMORY=1``); return the exporter.
+
+    A Ray actor has its process to itself, so the host may set the global
+    tracer provider. (The exporter is kept on the host, not in a module global:
+    Ray ships the actor class by value, with its own copy of this module's globals.)
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+def _span_dict(span: Any) -> dict[str, Any]:
+    parent = span.parent
+    return {
+        "name": span.name,
+        "trace_id": format(span.context.trace_id, "032x"),
+        "span_id": format(span.context.span_id, "016x"),
+        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
+        "attributes": dict(span.attributes or {}),
+        "status": span.status.status_code.name,
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@ray.remote(concurrency_groups={CONTROL_GROUP: 3}, max_restarts=0, max_task_retries=0)
+class PluginHost:
+    """Hosts one plugin instance for the supervisor; see the module docstring."""
+
+    def __init__(self, spec: ChildSpec, generation: int, supervisor: Any = None,
+                 cgroup_root: str = str(DEFAULT_CGROUP_ROOT)) -> None:
+        self._spec = spec
+        self._generation = generation
+        self._supervisor = supervisor
+        self._plugin: Plugin | None = None
+        self._manifest: Manifest | None = None
+        self._start_lock = threading.Lock()
+        # Calls in flight, so that an orderly shutdown lets them finish before close().
+        self._idle = threading.Condition()
+        self._inflight = 0
+        self._closing = False
+        self._span_exporter = _install_memory_tracing() if os.environ.get(TRACE_MEMORY_ENV) == "1" else None
+        self._tracer = trace.get_tracer("dwray.plugin_host")
+        self._enforcement = "none"
+        self._watchdog: RssWatchdog | None = None
+        if spec.memory_cap is not None:
+            self._enforce_memory_cap(spec.memory_cap, Path(cgroup_root))
+
+    # -- memory cap -----------------------------------------------------------
+
+    def _enforce_memory_cap(self, cap: int, cgroup_root: Path) -> None:
+        methods = []
+        if cgroup_v2_memory_available(cgroup_root):
+            name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', self._spec.id)}-g{self._generation}-{os.getpid()}"
+            try:
+                place_in_memory_cgroup(cgroup_root, name, os.getpid(), cap)
+                methods.append("cgroup-v2")
+            except OSError as exc:
+                # A v2 tree we may not delegate in (a container's root cgroup holds
+                # processes, so it cannot enable controllers): the watchdog remains.
+                logger.warning("child %s: cannot use cgroup v2 memory cap (%s); using the RSS watchdog",
+                               self._spec.id, exc)
+        self._watchdog = RssWatchdog(cap, self._memory_exceeded)
+        self._watchdog.start()
+        methods.append("rss-watchdog")
+        self._enforcement = "+".join(methods)
+
+    def _memory_exceeded(self, reason: str) -> None:
+        logger.error("child %s generation %d: %s; exiting", self._spec.id, self._generation, reason)
+        if self._supervisor is not None:
+            try:
+                ray.get(self._supervisor.report_failure.remote(self._spec.id, self._generation, reason),
+                        timeout=5)
+            except Exception:  # noqa: BLE001 - exiting regardless; the supervisor's pings notice the death
+                logger.exception("child %s: could not report the memory cap to the supervisor", self._spec.id)
+        os._exit(MEMORY_EXIT_CODE)
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def memory_enforcement(self) -> str:
+        """How the memory cap is enforced here: "cgroup-v2+rss-watchdog", "rss-watchdog" or "none"."""
+        return self._enforcement
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def handshake(self) -> Manifest:
+        """Load, check and instantiate the plugin; return its manifest.
+
+        Raises ``PluginRefused`` (manifest does not fit the spec),
+        ``PluginNotFound`` (no such plugin) or ``PluginError`` (the plugin's
+        constructor raised).
+        """
+        spec = self._spec
+        with self._start_lock:
+            if self._plugin is not None and self._manifest is not None:
+                return self._manifest
+            cls = load_plugin_class(spec.plugin)
+            # Checked before instantiation: an incompatible plugin's code never runs with this config.
+            manifest = check_manifest(spec.id, getattr(cls, "manifest", None), spec.kind, spec.config)
+            try:
+                plugin = cls(**spec.config)
+            except DwrayError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any plugin failure is reported, the host lives on
+                raise PluginError(spec.id, "handshake", _reason(exc)) from None
+            plugin._dwray_stop_hook = self._stop_requested
+            self._plugin, self._manifest = plugin, manifest
+            return manifest
+
+    def _stop_requested(self, reason: str) -> None:
+        if self._supervisor is None:
+            raise RuntimeError("this plugin host has no supervisor to stop it")
+        self._supervisor.report_exit.remote(self._spec.id, self._generation, reason)
+
+    def _started(self, method: str) -> Plugin:
+        if self._plugin is None:
+            raise PluginUnavailable(self._spec.id, f"cannot run {method}: the handshake has not run")
+        return self._plugin
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def ping(self) -> Any:
+        """The plugin's ``health()`` answer."""
+        plugin = self._started("health")
+        try:
+            return plugin.health()
+        except DwrayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(self._spec.id, "health", _reason(exc)) from None
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def shutdown(self) -> None:
+        """Orderly stop: refuse new calls, let the calls in flight finish, then ``close()`` the plugin.
+
+        The supervisor bounds this with the child's shutdown timeout, then
+        calls ``exit()`` (and kills the actor if that does not end it).
+        """
+        with self._idle:
+            self._closing = True
+            self._idle.wait_for(lambda: self._inflight == 0)
+        plugin = self._plugin
+        if plugin is None:
+            return
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        try:
+            plugin.close()
+        except DwrayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(self._spec.id, "close", _reason(exc)) from None
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def exit(self) -> None:
+        """End the actor gracefully: replies of calls still running are delivered first.
+
+        The caller sees the actor die (``RayActorError``), not a return value.
+        """
+        ray.actor.exit_actor()
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def pid(self) -> int:
+        return os.getpid()
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def finished_spans(self) -> list[dict[str, Any]]:
+        """Spans finished in this process, as plain dicts (needs ``DWRAY_TRACE_MEMORY=1``)."""
+        if self._span_exporter is None:
+            raise InvalidArgument(f"span capture is off in {self._spec.id!r}: "
+                                  f"set {TRACE_MEMORY_ENV}=1 in the child's env_vars")
+        return [_span_dict(span) for span in self._span_exporter.get_finished_spans()]
+
+    # -- the data path ------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, _dwray_trace: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        """Run ``plugin.<method>(*args, **kwargs)`` in a span joined to the caller's trace."""
+        plugin = self._started(method)
+        if method.startswith("_") or method in _NOT_CALLABLE or not callable(getattr(type(plugin), method, None)):
+            raise InvalidArgument(f"plugin {self._spec.id!r} has no public method {method!r}")
+        with self._idle:
+            if self._closing:
+                raise PluginUnavailable(self._spec.id, f"cannot run {method}: the plugin is shutting down")
+            self._inflight += 1
+        try:
+            return self._traced_call(plugin, method, args, kwargs, _dwray_trace)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.notify_all()
+
+    def _traced_call(self, plugin: Plugin, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     _dwray_trace: dict[str, str] | None) -> Any:
+        context = propagate.extract(_dwray_trace) if _dwray_trace else None
+        attributes = {
+            "dwray.child": self._spec.id,
+            "dwray.plugin": self._manifest.name if self._manifest else self._spec.plugin,
+            "dwray.generation": self._generation,
+            "dwray.method": method,
+        }
+        with self._tracer.start_as_current_span(f"{self._spec.id}.{method}", context=context,
+                                                kind=trace.SpanKind.SERVER, attributes=attributes):
+            try:
+                return getattr(plugin, method)(*args, **kwargs)
+            except DwrayError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the host never dies from a plugin exception
+                raise PluginError(self._spec.id, method, _reason(exc)) from None

@@ -1,0 +1,627 @@
+"""Supervisor: runs plugin host actors under Erlang/OTP supervision.
+
+The rules (restart types, strategies, restart intensity, backoff) are pure
+logic in ``dwray.supervision``; this async actor applies them to Ray actors:
+
+- ``start()`` starts children in order: create the host actor (named
+  ``dwray:<child id>``, ``max_restarts=0``), wait for Ray to place it
+  (``start_timeout``), handshake (``handshake_timeout``), check the manifest.
+  A required child that is refused or silent fails ``start()`` with
+  ``PluginRefused`` naming the reason, after the children already started are
+  stopped again. A child that is not required and fails is handled like a
+  crash (restarted per its restart type).
+- ``stop()`` stops children in reverse start order: ``shutdown()`` (the
+  plugin's ``close()``) within the child's ``shutdown`` seconds, then
+  ``ray.kill``; ``brutal_kill`` kills at once.
+- Exits are detected by periodic health pings (a ping not answered within
+  ``ping_timeout`` is a hung plugin: killed and restarted; a dead actor is
+  restarted), by ``report_failure`` from callers (missed deadline, actor
+  death) or from the host itself (memory cap), and by ``report_exit`` (the
+  plugin asked to stop: a normal exit).
+- Exits are handled one at a time, in arrival order. Reports naming an old
+  generation are ignored: each (re)start of a child increments its generation.
+- More than ``max_restarts`` restarts within ``period`` seconds escalates:
+  every child is stopped, ``ready()`` answers ``(False, reason)`` and
+  ``handle()`` raises ``NotReady``.
+
+The supervisor is never on the data path: callers get ``(actor handle,
+generation)`` once from ``handle()`` and call the plugin host directly
+(``dwray.handles.PluginHandle``).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.plugin_host import DEFAULT_CGROUP_ROOT, PluginHost
+from dwray.errors import (
+    DwrayError,
+    InvalidArgument,
+    NotReady,
+    PluginNotFound,
+    PluginRefused,
+    PluginUnavailable,
+)
+from dwray.plugins import Manifest, check_manifest
+from dwray.supervision import (
+    Backoff,
+    ChildSpec,
+    RestartIntensity,
+    SupervisorSpec,
+    plan_restart,
+)
+
+__all__ = ["DEFAULT_NAMESPACE", "Supervisor", "create_supervisor", "host_options"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACE = "dwray"
+# Children in these states are meant to be running (a strategy takes them along).
+_ALIVE = frozenset({"starting", "running", "restarting"})
+# Children in these states stay down until restart_child() or a new start().
+_DOWN = frozenset({"stopped", "terminated", "failed", "refused"})
+_DEATH_WAIT = 5.0
+_EXIT_WAIT = 2.0
+_MAX_EVENTS = 1000
+
+
+def host_options(spec: ChildSpec, namespace: str) -> dict[str, Any]:
+    """Ray actor options for a child's plugin host: resources and placement from its spec."""
+    options: dict[str, Any] = {
+        "name": spec.actor_name,
+        "namespace": namespace,
+        "num_cpus": spec.num_cpus,
+        "max_concurrency": spec.max_concurrency,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    if spec.memory is not None:
+        options["memory"] = spec.memory
+    if spec.resources:
+        options["resources"] = dict(spec.resources)
+    if spec.node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
+    if spec.node_labels:
+        # Ray 2.60 label selectors: {"key": "value"} means equality; Ray also
+        # understands "!v", "in(a,b)" and "!in(a,b)". Every node carries
+        # "ray.io/node-id"; others come from `ray start --labels`.
+        options["label_selector"] = dict(spec.node_labels)
+    if spec.env_vars:
+        options["runtime_env"] = {"env_vars": dict(spec.env_vars)}
+    return options
+
+
+def _actor_death(exc: BaseException) -> str:
+    """The useful line of a Ray actor-death message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("The actor is dead because"):
+            return line[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
+        return exc.cause
+    return exc
+
+
+class _StartFailed(Exception):
+    """A child could not be started; ``retry`` says whether trying again may help."""
+
+    def __init__(self, reason: str, retry: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    state: str = "idle"
+    generation: int = 0
+    host: Any = None
+    restarts: int = 0
+    attempts: int = 0  # consecutive restarts, for the backoff
+    admitted: bool = False
+    started_at: float = 0.0
+    last_failure: str | None = None
+    pid: int | None = None
+    node_id: str | None = None
+    manifest: Manifest | None = None
+    health: Any = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Supervisor:
+    """Supervises plugin host actors; see the module docstring."""
+
+    def __init__(self, spec: SupervisorSpec, namespace: str = DEFAULT_NAMESPACE,
+                 cgroup_root: str = str(DEFAULT_CGROUP_ROOT)) -> None:
+        self._spec = spec
+        self._namespace = namespace
+        self._cgroup_root = cgroup_root
+        self._children = {child.id: _Child(child) for child in spec.children}
+        self._order = spec.order
+        self._restart_types = {child.id: child.restart for child in spec.children}
+        self._intensity = RestartIntensity(spec.max_restarts, spec.period)
+        self._backoff = Backoff(spec.backoff_base, spec.backoff_max)
+        self._state = "idle"
+        self._reason = ""
+        self._events: deque[dict[str, Any]] = deque(maxlen=_MAX_EVENTS)
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self._ops = asyncio.Lock()
+        self._exits: asyncio.Queue[tuple[str, int, str, bool]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._me: Any = None
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _event(self, kind: str, child: _Child | None = None, reason: str = "", **extra: Any) -> None:
+        self._seq += 1
+        event = {"seq": self._seq, "time": time.time(), "kind": kind,
+                 "child": child.id if child else None,
+                 "generation": child.generation if child else None, "reason": reason, **extra}
+        self._events.append(event)
+        log = logger.warning if kind in {"failure", "start_failed", "refused", "escalated"} else logger.info
+        log("supervisor %s: %s %s gen %s %s", self._spec.name, kind, event["child"], event["generation"], reason)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_change(self, timeout: float) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
+    def _child(self, child_id: str) -> _Child:
+        try:
+            return self._children[child_id]
+        except KeyError:
+            raise PluginNotFound(child_id, ", ".join(self._order) or "none") from None
+
+    def _set_state(self, child: _Child, state: str) -> None:
+        child.state = state
+        self._notify()
+
+    # -- starting and stopping one child -------------------------------------------
+
+    async def _start_child(self, child: _Child) -> None:
+        """Start a new generation of ``child``; raise ``_StartFailed`` if it is not admitted."""
+        spec = child.spec
+        child.generation += 1
+        child.pid = child.node_id = child.manifest = None
+        self._set_state(child, "starting")
+        self._event("starting", child)
+        host = await self._create_host(child)
+        child.host = host
+        try:
+            try:
+                child.pid = await asyncio.wait_for(host.pid.remote(), spec.start_timeout)
+            except TimeoutError:
+                raise _StartFailed(f"the host was not placed and started within {spec.start_timeout:g} s "
+                                   "(start_timeout); check its resources and placement", retry=True) from None
+            except RayActorError as exc:
+                raise _StartFailed(f"the host died while starting: {_actor_death(exc)}", retry=True) from None
+            try:
+                manifest = await asyncio.wait_for(host.handshake.remote(), spec.handshake_timeout)
+                child.manifest = check_manifest(spec.id, manifest, spec.kind, spec.config)
+            except TimeoutError:
+                raise _StartFailed(f"the handshake did not return within {spec.handshake_timeout:g} s "
+                                   "(handshake_timeout)", retry=True) from None
+            except RayActorError as exc:
+                raise _StartFailed(f"the host died during the handshake: {_actor_death(exc)}",
+                                   retry=True) from None
+            except (RayTaskError, DwrayError) as exc:
+                cause = _unwrap(exc)
+                # A manifest that does not fit, or a plugin that does not exist, will not fit next time either.
+                if isinstance(cause, PluginRefused):
+                    raise _StartFailed(str(cause.reason), retry=False) from None
+                if isinstance(cause, (PluginNotFound, InvalidArgument)):
+                    raise _StartFailed(str(cause), retry=False) from None
+                raise _StartFailed(f"the handshake failed: {cause}", retry=True) from None
+            child.node_id = await host.node_id.remote()
+        except BaseException:
+            ray.kill(host, no_restart=True)
+            child.host = None
+            raise
+        child.admitted = True
+        child.started_at = time.monotonic()
+        self._set_state(child, "running")
+        self._event("started", child, pid=child.pid, node_id=child.node_id)
+
+    async def _create_host(self, child: _Child) -> Any:
+        options = host_options(child.spec, self._namespace)
+        deadline = time.monotonic() + _DEATH_WAIT
+        while True:
+            try:
+                return PluginHost.options(**options).remote(child.spec, child.generation, self._me,
+                                                            self._cgroup_root)
+            except ValueError as exc:
+                # The name of a just-killed generation is released asynchronously.
+                if "already" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def _stop_child(self, child: _Child, why: str) -> None:
+        """Orderly stop: close() within the shutdown timeout, then kill. Leaves the state to the caller."""
+        host = child.host
+        if host is None:
+            return
+        shutdown = child.spec.shutdown
+        if shutdown == "brutal_kill":
+            how = "brutal_kill"
+        else:
+            try:
+                await asyncio.wait_for(host.shutdown.remote(), float(shutdown))
+                how = "closed"
+            except TimeoutError:
+                how = f"close() did not return within {float(shutdown):g} s (shutdown); killed"
+            except RayActorError:
+                how = "already dead"
+            except RayTaskError as exc:
+                how = f"close() failed: {_unwrap(exc)}; killed"
+        if how == "closed":
+            # A graceful exit delivers the replies of calls that just finished (a
+            # plugin's request_stop() call, say); a kill could drop them.
+            with contextlib.suppress(TimeoutError, RayActorError):
+                await asyncio.wait_for(host.exit.remote(), _EXIT_WAIT)
+        ray.kill(host, no_restart=True)
+        await self._await_death(host)
+        child.host = None
+        child.pid = None
+        self._event("stopped", child, why, how=how)
+
+    def _kill_child(self, child: _Child) -> None:
+        if child.host is not None:
+            ray.kill(child.host, no_restart=True)
+            child.host = None
+            child.pid = None
+
+    @staticmethod
+    async def _await_death(host: Any) -> None:
+        deadline = time.monotonic() + _DEATH_WAIT
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(host.pid.remote(), 1.0)
+            except RayActorError:
+                return
+            except TimeoutError:
+                continue
+            await asyncio.sleep(0.02)
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _exit(self, child_id: str, generation: int, reason: str, normal: bool) -> bool:
+        """Take note of an exit of ``child_id`` at ``generation``; ``False`` if the report is stale."""
+        child = self._child(child_id)
+        if self._state not in {"starting", "running"} or generation != child.generation \
+                or child.state != "running":
+            return False
+        child.last_failure = None if normal else reason
+        self._set_state(child, "restarting")
+        self._event("exit" if normal else "failure", child, reason)
+        self._exits.put_nowait((child_id, generation, reason, normal))
+        return True
+
+    async def _supervise(self) -> None:
+        while True:
+            child_id, generation, reason, normal = await self._exits.get()
+            async with self._ops:
+                if self._state != "running":
+                    continue
+                try:
+                    await self._handle_exit(self._children[child_id], generation, reason, normal)
+                except Exception as exc:  # noqa: BLE001 - a supervisor that cannot supervise must say so
+                    logger.exception("supervisor %s: handling the exit of %s failed", self._spec.name, child_id)
+                    await self._escalate(f"the supervisor failed while handling child {child_id!r}: {exc!r}")
+
+    async def _handle_exit(self, child: _Child, generation: int, reason: str, normal: bool) -> None:
+        if generation != child.generation:
+            return
+        if normal:
+            await self._stop_child(child, reason)
+        else:
+            self._kill_child(child)
+        alive = {c.id for c in self._children.values() if c.id != child.id and c.state in _ALIVE}
+        plan = plan_restart(self._spec.strategy, child.id, self._order, self._restart_types, alive, normal)
+        if not plan.restarts:
+            self._set_state(child, "terminated" if normal else "failed")
+            self._event("down", child, f"{child.spec.restart.value} child stays down")
+            return
+        if not self._intensity.record():
+            await self._escalate(f"{self._intensity.describe()}; last: child {child.id!r}: {reason}")
+            return
+        if time.monotonic() - child.started_at > self._spec.period:
+            child.attempts = 0
+        self._event("restart", child, reason, stop=list(plan.stop), start=list(plan.start))
+        for sibling_id in plan.stop:
+            sibling = self._children[sibling_id]
+            self._set_state(sibling, "restarting")
+            await self._stop_child(sibling, f"{self._spec.strategy.value} restart after {child.id!r} exited")
+        for dropped in plan.drop:
+            self._set_state(self._children[dropped], "stopped")
+        delay = self._backoff.delay(child.attempts)
+        child.attempts += 1
+        await asyncio.sleep(delay)
+        await self._start_in_order(plan.start, during_start=False)
+
+    async def _start_in_order(self, child_ids: tuple[str, ...] | list[str], during_start: bool) -> None:
+        """Start children in order.
+
+        During ``start()`` a required child that fails raises ``PluginRefused``.
+        Otherwise a refused child stays down (escalating if it is required) and
+        a retryable failure is an exit like any other: it goes through the
+        strategy, and the rest of this sequence, left "restarting", is taken
+        along by the next plan.
+        """
+        for child_id in child_ids:
+            child = self._children[child_id]
+            if not during_start:
+                child.restarts += 1
+            try:
+                await self._start_child(child)
+            except _StartFailed as failed:
+                child.last_failure = failed.reason
+                if during_start and child.spec.required:
+                    self._set_state(child, "failed")
+                    self._event("start_failed", child, failed.reason)
+                    raise PluginRefused(child.id, failed.reason) from None
+                if not failed.retry:
+                    self._set_state(child, "refused")
+                    self._event("refused", child, failed.reason)
+                    if child.spec.required:
+                        await self._escalate(f"required child {child.id!r} refused: {failed.reason}")
+                        return
+                    continue
+                self._set_state(child, "restarting")
+                self._event("start_failed", child, failed.reason)
+                self._exits.put_nowait((child.id, child.generation, failed.reason, False))
+                if not during_start:
+                    return
+
+    async def _escalate(self, reason: str) -> None:
+        self._state = "escalated"
+        self._reason = reason
+        self._event("escalated", None, reason)
+        self._cancel_pings()
+        await self._stop_all(f"escalated: {reason}")
+        self._notify()
+
+    async def _stop_all(self, why: str) -> None:
+        for child_id in reversed(self._order):
+            child = self._children[child_id]
+            if child.host is not None:
+                await self._stop_child(child, why)
+            if child.state in _ALIVE:
+                child.state = "stopped"
+        self._notify()
+
+    # -- health pings ------------------------------------------------------------------
+
+    def _cancel_pings(self) -> None:
+        for task in self._tasks:
+            if task.get_name() == "pings":
+                task.cancel()
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._spec.ping_interval)
+            running = [c for c in self._children.values() if c.state == "running" and c.host is not None]
+            results = await asyncio.gather(*(self._ping(child) for child in running), return_exceptions=True)
+            for child, result in zip(running, results, strict=True):
+                if isinstance(result, Exception):
+                    logger.error("supervisor %s: pinging %s failed: %r", self._spec.name, child.id, result)
+
+    async def _ping(self, child: _Child) -> None:
+        generation, host, timeout = child.generation, child.host, self._spec.ping_timeout
+        try:
+            health = await asyncio.wait_for(host.ping.remote(), timeout)
+        except TimeoutError:
+            reason = f"health ping did not answer within {timeout:g} s (ping_timeout); killed"
+        except RayActorError as exc:
+            reason = f"actor died: {_actor_death(exc)}"
+        except RayTaskError as exc:
+            reason = f"health check failed: {_unwrap(exc)}"
+        else:
+            if isinstance(health, dict) and health.get("ok") is False:
+                reason = f"plugin reports it is unhealthy: {health}"
+            else:
+                child.health = health
+                return
+        self._exit(child.id, generation, reason, normal=False)
+
+    # -- the actor's API ------------------------------------------------------------
+
+    async def start(self) -> dict[str, Any]:
+        """Start every child in order; return ``status()``.
+
+        Raises ``PluginRefused`` naming the first required child that was
+        refused or did not start, and why; the children already started are
+        stopped again and the supervisor is left "failed".
+        """
+        if self._state != "idle":
+            raise InvalidArgument(f"supervisor {self._spec.name!r} was already started (it is {self._state})")
+        self._me = ray.get_runtime_context().current_actor
+        self._state = "starting"
+        self._event("supervisor_starting")
+        async with self._ops:
+            try:
+                await self._start_in_order(self._order, during_start=True)
+            except PluginRefused as exc:
+                self._state = "failed"
+                self._reason = str(exc)
+                await self._stop_all(f"start failed: {exc}")
+                raise
+            if self._state != "starting":  # stop() was called meanwhile; it stops the children
+                return self._status()
+            self._state = "running"
+        self._tasks = [asyncio.create_task(self._supervise(), name="supervise"),
+                       asyncio.create_task(self._ping_loop(), name="pings")]
+        self._event("supervisor_running")
+        self._notify()
+        return self._status()
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop every child in reverse start order (orderly, within each one's shutdown); return ``status()``."""
+        if self._state in {"stopping", "stopped"}:
+            return self._status()
+        self._state = "stopping"
+        self._notify()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        async with self._ops:
+            await self._stop_all("the supervisor is stopping")
+        self._state = "stopped"
+        self._event("supervisor_stopped")
+        self._notify()
+        return self._status()
+
+    async def handle(self, child_id: str, wait: float = 0.0,
+                     newer_than: int | None = None) -> tuple[Any, int]:
+        """``(actor handle, generation)`` of a running child.
+
+        Waits up to ``wait`` seconds while the child is (re)starting, and, with
+        ``newer_than``, until its generation is above that one. Raises
+        ``NotReady`` if the supervisor escalated, ``PluginUnavailable`` if the
+        child is down or still not running after ``wait``.
+        """
+        child = self._child(child_id)
+        deadline = time.monotonic() + wait
+        while True:
+            if self._state == "escalated":
+                raise NotReady(self._reason)
+            if self._state not in {"starting", "running"}:
+                raise PluginUnavailable(child_id, f"supervisor {self._spec.name!r} is {self._state}")
+            if child.state == "running" and (newer_than is None or child.generation > newer_than):
+                return child.host, child.generation
+            if child.state in _DOWN:
+                detail = f": {child.last_failure}" if child.last_failure else ""
+                raise PluginUnavailable(child_id, f"the child is {child.state}{detail}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PluginUnavailable(child_id, f"still {child.state} after waiting {wait:g} s")
+            await self._wait_change(remaining)
+
+    async def child_spec(self, child_id: str) -> ChildSpec:
+        """The spec of a child (callers take its deadlines from it)."""
+        return self._child(child_id).spec
+
+    async def report_failure(self, child_id: str, generation: int, reason: str) -> bool:
+        """A caller (or the host) saw ``child_id`` at ``generation`` fail: kill and restart it.
+
+        Returns ``False`` when the report is stale (an older generation, or the
+        child is not running), which is then ignored.
+        """
+        return self._exit(child_id, generation, reason, normal=False)
+
+    async def report_exit(self, child_id: str, generation: int, reason: str) -> bool:
+        """The plugin asked to stop: a normal exit (stopped in order; a transient child stays down)."""
+        return self._exit(child_id, generation, reason, normal=True)
+
+    async def restart_child(self, child_id: str) -> int:
+        """Stop (in order) and start one child again, whatever its state; return the new generation.
+
+        An operator's restart: it takes no sibling along and does not count
+        towards the restart intensity. Raises ``PluginRefused`` if the child
+        is not admitted (a retryable failure is then handled like a crash).
+        """
+        child = self._child(child_id)
+        async with self._ops:
+            if self._state == "escalated":
+                raise NotReady(self._reason)
+            if self._state != "running":
+                raise PluginUnavailable(child_id, f"supervisor {self._spec.name!r} is {self._state}")
+            self._set_state(child, "restarting")
+            self._event("restart", child, "requested by an operator", stop=[child_id], start=[child_id])
+            await self._stop_child(child, "requested by an operator")
+            child.attempts = 0
+            await self._start_in_order([child_id], during_start=False)
+            if child.state != "running":
+                raise PluginRefused(child_id, child.last_failure or f"the child is {child.state}")
+            return child.generation
+
+    async def status(self) -> dict[str, Any]:
+        """The supervision tree as plain data."""
+        return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        children = []
+        for child_id in self._order:
+            child = self._children[child_id]
+            manifest = child.manifest
+            children.append({
+                "id": child.id,
+                "plugin": child.spec.plugin,
+                "kind": child.spec.kind if manifest is None else manifest.kind,
+                "restart": child.spec.restart.value,
+                "required": child.spec.required,
+                "state": child.state,
+                "generation": child.generation,
+                "restarts": child.restarts,
+                "last_failure": child.last_failure,
+                "pid": child.pid,
+                "node_id": child.node_id,
+                "manifest": None if manifest is None else {"name": manifest.name, "version": manifest.version},
+            })
+        return {
+            "name": self._spec.name,
+            "namespace": self._namespace,
+            "state": self._state,
+            "reason": self._reason,
+            "strategy": self._spec.strategy.value,
+            "max_restarts": self._spec.max_restarts,
+            "period": self._spec.period,
+            "restarts_in_period": self._intensity.count(),
+            "children": children,
+        }
+
+    async def ready(self) -> tuple[bool, str]:
+        """``(True, "ready")`` when running with every required child running, else ``(False, why)``."""
+        if self._state == "escalated":
+            return False, f"escalated: {self._reason}"
+        if self._state != "running":
+            detail = f": {self._reason}" if self._reason else ""
+            return False, f"supervisor {self._spec.name!r} is {self._state}{detail}"
+        for child_id in self._order:
+            child = self._children[child_id]
+            if child.spec.required and child.state != "running":
+                detail = f" ({child.last_failure})" if child.last_failure else ""
+                return False, f"required child {child_id!r} is {child.state}{detail}"
+        return True, "ready"
+
+    async def started(self) -> bool:
+        """Whether every required child has been admitted at least once."""
+        return all(child.admitted for child in self._children.values() if child.spec.required)
+
+    async def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent ``limit`` events (starts, stops, failures, restarts), oldest first."""
+        if limit < 0:
+            raise InvalidArgument(f"limit must be 0 or more, not {limit}")
+        return list(self._events)[-limit:] if limit else []
+
+
+def create_supervisor(spec: SupervisorSpec, namespace: str = DEFAULT_NAMESPACE, detached: bool = False,
+                      cgroup_root: str = str(DEFAULT_CGROUP_ROOT)) -> Any:
+    """Create the supervisor actor, named ``spec.name`` in ``namespace`` (call ``start()`` on it next)."""
+    options: dict[str, Any] = {"name": spec.name, "namespace": namespace}
+    if detached:
+        options["lifetime"] = "detached"
+    return Supervisor.options(**options).remote(spec, namespace, cgroup_root)

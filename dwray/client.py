@@ -1,0 +1,116 @@
+"""``dwray.connect()``: the warehouse for driver scripts and notebooks, over Ray.
+
+``connect()`` attaches to a warehouse running on the Ray cluster (named
+supervisor in the dwray namespace) or, when none runs, starts the embedded one
+on this machine: a local Ray, local storage under ``./dwray-data``. It returns
+a ``Warehouse`` whose catalog, keyring, storage and frame stages are the
+supervised plugin actors, so it offers exactly the in-process core's
+operations (and the same tests run against both).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dwray.config import DwrayConfig, load_config
+from dwray.errors import NotReady
+from dwray.handles import PluginHandle
+from dwray.pipeline import ThreadFrameEngine
+from dwray.remote import RayFrameEngine, RemoteBackend, RemoteCatalog, RemoteKeyring
+from dwray.warehouse import Warehouse
+
+__all__ = ["RayWarehouse", "connect"]
+
+
+class RayWarehouse(Warehouse):
+    """A ``Warehouse`` whose parts are plugin actors supervised on a Ray cluster."""
+
+    def __init__(self, config: DwrayConfig, supervisor: Any, *, owns_ray: bool) -> None:
+        self.supervisor = supervisor
+        self._owns_ray = owns_ray
+        runtime = config.runtime
+
+        def handle(child_id: str) -> PluginHandle:
+            return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
+                                supervisor_name=runtime.supervisor_name)
+
+        backend_id = f"storage:{config.storage.backend}"
+        if runtime.stage_placement == "actors":
+            engine: Any = RayFrameEngine([handle(f"stage:frames:{n}") for n in range(runtime.stage_workers)])
+        else:
+            engine = ThreadFrameEngine(config.worker_threads)
+        super().__init__(config, backend=RemoteBackend(handle(backend_id), config.storage.backend),
+                         catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle("kms:local")),
+                         engine=engine)
+
+    def __repr__(self) -> str:
+        return (f"RayWarehouse(namespace={self.config.runtime.namespace!r}, "
+                f"backend={self.backend_name!r}, stages={self.config.runtime.stage_placement!r})")
+
+    def status(self) -> dict[str, Any]:
+        """The supervisor's plugin tree: state, generation, restarts, last failure of each plugin."""
+        return ray.get(self.supervisor.status.remote())
+
+    def storage_path(self) -> Path | None:
+        return self.config.blob_root if self.config.storage.backend == "local" else None
+
+    def close(self) -> None:
+        """Detach. The warehouse keeps running unless this client started it embedded."""
+        super().close()
+
+
+def _ray_running_locally() -> bool:
+    from ray._private.services import find_gcs_addresses
+
+    try:
+        return bool(find_gcs_addresses())
+    except Exception:  # noqa: BLE001 - any failure means "none found"
+        return False
+
+
+def connect(address: str | None = None, *, data_dir: str | Path | None = None,
+            config_path: str | Path | None = None, config: DwrayConfig | None = None,
+            stage_placement: str | None = None, start: bool = True) -> RayWarehouse:
+    """Attach to the running warehouse, or start the embedded one.
+
+    ``address``: a Ray address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+    ``None`` attaches to a Ray already running on this machine or starts a
+    local one. ``data_dir``/``config_path``/``config`` configure an embedded
+    warehouse; an attached client takes the running warehouse's settings.
+    ``stage_placement="caller"`` runs the trusted built-in stages on threads in
+    this process instead of in stage actors. ``start=False`` refuses to start
+    one (``NotReady``) when none is running.
+    """
+    from actors.bootstrap import find_supervisor, start_supervisor
+
+    if config is None:
+        config = load_config(config_path)
+    if data_dir is not None:
+        config = config.model_copy(update={"data_dir": Path(data_dir)})
+    runtime = config.runtime
+    owns_ray = False
+    if not ray.is_initialized():
+        if address is None and not os.environ.get("RAY_ADDRESS") and not _ray_running_locally():
+            ray.init(namespace=runtime.namespace, include_dashboard=False, configure_logging=False)
+            owns_ray = True
+        else:
+            ray.init(address=address, namespace=runtime.namespace, configure_logging=False)
+    supervisor = find_supervisor(config)
+    if supervisor is None:
+        if not start:
+            raise NotReady(f"no warehouse runs in Ray namespace {runtime.namespace!r}")
+        supervisor = start_supervisor(config)
+    else:
+        ready, reason = ray.get(supervisor.ready.remote())
+        if not ready:
+            raise NotReady(reason)
+        settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
+                                        supervisor_name=runtime.supervisor_name).submit("settings"))
+        config = DwrayConfig.model_validate(settings)
+    if stage_placement is not None:
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(
+            update={"stage_placement": stage_placement})})
+    return RayWarehouse(config, supervisor, owns_ray=owns_ray)

@@ -1,0 +1,203 @@
+"""PluginHandle: the caller's side of a supervised plugin.
+
+A handle asks the supervisor once for the child's ``(actor handle,
+generation)`` and its spec (for the deadlines), then calls the plugin host
+directly: the supervisor is never on the data path.
+
+Every call has a deadline (``timeout``, else the child's ``method_timeouts``
+entry, else its ``call_timeout``) and the errors are mapped so that callers
+see dwray errors only:
+
+- the plugin raised a dwray error   -> that error, its own class;
+- the plugin raised anything else   -> ``PluginError`` (made by the host);
+- the deadline passed               -> ``PluginTimeout``; the supervisor is told
+                                       (``report_failure``) and restarts the plugin;
+- the actor died                    -> the supervisor is told; an ``idempotent``
+                                       call is retried once on the restarted
+                                       actor, any other raises ``PluginUnavailable``
+                                       saying it was not retried;
+- the supervisor escalated          -> ``NotReady``.
+
+``submit``/``resolve`` keep several calls in flight (pipelining) with the same
+mapping; submitted calls are never retried.
+
+Each call carries the caller's OpenTelemetry context (W3C trace context,
+injected into the reserved keyword ``_dwray_trace``); the host runs the method
+in a span ``<child id>.<method>`` under it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ray
+from opentelemetry import propagate
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from dwray.errors import DwrayError, PluginTimeout, PluginUnavailable
+
+__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle"]
+
+DEFAULT_NAMESPACE = "dwray"
+DEFAULT_SUPERVISOR = "dwray:supervisor"
+# Slack on top of a wait the supervisor itself bounds, for the round trip.
+_ASK_SLACK = 10.0
+
+
+class _ActorGone(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _death(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("The actor is dead because"):
+            return line[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _trace_carrier() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+class PluginHandle:
+    """Calls one supervised plugin (child ``child_id``) with deadlines, error mapping and tracing."""
+
+    def __init__(self, child_id: str, supervisor: Any = None, namespace: str = DEFAULT_NAMESPACE,
+                 supervisor_name: str = DEFAULT_SUPERVISOR, restart_wait: float = 30.0) -> None:
+        self.child_id = child_id
+        self.namespace = namespace
+        self.supervisor_name = supervisor_name
+        self.restart_wait = restart_wait
+        self._supervisor = supervisor
+        self._lock = threading.Lock()
+        self._actor: Any = None
+        self._generation: int | None = None
+        self._spec: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The cache and the lock stay behind; the copy asks the supervisor again.
+        return (type(self), (self.child_id, self._supervisor, self.namespace, self.supervisor_name,
+                             self.restart_wait))
+
+    def __repr__(self) -> str:
+        return f"PluginHandle({self.child_id!r}, generation={self._generation})"
+
+    # -- talking to the supervisor ------------------------------------------------
+
+    @property
+    def supervisor(self) -> Any:
+        if self._supervisor is None:
+            try:
+                self._supervisor = ray.get_actor(self.supervisor_name, namespace=self.namespace)
+            except ValueError:
+                raise PluginUnavailable(self.child_id, f"no supervisor {self.supervisor_name!r} "
+                                                       f"in namespace {self.namespace!r}") from None
+        return self._supervisor
+
+    def _ask(self, ref: Any, timeout: float) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, DwrayError):
+                raise exc.cause from None
+            raise
+        except (RayActorError, GetTimeoutError) as exc:
+            raise PluginUnavailable(self.child_id, f"the supervisor does not answer: {_death(exc)}") from None
+
+    @property
+    def generation(self) -> int | None:
+        """The generation of the cached actor handle (None before the first call)."""
+        return self._generation
+
+    def spec(self) -> Any:
+        """The child's ``ChildSpec`` (asked once)."""
+        if self._spec is None:
+            self._spec = self._ask(self.supervisor.child_spec.remote(self.child_id), _ASK_SLACK)
+        return self._spec
+
+    def deadline(self, method: str) -> float:
+        """Seconds a call to ``method`` may take."""
+        return float(self.spec().timeout_for(method))
+
+    def current(self, wait: float = 0.0, newer_than: int | None = None) -> tuple[Any, int]:
+        """``(actor handle, generation)``, from the cache unless a newer generation is needed."""
+        with self._lock:
+            if self._actor is not None and (newer_than is None or self._generation > newer_than):
+                return self._actor, self._generation  # type: ignore[return-value]
+        actor, generation = self._ask(self.supervisor.handle.remote(self.child_id, wait, newer_than),
+                                      wait + _ASK_SLACK)
+        with self._lock:
+            self._actor, self._generation = actor, generation
+        return actor, generation
+
+    def _report(self, actor_id: str, reason: str) -> None:
+        """Tell the supervisor, if ``actor_id`` is still the cached actor, and drop it from the cache."""
+        with self._lock:
+            if self._actor is None or self._actor._actor_id.hex() != actor_id:
+                return
+            generation = self._generation
+            self._actor = self._generation = None
+        self.supervisor.report_failure.remote(self.child_id, generation, reason)
+
+    # -- calling the plugin ---------------------------------------------------------
+
+    def _get(self, refs: Any, method: str, seconds: float, actor_id: str) -> Any:
+        try:
+            return ray.get(refs, timeout=seconds)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, PluginUnavailable):
+                # The host is shutting down (the supervisor is stopping it): like a dead actor,
+                # but there is nothing to report.
+                raise _ActorGone(exc.cause.reason) from None
+            if isinstance(exc.cause, DwrayError):
+                raise exc.cause from None
+            raise
+        except GetTimeoutError:
+            self._report(actor_id, f"call {method} passed its {seconds:g} s deadline")
+            raise PluginTimeout(self.child_id, method, seconds) from None
+        except RayActorError as exc:
+            reason = _death(exc)
+            self._report(actor_id, f"actor died during {method}: {reason}")
+            raise _ActorGone(reason) from None
+
+    def call(self, method: str, *args: Any, idempotent: bool = False, timeout: float | None = None,
+             **kwargs: Any) -> Any:
+        """``plugin.<method>(*args, **kwargs)`` on the plugin's host, within the deadline."""
+        seconds = timeout if timeout is not None else self.deadline(method)
+        actor, generation = self.current()
+        try:
+            ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
+            return self._get(ref, method, seconds, actor._actor_id.hex())
+        except _ActorGone as gone:
+            if not idempotent:
+                raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} was not retried "
+                                                       "because it is not idempotent") from None
+        actor, generation = self.current(wait=self.restart_wait, newer_than=generation)
+        try:
+            ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
+            return self._get(ref, method, seconds, actor._actor_id.hex())
+        except _ActorGone as again:
+            raise PluginUnavailable(self.child_id, f"{again.reason}; the call to {method} failed again "
+                                                   "after one retry") from None
+
+    def submit(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
+        """Start ``plugin.<method>(...)`` and return its ObjectRef (a list if ``num_returns`` > 1)."""
+        actor, _ = self.current()
+        return actor.call.options(num_returns=num_returns).remote(
+            method, *args, _dwray_trace=_trace_carrier(), **kwargs)
+
+    def resolve(self, refs: Any, method: str, timeout: float | None = None) -> Any:
+        """The results of ``submit``-ted calls, with the errors of ``call``; nothing is retried."""
+        seconds = timeout if timeout is not None else self.deadline(method)
+        first = refs[0] if isinstance(refs, list) and refs else refs
+        actor_id = first.task_id().actor_id().hex() if isinstance(first, ray.ObjectRef) else ""
+        try:
+            return self._get(refs, method, seconds, actor_id)
+        except _ActorGone as gone:
+            raise PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
+                                                   "retried, submit them again") from None

@@ -1,0 +1,172 @@
+"""Throwaway plugins for the supervision tests, importable by Ray workers.
+
+Each one misbehaves in one way on purpose; name them in a ``ChildSpec`` as
+``"dwray.testing.plugins:<Class>"``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dwray.errors import BlobNotFound
+from dwray.plugins import Manifest, Plugin
+
+__all__ = [
+    "Configured",
+    "CrashOnStart",
+    "Echo",
+    "FutureSdk",
+    "HangingClose",
+    "HangingHealth",
+    "MemoryHog",
+    "SlowHandshake",
+]
+
+_FOREVER = 3600.0
+
+
+class Echo(Plugin):
+    """Answers, counts, sleeps, raises and crashes on command.
+
+    ``close_marker``: a file that ``close()`` writes, so tests can tell an
+    orderly stop from a kill.
+    """
+
+    manifest = Manifest(name="echo", kind="service", version="1.2.3", capabilities=("echo",),
+                        config_schema={"type": "object",
+                                       "properties": {"close_marker": {"type": "string"}},
+                                       "additionalProperties": False})
+
+    def __init__(self, close_marker: str | None = None) -> None:
+        self.close_marker = close_marker
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def add(self, n: int = 1) -> int:
+        with self._lock:
+            self.count += n
+            return self.count
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def getenv(self, name: str) -> str | None:
+        return os.environ.get(name)
+
+    def pair(self, a: Any, b: Any) -> tuple[Any, Any]:
+        return a, b
+
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def missing_blob(self, blob_id: str) -> None:
+        raise BlobNotFound(blob_id)
+
+    def crash(self, code: int = 1) -> None:
+        os._exit(code)
+
+    def finish(self, reason: str = "work done") -> str:
+        self.request_stop(reason)
+        return reason
+
+    def close(self) -> None:
+        if self.close_marker:
+            Path(self.close_marker).write_text(f"closed by {os.getpid()}\n")
+
+
+class SlowHandshake(Plugin):
+    """Its constructor never returns."""
+
+    manifest = Manifest(name="slow-handshake", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        threading.Event().wait(_FOREVER)
+
+
+class HangingHealth(Plugin):
+    """After ``hang()``, its health check never returns."""
+
+    manifest = Manifest(name="hanging-health", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        self._hung = threading.Event()
+
+    def hang(self) -> bool:
+        self._hung.set()
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def health(self) -> dict[str, Any]:
+        if self._hung.is_set():
+            threading.Event().wait(_FOREVER)
+        return {"ok": True}
+
+
+class HangingClose(Plugin):
+    """Its ``close()`` never returns."""
+
+    manifest = Manifest(name="hanging-close", kind="service", version="0.1")
+
+    def close(self) -> None:
+        threading.Event().wait(_FOREVER)
+
+
+class MemoryHog(Plugin):
+    """Allocates (and touches) memory on command and keeps it."""
+
+    manifest = Manifest(name="memory-hog", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        self._held: list[bytearray] = []
+
+    def allocate(self, mib: int) -> int:
+        # Filled with ones, not zeros: calloc'd zero pages would not be resident.
+        self._held.append(bytearray(b"\x01") * (mib << 20))
+        return sum(len(block) for block in self._held)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class FutureSdk(Plugin):
+    """Needs an SDK this dwray does not offer."""
+
+    manifest = Manifest(name="future-sdk", kind="service", version="9.0", sdk=">=2,<3")
+
+
+class Configured(Plugin):
+    """Declares a config schema: ``root`` (string, required) and ``level`` (integer >= 1)."""
+
+    manifest = Manifest(name="configured", kind="storage", version="0.1",
+                        config_schema={"type": "object", "required": ["root"],
+                                       "properties": {"root": {"type": "string"},
+                                                      "level": {"type": "integer", "minimum": 1}},
+                                       "additionalProperties": False})
+
+    def __init__(self, root: str, level: int = 1) -> None:
+        self.root = root
+        self.level = level
+
+    def settings(self) -> dict[str, Any]:
+        return {"root": self.root, "level": self.level}
+
+
+class CrashOnStart(Plugin):
+    """Its process exits in the constructor, every time (a restart loop)."""
+
+    manifest = Manifest(name="crash-on-start", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        os._exit(3)

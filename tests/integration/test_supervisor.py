@@ -1,0 +1,609 @@
+"""The supervisor on a real local Ray, in the spirit of Erlang's supervisor_SUITE.
+
+Every test runs its own supervisor in its own namespace and stops it (and
+kills it) afterwards. Plugins come from ``dwray.testing.plugins``; crashes
+are real process exits or ``kill -9`` of the host's worker PID.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import ray
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ray.exceptions import RayActorError
+
+from actors.plugin_host import (
+    DEFAULT_CGROUP_ROOT,
+    cgroup_v2_memory_available,
+    place_in_memory_cgroup,
+)
+from actors.supervisor import create_supervisor
+from dwray.errors import (
+    BlobNotFound,
+    InvalidArgument,
+    NotReady,
+    PluginError,
+    PluginRefused,
+    PluginTimeout,
+    PluginUnavailable,
+)
+from dwray.handles import PluginHandle
+from dwray.supervision import SupervisorSpec
+
+P = "dwray.testing.plugins:"
+FAST = {"ping_interval": 0.2, "ping_timeout": 1.0, "backoff_base": 0.05, "backoff_max": 0.2,
+        "max_restarts": 10, "period": 60.0}
+
+
+def echo(child_id: str, **options: Any) -> dict[str, Any]:
+    return {"id": child_id, "plugin": P + "Echo", **options}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Supervised:
+    actor: Any
+    namespace: str
+    spec: SupervisorSpec
+
+    def status(self) -> dict[str, Any]:
+        return ray.get(self.actor.status.remote(), timeout=30)
+
+    def child(self, child_id: str) -> dict[str, Any]:
+        return next(c for c in self.status()["children"] if c["id"] == child_id)
+
+    def events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return ray.get(self.actor.events.remote(limit), timeout=30)
+
+    def ready(self) -> tuple[bool, str]:
+        return tuple(ray.get(self.actor.ready.remote(), timeout=30))  # type: ignore[return-value]
+
+    def handle(self, child_id: str, **options: Any) -> PluginHandle:
+        return PluginHandle(child_id, namespace=self.namespace, **options)
+
+    def host(self, child_id: str) -> Any:
+        actor, _ = ray.get(self.actor.handle.remote(child_id, 10.0), timeout=30)
+        return actor
+
+    def running_at(self, child_id: str, generation: int) -> dict[str, Any] | None:
+        child = self.child(child_id)
+        return child if child["state"] == "running" and child["generation"] == generation else None
+
+    def wait_running(self, child_id: str, generation: int, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_until(lambda: self.running_at(child_id, generation), timeout,
+                          f"{child_id} running at generation {generation}")
+
+    def events_after(self, kind: str, child: str | None) -> list[dict[str, Any]]:
+        events = self.events()
+        first = next(i for i, e in enumerate(events) if e["kind"] == kind and e["child"] == child)
+        return events[first:]
+
+
+@pytest.fixture
+def supervise(ray_session: Any) -> Iterator[Callable[..., Supervised]]:
+    """Start a supervisor (unique namespace) over the given children; stopped and killed afterwards."""
+    made: list[Any] = []
+
+    def make(children: list[dict[str, Any]], start: bool = True, **options: Any) -> Supervised:
+        namespace = f"dwray-test-{uuid.uuid4().hex[:10]}"
+        spec = SupervisorSpec(children=children, **{**FAST, **options})
+        actor = create_supervisor(spec, namespace=namespace)
+        made.append(actor)
+        if start:
+            ray.get(actor.start.remote(), timeout=60)
+        return Supervised(actor, namespace, spec)
+
+    yield make
+    for actor in made:
+        try:
+            ray.get(actor.stop.remote(), timeout=30)
+        finally:
+            ray.kill(actor)
+
+
+def kill_9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+               5.0, f"pid {pid} to die")
+
+
+def crash(sup: Supervised, child_id: str) -> None:
+    """Make the child's process exit (a real crash), through a plain call."""
+    with pytest.raises(PluginUnavailable, match="not idempotent"):
+        sup.handle(child_id).call("crash")
+
+
+# -- start, status, stop -----------------------------------------------------------------
+
+
+def test_start_admits_children_in_order_and_reports_them(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("storage:local"), echo("catalog"), echo("stage:frames:0")])
+    status = sup.status()
+    assert status["state"] == "running" and status["strategy"] == "one_for_one"
+    node = ray.get_runtime_context().get_node_id()
+    for child in status["children"]:
+        assert child["state"] == "running" and child["generation"] == 1 and child["restarts"] == 0
+        assert child["manifest"] == {"name": "echo", "version": "1.2.3"} and child["kind"] == "service"
+        assert child["node_id"] == node and psutil.pid_exists(child["pid"])
+        assert child["last_failure"] is None
+    started = [e["child"] for e in sup.events() if e["kind"] == "started"]
+    assert started == ["storage:local", "catalog", "stage:frames:0"]
+    # Plugin hosts are named actors in the supervisor's namespace.
+    host = ray.get_actor("dwray:storage:local", namespace=sup.namespace)
+    assert ray.get(host.pid.remote()) == sup.child("storage:local")["pid"]
+    assert sup.ready() == (True, "ready")
+    assert ray.get(sup.actor.started.remote())
+    assert sup.handle("catalog").call("echo", {"x": [1, 2]}) == {"x": [1, 2]}
+
+
+def test_stop_closes_children_in_reverse_order(supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    sup = supervise([echo(c, config={"close_marker": str(tmp_path / c)}) for c in ids])
+    hosts = {c: sup.host(c) for c in ids}
+    status = ray.get(sup.actor.stop.remote(), timeout=30)
+    assert status["state"] == "stopped"
+    assert [c["state"] for c in status["children"]] == ["stopped"] * 3
+    stopped = [e for e in sup.events() if e["kind"] == "stopped"]
+    assert [e["child"] for e in stopped] == ["c", "b", "a"]
+    assert {e["how"] for e in stopped} == {"closed"}
+    assert all((tmp_path / c).read_text().startswith("closed by") for c in ids)
+    for host in hosts.values():
+        with pytest.raises(RayActorError):
+            ray.get(host.pid.remote(), timeout=10)
+    assert sup.ready()[0] is False
+    with pytest.raises(PluginUnavailable, match="stopped"):
+        sup.handle("a").call("echo", 1)
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+
+def test_one_for_one_restarts_only_the_failed_child(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("b"), echo("c")], strategy="one_for_one")
+    crash(sup, "b")
+    sup.wait_running("b", 2)
+    assert [(c["id"], c["generation"]) for c in sup.status()["children"]] == [("a", 1), ("b", 2), ("c", 1)]
+    after = sup.events_after("failure", "b")
+    assert [e["child"] for e in after if e["kind"] == "stopped"] == []
+    assert [e["child"] for e in after if e["kind"] == "started"] == ["b"]
+    assert sup.child("b")["restarts"] == 1 and "actor died" in sup.child("b")["last_failure"]
+
+
+def test_one_for_all_restarts_every_child(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("b"), echo("c")], strategy="one_for_all")
+    old = {c["id"]: c["pid"] for c in sup.status()["children"]}
+    crash(sup, "b")
+    for child_id in "abc":
+        sup.wait_running(child_id, 2)
+    after = sup.events_after("failure", "b")
+    assert [e["child"] for e in after if e["kind"] == "stopped"] == ["c", "a"]
+    assert [e["child"] for e in after if e["kind"] == "started"] == ["a", "b", "c"]
+    restart = next(e for e in after if e["kind"] == "restart")
+    assert restart["stop"] == ["c", "a"] and restart["start"] == ["a", "b", "c"]
+    assert all(c["pid"] != old[c["id"]] for c in sup.status()["children"])
+
+
+def test_rest_for_one_restarts_the_failed_child_and_those_started_after(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("b"), echo("c")], strategy="rest_for_one")
+    crash(sup, "b")
+    sup.wait_running("b", 2)
+    sup.wait_running("c", 2)
+    assert sup.child("a")["generation"] == 1
+    after = sup.events_after("failure", "b")
+    assert [e["child"] for e in after if e["kind"] == "stopped"] == ["c"]
+    assert [e["child"] for e in after if e["kind"] == "started"] == ["b", "c"]
+
+
+# -- restart types -------------------------------------------------------------------------------
+
+
+def test_permanent_child_comes_back_after_a_crash_and_after_a_normal_exit(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("p", restart="permanent")])
+    crash(sup, "p")
+    sup.wait_running("p", 2)
+    assert sup.handle("p").call("finish", "done for now") == "done for now"
+    sup.wait_running("p", 3)
+    kinds = [(e["kind"], e["generation"]) for e in sup.events() if e["kind"] in {"failure", "exit"}]
+    assert kinds == [("failure", 1), ("exit", 2)]
+
+
+def test_transient_child_stays_down_after_a_normal_exit_only(
+        supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    sup = supervise([echo("t", restart="transient", config={"close_marker": str(tmp_path / "t")})])
+    crash(sup, "t")
+    sup.wait_running("t", 2)
+    sup.handle("t").call("finish", "all work done")
+    wait_until(lambda: sup.child("t")["state"] == "terminated", what="t terminated")
+    time.sleep(0.5)  # a few ping intervals: nothing restarts it
+    child = sup.child("t")
+    assert child["state"] == "terminated" and child["generation"] == 2 and child["last_failure"] is None
+    # A normal exit is an orderly stop: close() ran.
+    assert (tmp_path / "t").exists()
+    with pytest.raises(PluginUnavailable, match="terminated"):
+        sup.handle("t").call("echo", 1)
+    assert sup.ready() == (False, "required child 't' is terminated")
+
+
+def test_temporary_child_is_never_restarted(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("keep"), echo("temp", restart="temporary", required=False)])
+    crash(sup, "temp")
+    wait_until(lambda: sup.child("temp")["state"] == "failed", what="temp failed")
+    time.sleep(0.5)
+    temp = sup.child("temp")
+    assert temp["generation"] == 1 and temp["restarts"] == 0 and "actor died" in temp["last_failure"]
+    assert sup.ready() == (True, "ready")  # not required
+    assert sup.child("keep")["generation"] == 1
+
+
+def test_temporary_sibling_is_stopped_by_one_for_all_and_not_restarted(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("temp", restart="temporary", required=False), echo("c")],
+                    strategy="one_for_all")
+    crash(sup, "c")
+    sup.wait_running("a", 2)
+    sup.wait_running("c", 2)
+    assert sup.child("temp")["state"] == "stopped" and sup.child("temp")["generation"] == 1
+
+
+# -- intensity and escalation -------------------------------------------------------------------
+
+
+def test_restart_loop_escalates_with_a_reason(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("good"), {"id": "crasher", "plugin": P + "CrashOnStart", "required": False}],
+                    max_restarts=2, period=60.0)
+    wait_until(lambda: sup.status()["state"] == "escalated", 30.0, "escalation")
+    # Escalation stops every child, in reverse order.
+    wait_until(lambda: all(c["state"] == "stopped" for c in sup.status()["children"]), 10.0, "children stopped")
+    ready, reason = sup.ready()
+    assert not ready
+    assert reason.startswith("escalated: more than 2 restarts within 60 s; last: child 'crasher'")
+    assert "died" in reason
+    status = sup.status()
+    assert status["reason"] in reason
+    assert [c["state"] for c in status["children"]] == ["stopped", "stopped"]
+    assert status["children"][1]["generation"] == 3  # the first start and two restarts
+    assert [e["kind"] for e in sup.events()].count("start_failed") == 3
+    with pytest.raises(NotReady, match="more than 2 restarts"):
+        sup.handle("good").call("echo", 1)
+
+
+def test_stale_failure_reports_are_ignored(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a")])
+    assert ray.get(sup.actor.report_failure.remote("a", 0, "from an old generation")) is False
+    time.sleep(0.3)
+    assert sup.child("a")["generation"] == 1
+    assert ray.get(sup.actor.report_failure.remote("a", 1, "caller says it hangs")) is True
+    sup.wait_running("a", 2)
+    assert sup.child("a")["last_failure"] == "caller says it hangs"
+
+
+def test_restart_child_is_an_operator_restart(supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    sup = supervise([echo("a", config={"close_marker": str(tmp_path / "a")}), echo("b")],
+                    strategy="one_for_all")
+    assert ray.get(sup.actor.restart_child.remote("a"), timeout=30) == 2
+    assert (tmp_path / "a").exists()  # stopped in order
+    status = sup.status()
+    assert [c["generation"] for c in status["children"]] == [2, 1]  # no sibling taken along
+    assert status["restarts_in_period"] == 0  # not counted towards the intensity
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+def test_shutdown_timeout_kills_a_child_whose_close_hangs(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([{"id": "stuck", "plugin": P + "HangingClose", "shutdown": 0.5}, echo("b")])
+    host = sup.host("stuck")
+    began = time.monotonic()
+    status = ray.get(sup.actor.stop.remote(), timeout=30)
+    took = time.monotonic() - began
+    assert status["state"] == "stopped"
+    assert 0.5 <= took < 5.0
+    how = {e["child"]: e["how"] for e in sup.events() if e["kind"] == "stopped"}
+    assert how == {"b": "closed", "stuck": "close() did not return within 0.5 s (shutdown); killed"}
+    with pytest.raises(RayActorError):
+        ray.get(host.pid.remote(), timeout=10)
+
+
+def test_brutal_kill_skips_close(supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    sup = supervise([echo("gentle", config={"close_marker": str(tmp_path / "gentle")}),
+                     echo("brutal", shutdown="brutal_kill", config={"close_marker": str(tmp_path / "brutal")})])
+    host = sup.host("brutal")
+    ray.get(sup.actor.stop.remote(), timeout=30)
+    assert (tmp_path / "gentle").exists() and not (tmp_path / "brutal").exists()
+    how = {e["child"]: e["how"] for e in sup.events() if e["kind"] == "stopped"}
+    assert how == {"brutal": "brutal_kill", "gentle": "closed"}
+    with pytest.raises(RayActorError):
+        ray.get(host.pid.remote(), timeout=10)
+
+
+# -- admission: handshake, manifest, config, placement -----------------------------------------
+
+
+def test_hanging_handshake_is_refused_naming_the_timeout(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("first"), {"id": "slow", "plugin": P + "SlowHandshake", "handshake_timeout": 0.5}],
+                    start=False)
+    with pytest.raises(PluginRefused, match=r"'slow' refused: the handshake did not return within 0\.5 s "
+                                            r"\(handshake_timeout\)"):
+        ray.get(sup.actor.start.remote(), timeout=60)
+    status = sup.status()
+    assert status["state"] == "failed" and "handshake_timeout" in status["reason"]
+    assert [c["state"] for c in status["children"]] == ["stopped", "failed"]
+    ready, reason = sup.ready()
+    assert not ready and "handshake_timeout" in reason
+    # The hung host was killed, so its name is free again.
+    wait_until(lambda: _actor_gone("dwray:slow", sup.namespace), 10.0, "the hung host to be killed")
+
+
+def _actor_gone(name: str, namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return True
+    return False
+
+
+def test_incompatible_sdk_is_refused(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([{"id": "future", "plugin": P + "FutureSdk"}], start=False)
+    with pytest.raises(PluginRefused, match=r"supports SDK >=2,<3, this dwray offers SDK 1\.0"):
+        ray.get(sup.actor.start.remote(), timeout=60)
+
+
+def test_config_that_fails_the_schema_is_refused_naming_the_field(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([{"id": "store", "plugin": P + "Configured", "config": {"root": "/data", "level": 0}}],
+                    start=False)
+    with pytest.raises(PluginRefused, match=r"config field level fails the plugin's schema: minimum 1$"):
+        ray.get(sup.actor.start.remote(), timeout=60)
+
+
+def test_refused_optional_child_stays_down_and_is_not_retried(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("wrong-kind", kind="storage", required=False),
+                     {"id": "store", "plugin": P + "Configured", "config": {"root": "/data"}, "kind": "storage"}])
+    time.sleep(0.5)
+    wrong = sup.child("wrong-kind")
+    assert wrong["state"] == "refused" and wrong["generation"] == 1
+    assert wrong["last_failure"] == "is a 'service' plugin, the spec expects 'storage'"
+    assert sup.ready() == (True, "ready")
+    assert sup.handle("store").call("settings") == {"root": "/data", "level": 1}
+    with pytest.raises(PluginUnavailable, match="refused"):
+        sup.handle("wrong-kind").call("echo", 1)
+
+
+def test_unknown_plugin_is_refused(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([{"id": "ghost", "plugin": "no_such_entry_point"}], start=False)
+    with pytest.raises(PluginRefused, match="no plugin named 'no_such_entry_point'"):
+        ray.get(sup.actor.start.remote(), timeout=60)
+
+
+def test_placement_by_node_id_and_labels(supervise: Callable[..., Supervised]) -> None:
+    node = ray.get_runtime_context().get_node_id()
+    sup = supervise([echo("by-id", node_id=node), echo("by-label", node_labels={"ray.io/node-id": node})])
+    assert sup.child("by-id")["node_id"] == node and sup.child("by-label")["node_id"] == node
+
+
+@pytest.mark.parametrize("placement", [{"node_labels": {"dwray-test-zone": "nowhere"}},
+                                       {"resources": {"dwray_test_no_such_resource": 1}}])
+def test_unplaceable_child_fails_start_naming_the_start_timeout(
+        supervise: Callable[..., Supervised], placement: dict[str, Any]) -> None:
+    sup = supervise([echo("lost", start_timeout=1.0, **placement)], start=False)
+    with pytest.raises(PluginRefused, match=r"not placed and started within 1 s \(start_timeout\)"):
+        ray.get(sup.actor.start.remote(), timeout=60)
+
+
+# -- failure detection ----------------------------------------------------------------------------
+
+
+def test_hung_health_ping_is_killed_and_restarted(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([{"id": "hung", "plugin": P + "HangingHealth"}], ping_timeout=0.3)
+    old_pid = sup.child("hung")["pid"]
+    assert sup.handle("hung").call("hang") is True
+    child = sup.wait_running("hung", 2, 10.0)
+    assert child["last_failure"] == "health ping did not answer within 0.3 s (ping_timeout); killed"
+    wait_until(lambda: not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE,
+               10.0, "the hung host to be killed")
+
+
+def test_kill_9_of_the_worker_pid_is_restarted_with_a_new_generation(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("victim")])
+    handle = sup.handle("victim")
+    old_pid = handle.call("pid")
+    assert old_pid == sup.child("victim")["pid"]
+    kill_9(old_pid)
+    child = sup.wait_running("victim", 2, 10.0)
+    assert child["pid"] != old_pid and "actor died" in child["last_failure"]
+    assert handle.call("pid", idempotent=True) == child["pid"]
+
+
+def test_plugin_exception_reaches_the_caller_and_the_host_lives_on(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("e")])
+    handle = sup.handle("e")
+    pid = handle.call("pid")
+    with pytest.raises(PluginError) as info:
+        handle.call("fail", "boom")
+    assert type(info.value) is PluginError
+    assert str(info.value) == "plugin 'e' failed in fail: ValueError: boom"
+    with pytest.raises(BlobNotFound) as missing:
+        handle.call("missing_blob", "a/b")
+    assert type(missing.value) is BlobNotFound and missing.value.blob_id == "a/b"
+    for bad in ("_secret", "close", "request_stop", "no_such_method"):
+        with pytest.raises(InvalidArgument, match=f"no public method '{bad}'"):
+            handle.call(bad)
+    assert handle.call("pid") == pid
+    assert sup.child("e")["generation"] == 1 and sup.child("e")["restarts"] == 0
+
+
+def test_call_deadline_raises_plugin_timeout_and_counts_as_a_failure(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("slow", method_timeouts={"sleep": 0.3})])
+    handle = sup.handle("slow")
+    began = time.monotonic()
+    with pytest.raises(PluginTimeout, match=r"'slow' did not answer sleep within 0\.3 s"):
+        handle.call("sleep", 30)
+    assert time.monotonic() - began < 3.0
+    child = sup.wait_running("slow", 2, 10.0)
+    assert child["last_failure"] == "call sleep passed its 0.3 s deadline"
+    # An explicit timeout beats the spec's.
+    with pytest.raises(PluginTimeout, match=r"within 0\.2 s"):
+        handle.call("sleep", 30, timeout=0.2)
+    sup.wait_running("slow", 3, 10.0)
+    assert handle.call("sleep", 0.01) == 0.01
+
+
+# -- PluginHandle ----------------------------------------------------------------------------------
+
+
+def test_idempotent_call_is_retried_once_after_the_actor_dies(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("r")])
+    handle = sup.handle("r")
+    old_pid = handle.call("pid")
+    kill_9(old_pid)
+    began = time.monotonic()
+    new_pid = handle.call("pid", idempotent=True)
+    assert new_pid != old_pid and handle.generation == 2
+    assert time.monotonic() - began < 15.0
+
+
+def test_non_idempotent_call_is_not_retried(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("r")])
+    handle = sup.handle("r")
+    assert handle.call("add", 1) == 1
+    kill_9(handle.call("pid"))
+    with pytest.raises(PluginUnavailable, match="the call to add was not retried because it is not idempotent"):
+        handle.call("add", 1)
+    sup.wait_running("r", 2)
+    assert handle.call("add", 5) == 5  # a new generation: a fresh plugin instance
+
+
+def test_submit_and_resolve_keep_calls_in_flight(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("pipe")])
+    handle = sup.handle("pipe")
+    refs = [handle.submit("echo", i) for i in range(20)]
+    assert handle.resolve(refs, "echo") == list(range(20))
+    first, second = handle.submit("pair", "x", "y", num_returns=2)
+    assert handle.resolve([first, second], "pair") == ["x", "y"]
+    with pytest.raises(PluginError, match="ValueError: bad"):
+        handle.resolve(handle.submit("fail", "bad"), "fail")
+    with pytest.raises(BlobNotFound):
+        handle.resolve(handle.submit("missing_blob", "z"), "missing_blob")
+    with pytest.raises(PluginTimeout):
+        handle.resolve(handle.submit("sleep", 30), "sleep", timeout=0.2)
+    sup.wait_running("pipe", 2, 10.0)
+    assert handle.resolve(handle.submit("echo", "again"), "echo") == "again"
+    ref = handle.submit("sleep", 30)
+    kill_9(sup.child("pipe")["pid"])
+    with pytest.raises(PluginUnavailable, match="submit them again"):
+        handle.resolve(ref, "sleep", timeout=10)
+
+
+def test_handle_waits_for_a_restart(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("w")], backoff_base=0.5, backoff_max=0.5)
+    crash(sup, "w")
+    actor, generation = ray.get(sup.actor.handle.remote("w", 15.0, 1), timeout=30)
+    assert generation == 2
+    assert ray.get(actor.call.remote("echo", "up")) == "up"
+    with pytest.raises(PluginUnavailable, match="no supervisor"):
+        PluginHandle("w", namespace=sup.namespace, supervisor_name="nobody").call("echo", 1)
+
+
+# -- memory cap -----------------------------------------------------------------------------------
+
+
+def test_memory_cap_watchdog_stops_the_host_and_it_is_restarted(supervise: Callable[..., Supervised]) -> None:
+    cap = 200 << 20
+    sup = supervise([{"id": "hog", "plugin": P + "MemoryHog", "memory_cap": cap}])
+    # This machine has cgroup v1 (a tmpfs of per-controller mounts): the watchdog enforces the cap.
+    assert ray.get(sup.host("hog").memory_enforcement.remote()) == "rss-watchdog"
+    handle = sup.handle("hog")
+    old_pid = handle.call("pid")
+    assert handle.call("allocate", 16) == 16 << 20  # under the cap: nothing happens
+    with contextlib.suppress(PluginUnavailable):  # the watchdog may stop the host before the call returns
+        handle.call("allocate", 300)
+    child = sup.wait_running("hog", 2, 15.0)
+    assert child["last_failure"].startswith("memory cap exceeded: RSS ")
+    assert child["last_failure"].endswith(f"> cap {cap}")
+    assert int(child["last_failure"].split("RSS ")[1].split(" ")[0]) > cap
+    assert child["pid"] != old_pid
+    # The cached handle may still name the stopped host: an idempotent call moves to the new one.
+    assert handle.call("allocate", 1, idempotent=True) == 1 << 20  # a fresh instance holds nothing
+
+
+def test_this_machine_has_no_cgroup_v2_memory_controller() -> None:
+    assert cgroup_v2_memory_available(DEFAULT_CGROUP_ROOT) is False
+
+
+def test_cgroup_v2_writer_against_a_fake_hierarchy(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    assert cgroup_v2_memory_available(tmp_path)
+    stale = tmp_path / "dwray" / "storage_local-g1-999"
+    stale.mkdir(parents=True)
+    busy = tmp_path / "dwray" / "storage_local-g0-998"
+    busy.mkdir()
+    (busy / "cgroup.procs").write_text("998\n")  # a cgroup with a process left cannot be removed
+    leaf = place_in_memory_cgroup(tmp_path, "storage_local-g2-1234", 1234, 64 << 20)
+    assert leaf == tmp_path / "dwray" / "storage_local-g2-1234"
+    assert (leaf / "memory.max").read_text() == f"{64 << 20}\n"
+    assert (leaf / "cgroup.procs").read_text() == "1234\n"
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory\n"
+    assert (tmp_path / "dwray" / "cgroup.subtree_control").read_text() == "+memory\n"
+    assert not stale.exists() and busy.exists()
+
+
+def test_cgroup_v2_detection_needs_the_memory_controller(tmp_path: Path) -> None:
+    assert not cgroup_v2_memory_available(tmp_path)  # no cgroup.controllers at all
+    (tmp_path / "cgroup.controllers").write_text("cpu io pids\n")
+    assert not cgroup_v2_memory_available(tmp_path)
+
+
+# -- tracing ------------------------------------------------------------------------------------------
+
+
+def test_calls_carry_the_trace_context_into_the_host(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("traced", env_vars={"DWRAY_TRACE_MEMORY": "1"}), echo("plain")])
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tests")
+    handle = sup.handle("traced")
+    assert handle.call("getenv", "DWRAY_TRACE_MEMORY") == "1"
+    with tracer.start_as_current_span("driver-put") as driver:
+        assert handle.call("echo", 7) == 7
+        assert handle.resolve(handle.submit("echo", 8), "echo") == 8
+    context = driver.get_span_context()
+    spans = [s for s in ray.get(sup.host("traced").finished_spans.remote()) if s["name"] == "traced.echo"]
+    assert len(spans) == 2
+    for span in spans:
+        assert span["trace_id"] == format(context.trace_id, "032x")
+        assert span["parent_span_id"] == format(context.span_id, "016x")
+        assert span["attributes"] == {"dwray.child": "traced", "dwray.plugin": "echo",
+                                      "dwray.generation": 1, "dwray.method": "echo"}
+    # A call outside any span starts a new trace in the host.
+    handle.call("echo", 9)
+    last = ray.get(sup.host("traced").finished_spans.remote())[-1]
+    assert last["parent_span_id"] is None and last["trace_id"] != format(context.trace_id, "032x")
+    with pytest.raises(InvalidArgument, match="DWRAY_TRACE_MEMORY=1"):
+        ray.get(sup.host("plain").finished_spans.remote())

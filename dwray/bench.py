@@ -99,36 +99,73 @@ def yardstick_small_puts(folder: Path, count: int) -> float:
 
 
 def dwray_inprocess(data: bytes, folder: Path, small_count: int) -> dict[str, float]:
-    """The same work through the whole warehouse: catalog, keyring, frames, local backend."""
+    """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk."""
     from dwray.config import DwrayConfig
     from dwray.warehouse import Warehouse
 
     with Warehouse(DwrayConfig(data_dir=folder / "dwray")) as wh:
-        wh.create_bucket("bench")
-        started = time.perf_counter()
-        wh.put("bench", "corpus", data)
-        put_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        restored = 0
-        with wh.open("bench", "corpus") as reader:
-            for chunk in reader:
-                restored += len(chunk)
-        get_seconds = time.perf_counter() - started
-        if restored != len(data):
-            raise RuntimeError(f"dwray restored {restored} of {len(data)} bytes")
-        payload = os.urandom(4096)
-        started = time.perf_counter()
+        return _measure(wh, data, small_count, 1)
+
+
+def _measure(wh: Any, data: bytes, small_count: int, writers: int) -> dict[str, float]:
+    """Put and stream back the corpus, then ``small_count`` 4 KiB puts from ``writers`` threads."""
+    wh.create_bucket("bench")
+    started = time.perf_counter()
+    wh.put("bench", "corpus", data)
+    put_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    restored = 0
+    with wh.open("bench", "corpus") as reader:
+        for chunk in reader:
+            restored += len(chunk)
+    get_seconds = time.perf_counter() - started
+    if restored != len(data):
+        raise RuntimeError(f"dwray restored {restored} of {len(data)} bytes")
+    payload = os.urandom(4096)
+    started = time.perf_counter()
+    if writers <= 1:
         for index in range(small_count):
             wh.put("bench", f"small/{index}", payload)
-        small_seconds = time.perf_counter() - started
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(writers) as pool:
+            list(pool.map(lambda i: wh.put("bench", f"small/{i}", payload), range(small_count)))
+    small_seconds = time.perf_counter() - started
     return {"put_MBps": len(data) / put_seconds / 1e6, "get_MBps": len(data) / get_seconds / 1e6,
             "small_put_ops": small_count / small_seconds}
 
 
+def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, writers: int) -> dict[str, float]:
+    """The same work from a driver through the supervised plugin actors on a local Ray."""
+    import uuid
+
+    import ray
+
+    from dwray.client import connect
+    from dwray.config import DwrayConfig, RuntimeConfig
+
+    runtime = RuntimeConfig(namespace=f"dwray-bench-{uuid.uuid4().hex[:8]}", stage_placement=placement)
+    wh = connect(config=DwrayConfig(data_dir=folder / "dwray", runtime=runtime))
+    try:
+        return _measure(wh, data, small_count, writers)
+    finally:
+        wh.close()
+        ray.get(wh.supervisor.stop.remote())
+        ray.kill(wh.supervisor)
+
+
 def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, repeat: int = 1,
-              mode: str = "inprocess") -> dict[str, Any]:
-    """Measure the yardstick and dwray alternately, ``repeat`` times each; keep the best of each."""
+              mode: str = "inprocess", placement: str = "actors", writers: int | None = None) -> dict[str, Any]:
+    """Measure the yardstick and dwray alternately, ``repeat`` times each; keep the best of each.
+
+    ``mode="ray"`` drives the warehouse's actors from this process (stages in
+    actors, or in this process with ``placement="caller"``); small puts then
+    come from ``writers`` threads (default 8).
+    """
     data = corpus(size)
+    if writers is None:
+        writers = 8 if mode == "ray" else 1
     best_yard: dict[str, float] = {}
     best_dw: dict[str, float] = {}
     for _ in range(max(repeat, 1)):
@@ -137,11 +174,16 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
             small = yardstick_small_puts(Path(scratch), small_count)
             yard = {"put_MBps": put, "get_MBps": get, "small_put_ops": small}
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            ours = dwray_inprocess(data, Path(scratch), small_count)
+            if mode == "ray":
+                ours = dwray_ray(data, Path(scratch), small_count, placement, writers)
+            else:
+                ours = dwray_inprocess(data, Path(scratch), small_count)
         for name in yard:
             best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
             best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
-    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1)}
+    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1), "writers": writers}
+    if mode == "ray":
+        result["placement"] = placement
     result.update({name: round(value, 1) for name, value in best_dw.items()})
     result["yardstick"] = {name: round(value, 1) for name, value in best_yard.items()}
     for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):

@@ -227,6 +227,10 @@ class LocalKeyring:
             },
             indent=1,
         ).encode("utf-8")
+        # Writers hold the file lock, so a temp file found now was left by a
+        # writer that died: remove it (it holds key material) before writing.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:

@@ -153,6 +153,13 @@ class ChildSpec(_Spec):
                 raise ValueError(f"timeout of {name!r} must be positive, not {seconds}")
         return value
 
+    @model_validator(mode="after")
+    def _check_placement(self) -> ChildSpec:
+        if self.node_id is not None and self.node_labels:
+            raise ValueError("set node_id or node_labels, not both "
+                             "(a node id is itself the label 'ray.io/node-id')")
+        return self
+
     def timeout_for(self, method: str) -> float:
         """The deadline of a call to ``method``, seconds."""
         return self.method_timeouts.get(method, self.call_timeout)

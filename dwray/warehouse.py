@@ -180,10 +180,19 @@ class Warehouse:
                 backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
         self.backend = backend
         self.backend_name = backend.name or self.config.storage.backend
-        self.catalog = catalog if catalog is not None else Catalog(
-            self.config.catalog_path, synchronous=self.config.catalog.synchronous,
-            busy_timeout_ms=self.config.catalog.busy_timeout_ms)
-        self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
+        try:
+            self.catalog = catalog if catalog is not None else Catalog(
+                self.config.catalog_path, synchronous=self.config.catalog.synchronous,
+                busy_timeout_ms=self.config.catalog.busy_timeout_ms)
+        except BaseException:
+            backend.close()
+            raise
+        try:
+            self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
+        except BaseException:
+            self.catalog.close()
+            backend.close()
+            raise
         self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()
         self._keks_ready: set[str] = set()

@@ -382,14 +382,18 @@ def _print_demo(report: dict[str, Any]) -> None:
 
 
 @command(cli, "bench")
-@click.option("--mode", type=click.Choice(["inprocess"]), default="inprocess", show_default=True)
+@click.option("--mode", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True,
+              help="inprocess: the core in this process; ray: a driver through the supervised actors")
+@click.option("--placement", type=click.Choice(["actors", "caller"]), default="actors", show_default=True,
+              help="ray mode: stages in their own actors, or trusted built-in stages on threads here")
+@click.option("--writers", type=int, default=None, help="threads for small puts (default: 1 inprocess, 8 ray)")
 @click.option("--size", default="256MiB", show_default=True, help="corpus size")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder on the disk to measure (default: a temp dir)")
 @click.option("--small-count", default=300, show_default=True, help="4 KiB durable puts to time")
 @click.option("--repeat", default=3, show_default=True, help="runs of each measure; the best is kept")
-def bench_command(state: State, as_json: bool, mode: str, size: str, folder: Path | None,
-                  small_count: int, repeat: int) -> None:
+def bench_command(state: State, as_json: bool, mode: str, placement: str, writers: int | None, size: str,
+                  folder: Path | None, small_count: int, repeat: int) -> None:
     """Measure put/get throughput and small puts against the yardstick, in the same run."""
     from dwray.bench import run_bench
     from dwray.config import parse_size
@@ -398,7 +402,8 @@ def bench_command(state: State, as_json: bool, mode: str, size: str, folder: Pat
         size_bytes = parse_size(size)
     except ValueError as exc:
         raise InvalidArgument(f"--size: {exc}") from None
-    result = run_bench(size_bytes, folder=folder, small_count=small_count, repeat=repeat, mode=mode)
+    result = run_bench(size_bytes, folder=folder, small_count=small_count, repeat=repeat, mode=mode,
+                       placement=placement, writers=writers)
 
     def human() -> None:
         table = Table(title=f"dw bench ({mode}, {size_bytes >> 20} MiB corpus)")

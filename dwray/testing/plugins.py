@@ -29,7 +29,7 @@ _FOREVER = 3600.0
 
 
 class Echo(Plugin):
-    """Answers, counts, sleeps, raises and crashes on command.
+    """Answers, counts, sleeps, raises, crashes and falls ill on command.
 
     ``close_marker``: a file that ``close()`` writes, so tests can tell an
     orderly stop from a kill.
@@ -43,7 +43,14 @@ class Echo(Plugin):
     def __init__(self, close_marker: str | None = None) -> None:
         self.close_marker = close_marker
         self.count = 0
+        self.sick = False
         self._lock = threading.Lock()
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": False, "why": "sick"} if self.sick else {"ok": True}
+
+    def sicken(self) -> None:
+        self.sick = True
 
     def echo(self, value: Any) -> Any:
         return value

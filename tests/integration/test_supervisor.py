@@ -35,6 +35,7 @@ from dwray.errors import (
     InvalidArgument,
     NotReady,
     PluginError,
+    PluginNotFound,
     PluginRefused,
     PluginTimeout,
     PluginUnavailable,
@@ -175,6 +176,17 @@ def test_stop_closes_children_in_reverse_order(supervise: Callable[..., Supervis
     assert sup.ready()[0] is False
     with pytest.raises(PluginUnavailable, match="stopped"):
         sup.handle("a").call("echo", 1)
+
+
+def test_orderly_stop_lets_calls_in_flight_finish(supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    sup = supervise([echo("busy", config={"close_marker": str(tmp_path / "busy")})])
+    handle = sup.handle("busy")
+    ref = handle.submit("sleep", 0.5)
+    time.sleep(0.1)
+    ray.get(sup.actor.stop.remote(), timeout=30)
+    assert handle.resolve(ref, "sleep") == 0.5  # the reply was delivered before the host exited
+    assert (tmp_path / "busy").exists()
+    assert [e["how"] for e in sup.events() if e["kind"] == "stopped"] == ["closed"]
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -426,6 +438,13 @@ def test_hung_health_ping_is_killed_and_restarted(supervise: Callable[..., Super
                10.0, "the hung host to be killed")
 
 
+def test_plugin_reporting_unhealthy_is_restarted(supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("ill")])
+    sup.handle("ill").call("sicken")
+    child = sup.wait_running("ill", 2, 10.0)
+    assert child["last_failure"] == "plugin reports it is unhealthy: {'ok': False, 'why': 'sick'}"
+
+
 def test_kill_9_of_the_worker_pid_is_restarted_with_a_new_generation(
         supervise: Callable[..., Supervised]) -> None:
     sup = supervise([echo("victim")])
@@ -527,6 +546,8 @@ def test_handle_waits_for_a_restart(supervise: Callable[..., Supervised]) -> Non
     assert ray.get(actor.call.remote("echo", "up")) == "up"
     with pytest.raises(PluginUnavailable, match="no supervisor"):
         PluginHandle("w", namespace=sup.namespace, supervisor_name="nobody").call("echo", 1)
+    with pytest.raises(PluginNotFound, match="'nope'"):
+        sup.handle("nope").call("echo", 1)
 
 
 # -- memory cap -----------------------------------------------------------------------------------

@@ -294,3 +294,14 @@ def test_no_key_material_in_repr_describe_or_errors(path: Path) -> None:
         for secret in secrets:
             for form in (secret.hex(), repr(secret), base64.b64encode(secret).decode()):
                 assert form not in text
+
+
+def test_stale_temp_file_of_a_dead_writer_is_removed(tmp_path: Path) -> None:
+    keyring = LocalKeyring(tmp_path / "keys" / "keyring.json")
+    keyring.ensure("tenant:a")
+    stale = tmp_path / "keys" / ".keyring.json.99999.1.tmp"
+    stale.write_bytes(b'{"left": "by a writer killed mid-save"}')
+    stale.chmod(0o600)
+    keyring.rotate("tenant:a")
+    assert not stale.exists()
+    assert keyring.describe("tenant:a")["primary"] == 2

@@ -77,6 +77,13 @@ def test_child_spec_errors_name_the_field(field: str, value: object, needle: str
     assert {err["loc"][0] for err in info.value.errors()} == {needle}
 
 
+def test_child_spec_takes_one_kind_of_node_placement() -> None:
+    node = "ab" * 28
+    assert ChildSpec(id="x", plugin="p", node_id=node).node_id == node
+    with pytest.raises(ValidationError, match="node_id or node_labels, not both"):
+        ChildSpec(id="x", plugin="p", node_id=node, node_labels={"zone": "a"})
+
+
 def test_supervisor_spec_errors_name_the_child_and_field() -> None:
     with pytest.raises(ValidationError) as info:
         SupervisorSpec(children=[{"id": "ok", "plugin": "p"},

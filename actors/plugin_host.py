@@ -6,9 +6,14 @@ plugin class, checks its manifest against the child spec *before* any plugin
 code runs with the config, instantiates it and returns the manifest.
 
 Plugin calls run on the default concurrency group (``max_concurrency``
-threads, from the child spec). Control calls (handshake, ping, shutdown, pid,
-node_id, finished_spans) have their own small thread group, so a plugin busy
-with data calls still answers its health pings.
+threads, from the child spec). Control calls (handshake, ping, shutdown, exit,
+pid, node_id, finished_spans) have their own small thread group, so a plugin
+busy with data calls still answers its health pings.
+
+Orderly stop: ``shutdown()`` refuses new calls (``PluginUnavailable``), waits
+for the calls in flight, then runs the plugin's ``close()``; ``exit()`` then
+ends the actor gracefully. The supervisor bounds both and kills the actor if
+they overrun.
 
 The host never dies from a plugin exception: a dwray error passes through
 unchanged (it pickles), anything else becomes ``PluginError(child, method,

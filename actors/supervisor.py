@@ -10,9 +10,11 @@ logic in ``dwray.supervision``; this async actor applies them to Ray actors:
   ``PluginRefused`` naming the reason, after the children already started are
   stopped again. A child that is not required and fails is handled like a
   crash (restarted per its restart type).
-- ``stop()`` stops children in reverse start order: ``shutdown()`` (the
-  plugin's ``close()``) within the child's ``shutdown`` seconds, then
-  ``ray.kill``; ``brutal_kill`` kills at once.
+- ``stop()`` stops children in reverse start order. An orderly stop gives a
+  child its ``shutdown`` seconds for the host's ``shutdown()`` (new calls are
+  refused, calls in flight finish, then the plugin's ``close()``), ends the
+  actor gracefully (so replies in flight are delivered), and ``ray.kill``s it
+  if anything is left; ``brutal_kill`` kills at once.
 - Exits are detected by periodic health pings (a ping not answered within
   ``ping_timeout`` is a hung plugin: killed and restarted; a dead actor is
   restarted), by ``report_failure`` from callers (missed deadline, actor
@@ -51,6 +53,7 @@ from dwray.errors import (
     PluginRefused,
     PluginUnavailable,
 )
+from dwray.handles import death_reason
 from dwray.plugins import Manifest, check_manifest
 from dwray.supervision import (
     Backoff,
@@ -98,15 +101,6 @@ def host_options(spec: ChildSpec, namespace: str) -> dict[str, Any]:
     if spec.env_vars:
         options["runtime_env"] = {"env_vars": dict(spec.env_vars)}
     return options
-
-
-def _actor_death(exc: BaseException) -> str:
-    """The useful line of a Ray actor-death message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("The actor is dead because"):
-            return line[:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -217,7 +211,7 @@ class Supervisor:
                 raise _StartFailed(f"the host was not placed and started within {spec.start_timeout:g} s "
                                    "(start_timeout); check its resources and placement", retry=True) from None
             except RayActorError as exc:
-                raise _StartFailed(f"the host died while starting: {_actor_death(exc)}", retry=True) from None
+                raise _StartFailed(f"the host died while starting: {death_reason(exc)}", retry=True) from None
             try:
                 manifest = await asyncio.wait_for(host.handshake.remote(), spec.handshake_timeout)
                 child.manifest = check_manifest(spec.id, manifest, spec.kind, spec.config)
@@ -225,7 +219,7 @@ class Supervisor:
                 raise _StartFailed(f"the handshake did not return within {spec.handshake_timeout:g} s "
                                    "(handshake_timeout)", retry=True) from None
             except RayActorError as exc:
-                raise _StartFailed(f"the host died during the handshake: {_actor_death(exc)}",
+                raise _StartFailed(f"the host died during the handshake: {death_reason(exc)}",
                                    retry=True) from None
             except (RayTaskError, DwrayError) as exc:
                 cause = _unwrap(exc)
@@ -259,7 +253,7 @@ class Supervisor:
                 await asyncio.sleep(0.05)
 
     async def _stop_child(self, child: _Child, why: str) -> None:
-        """Orderly stop: close() within the shutdown timeout, then kill. Leaves the state to the caller."""
+        """Stop one child per its ``shutdown`` spec (see the module docstring); the caller sets its state."""
         host = child.host
         if host is None:
             return
@@ -271,7 +265,7 @@ class Supervisor:
                 await asyncio.wait_for(host.shutdown.remote(), float(shutdown))
                 how = "closed"
             except TimeoutError:
-                how = f"close() did not return within {float(shutdown):g} s (shutdown); killed"
+                how = f"did not shut down within {float(shutdown):g} s (shutdown); killed"
             except RayActorError:
                 how = "already dead"
             except RayTaskError as exc:
@@ -435,7 +429,7 @@ class Supervisor:
         except TimeoutError:
             reason = f"health ping did not answer within {timeout:g} s (ping_timeout); killed"
         except RayActorError as exc:
-            reason = f"actor died: {_actor_death(exc)}"
+            reason = f"actor died: {death_reason(exc)}"
         except RayTaskError as exc:
             reason = f"health check failed: {_unwrap(exc)}"
         else:

@@ -304,6 +304,9 @@ class CatalogPlugin(Plugin):
     def commit_object(self, record: ObjectRecord) -> Any:
         return self.catalog.commit_object(record)
 
+    def commit_many(self, records: list[ObjectRecord]) -> list[Any]:
+        return self.catalog.commit_many(records)
+
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> Any:
         return self.catalog.get_object(tenant, bucket, key, version_id)
 
@@ -358,6 +361,10 @@ class LocalKmsPlugin(Plugin):
 
     def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
         return self.keyring.wrap(kek_id, dek)
+
+    def wrap_many(self, items: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
+        """``wrap`` for several (kek_id, dek) pairs in one call."""
+        return [self.keyring.wrap(kek_id, dek) for kek_id, dek in items]
 
     def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes:
         return self.keyring.unwrap(kek_id, version, wrapped)

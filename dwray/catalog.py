@@ -29,6 +29,7 @@ from typing import Any
 
 from dwray.errors import (
     BucketAlreadyExists,
+    DwrayError,
     BucketNotEmpty,
     BucketNotFound,
     CatalogError,
@@ -283,24 +284,46 @@ class Catalog:
         answer it lost.
         """
         with self._write() as db:
-            if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? AND key = ? AND version_id = ?",
-                          (record.tenant, record.bucket, record.key, record.version_id)).fetchone():
-                return []
-            bucket = db.execute("SELECT versioning FROM buckets WHERE tenant = ? AND name = ?",
-                                (record.tenant, record.bucket)).fetchone()
-            if bucket is None:
-                raise BucketNotFound(record.bucket)
-            where = ("tenant = ? AND bucket = ? AND key = ?", (record.tenant, record.bucket, record.key))
-            if bucket[0]:
-                displaced: list[ObjectRecord] = []
-                db.execute(f"UPDATE objects SET is_latest = 0 WHERE {where[0]} AND is_latest = 1", where[1])
-            else:
-                displaced = [ObjectRecord._from_row(row) for row in db.execute(
-                    f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
-                db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
-            db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                       record._to_row())
+            return self._commit_in(db, record)
+
+    @staticmethod
+    def _commit_in(db: sqlite3.Connection, record: ObjectRecord) -> list[ObjectRecord]:
+        if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? AND key = ? AND version_id = ?",
+                      (record.tenant, record.bucket, record.key, record.version_id)).fetchone():
+            return []
+        bucket = db.execute("SELECT versioning FROM buckets WHERE tenant = ? AND name = ?",
+                            (record.tenant, record.bucket)).fetchone()
+        if bucket is None:
+            raise BucketNotFound(record.bucket)
+        where = ("tenant = ? AND bucket = ? AND key = ?", (record.tenant, record.bucket, record.key))
+        if bucket[0]:
+            displaced: list[ObjectRecord] = []
+            db.execute(f"UPDATE objects SET is_latest = 0 WHERE {where[0]} AND is_latest = 1", where[1])
+        else:
+            displaced = [ObjectRecord._from_row(row) for row in db.execute(
+                f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
+            db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
+        db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                   record._to_row())
         return displaced
+
+    def commit_many(self, records: list[ObjectRecord]) -> list[list[ObjectRecord] | DwrayError]:
+        """Group commit: ``commit_object`` for each record, all in one transaction (one fsync).
+
+        Each record gets its own savepoint, so one that fails (its bucket was
+        deleted) returns its error in its place and the others still commit.
+        """
+        results: list[list[ObjectRecord] | DwrayError] = []
+        with self._write() as db:
+            for number, record in enumerate(records):
+                db.execute(f"SAVEPOINT commit_{number}")
+                try:
+                    results.append(self._commit_in(db, record))
+                except DwrayError as exc:
+                    db.execute(f"ROLLBACK TO commit_{number}")
+                    results.append(exc)
+                db.execute(f"RELEASE commit_{number}")
+        return results
 
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
         """The latest live version, or the named version. ``ObjectNotFound`` otherwise."""

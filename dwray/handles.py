@@ -36,7 +36,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from dwray.errors import DwrayError, PluginTimeout, PluginUnavailable
 
-__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle"]
+__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle", "death_reason"]
 
 DEFAULT_NAMESPACE = "dwray"
 DEFAULT_SUPERVISOR = "dwray:supervisor"
@@ -50,7 +50,8 @@ class _ActorGone(Exception):
         self.reason = reason
 
 
-def _death(exc: BaseException) -> str:
+def death_reason(exc: BaseException) -> str:
+    """The useful line of a Ray actor-death message (they run to a dozen lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if line.startswith("The actor is dead because"):
@@ -107,7 +108,7 @@ class PluginHandle:
                 raise exc.cause from None
             raise
         except (RayActorError, GetTimeoutError) as exc:
-            raise PluginUnavailable(self.child_id, f"the supervisor does not answer: {_death(exc)}") from None
+            raise PluginUnavailable(self.child_id, f"the supervisor does not answer: {death_reason(exc)}") from None
 
     @property
     def generation(self) -> int | None:
@@ -161,7 +162,7 @@ class PluginHandle:
             self._report(actor_id, f"call {method} passed its {seconds:g} s deadline")
             raise PluginTimeout(self.child_id, method, seconds) from None
         except RayActorError as exc:
-            reason = _death(exc)
+            reason = death_reason(exc)
             self._report(actor_id, f"actor died during {method}: {reason}")
             raise _ActorGone(reason) from None
 

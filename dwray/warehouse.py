@@ -24,6 +24,7 @@ from typing import Any
 from dwray.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.config import DwrayConfig, load_config
 from dwray.errors import (
+    BucketNotFound,
     DwrayError,
     InvalidArgument,
     InvalidContinuationToken,
@@ -47,6 +48,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 STORED_HEADERS = frozenset({"content-encoding", "content-disposition", "content-language",
                             "cache-control", "expires"})
 MAX_METADATA_BYTES = 2048  # S3's limit for user metadata
+BUCKET_CACHE_SECONDS = 5.0
 
 
 def _new_version_id() -> str:
@@ -196,6 +198,7 @@ class Warehouse:
         self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()
         self._keks_ready: set[str] = set()
+        self._buckets: dict[tuple[str, str], tuple[float, BucketRecord]] = {}
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
@@ -252,6 +255,7 @@ class Warehouse:
     def delete_bucket(self, bucket: str, *, tenant: TenantArg = None) -> None:
         """Delete an empty bucket. ``BucketNotEmpty`` while it holds any object version."""
         ctx = self._tenant(tenant)
+        self._buckets.pop((ctx.tenant, bucket), None)
         self.catalog.delete_bucket(ctx.tenant, validate_bucket_name(bucket))
 
     # Writes -----------------------------------------------------------------
@@ -267,10 +271,29 @@ class Warehouse:
         validate_bucket_name(bucket)
         validate_key(key)
         clean_metadata, clean_headers = _check_metadata(metadata), _check_headers(headers)
-        bucket_record = self.catalog.get_bucket(ctx.tenant, bucket)
-        record = self._write_object(ctx, bucket_record, key, plaintext_frames(data, self.config.pipeline.frame_size),
-                                    content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers)
+        bucket_record = self._bucket(ctx, bucket)
+        try:
+            record = self._write_object(ctx, bucket_record, key,
+                                        plaintext_frames(data, self.config.pipeline.frame_size),
+                                        content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers)
+        except BucketNotFound:
+            self._buckets.pop((ctx.tenant, bucket), None)
+            raise
         return _info(record)
+
+    def _bucket(self, ctx: TenantContext, bucket: str) -> BucketRecord:
+        """The bucket's record, cached for a few seconds to spare writes a catalog round trip.
+
+        Safe because the commit checks that the bucket still exists; a stale
+        entry only means a blob path with an older bucket id, which nothing reads.
+        """
+        now = time.monotonic()
+        cached = self._buckets.get((ctx.tenant, bucket))
+        if cached is not None and now - cached[0] < BUCKET_CACHE_SECONDS:
+            return cached[1]
+        record = self.catalog.get_bucket(ctx.tenant, bucket)
+        self._buckets[(ctx.tenant, bucket)] = (now, record)
+        return record
 
     def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
                       content_type: str, metadata: dict[str, str], headers: dict[str, str]) -> ObjectRecord:
@@ -325,7 +348,7 @@ class Warehouse:
         source = self.open(src_bucket, src_key, version_id=version_id, tenant=ctx)
         with source:
             info = source.info
-            dest = self.catalog.get_bucket(ctx.tenant, dst_bucket)
+            dest = self._bucket(ctx, dst_bucket)
             frames = plaintext_frames(iter(source), self.config.pipeline.frame_size)
             record = self._write_object(
                 ctx, dest, dst_key, frames,

@@ -127,3 +127,12 @@ def test_latest_page_respects_prefix_start_and_limit(tmp_path: Path) -> None:
     assert [r.key for r in catalog.latest_page("t1", "bkt", "a/", "a/2", False, 10)] == ["a/3"]
     assert [r.key for r in catalog.latest_page("t1", "bkt", "a/", "a/2", True, 10)] == ["a/2", "a/3"]
     assert [r.key for r in catalog.iter_latest("t1", "bkt", batch=1)] == ["a/1", "a/2", "a/3", "b/1"]
+
+
+def test_group_commit_isolates_a_failing_record(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.create_bucket("t1", "bkt", "id1")
+    results = catalog.commit_many([record("a", "v1"), record("b", "v2", bucket="gone"), record("c", "v3")])
+    assert results[0] == [] and results[2] == []
+    assert isinstance(results[1], BucketNotFound)
+    assert [r.key for r in catalog.iter_latest("t1", "bkt")] == ["a", "c"]

@@ -1,0 +1,55 @@
+"""Group calls: concurrent callers share one remote call; each gets its own result."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dwray.errors import BucketNotFound
+from dwray.remote import Coalescer
+
+
+def test_concurrent_callers_are_batched_and_get_their_own_results() -> None:
+    batches: list[list[int]] = []
+    gate = threading.Event()
+
+    def send(items: list[int]) -> list[object]:
+        batches.append(list(items))
+        if len(batches) == 1:
+            gate.wait(5)  # hold the first batch so that the others queue up behind it
+        return [BucketNotFound(f"b{i}") if i == 13 else i * 10 for i in items]
+
+    coalesce = Coalescer(send)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(coalesce, i) for i in range(16)]
+        time.sleep(0.3)
+        gate.set()
+        outcomes = []
+        for i, future in enumerate(futures):
+            if i == 13:
+                with pytest.raises(BucketNotFound):
+                    future.result()
+            else:
+                outcomes.append(future.result())
+    assert outcomes == [i * 10 for i in range(16) if i != 13]
+    assert sorted(i for batch in batches for i in batch) == list(range(16))
+    assert len(batches) < 16  # the callers that waited went out together
+    assert max(len(batch) for batch in batches) > 1
+
+
+def test_a_failing_send_fails_its_whole_batch_only() -> None:
+    calls = []
+
+    def send(items: list[str]) -> list[str]:
+        calls.append(items)
+        if "boom" in items:
+            raise ConnectionError("actor died")
+        return [item.upper() for item in items]
+
+    coalesce = Coalescer(send)
+    with pytest.raises(ConnectionError):
+        coalesce("boom")
+    assert coalesce("fine") == "FINE"  # leadership was released after the failure
+    assert calls == [["boom"], ["fine"]]

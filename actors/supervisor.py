@@ -574,6 +574,7 @@ class Supervisor:
                 "pid": child.pid,
                 "node_id": child.node_id,
                 "manifest": None if manifest is None else {"name": manifest.name, "version": manifest.version},
+                "health": child.health,
             })
         return {
             "name": self._spec.name,

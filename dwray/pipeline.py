@@ -15,14 +15,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from dwray.errors import EntityTooLarge, InvalidArgument
 from dwray.frames import FrameOpener, FrameSealer, FrameTable, ObjectIdentity
 from dwray.storage.base import StorageBackend
 
-__all__ = ["FrameEngine", "ObjectCrypto", "SealedStream", "StoredBlob", "ThreadFrameEngine", "open_stream",
-           "plaintext_frames"]
+__all__ = ["FrameEngine", "ObjectCrypto", "Pending", "SealedStream", "StoredBlob", "ThreadFrameEngine",
+           "open_stream", "plaintext_frames", "record_batches"]
 
 Frame = bytes | bytearray | memoryview
 
@@ -154,39 +154,68 @@ class SealedStream:
                 future.cancel()
 
 
-def open_stream(read_span: Callable[[int, int], bytes], table: FrameTable, opener: FrameOpener,
-                frames: range, last_index: int, executor: ThreadPoolExecutor, *,
-                inflight: int, batch_bytes: int = 8 << 20) -> Iterator[bytes]:
+class Pending(Protocol):
+    """Something that will hold bytes: a ``concurrent.futures.Future`` or a remote read."""
+
+    def result(self) -> Any: ...
+
+
+def record_batches(frames: range, table: FrameTable, max_frames: int,
+                   max_bytes: int) -> Iterator[tuple[list[int], int, int]]:
+    """Consecutive frames grouped for one read each: ``(indexes, blob start, blob end)``."""
+    batch: list[int] = []
+    start = 0
+    for index in frames:
+        lo, hi = table.record_range(index)
+        if batch and (len(batch) >= max_frames or hi - start > max_bytes):
+            yield batch, start, table.record_range(batch[-1])[1]
+            batch = []
+        if not batch:
+            start = lo
+        batch.append(index)
+    if batch:
+        yield batch, start, table.record_range(batch[-1])[1]
+
+
+def open_stream(fetch: Callable[[int, int], Pending], table: FrameTable, opener: FrameOpener,
+                frames: range, last_index: int, executor: ThreadPoolExecutor, *, inflight: int,
+                batch_frames: int = 16, batch_bytes: int = 8 << 20, prefetch: int = 2) -> Iterator[bytes]:
     """Yield the plaintext of ``frames`` in order.
 
-    ``read_span(start, end)`` returns blob bytes ``[start, end)``; records are
-    read several at a time (up to ``batch_bytes``) and opened on the pool.
+    ``fetch(start, end)`` starts reading blob bytes ``[start, end)`` and
+    returns something whose ``result()`` gives them; up to ``prefetch`` reads
+    of a batch of records each are in flight while earlier records are opened
+    on the pool, at most ``inflight`` frames at a time.
     """
-    pending: deque[Future[bytes]] = deque()
-    indexes = iter(frames)
-    upcoming = next(indexes, None)
+    batches = record_batches(frames, table, batch_frames, batch_bytes)
+    reads: deque[tuple[list[int], int, Pending]] = deque()
+    waiting: deque[tuple[int, memoryview]] = deque()
+    opened: deque[Future[bytes]] = deque()
+
+    def read_ahead() -> None:
+        while len(reads) < prefetch:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            indexes, start, end = batch
+            reads.append((indexes, start, fetch(start, end)))
+
+    read_ahead()
     try:
-        while upcoming is not None or pending:
-            # Refill when half drained, so reads come in batches of several records.
-            if upcoming is not None and len(pending) <= inflight // 2:
-                first = upcoming
-                start = table.record_range(first)[0]
-                batch = [first]
-                upcoming = next(indexes, None)
-                while (upcoming is not None and len(pending) + len(batch) < inflight
-                       and table.record_range(upcoming)[1] - start <= batch_bytes):
-                    batch.append(upcoming)
-                    upcoming = next(indexes, None)
-                end = table.record_range(batch[-1])[1]
-                span = memoryview(read_span(start, end))
-                for index in batch:
-                    lo, hi = table.record_range(index)
-                    pending.append(executor.submit(opener.open, index, span[lo - start:hi - start],
-                                                   index == last_index))
-                continue
-            yield pending.popleft().result()
+        while reads or waiting or opened:
+            while len(opened) < inflight and (waiting or reads):
+                if not waiting:
+                    indexes, start, pending = reads.popleft()
+                    span = memoryview(pending.result()).cast("B")
+                    read_ahead()
+                    for index in indexes:
+                        lo, hi = table.record_range(index)
+                        waiting.append((index, span[lo - start:hi - start]))
+                index, record = waiting.popleft()
+                opened.append(executor.submit(opener.open, index, record, index == last_index))
+            yield opened.popleft().result()
     finally:
-        for future in pending:
+        for future in opened:
             future.cancel()
 
 
@@ -253,9 +282,14 @@ class ThreadFrameEngine(FrameEngine):
 
     def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
              frames: range, last_index: int) -> Iterator[bytes]:
-        def read_span(start: int, end: int) -> bytes:
-            return backend.get_blob(blob_id, start, end)
-        return open_stream(read_span, table, crypto.opener(), frames, last_index, self._executor,
+        start_read = getattr(backend, "start_read", None)
+        if start_read is not None:  # a remote backend reads ahead without a thread of ours
+            def fetch(start: int, end: int) -> Pending:
+                return start_read(blob_id, start, end)
+        else:
+            def fetch(start: int, end: int) -> Pending:
+                return self._executor.submit(backend.get_blob, blob_id, start, end)
+        return open_stream(fetch, table, crypto.opener(), frames, last_index, self._executor,
                            inflight=self._inflight)
 
     def close(self) -> None:

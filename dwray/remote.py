@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord
 from dwray.errors import EntityTooLarge
 from dwray.frames import FrameTable
 from dwray.handles import PluginHandle
-from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob
+from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
 from dwray.storage.base import BlobStat, BytesLike, StorageBackend, validate_blob_id
 
 __all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
@@ -92,6 +93,10 @@ class RemoteBackend(StorageBackend):
         """A ref to bytes ``[start, end)``, to hand to another actor without fetching it here."""
         return self.handle.submit("get_blob", blob_id, start, end)
 
+    def start_read(self, blob_id: str, start: int, end: int) -> Any:
+        """Begin reading bytes ``[start, end)``; ``result()`` waits for them (read-ahead)."""
+        return _RemoteRead(self.handle, self.get_blob_ref(blob_id, start, end))
+
     def get_ranges(self, blob_id: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         parts = self.handle.call("get_ranges", blob_id, list(ranges), idempotent=True)
         return [memoryview(part) for part in parts]  # type: ignore[misc]
@@ -107,6 +112,16 @@ class RemoteBackend(StorageBackend):
 
     def sweep_temp_files(self, older_than_seconds: float) -> int:
         return self.handle.call("sweep_temp_files", older_than_seconds, idempotent=True)
+
+
+class _RemoteRead:
+    __slots__ = ("_handle", "_ref")
+
+    def __init__(self, handle: PluginHandle, ref: Any) -> None:
+        self._handle, self._ref = handle, ref
+
+    def result(self) -> Any:
+        return self._handle.resolve(self._ref, "get_blob")
 
 
 def _batches(chunks: Iterable[BytesLike], size: int) -> Iterator[list[np.ndarray]]:
@@ -308,6 +323,10 @@ class RayFrameEngine(FrameEngine):
         if not isinstance(backend, RemoteBackend):
             raise TypeError("RayFrameEngine stores through a RemoteBackend")
         md5 = hashlib.md5()
+        # MD5 runs on a thread of its own (hashlib drops the GIL), in frame
+        # order, overlapping with copying the next batch into the object store.
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="dwray-md5")
+        hashed: deque[Any] = deque()
         size = 0
         lengths: list[int] = []
         pending: deque[tuple[PluginHandle, Any, Any]] = deque()
@@ -325,7 +344,7 @@ class RayFrameEngine(FrameEngine):
                 size += len(frame)
                 if size > max_size:
                     raise EntityTooLarge(size, max_size)
-                md5.update(frame)
+                hashed.append(hasher.submit(md5.update, frame))
                 batch.append(_array(frame))
                 batch_size += len(frame)
                 if batch_size < self.batch_bytes and not last:
@@ -349,10 +368,14 @@ class RayFrameEngine(FrameEngine):
                 settle(pending.popleft())
             if upload is not None:
                 backend.finish_upload(upload)
+            for done in hashed:
+                done.result()
         except BaseException:
             if upload is not None:
                 backend.abort_upload(upload)
             raise
+        finally:
+            hasher.shutdown(wait=True, cancel_futures=True)
         ends, total = [], 0
         for length in lengths:
             total += length
@@ -361,24 +384,28 @@ class RayFrameEngine(FrameEngine):
 
     def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
              frames: range, last_index: int) -> Iterator[Any]:
+        """Read batches of records in the storage actor and open them in stage actors.
+
+        A batch holds at most ``batch_bytes`` of plaintext, so a very
+        compressible object does not turn one call into gigabytes.
+        """
         if not isinstance(backend, RemoteBackend):
             raise TypeError("RayFrameEngine loads through a RemoteBackend")
+        max_frames = max(self.batch_bytes // crypto.frame_size, 1)
+        batches = record_batches(frames, table, max_frames, self.batch_bytes)
         pending: deque[tuple[PluginHandle, Any]] = deque()
-        indexes = iter(frames)
-        upcoming = next(indexes, None)
-        while upcoming is not None or pending:
-            while upcoming is not None and len(pending) < self.inflight:
-                start = table.record_range(upcoming)[0]
-                batch = [upcoming]
-                upcoming = next(indexes, None)
-                while upcoming is not None and table.record_range(upcoming)[1] - start <= self.batch_bytes:
-                    batch.append(upcoming)
-                    upcoming = next(indexes, None)
-                end = table.record_range(batch[-1])[1]
-                lengths = [table.record_range(i)[1] - table.record_range(i)[0] for i in batch]
+        while True:
+            while len(pending) < self.inflight:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                indexes, start, end = batch
+                lengths = [table.record_range(i)[1] - table.record_range(i)[0] for i in indexes]
                 stage = self._stage()
                 data = backend.get_blob_ref(blob_id, start, end)
-                pending.append((stage, stage.submit("open_batch", crypto, batch[0], last_index, data, lengths)))
+                pending.append((stage, stage.submit("open_batch", crypto, indexes[0], last_index, data, lengths)))
+            if not pending:
+                return
             stage, ref = pending.popleft()
             for plain in stage.resolve(ref, "open_batch"):
                 yield memoryview(plain)

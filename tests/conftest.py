@@ -54,7 +54,8 @@ def ray_session() -> Iterator[object]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        # The dashboard serves the state API (list_actors), which chaos tests use to find worker PIDs.
+        ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -12,14 +12,18 @@ blob ids start with the tenant's name and each tenant has its own KEK.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from dwray.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.config import DwrayConfig, load_config
@@ -49,6 +53,35 @@ STORED_HEADERS = frozenset({"content-encoding", "content-disposition", "content-
                             "cache-control", "expires"})
 MAX_METADATA_BYTES = 2048  # S3's limit for user metadata
 BUCKET_CACHE_SECONDS = 5.0
+
+
+_tracer = trace.get_tracer("dwray.warehouse")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _traced(operation: str) -> Callable[[_F], _F]:
+    """Run a warehouse operation in a span ``dwray.<operation>``: the root of its trace,
+    whose children are the plugin calls it makes (their hosts join the same trace)."""
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with _tracer.start_as_current_span(f"dwray.{operation}", attributes={"dwray.operation": operation}):
+                return method(self, *args, **kwargs)
+        return run  # type: ignore[return-value]
+    return decorate
+
+
+def _within(context: Any, chunks: Iterator[Any]) -> Iterator[Any]:
+    """Iterate ``chunks`` with ``context`` current while each chunk is produced (not between)."""
+    while True:
+        token = otel_context.attach(context)
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        finally:
+            otel_context.detach(token)
+        yield chunk
 
 
 def _new_version_id() -> str:
@@ -126,13 +159,15 @@ class ObjectReader(io.RawIOBase):
     chunks (about one frame each) without extra copies.
     """
 
-    def __init__(self, info: ObjectInfo, chunks: Iterator[bytes], start: int, length: int) -> None:
+    def __init__(self, info: ObjectInfo, chunks: Iterator[bytes], start: int, length: int,
+                 on_close: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.info = info
         self.start = start
         self.length = length
         self._chunks = chunks
         self._current = memoryview(b"")
+        self._on_close = on_close
 
     def readable(self) -> bool:
         return True
@@ -162,6 +197,9 @@ class ObjectReader(io.RawIOBase):
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
         super().close()
 
 
@@ -235,6 +273,7 @@ class Warehouse:
 
     # Buckets ----------------------------------------------------------------
 
+    @_traced("create_bucket")
     def create_bucket(self, bucket: str, *, versioning: bool = False, tenant: TenantArg = None) -> BucketInfo:
         """Create a bucket. ``BucketAlreadyExists`` if this tenant has it."""
         ctx = self._tenant(tenant)
@@ -252,6 +291,7 @@ class Warehouse:
         ctx = self._tenant(tenant)
         return [BucketInfo(r.name, r.created, r.versioning) for r in self.catalog.list_buckets(ctx.tenant)]
 
+    @_traced("delete_bucket")
     def delete_bucket(self, bucket: str, *, tenant: TenantArg = None) -> None:
         """Delete an empty bucket. ``BucketNotEmpty`` while it holds any object version."""
         ctx = self._tenant(tenant)
@@ -260,6 +300,7 @@ class Warehouse:
 
     # Writes -----------------------------------------------------------------
 
+    @_traced("put")
     def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
             tenant: TenantArg = None) -> ObjectInfo:
@@ -332,6 +373,7 @@ class Warehouse:
             raise
         return record
 
+    @_traced("copy")
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *,
              version_id: str | None = None, content_type: str | None = None,
              metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
@@ -357,6 +399,7 @@ class Warehouse:
                 _check_headers(headers) if replace else dict(info.headers))
         return _info(record)
 
+    @_traced("delete")
     def delete(self, bucket: str, key: str, *, version_id: str | None = None,
                tenant: TenantArg = None) -> DeleteResult:
         """Delete a key (S3 semantics: deleting a missing key succeeds).
@@ -378,6 +421,7 @@ class Warehouse:
 
     # Reads ------------------------------------------------------------------
 
+    @_traced("head")
     def head(self, bucket: str, key: str, *, version_id: str | None = None, tenant: TenantArg = None) -> ObjectInfo:
         """The object's metadata. ``ObjectNotFound``/``BucketNotFound`` if absent."""
         ctx = self._tenant(tenant)
@@ -399,13 +443,25 @@ class Warehouse:
         ``InvalidRange`` when ``first`` is at or past the end. Bytes that fail
         authentication raise ``IntegrityError`` and are never returned.
         """
-        ctx = self._tenant(tenant)
-        record = self._lookup(ctx, bucket, key, version_id)
-        start, end = self._resolve_range(range, record.size)
-        header = KeyHeader.from_bytes(record.key_header)
-        table = FrameTable.from_bytes(record.frame_table)
-        chunks = self._plaintext(ctx, record, header, table, start, end)
-        return ObjectReader(_info(record), chunks, start, end - start)
+        # The span lasts until the reader closes: the reads happen as it is consumed.
+        span = _tracer.start_span("dwray.get", attributes={"dwray.operation": "get"})
+        context = trace.set_span_in_context(span)
+        token = otel_context.attach(context)
+        try:
+            ctx = self._tenant(tenant)
+            record = self._lookup(ctx, bucket, key, version_id)
+            start, end = self._resolve_range(range, record.size)
+            header = KeyHeader.from_bytes(record.key_header)
+            table = FrameTable.from_bytes(record.frame_table)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        chunks = _within(context, self._plaintext(ctx, record, header, table, start, end))
+        return ObjectReader(_info(record), chunks, start, end - start, on_close=span.end)
 
     def get(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
             version_id: str | None = None, tenant: TenantArg = None) -> bytes:
@@ -450,6 +506,7 @@ class Warehouse:
 
     # Tables -----------------------------------------------------------------
 
+    @_traced("put_table")
     def put_table(self, bucket: str, key: str, table: Any, *, metadata: Mapping[str, str] | None = None,
                   compression: str = "zstd", tenant: TenantArg = None) -> ObjectInfo:
         """Store a ``pyarrow.Table`` as a Parquet object."""
@@ -464,6 +521,7 @@ class Warehouse:
         return self.put(bucket, key, memoryview(buffer), content_type="application/vnd.apache.parquet",
                         metadata=metadata, tenant=tenant)
 
+    @_traced("get_table")
     def get_table(self, bucket: str, key: str, *, columns: list[str] | None = None,
                   version_id: str | None = None, tenant: TenantArg = None) -> Any:
         """Read a Parquet object back as a ``pyarrow.Table``.
@@ -482,6 +540,7 @@ class Warehouse:
 
     # Listing ----------------------------------------------------------------
 
+    @_traced("list")
     def list(self, bucket: str, *, prefix: str = "", delimiter: str | None = None, max_keys: int = 1000,
              continuation_token: str | None = None, start_after: str | None = None,
              tenant: TenantArg = None) -> ListPage:
@@ -547,12 +606,14 @@ class Warehouse:
 
     # Keys -------------------------------------------------------------------
 
+    @_traced("rotate_keys")
     def rotate_keys(self, *, tenant: TenantArg = None) -> int:
         """Make a new primary KEK version for the tenant's new writes; return it."""
         ctx = self._tenant(tenant)
         self.keyring.ensure(ctx.kek_id)
         return self.keyring.rotate(ctx.kek_id)
 
+    @_traced("rewrap")
     def rewrap(self, *, tenant: TenantArg = None) -> int:
         """Re-wrap every DEK under the tenant's primary KEK version, touching no data; return how many."""
         ctx = self._tenant(tenant)
@@ -581,6 +642,7 @@ class Warehouse:
 
     # Maintenance ------------------------------------------------------------
 
+    @_traced("sweep")
     def sweep(self, *, grace_seconds: float | None = None, tenant: TenantArg | str = "*") -> SweepReport:
         """Delete blobs that no committed row references and that are older than the grace period.
 

@@ -203,7 +203,7 @@ def _pid_from_state_api(name: str, namespace: str, actor_id: str) -> tuple[int, 
     from ray.util.state.exception import ServerUnavailable
 
     try:
-        rows = list_actors(filters=[("name", "=", name), ("ray_namespace", "=", namespace),
+        rows = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("name", "=", name), ("ray_namespace", "=", namespace),
                                     ("state", "=", "ALIVE")], timeout=10)
     except ServerUnavailable:
         # The session's Ray runs without the dashboard, so the state API's HTTP
@@ -229,7 +229,7 @@ def locate(tree: Tree, child_id: str) -> int:
     return pid
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -237,7 +237,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def dead(pid: int) -> bool:
@@ -359,7 +359,7 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
     # Kill only once every writer is attached and acknowledged.
     for writer in range(WRITERS):
         wait_until(lambda w=writer: driver_wh.list(BUCKET, prefix=f"w{w}/", max_keys=1).objects, 90.0,
-                   f"writer {writer}'s first acknowledged put")
+                   f"writer {writer}'s first acknowledged put", interval=0.2)
     load_started = time.time()
 
     kills: list[Kill] = []
@@ -375,7 +375,7 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
     marks = {w: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] for w in range(WRITERS)}
     for writer in range(WRITERS):
         wait_until(lambda w=writer: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] > marks[w], 60.0,
-                   f"writer {writer} to be acknowledged after the last kill")
+                   f"writer {writer} to be acknowledged after the last kill", interval=0.2)
     Path(stop_file).touch()
     task_records = ray.get(refs, timeout=120)
     thread.join(timeout=120)

@@ -175,8 +175,9 @@ class _StoragePlugin(Plugin):
             upload.abort()
 
     def put_blob(self, blob_id: str, data: Any) -> int:
-        """Store one buffer as a blob."""
-        return self.backend.put_blob(blob_id, [memoryview(data).cast("B")])
+        """Store one buffer (or a list of buffers, in order) as a blob, in one call."""
+        parts = data if isinstance(data, list) else [data]
+        return self.backend.put_blob(blob_id, [memoryview(part).cast("B") for part in parts])
 
     def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> np.ndarray:
         return as_array(self.backend.get_blob(blob_id, start, end))

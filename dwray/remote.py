@@ -52,14 +52,18 @@ class RemoteBackend(StorageBackend):
         return f"RemoteBackend({self.handle.child_id!r})"
 
     def put_blob(self, blob_id: str, chunks: Iterable[BytesLike]) -> int:
+        """Stream ``chunks`` to the storage actor in batches; a blob of one batch takes one call."""
         validate_blob_id(blob_id)
+        batches = _batches(chunks, BATCH_BYTES)
+        first = next(batches, [])
+        second = next(batches, None)
+        if second is None:
+            return self.handle.call("put_blob", blob_id, ray.put(first))
         upload = self.begin_upload(blob_id)
         try:
             pending: deque[Any] = deque()
-            seq = 0
-            for batch in _batches(chunks, BATCH_BYTES):
+            for seq, batch in enumerate(_chain(first, second, batches)):
                 pending.append(self.append(upload, seq, ray.put(batch)))
-                seq += 1
                 while len(pending) > self._inflight:
                     self.handle.resolve(pending.popleft(), "append")
             while pending:
@@ -122,6 +126,12 @@ class _RemoteRead:
 
     def result(self) -> Any:
         return self._handle.resolve(self._ref, "get_blob")
+
+
+def _chain(first: Any, second: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield second
+    yield from rest
 
 
 def _batches(chunks: Iterable[BytesLike], size: int) -> Iterator[list[np.ndarray]]:

@@ -153,7 +153,7 @@ class Tree:
     config: DwrayConfig
     supervisor: Any
     namespace: str
-    pid_source: str = ""
+    pid_sources: set[str] = field(default_factory=set)
 
     def status(self) -> dict[str, Any]:
         return ray.get(self.supervisor.status.remote(), timeout=30)
@@ -198,31 +198,40 @@ def tree(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _pid_from_state_api(name: str, namespace: str, actor_id: str) -> tuple[int, str]:
-    """The PID Ray's state records for the live actor ``name`` in ``namespace``, and where it came from."""
+    """The PID Ray's state records for the live actor ``actor_id`` (named ``name`` in ``namespace``).
+
+    Asks the state API (``ray.util.state.list_actors``) first. When the
+    session's Ray runs without the dashboard (tests/conftest.py starts it so),
+    the state API has no server of this cluster to ask: its URL, read from the
+    GCS, then points at a port that is closed or, on a shared host, served by
+    another cluster's dashboard (which does not know this actor). The GCS actor
+    table that the state API server reads is then read directly.
+    """
     from ray.util.state import list_actors
-    from ray.util.state.exception import ServerUnavailable
+    from ray.util.state.exception import RayStateApiException
 
     try:
-        rows = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("name", "=", name), ("ray_namespace", "=", namespace),
-                                    ("state", "=", "ALIVE")], timeout=10)
-    except ServerUnavailable:
-        # The session's Ray runs without the dashboard, so the state API's HTTP
-        # server is absent: read the GCS actor table it serves from.
-        from ray._private import state as gcs_state
+        rows = list_actors(address=ray.get_runtime_context().gcs_address, timeout=10,
+                           filters=[("actor_id", "=", actor_id), ("name", "=", name),
+                                    ("ray_namespace", "=", namespace), ("state", "=", "ALIVE")])
+    except (RayStateApiException, ConnectionError):
+        rows = []
+    if rows:
+        assert len(rows) == 1 and rows[0].actor_id == actor_id, rows
+        return int(rows[0].pid), "ray.util.state.list_actors"
+    from ray._private import state as gcs_state
 
-        info = gcs_state.actors(actor_id=actor_id)
-        assert info["Name"] == name and info["State"] == "ALIVE", info
-        return int(info["Pid"]), "GCS actor table (ray._private.state.actors)"
-    assert len(rows) == 1, rows
-    assert rows[0].actor_id == actor_id, (rows[0], actor_id)
-    return int(rows[0].pid), "ray.util.state.list_actors"
+    info = gcs_state.actors(actor_id=actor_id)
+    assert info["Name"] == name and info["State"] == "ALIVE", info
+    return int(info["Pid"]), "GCS actor table (ray._private.state.actors)"
 
 
 def locate(tree: Tree, child_id: str) -> int:
     """The worker PID of ``child_id``'s running host: state API, cross-checked with pid() and status."""
     name = f"dwray:{child_id}"
     host = ray.get_actor(name, namespace=tree.namespace)
-    pid, tree.pid_source = _pid_from_state_api(name, tree.namespace, host._actor_id.hex())
+    pid, source = _pid_from_state_api(name, tree.namespace, host._actor_id.hex())
+    tree.pid_sources.add(source)
     assert pid > 0
     assert ray.get(host.pid.remote(), timeout=30) == pid, f"{child_id}: state API and pid() disagree"
     assert tree.child(child_id)["pid"] == pid, f"{child_id}: state API and the supervisor disagree"
@@ -467,7 +476,7 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
         "max_s": round(max(every), 3),
         "kill_to_supervisor_restart_s": {k: [round(x.restarted_after, 3) for x in kills if x.child == k]
                                          for k in per_plugin},
-        "pid_source": tree.pid_source,
+        "pid_sources": sorted(tree.pid_sources),
         "puts": {"acked": len(acked), "failed": len(failed), "failed_present_whole": len(present_unacked),
                  "bytes_acked": sum(r["size"] for r in acked)},
         "failure_kinds": sorted({r["error"].split(":")[0] for r in failed}),
@@ -517,8 +526,12 @@ def test_handshake_hanging_on_restart_kills_each_hung_host_and_escalates(ray_ses
         assert all("handshake_timeout" in e["reason"] for e in failed)
         # Every hung host was killed: no actor of that name is left alive.
         wait_until(lambda: _gone("dwray:slow", namespace), 10.0, "the hung hosts to be killed")
-        status = ray.get(supervisor.status.remote(), timeout=30)
-        assert [c["state"] for c in status["children"]] == ["stopped", "stopped"], status
+        # Escalation stops every child (the healthy one too), in reverse start order.
+        wait_until(lambda: [c["state"] for c in ray.get(supervisor.status.remote(), timeout=30)["children"]]
+                   == ["stopped", "stopped"], 15.0, "every child stopped")
+        stopped = [e["child"] for e in ray.get(supervisor.events.remote(1000), timeout=30)
+                   if e["kind"] == "stopped"]
+        assert stopped == ["good"], stopped  # the hung hosts were killed as they failed, not stopped
     finally:
         try:
             ray.get(supervisor.stop.remote(), timeout=60)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dwray.catalog import Catalog, ObjectRecord
-from dwray.errors import InvalidArgument, StorageError, UploadNotFound
+from dwray.errors import BlobExists, InvalidArgument, StorageError, UploadNotFound
 from dwray.keyring import LocalKeyring
 from dwray.pipeline import ObjectCrypto
 from dwray.plugins import Manifest, Plugin
@@ -128,6 +128,8 @@ class _StoragePlugin(Plugin):
     def begin_upload(self, blob_id: str) -> str:
         """Start writing ``blob_id``; returns an upload id for ``append``/``finish_upload``."""
         self._expire_idle()
+        if self.backend.exists(blob_id):  # refuse before the caller streams the rest
+            raise BlobExists(blob_id)
         upload_id = secrets.token_hex(12)
         with self._lock:
             self._uploads[upload_id] = _Upload(self.backend, blob_id)

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Protocol
 
 from dwray.errors import EntityTooLarge, InvalidArgument
 from dwray.frames import FrameOpener, FrameSealer, FrameTable, ObjectIdentity
-from dwray.storage.base import StorageBackend
+from dwray.storage.base import StorageBackend, as_byte_view
 
 __all__ = ["FrameEngine", "ObjectCrypto", "Pending", "SealedStream", "StoredBlob", "ThreadFrameEngine",
            "open_stream", "plaintext_frames", "record_batches"]
@@ -66,7 +66,12 @@ def _from_chunks(chunks: Iterable[Frame], frame_size: int) -> Iterator[Frame]:
     for chunk in chunks:
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise InvalidArgument(f"object data chunks must be bytes-like, not {type(chunk).__name__}")
-        view = memoryview(chunk).cast("B")
+        view = as_byte_view(chunk)
+        # A writable chunk may be refilled by the caller as soon as we ask for the
+        # next one, while its frames are still being sealed: copy it. Read-only
+        # chunks (bytes) are used in place.
+        if not view.readonly:
+            view = memoryview(view.tobytes())
         if pending:
             take = min(frame_size - len(pending), len(view))
             pending += view[:take]

@@ -29,7 +29,8 @@ from dwray.errors import EntityTooLarge
 from dwray.frames import FrameTable
 from dwray.handles import PluginHandle
 from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
-from dwray.storage.base import BlobStat, BytesLike, StorageBackend, validate_blob_id
+from dwray.storage import backend_class
+from dwray.storage.base import BlobStat, BytesLike, StorageBackend, as_byte_view, validate_blob_id
 
 __all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
 
@@ -37,16 +38,22 @@ BATCH_BYTES = 8 << 20
 
 
 def _array(data: BytesLike) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8)
+    return np.frombuffer(as_byte_view(data), dtype=np.uint8)
 
 
 class RemoteBackend(StorageBackend):
     """A storage plugin actor behind the ``StorageBackend`` contract."""
 
+    read_ahead_before_put_check = BATCH_BYTES
+
     def __init__(self, handle: PluginHandle, name: str, *, inflight: int = 4) -> None:
         self.handle = handle
         self.name = name
         self._inflight = inflight
+        # The remote backend's own properties, from its class in the registry.
+        kind = backend_class(name)
+        self.durable = kind.durable
+        self.nested_ids_conflict = kind.nested_ids_conflict
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.handle.child_id!r})"
@@ -91,7 +98,8 @@ class RemoteBackend(StorageBackend):
             pass
 
     def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
-        return memoryview(self.handle.call("get_blob", blob_id, start, end, idempotent=True))  # type: ignore[return-value]
+        # The contract returns bytes; the frame engines use start_read/get_blob_ref, which don't copy.
+        return self.handle.call("get_blob", blob_id, start, end, idempotent=True).tobytes()
 
     def get_blob_ref(self, blob_id: str, start: int, end: int) -> Any:
         """A ref to bytes ``[start, end)``, to hand to another actor without fetching it here."""
@@ -103,7 +111,7 @@ class RemoteBackend(StorageBackend):
 
     def get_ranges(self, blob_id: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         parts = self.handle.call("get_ranges", blob_id, list(ranges), idempotent=True)
-        return [memoryview(part) for part in parts]  # type: ignore[misc]
+        return [part.tobytes() for part in parts]
 
     def delete_blob(self, blob_id: str) -> None:
         self.handle.call("delete_blob", blob_id, idempotent=True)
@@ -140,7 +148,9 @@ def _batches(chunks: Iterable[BytesLike], size: int) -> Iterator[list[np.ndarray
     for chunk in chunks:
         if not len(chunk):
             continue
-        batch.append(_array(chunk))
+        view = as_byte_view(chunk)
+        # Held until the batch is sent: copy a writable chunk the caller may refill.
+        batch.append(_array(view if view.readonly else view.tobytes()))
         total += len(chunk)
         if total >= size:
             yield batch

@@ -134,6 +134,9 @@ class StorageBackend(ABC):
     durable: bool = True
     #: True where ``a`` and ``a/b`` cannot both be blobs (a filesystem)
     nested_ids_conflict: bool = False
+    #: bytes ``put_blob`` may pull from its chunks before it refuses a taken id
+    #: (0: it checks first; a remote backend reads one batch before asking)
+    read_ahead_before_put_check: int = 0
 
     @abstractmethod
     def put_blob(self, blob_id: str, chunks: Iterable[BytesLike]) -> int:

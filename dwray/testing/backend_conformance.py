@@ -268,7 +268,10 @@ class BackendConformance:
 
         with pytest.raises(BlobExists):
             backend.put_blob("taken", chunks())
-        assert pulled == []
+        # A backend may declare how much it reads ahead before it can ask (a remote one batches).
+        assert len(pulled) * 1024 <= getattr(backend, "read_ahead_before_put_check", 0)
+        if getattr(backend, "read_ahead_before_put_check", 0) == 0:
+            assert pulled == []
 
     def test_blob_and_folder_with_one_name(self, backend: StorageBackend) -> None:
         backend.put_bytes("n", b"file")

@@ -111,6 +111,20 @@ def test_put_from_file_object_and_chunk_iterator(wh: Warehouse, tmp_path: Path) 
     assert wh.get("bkt", "memoryview") == payload
 
 
+def test_chunk_buffer_reused_by_the_caller(wh: Warehouse) -> None:
+    wh.create_bucket("bkt")
+    buffer = bytearray(F)
+    parts = [os.urandom(F) for _ in range(5)]
+
+    def refill():
+        for part in parts:
+            buffer[:] = part  # the same buffer, new contents, every time
+            yield buffer
+
+    wh.put("bkt", "reused", refill())
+    assert wh.get("bkt", "reused") == b"".join(parts)
+
+
 def test_bad_data_types_are_refused(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     with pytest.raises(InvalidArgument, match="str"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from dwray.errors import (
     SchemaVersionError,
 )
 
-__all__ = ["BucketRecord", "Catalog", "ObjectRecord", "SCHEMA_VERSION"]
+__all__ = ["BucketRecord", "Catalog", "ObjectRecord", "PagedReads", "SCHEMA_VERSION"]
 
 # Each entry migrates the schema from version N to N + 1 (N = its index).
 MIGRATIONS: tuple[str, ...] = (
@@ -177,7 +178,35 @@ class DeleteOutcome:
     delete_marker: ObjectRecord | None
 
 
-class Catalog:
+class PagedReads(ABC):
+    """Iteration built on the two paged queries, shared by ``Catalog`` and its remote proxy."""
+
+    @abstractmethod
+    def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
+        """Up to ``limit`` live latest versions under ``prefix``, from ``start`` on, in key order."""
+
+    @abstractmethod
+    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
+        """Up to ``limit`` rows whose DEK is wrapped under ``kek_id`` below ``version``."""
+
+    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
+        """Every live latest version under ``prefix`` from ``start`` on, in key order, page by page."""
+        while True:
+            page = self.latest_page(tenant, bucket, prefix, start, inclusive, batch)
+            yield from page
+            if len(page) < batch:
+                return
+            start, inclusive = page[-1].key, False
+
+    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
+        """Rows wrapped below ``version``, re-queried until none is left (callers rewrap them)."""
+        while page := self.wrapped_below_page(kek_id, version, batch):
+            yield from page
+
+
+class Catalog(PagedReads):
     """The SQLite catalog. Thread-safe; several processes may share one file."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
@@ -359,16 +388,6 @@ class Catalog:
             page.append(record)
         return page
 
-    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
-        """Every live latest version under ``prefix`` from ``start`` on, in key order, page by page."""
-        while True:
-            page = self.latest_page(tenant, bucket, prefix, start, inclusive, batch)
-            yield from page
-            if len(page) < batch:
-                return
-            start, inclusive = page[-1].key, False
-
     def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       marker: ObjectRecord | None) -> DeleteOutcome:
         """Delete a key: remove the named version, or add ``marker`` (versioned bucket), or remove it.
@@ -417,11 +436,6 @@ class Catalog:
         rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? "
                           f"LIMIT {int(limit)}", (kek_id, version))
         return [ObjectRecord._from_row(row) for row in rows]
-
-    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
-        """Rows wrapped below ``version``, re-queried until none is left (callers rewrap them)."""
-        while page := self.wrapped_below_page(kek_id, version, batch):
-            yield from page
 
     def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
         """Swap a row's key header if it is still the one in ``record`` (compare and set)."""

@@ -11,6 +11,7 @@ MiB of memory, never 1 GiB.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -251,18 +252,18 @@ class StoredBlob:
     table: FrameTable
 
 
-class FrameEngine:
+class FrameEngine(ABC):
     """Turns frames into a durable blob and back. Subclasses choose where the work runs."""
 
+    @abstractmethod
     def store(self, backend: StorageBackend, blob_id: str, frames: Iterable[tuple[Frame, bool]],
               crypto: ObjectCrypto, max_size: int) -> StoredBlob:
         """Seal ``frames`` and store them as ``blob_id``; durable when this returns."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load(self, backend: StorageBackend, blob_id: str, table: FrameTable, crypto: ObjectCrypto,
              frames: range, last_index: int) -> Iterator[bytes]:
         """Yield the plaintext of ``frames`` of a stored blob, in order."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release workers."""

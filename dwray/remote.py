@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord
+from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord, PagedReads
 from dwray.errors import EntityTooLarge
 from dwray.frames import FrameTable
 from dwray.handles import PluginHandle
@@ -215,7 +215,7 @@ class _Slot:
         self.value: Any = None
 
 
-class RemoteCatalog:
+class RemoteCatalog(PagedReads):
     """The catalog service actor behind the ``Catalog`` interface."""
 
     def __init__(self, handle: PluginHandle) -> None:
@@ -247,15 +247,9 @@ class RemoteCatalog:
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
         return self.handle.call("get_object", tenant, bucket, key, version_id, idempotent=True)
 
-    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
-        while True:
-            page = self.handle.call("latest_page", tenant, bucket, prefix, start, inclusive, batch,
-                                    idempotent=True)
-            yield from page
-            if len(page) < batch:
-                return
-            start, inclusive = page[-1].key, False
+    def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
+                    inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
+        return self.handle.call("latest_page", tenant, bucket, prefix, start, inclusive, limit, idempotent=True)
 
     def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       marker: ObjectRecord | None) -> DeleteOutcome:
@@ -264,9 +258,8 @@ class RemoteCatalog:
     def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
         return self.handle.call("iter_versions", tenant, bucket, key, idempotent=True)
 
-    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
-        while page := self.handle.call("wrapped_below_page", kek_id, version, batch, idempotent=True):
-            yield from page
+    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
+        return self.handle.call("wrapped_below_page", kek_id, version, limit, idempotent=True)
 
     def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
         return self.handle.call("replace_key_header", record, key_header, kek_version, idempotent=True)

@@ -7,10 +7,9 @@ that attach with ``dwray.connect()`` like any driver task, plus a thread of
 this driver on a ``RayWarehouse``. Meanwhile the worker process of
 ``storage:local``, of a ``stage:frames:N`` and of ``catalog`` is killed with
 SIGKILL, three rounds each. Each PID is found through Ray's state API
-(``ray.util.state.list_actors``; when the session's Ray runs without the
-dashboard that API server is absent, and the same GCS actor table is read
-directly) and cross-checked with the host's ``pid()`` and the supervisor's
-status before it is killed.
+(``ray.util.state.list_actors``, filtered by actor id, name, namespace and
+ALIVE) and cross-checked with the host's ``pid()`` and the supervisor's status
+before it is killed; only PIDs located this way are killed.
 
 Checked afterwards:
 
@@ -46,6 +45,7 @@ import os
 import random
 import signal
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -70,6 +70,10 @@ from dwray.handles import PluginHandle
 from dwray.pipeline import ObjectCrypto
 from dwray.remote import RayFrameEngine
 from dwray.supervision import SupervisorSpec
+
+# The writer tasks' code travels by value: Ray workers need not be able to import this test module
+# (they cannot when pytest runs from outside the repository).
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TENANT = "default"
 BUCKET = "chaos"
@@ -200,12 +204,12 @@ def tree(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def _pid_from_state_api(name: str, namespace: str, actor_id: str) -> tuple[int, str]:
     """The PID Ray's state records for the live actor ``actor_id`` (named ``name`` in ``namespace``).
 
-    Asks the state API (``ray.util.state.list_actors``) first. When the
-    session's Ray runs without the dashboard (tests/conftest.py starts it so),
-    the state API has no server of this cluster to ask: its URL, read from the
-    GCS, then points at a port that is closed or, on a shared host, served by
-    another cluster's dashboard (which does not know this actor). The GCS actor
-    table that the state API server reads is then read directly.
+    The state API is served by the head's dashboard process, which Ray 2.60
+    starts even with ``include_dashboard=False`` (as tests/conftest.py asks),
+    but which takes seconds to come up on a loaded 2-core machine, and whose
+    fixed port (8265) may already belong to another Ray instance on a shared
+    host. When it does not (yet) know this actor, the GCS actor table that it
+    serves from is read directly. ``Tree.pid_sources`` says which answered.
     """
     from ray.util.state import list_actors
     from ray.util.state.exception import RayStateApiException
@@ -365,27 +369,35 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         return len(refs) - len(done) + int(thread.is_alive())
 
-    # Kill only once every writer is attached and acknowledged.
-    for writer in range(WRITERS):
-        wait_until(lambda w=writer: driver_wh.list(BUCKET, prefix=f"w{w}/", max_keys=1).objects, 90.0,
-                   f"writer {writer}'s first acknowledged put", interval=0.2)
-    load_started = time.time()
-
     kills: list[Kill] = []
-    for round_ in range(ROUNDS):
-        for child_id in ("storage:local", stages[round_ % STAGE_WORKERS], "catalog"):
-            running = writers_running()
-            assert running == WRITERS, f"a writer stopped before the kills were over ({running} running)"
-            kills.append(kill_and_recover(tree, child_id, probes[child_id], running))
-            time.sleep(0.5)  # let the writers through between kills
-    last_recovery = time.time()
+    try:
+        # Kill only once every writer is attached and acknowledged.
+        def first_ack(writer: int) -> bool:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            ray.get(done)  # a writer task that ended this early failed: say why
+            assert thread.is_alive() and not thread_error, thread_error
+            return bool(driver_wh.list(BUCKET, prefix=f"w{writer}/", max_keys=1).objects)
 
-    # Every writer must be acknowledged again after the last kill, without reconnecting.
-    marks = {w: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] for w in range(WRITERS)}
-    for writer in range(WRITERS):
-        wait_until(lambda w=writer: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] > marks[w], 60.0,
-                   f"writer {writer} to be acknowledged after the last kill", interval=0.2)
-    Path(stop_file).touch()
+        for writer in range(WRITERS):
+            wait_until(lambda w=writer: first_ack(w), 90.0, f"writer {writer}'s first acknowledged put",
+                       interval=0.2)
+        load_started = time.time()
+
+        for round_ in range(ROUNDS):
+            for child_id in ("storage:local", stages[round_ % STAGE_WORKERS], "catalog"):
+                running = writers_running()
+                assert running == WRITERS, f"a writer stopped before the kills were over ({running} running)"
+                kills.append(kill_and_recover(tree, child_id, probes[child_id], running))
+                time.sleep(0.5)  # let the writers through between kills
+        last_recovery = time.time()
+
+        # Every writer must be acknowledged again after the last kill, without reconnecting.
+        marks = {w: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] for w in range(WRITERS)}
+        for writer in range(WRITERS):
+            wait_until(lambda w=writer: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] > marks[w], 60.0,
+                       f"writer {writer} to be acknowledged after the last kill", interval=0.2)
+    finally:
+        Path(stop_file).touch()  # the load stops now, also when a check above failed
     task_records = ray.get(refs, timeout=120)
     thread.join(timeout=120)
     assert not thread.is_alive() and not thread_error, thread_error
@@ -436,6 +448,8 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
     referenced = reader.catalog.referenced_blobs(reader.backend_name)
     stored = set(reader.backend.list_blobs(""))
     assert stored == referenced, (report, sorted(stored - referenced)[:5], sorted(referenced - stored)[:5])
+    temp_left = [str(p) for p in tree.config.blob_root.rglob(".tmp-*")]
+    assert not temp_left, temp_left
     assert len(referenced) == len(listing)
     assert reader.get(BUCKET, SENTINEL) == b"sentinel " * 1000
 
@@ -465,6 +479,8 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
     assert not [e for e in events if e["kind"] in {"escalated", "refused", "start_failed"}]
 
     # -- kill-to-recovery --
+    in_flight = [sum(1 for r in records if r["t0"] <= kill.at <= r["t1"]) for kill in kills]
+    assert sum(in_flight) > 0, "no put was in flight at any kill"
     per_plugin: dict[str, list[float]] = {}
     for kill in kills:
         per_plugin.setdefault(kill.child, []).append(round(kill.recovered_after, 3))
@@ -480,6 +496,8 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
         "puts": {"acked": len(acked), "failed": len(failed), "failed_present_whole": len(present_unacked),
                  "bytes_acked": sum(r["size"] for r in acked)},
         "failure_kinds": sorted({r["error"].split(":")[0] for r in failed}),
+        "puts_in_flight_at_each_kill": in_flight,
+        "sweep": {"orphan_blobs_deleted": report.deleted, "temp_files_removed": report.temp_files},
         "load_seconds": round(load_seconds, 1),
         "test_seconds": round(time.monotonic() - began, 1),
     }

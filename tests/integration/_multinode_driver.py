@@ -2,7 +2,7 @@
 
 A driver can be connected to one Ray cluster only, and the test process is
 already connected to the session's Ray, so this script is the driver of a
-two-node ``ray.cluster_utils.Cluster`` on this machine (loopback):
+two-node ``ray.cluster_utils.Cluster`` on this machine (on loopback 127.0.0.2):
 
     node A (head)    num_cpus=1, resource {"node_a": 1}, label dwray-zone=zone-a
     node B (worker)  num_cpus=1, resource {"node_b": 1}, label dwray-zone=zone-b
@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -42,6 +43,11 @@ from typing import Any
 
 FRAME_SIZE = 256 << 10  # several frames per MiB, and batches of 8 MiB span many frames
 ZONE_LABEL = "dwray-zone"
+# Loopback, but not 127.0.0.1: Ray rewrites "127.0.0.1"/"localhost" in an address to the machine's
+# outward IP before connecting (ray-project/ray#59110), while a node started with node IP
+# 127.0.0.1 listens on 127.0.0.1 only, so nothing could join it. 127.0.0.2 is loopback
+# too (all of 127/8 is) and is left alone.
+NODE_IP = "127.0.0.2"
 
 
 def log(message: str) -> None:
@@ -55,6 +61,30 @@ class Failure(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise Failure(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((NODE_IP, 0))
+        return sock.getsockname()[1]
+
+
+def node_processes(cluster: Any) -> list[Any]:
+    """Every process of the cluster's nodes, and their children (the worker processes)."""
+    import psutil
+
+    found: dict[int, Any] = {}
+    for node in cluster.list_all_nodes():
+        for infos in node.all_processes.values():
+            for info in infos:
+                try:
+                    proc = psutil.Process(info.process.pid)
+                    found[proc.pid] = proc
+                    for child in proc.children(recursive=True):
+                        found[child.pid] = child
+                except psutil.NoSuchProcess:
+                    pass
+    return list(found.values())
 
 
 def payloads() -> dict[str, bytes]:
@@ -131,7 +161,9 @@ def run(workdir: Path) -> dict[str, Any]:
 
     started = time.monotonic()
     namespace = f"dwray-mn-{uuid.uuid4().hex[:8]}"
-    node_args = {"node_ip_address": "127.0.0.1", "object_store_memory": 200 << 20, "include_dashboard": False}
+    # No dashboard; its API server still binds a port, so give it a free one rather than 8265.
+    node_args = {"node_ip_address": NODE_IP, "object_store_memory": 200 << 20, "include_dashboard": False,
+                 "dashboard_port": free_port()}
     cluster = Cluster(initialize_head=True, head_node_args={
         **node_args, "num_cpus": 1, "resources": {"node_a": 1}, "labels": {ZONE_LABEL: "zone-a"}})
     supervisor = None
@@ -215,9 +247,20 @@ def run(workdir: Path) -> dict[str, Any]:
                 ray.get(supervisor.stop.remote(), timeout=60)
             except Exception as exc:  # noqa: BLE001 - the cluster goes down next anyway
                 log(f"stopping the supervisor failed: {exc!r}")
+        processes = node_processes(cluster)
         ray.shutdown()
         cluster.shutdown()
-        log("cluster shut down")
+        import psutil
+
+        _, alive = psutil.wait_procs(processes, timeout=15)
+        if alive:
+            # Raised only when nothing else is on its way out (it would hide the first failure).
+            leftovers = f"{len(alive)} process(es) of the cluster outlived its shutdown: {alive}"
+            if sys.exc_info()[0] is None:
+                raise Failure(leftovers)
+            log(leftovers)
+        else:
+            log(f"cluster shut down; its {len(processes)} processes are gone")
 
 
 def main() -> int:

@@ -1,0 +1,161 @@
+"""Find and stop the processes of ONE local Ray cluster started by ``start-local-cluster.sh``.
+
+Used by the two shell scripts; not meant to be run by hand (but harmless):
+
+    python cluster/local_cluster_procs.py list   DIR    pid, name and command of each process
+    python cluster/local_cluster_procs.py record DIR    write DIR/pids (pid and start time of each)
+    python cluster/local_cluster_procs.py stop   DIR [--grace SECONDS]
+
+A cluster is identified by its state folder DIR: both nodes run with
+``--temp-dir DIR/head`` and ``--temp-dir DIR/worker``, and every Ray system
+process of a node (GCS, raylet, agents, log monitor, autoscaler monitor)
+names its session folder ``DIR/<node>/session_...`` on its command line. The
+worker processes (``ray::IDLE``, ``ray::PluginHost`` ...) are children of
+the raylet. So the cluster's processes are those whose command line names a
+session folder under DIR, plus all their descendants, plus any process
+recorded in DIR/pids at start that is still the same process (same start
+time). Nothing else is touched: not another Ray on this machine, not a driver
+connected to this cluster, not the caller. ``ray stop`` is never used: it
+stops every Ray process of the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+NODES = ("head", "worker")
+
+
+def _markers(folder: Path) -> list[str]:
+    return [f"{folder / node}/session_" for node in NODES]
+
+
+def _protected() -> set[int]:
+    """This process and its ancestors (their command lines may name DIR)."""
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents())}
+
+
+def _recorded(folder: Path) -> list[psutil.Process]:
+    found = []
+    try:
+        entries = json.loads((folder / "pids").read_text())
+    except (OSError, ValueError):
+        return found
+    for entry in entries:
+        try:
+            proc = psutil.Process(int(entry["pid"]))
+            if abs(proc.create_time() - float(entry["create_time"])) < 0.01:
+                found.append(proc)
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
+def cluster_processes(folder: Path) -> list[psutil.Process]:
+    """The live processes of the cluster kept in ``folder`` (see the module docstring)."""
+    folder = folder.resolve()
+    markers = _markers(folder)
+    protected = _protected()
+    uid = os.getuid()
+    roots: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+            command = " ".join(proc.info["cmdline"] or ())
+        except psutil.Error:
+            continue
+        if any(marker in command for marker in markers):
+            roots[proc.pid] = proc
+    for proc in _recorded(folder):
+        roots.setdefault(proc.pid, proc)
+    found = dict(roots)
+    for proc in roots.values():
+        try:
+            for child in proc.children(recursive=True):
+                found.setdefault(child.pid, child)
+        except psutil.Error:
+            continue
+    return [proc for pid, proc in sorted(found.items()) if pid not in protected]
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {proc.name()} {' '.join(proc.cmdline())[:160]}"
+    except psutil.Error:
+        return f"{proc.pid} (gone)"
+
+
+def record(folder: Path) -> int:
+    procs = cluster_processes(folder)
+    entries = []
+    for proc in procs:
+        try:
+            entries.append({"pid": proc.pid, "create_time": proc.create_time(), "name": proc.name()})
+        except psutil.Error:
+            continue
+    target = folder / "pids"
+    target.write_text(json.dumps(entries, indent=1) + "\n")
+    print(f"recorded {len(entries)} processes in {target}", file=sys.stderr)
+    return 0
+
+
+def stop(folder: Path, grace: float) -> int:
+    """SIGTERM every process of the cluster, wait ``grace`` seconds, SIGKILL the rest; 1 if any survive."""
+    # Collect the whole tree first: once the raylet is gone its workers are orphans, no longer its children.
+    procs = cluster_processes(folder)
+    if not procs:
+        print(f"no process of the cluster in {folder} is running", file=sys.stderr)
+        return 0
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    # Anything that appeared meanwhile (a worker the raylet was starting) goes the same way.
+    late = cluster_processes(folder)
+    for proc in late:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, late_alive = psutil.wait_procs(late, timeout=10)
+    survivors = alive + late_alive
+    if survivors:
+        print("still running: " + "; ".join(_describe(p) for p in survivors), file=sys.stderr)
+        return 1
+    print(f"stopped {len(procs) + len(late)} processes of the cluster in {folder}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["list", "record", "stop"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    args = parser.parse_args(argv)
+    if args.action == "list":
+        for proc in cluster_processes(args.folder):
+            print(_describe(proc))
+        return 0
+    if args.action == "record":
+        return record(args.folder)
+    return stop(args.folder, args.grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""End-to-end tracing: one PUT (or GET) through the plugin actors is one OpenTelemetry trace.
+
+Every actor call carries the caller's trace context (``dwray.handles``), and
+each plugin host runs the call in a span ``<child id>.<method>``. With
+``DWRAY_TRACE_MEMORY=1`` in a host's environment the host keeps its finished
+spans in memory (``PluginHost.finished_spans()``); the driver keeps its own
+with the SDK's ``InMemorySpanExporter``. The test joins both sides.
+
+The config cannot give children environment variables (``PluginOptions`` has
+no ``env_vars`` and ``actors.bootstrap._child`` does not set
+``ChildSpec.env_vars``), so the supervisor spec is built with
+``actors.bootstrap.supervisor_spec(config)`` and the variable added to each
+child with ``model_copy``.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from actors.bootstrap import supervisor_spec
+from actors.supervisor import create_supervisor
+from dwray.client import RayWarehouse
+from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, StorageConfig
+
+FRAME_SIZE = 1 << 20
+BATCH = 8 << 20  # dwray.remote.BATCH_BYTES: plaintext per seal_batch call
+BIG = 3 * BATCH + 5 * FRAME_SIZE + 12345  # four batches: three full ones and a short last one
+CHILDREN = ("settings", "catalog", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
+DATA_CHILDREN = CHILDREN[1:]
+
+
+def hex_trace(span: Any) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
+def hex_span(span: Any) -> str:
+    return format(span.get_span_context().span_id, "016x")
+
+
+@dataclass
+class TracedTree:
+    config: DwrayConfig
+    supervisor: Any
+    hosts: dict[str, Any]
+    tracer: Any
+    exporter: InMemorySpanExporter
+
+    def warehouse(self) -> RayWarehouse:
+        return RayWarehouse(self.config, self.supervisor, owns_ray=False)
+
+    def host_spans(self) -> dict[str, list[dict[str, Any]]]:
+        refs = {child: host.finished_spans.remote() for child, host in self.hosts.items()}
+        return {child: ray.get(ref, timeout=30) for child, ref in refs.items()}
+
+
+@pytest.fixture(scope="module")
+def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedTree]:
+    """A plugin tree of its own (unique namespace) whose hosts keep their spans in memory."""
+    namespace = f"dwray-trace-{uuid.uuid4().hex[:8]}"
+    config = DwrayConfig(
+        data_dir=tmp_path_factory.mktemp("tracing") / "data",
+        storage=StorageConfig(backend="local"),
+        pipeline=PipelineConfig(frame_size=FRAME_SIZE),
+        runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
+        default_tenant="tracer")
+    spec = supervisor_spec(config)
+    spec = spec.model_copy(update={"children": [
+        child.model_copy(update={"env_vars": {**child.env_vars, "DWRAY_TRACE_MEMORY": "1"}})
+        for child in spec.children]})
+    assert tuple(spec.order) == CHILDREN
+    supervisor = create_supervisor(spec, namespace=namespace)
+    try:
+        ray.get(supervisor.start.remote(), timeout=120)
+        hosts = {child: ray.get(supervisor.handle.remote(child), timeout=30)[0] for child in CHILDREN}
+        exporter = InMemorySpanExporter()
+        # A provider of the test's own (not the global one: that can be set once per process).
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        yield TracedTree(config, supervisor, hosts, provider.get_tracer("dwray.tests.tracing"), exporter)
+    finally:
+        try:
+            ray.get(supervisor.stop.remote(), timeout=60)
+        finally:
+            ray.kill(supervisor)
+
+
+def new_spans(before: dict[str, list[dict[str, Any]]],
+              after: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Spans the hosts finished between two snapshots, each tagged with the host it came from."""
+    spans = []
+    for child, finished in after.items():
+        for span in finished[len(before[child]):]:
+            spans.append({**span, "host": child})
+    return spans
+
+
+def assert_one_trace(root: Any, spans: list[dict[str, Any]]) -> None:
+    """Every span is in ``root``'s trace and its parents lead up to ``root``."""
+    trace_id, root_id = hex_trace(root), hex_span(root)
+    strays = [(s["host"], s["name"], s["trace_id"], s["parent_span_id"]) for s in spans
+              if s["trace_id"] != trace_id]
+    assert not strays, f"calls made outside the driver's trace {trace_id} (no context propagated): {strays}"
+    by_id = {s["span_id"]: s for s in spans}
+    assert len(by_id) == len(spans), "span ids repeat"
+    for span in spans:
+        seen, parent = set(), span["parent_span_id"]
+        while parent != root_id:
+            assert parent is not None, f"{span['name']} does not chain up to the driver's span {root.name!r}"
+            assert parent in by_id and parent not in seen, \
+                f"{span['name']}: parent {parent} is neither a known span nor {root.name!r}"
+            seen.add(parent)
+            parent = by_id[parent]["parent_span_id"]
+
+
+def check_host_span(span: dict[str, Any]) -> None:
+    child, method = span["name"].rsplit(".", 1)
+    assert child == span["host"], f"span {span['name']} finished in host {span['host']}"
+    assert span["attributes"]["dwray.child"] == child
+    assert span["attributes"]["dwray.method"] == method
+    assert span["attributes"]["dwray.generation"] == 1
+    assert span["status"] == "UNSET", span
+
+
+def payload(size: int) -> bytes:
+    block = os.urandom(1 << 16)  # incompressible: the sealed batches stay as large as the plaintext
+    return (block * (size // len(block) + 1))[:size]
+
+
+def test_one_put_is_one_trace_with_a_span_per_stage_and_backend_call(traced: TracedTree) -> None:
+    wh = traced.warehouse()
+    wh.create_bucket("traced")
+    data = payload(BIG)
+    before = traced.host_spans()
+    with traced.tracer.start_as_current_span("put") as root:
+        info = wh.put("traced", "big.bin", data)
+    spans = new_spans(before, traced.host_spans())
+    assert info.size == len(data)
+
+    assert root.parent is None
+    assert_one_trace(root, spans)
+    for span in spans:
+        check_host_span(span)
+    names = Counter(s["name"] for s in spans)
+    batches = -(-BIG // BATCH)
+    # Frame stages: one seal_batch per batch, spread over both stage workers.
+    seals = {name: n for name, n in names.items() if name.endswith(".seal_batch")}
+    assert sum(seals.values()) == batches
+    assert set(seals) == {"stage:frames:0.seal_batch", "stage:frames:1.seal_batch"}, seals
+    # Storage: an upload session with one append per batch, no single-shot put.
+    assert names["storage:local.begin_upload"] == 1
+    assert names["storage:local.append"] == batches
+    assert names["storage:local.finish_upload"] == 1
+    assert names["storage:local.put_blob"] == 0
+    # The DEK is wrapped once by the KMS; the row is committed once (group commit of one).
+    assert names["kms:local.wrap_many"] == 1
+    assert names["catalog.commit_many"] == 1
+    # Nothing else happened in the hosts during the put but the bucket lookup and the first KEK use.
+    expected = {*seals, "storage:local.begin_upload", "storage:local.append", "storage:local.finish_upload",
+                "kms:local.wrap_many", "catalog.commit_many", "catalog.get_bucket", "kms:local.ensure"}
+    assert set(names) <= expected, set(names) - expected
+    assert not [s for s in spans if s["host"] == "settings"]
+    # The spans of the upload come in the order the data path needs them: begin, appends, finish,
+    # and the commit only after the blob was finished (hosts record spans as they end).
+    storage = [s["name"].rsplit(".", 1)[1] for s in spans if s["host"] == "storage:local"]
+    assert storage[0] == "begin_upload" and storage[-1] == "finish_upload"
+    # The driver's side of the trace is the one span it opened.
+    driver = [s for s in traced.exporter.get_finished_spans() if s.context.trace_id == root.context.trace_id]
+    assert [s.name for s in driver] == ["put"]
+
+    # A put that fits in one batch is a single put_blob of the sealed records.
+    before = traced.host_spans()
+    with traced.tracer.start_as_current_span("small put") as small:
+        wh.put("traced", "small.txt", b"a few bytes")
+    spans = new_spans(before, traced.host_spans())
+    assert_one_trace(small, spans)
+    names = Counter(s["name"] for s in spans)
+    assert names["storage:local.put_blob"] == 1 and names["storage:local.begin_upload"] == 0
+    assert sum(n for name, n in names.items() if name.endswith(".seal_batch")) == 1
+    assert names["kms:local.wrap_many"] == 1 and names["catalog.commit_many"] == 1
+    assert hex_trace(small) != hex_trace(root)
+    wh.close()
+
+
+def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: TracedTree) -> None:
+    wh = traced.warehouse()
+    wh.create_bucket("traced-get")
+    data = payload(2 * BATCH + 3 * FRAME_SIZE)
+    with traced.tracer.start_as_current_span("put") as put_root:
+        wh.put("traced-get", "obj.bin", data)
+    before = traced.host_spans()
+    with traced.tracer.start_as_current_span("get") as root:
+        assert wh.get("traced-get", "obj.bin") == data
+    spans = new_spans(before, traced.host_spans())
+
+    assert hex_trace(root) != hex_trace(put_root)
+    assert_one_trace(root, spans)
+    for span in spans:
+        check_host_span(span)
+    names = Counter(s["name"] for s in spans)
+    batches = -(-len(data) // BATCH)
+    opens = sum(n for name, n in names.items() if name.endswith(".open_batch"))
+    assert opens == batches, names
+    assert names["storage:local.get_blob"] == batches
+    assert names["catalog.get_object"] == 1
+    assert names["kms:local.unwrap"] == 1
+    expected = {"stage:frames:0.open_batch", "stage:frames:1.open_batch", "storage:local.get_blob",
+                "catalog.get_object", "kms:local.unwrap"}
+    assert set(names) <= expected, set(names) - expected
+
+    # A ranged read inside one frame: one get_blob of that frame's record, one open_batch.
+    before = traced.host_spans()
+    with traced.tracer.start_as_current_span("ranged get") as ranged:
+        assert wh.get("traced-get", "obj.bin", range=(FRAME_SIZE + 10, FRAME_SIZE + 99)) == \
+            data[FRAME_SIZE + 10:FRAME_SIZE + 100]
+    spans = new_spans(before, traced.host_spans())
+    assert_one_trace(ranged, spans)
+    names = Counter(s["name"] for s in spans)
+    assert names["storage:local.get_blob"] == 1
+    assert sum(n for name, n in names.items() if name.endswith(".open_batch")) == 1
+    wh.close()

@@ -12,7 +12,8 @@ process of a node (GCS, raylet, agents, log monitor, autoscaler monitor)
 names its session folder ``DIR/<node>/session_...`` on its command line. The
 worker processes (``ray::IDLE``, ``ray::PluginHost`` ...) are children of
 the raylet. So the cluster's processes are those whose command line names a
-session folder under DIR, plus all their descendants, plus any process
+session folder under DIR (or, for the head's Ray Client server, which names no
+folder, the address recorded in DIR/address), plus all their descendants, plus any process
 recorded in DIR/pids at start that is still the same process (same start
 time). Nothing else is touched: not another Ray on this machine, not a driver
 connected to this cluster, not the caller. ``ray stop`` is never used: it
@@ -33,7 +34,15 @@ NODES = ("head", "worker")
 
 
 def _markers(folder: Path) -> list[str]:
-    return [f"{folder / node}/session_" for node in NODES]
+    markers = [f"{folder / node}/session_" for node in NODES]
+    # The head's Ray Client server names no folder, only the cluster's address.
+    try:
+        address = (folder / "address").read_text().strip()
+    except OSError:
+        address = ""
+    if address:
+        markers.append(f"ray.util.client.server --address={address} ")
+    return markers
 
 
 def _protected() -> set[int]:
@@ -120,6 +129,9 @@ def stop(folder: Path, grace: float) -> int:
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)
+    if alive:
+        print(f"{len(alive)} process(es) still running {grace:g} s after SIGTERM; sending SIGKILL: "
+              + "; ".join(_describe(p) for p in alive), file=sys.stderr)
     for proc in alive:
         try:
             proc.kill()

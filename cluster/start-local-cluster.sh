@@ -9,7 +9,15 @@
 #
 # stdout: the cluster address (host:port), one line, for `dwray.connect(address=...)`,
 # `dw status --address ...` and `RAY_ADDRESS`; progress goes to stderr. DIR/cluster.env
-# records the address and settings for stop-local-cluster.sh.
+# holds what a client needs (RAY_ADDRESS, RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH):
+#   set -a; . DIR/cluster.env; set +a
+#
+# Authentication: Ray's token authentication is on (RAY_AUTH_MODE=token on both nodes, as
+# Ray requires it to be the same everywhere), with a token of this cluster's own in
+# DIR/auth_token (mode 0600; ~/.ray/auth_token is neither read nor written). Ray turns
+# token auth on by itself only for clusters it finds locally, never for an explicit
+# address, so every client of this cluster needs RAY_AUTH_MODE=token and
+# RAY_AUTH_TOKEN_PATH=DIR/auth_token in its environment (cluster.env has both).
 #
 # Ports: PORT is the head's GCS port; the other fixed ports of both nodes are PORT+1 ..
 # PORT+15 (see below), worker ports are picked by the OS. So two clusters (or this one and
@@ -35,7 +43,7 @@ head_cpus=1
 worker_cpus=1
 python="${PYTHON:-python3}"
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -64,6 +72,7 @@ if [[ -f "$dir/cluster.env" ]] && [[ -n "$("$python" "$here/local_cluster_procs.
 fi
 mkdir -p "$dir/head" "$dir/worker"
 address="$ip:$port"
+echo "$address" >"$dir/address"  # local_cluster_procs.py finds the Ray Client server by it
 
 # If anything below fails, take down whatever was started.
 started=0
@@ -75,8 +84,13 @@ cleanup_on_error() {
 }
 trap cleanup_on_error ERR
 
-# Neither node may pick up another cluster's address from the environment.
-unset RAY_ADDRESS
+# Neither node may pick up another cluster's address or token from the environment.
+unset RAY_ADDRESS RAY_AUTH_TOKEN
+token="$dir/auth_token"
+if [[ ! -s "$token" ]]; then
+  (umask 077 && "$python" -c 'import secrets; print(secrets.token_hex(32))' >"$token")
+fi
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$token"
 
 common=(--node-ip-address="$ip" --min-worker-port=0 --max-worker-port=0 --disable-usage-stats)
 
@@ -109,13 +123,15 @@ ray start --address="$address" "${common[@]}" \
   || { cat "$dir/worker.log" >&2; false; }
 
 "$python" "$here/local_cluster_procs.py" record "$dir"
+# What a client needs, and nothing else (a DWRAY_* name here would be read as a dwray setting).
 cat >"$dir/cluster.env" <<EOF
+# dwray local cluster in $dir; load with: set -a; . $dir/cluster.env; set +a
 RAY_ADDRESS=$address
-DWRAY_CLUSTER_DIR=$dir
-DWRAY_CLUSTER_PORT=$port
-DWRAY_CLUSTER_IP=$ip
+RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN_PATH=$token
 EOF
 trap - ERR
-echo "start-local-cluster: running; connect with dwray.connect(address=\"$address\")," \
-  "stop with cluster/stop-local-cluster.sh --dir $dir" >&2
+echo "start-local-cluster: running. Clients: set -a; . $dir/cluster.env; set +a" \
+  "then dwray.connect() (or dwray.connect(address=\"$address\")); stop with" \
+  "cluster/stop-local-cluster.sh --dir $dir" >&2
 echo "$address"

@@ -13,6 +13,7 @@ row that exists changes nothing) are; upload sessions are not.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import deque
@@ -134,6 +135,16 @@ class _RemoteRead:
 
     def result(self) -> Any:
         return self._handle.resolve(self._ref, "get_blob")
+
+
+def _drain(refs: list[Any], timeout: float = 5.0) -> None:
+    """Wait briefly for abandoned calls and swallow their results."""
+    if not refs:
+        return
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    for ref in ready:
+        with contextlib.suppress(Exception):
+            ray.get(ref, timeout=0)
 
 
 def _chain(first: Any, second: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -344,6 +355,7 @@ class RayFrameEngine(FrameEngine):
         lengths: list[int] = []
         pending: deque[tuple[PluginHandle, Any, Any]] = deque()
         upload: str | None = None
+        stored: Any = None
 
         def settle(entry: tuple[PluginHandle, Any, Any]) -> None:
             stage, lengths_ref, appended = entry
@@ -384,6 +396,9 @@ class RayFrameEngine(FrameEngine):
             for done in hashed:
                 done.result()
         except BaseException:
+            # Settle what is still in flight (its errors are this failure's echo)
+            # so Ray does not report them as unhandled, then drop the upload.
+            _drain([ref for entry in pending for ref in entry[1:]] + ([stored] if stored is not None else []))
             if upload is not None:
                 backend.abort_upload(upload)
             raise

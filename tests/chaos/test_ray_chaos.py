@@ -19,7 +19,7 @@ Checked afterwards:
   writer tried to store; the listing holds exactly the acknowledged keys plus
   those present unacknowledged ones; a failed put raised a dwray error;
 - after ``sweep(grace_seconds=0)`` the storage holds exactly the blobs the
-  catalog references (a failed put leaves no orphan behind for good);
+  catalog references and no temp file (a failed put leaves nothing behind for good);
 - the supervisor restarted each killed child once per kill (new generation,
   new PID, restarts counted, a failure event naming the killed generation),
   restarted nothing else, did not escalate, and is ``ready()``;

@@ -116,13 +116,15 @@ def record(folder: Path) -> int:
     return 0
 
 
-def stop(folder: Path, grace: float) -> int:
-    """SIGTERM every process of the cluster, wait ``grace`` seconds, SIGKILL the rest; 1 if any survive."""
-    # Collect the whole tree first: once the raylet is gone its workers are orphans, no longer its children.
-    procs = cluster_processes(folder)
-    if not procs:
-        print(f"no process of the cluster in {folder} is running", file=sys.stderr)
-        return 0
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+def _terminate(procs: list[psutil.Process], grace: float) -> list[psutil.Process]:
+    """SIGTERM ``procs``, wait up to ``grace`` s, SIGKILL the rest; return those that outlive even that."""
     for proc in procs:
         try:
             proc.terminate()
@@ -138,15 +140,32 @@ def stop(folder: Path, grace: float) -> int:
         except psutil.NoSuchProcess:
             pass
     _, alive = psutil.wait_procs(alive, timeout=10)
-    # Anything that appeared meanwhile (a worker the raylet was starting) goes the same way.
+    return alive
+
+
+def stop(folder: Path, grace: float) -> int:
+    """Stop every process of the cluster; 1 if any survives.
+
+    In the order ``ray stop`` uses (raylets, then everything else, then the
+    GCS: processes whose peer went first exit on their own instead of waiting
+    out the grace period), each group with SIGTERM, ``grace`` seconds, SIGKILL.
+    """
+    # Collect the whole tree first: once a raylet is gone its workers are orphans, no longer its children.
+    procs = cluster_processes(folder)
+    if not procs:
+        print(f"no process of the cluster in {folder} is running", file=sys.stderr)
+        return 0
+    raylets = [p for p in procs if _name(p) == "raylet"]
+    gcs = [p for p in procs if _name(p) == "gcs_server"]
+    others = [p for p in procs if p not in raylets and p not in gcs]
+    survivors = []
+    for group in (raylets, others, gcs):
+        if group:
+            survivors += _terminate(group, grace)
+    # Anything that appeared meanwhile (a worker a raylet was starting) goes the same way.
     late = cluster_processes(folder)
-    for proc in late:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _, late_alive = psutil.wait_procs(late, timeout=10)
-    survivors = alive + late_alive
+    if late:
+        survivors += _terminate(late, 1.0)
     if survivors:
         print("still running: " + "; ".join(_describe(p) for p in survivors), file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_co
         num_cpus=options.num_cpus, memory=options.memory, max_concurrency=options.max_concurrency,
         memory_cap=options.memory_cap, node_id=options.node_id, node_labels=options.node_labels,
         resources=options.resources, call_timeout=options.call_timeout, method_timeouts=options.method_timeouts,
+        env_vars=options.env_vars,
         handshake_timeout=config.runtime.handshake_timeout)
 
 

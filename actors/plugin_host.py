@@ -333,7 +333,8 @@ class PluginHost:
 
     # -- the data path ------------------------------------------------------------
 
-    def call(self, method: str, *args: Any, _dwray_trace: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, _dwray_trace: dict[str, str] | None = None,
+             _dwray_fanin: list[dict[str, str]] | None = None, **kwargs: Any) -> Any:
         """Run ``plugin.<method>(*args, **kwargs)`` in a span joined to the caller's trace."""
         plugin = self._started(method)
         if method.startswith("_") or method in _NOT_CALLABLE or not callable(getattr(type(plugin), method, None)):
@@ -343,7 +344,7 @@ class PluginHost:
                 raise PluginUnavailable(self._spec.id, f"cannot run {method}: the plugin is shutting down")
             self._inflight += 1
         try:
-            return self._traced_call(plugin, method, args, kwargs, _dwray_trace)
+            return self._traced_call(plugin, method, args, kwargs, _dwray_trace, _dwray_fanin)
         finally:
             with self._idle:
                 self._inflight -= 1
@@ -351,7 +352,13 @@ class PluginHost:
                     self._idle.notify_all()
 
     def _traced_call(self, plugin: Plugin, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     _dwray_trace: dict[str, str] | None) -> Any:
+                     _dwray_trace: dict[str, str] | None, fanin: list[dict[str, str]] | None) -> Any:
+        """Run the call in a span of the caller's trace.
+
+        A grouped call (``fanin``: the contexts of every caller whose request it
+        carries, e.g. a group commit) also gets a span in each of those callers'
+        traces, linked to the main span, so every operation's trace shows it.
+        """
         context = propagate.extract(_dwray_trace) if _dwray_trace else None
         attributes = {
             "dwray.child": self._spec.id,
@@ -359,11 +366,24 @@ class PluginHost:
             "dwray.generation": self._generation,
             "dwray.method": method,
         }
-        with self._tracer.start_as_current_span(f"{self._spec.id}.{method}", context=context,
-                                                kind=trace.SpanKind.SERVER, attributes=attributes):
+        name = f"{self._spec.id}.{method}"
+        with self._tracer.start_as_current_span(name, context=context, kind=trace.SpanKind.SERVER,
+                                                attributes=attributes) as main:
+            main_trace = main.get_span_context().trace_id
+            joined = []
+            for carrier in fanin or ():
+                caller = propagate.extract(carrier)
+                if trace.get_current_span(caller).get_span_context().trace_id in (0, main_trace):
+                    continue
+                joined.append(self._tracer.start_span(
+                    name, context=caller, kind=trace.SpanKind.SERVER, attributes={**attributes, "dwray.grouped": True},
+                    links=[trace.Link(main.get_span_context())]))
             try:
                 return getattr(plugin, method)(*args, **kwargs)
             except DwrayError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the host never dies from a plugin exception
                 raise PluginError(self._spec.id, method, _reason(exc)) from None
+            finally:
+                for span in joined:
+                    span.end()

@@ -112,6 +112,9 @@ class PluginOptions(_Section):
     resources: dict[str, float] = Field(default_factory=dict)
     call_timeout: float = Field(60.0, gt=0)
     method_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Environment of the plugin's process. Not for secrets: the running
+    # warehouse hands its config to attaching clients (secrets are referenced).
+    env_vars: dict[str, str] = Field(default_factory=dict)
 
 
 class RuntimeConfig(_Section):

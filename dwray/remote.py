@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import ray
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord, PagedReads
 from dwray.errors import EntityTooLarge
@@ -181,7 +183,8 @@ class Coalescer:
     together).
     """
 
-    def __init__(self, send: Callable[[list[Any]], list[Any]], max_batch: int = 64) -> None:
+    def __init__(self, send: Callable[[list[Any], list[dict[str, str]]], list[Any]], max_batch: int = 64) -> None:
+        """``send(items, trace_contexts)`` makes the remote call for a batch and returns one result per item."""
         self._send = send
         self._max_batch = max_batch
         self._lock = threading.Lock()
@@ -190,6 +193,9 @@ class Coalescer:
 
     def __call__(self, item: Any) -> Any:
         slot = _Slot()
+        # Each caller's trace context travels with its item, so the grouped
+        # call appears in every caller's trace, not only the leader's.
+        propagate.inject(slot.carrier)
         with self._lock:
             self._queue.append((item, slot))
             lead = not self._leading
@@ -209,21 +215,26 @@ class Coalescer:
                 if not batch:
                     self._leading = False
                     return
+            # The call runs in the first caller's trace; the host adds a span to each other's.
+            token = otel_context.attach(propagate.extract(batch[0][1].carrier))
             try:
-                results = self._send([item for item, _ in batch])
+                results = self._send([item for item, _ in batch], [slot.carrier for _, slot in batch])
             except BaseException as exc:  # noqa: BLE001 - every waiter gets the batch's error
                 results = [exc] * len(batch)
+            finally:
+                otel_context.detach(token)
             for (_, slot), value in zip(batch, results):
                 slot.value = value
                 slot.done.set()
 
 
 class _Slot:
-    __slots__ = ("done", "value")
+    __slots__ = ("carrier", "done", "value")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.value: Any = None
+        self.carrier: dict[str, str] = {}
 
 
 class RemoteCatalog(PagedReads):
@@ -231,7 +242,8 @@ class RemoteCatalog(PagedReads):
 
     def __init__(self, handle: PluginHandle) -> None:
         self.handle = handle
-        self._commits = Coalescer(lambda records: handle.call("commit_many", records, idempotent=True))
+        self._commits = Coalescer(lambda records, contexts: handle.call(
+            "commit_many", records, idempotent=True, _dwray_fanin=contexts))
 
     def __repr__(self) -> str:
         return f"RemoteCatalog({self.handle.child_id!r})"
@@ -293,7 +305,8 @@ class RemoteKeyring:
 
     def __init__(self, handle: PluginHandle) -> None:
         self.handle = handle
-        self._wraps = Coalescer(lambda items: handle.call("wrap_many", items, idempotent=True))
+        self._wraps = Coalescer(lambda items, contexts: handle.call(
+            "wrap_many", items, idempotent=True, _dwray_fanin=contexts))
 
     def __repr__(self) -> str:
         return f"RemoteKeyring({self.handle.child_id!r})"

@@ -21,8 +21,8 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
     config = load_config(config_path)
     runtime = config.runtime
     if address is None and not os.environ.get("RAY_ADDRESS") and not _ray_running_locally():
-        raise NotReady("no Ray cluster runs on this machine (start one with `ray start --head` or `dw up`), "
-                       "or pass --address")
+        raise NotReady("no Ray cluster runs on this machine (start one with cluster/start-local-cluster.sh "
+                       "or `ray start --head`), or pass --address")
     ray.init(address=address or "auto", namespace=runtime.namespace, configure_logging=False,
              log_to_driver=False)
     try:

@@ -357,12 +357,12 @@ def _print_status(report: dict[str, Any]) -> None:
     ready = "[green]ready[/green]" if report.get("ready") else f"[red]not ready[/red]: {report.get('reason')}"
     stdout.print(f"supervisor {report.get('name')} ({report.get('strategy')}): {ready}", highlight=False)
     table = Table(box=None)
-    for column in ("plugin", "kind", "state", "gen", "restarts", "pid", "last failure"):
+    for column in ("plugin", "kind", "state", "gen", "restarts", "pid", "node", "last failure"):
         table.add_column(column)
     for child in report.get("children", []):
         table.add_row(child.get("id", "?"), str(child.get("kind") or ""), str(child.get("state")),
                       str(child.get("generation")), str(child.get("restarts")), str(child.get("pid") or ""),
-                      str(child.get("last_failure") or ""))
+                      str(child.get("node_id") or "")[:12], str(child.get("last_failure") or ""))
     stdout.print(table)
 
 

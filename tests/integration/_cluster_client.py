@@ -56,11 +56,12 @@ def run(address: str, data_dir: Path, config_path: Path) -> dict[str, Any]:
 
         env = dict(os.environ)
         command = ["dw", "--config", str(config_path), "status", "--address", address]
-        as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=120)
+        as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=120,
+                                 check=False)
         if as_json.returncode != 0:
             fail(f"dw status --json failed ({as_json.returncode}): {as_json.stdout} {as_json.stderr}")
         status = json.loads(as_json.stdout)
-        text = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        text = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
         if text.returncode != 0:
             fail(f"dw status failed ({text.returncode}): {text.stdout} {text.stderr}")
         return {

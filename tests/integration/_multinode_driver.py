@@ -116,7 +116,7 @@ def driver_task_body(namespace: str, bucket: str) -> dict[str, Any]:
     config = DwrayConfig(runtime=RuntimeConfig(namespace=namespace))
     wh = dwray.connect(config=config, start=False)
     if not isinstance(wh, RayWarehouse):
-        raise AssertionError(f"connect() returned {type(wh).__name__}, not a RayWarehouse")
+        raise TypeError(f"connect() returned {type(wh).__name__}, not a RayWarehouse")
     results: dict[str, Any] = {"task_node_id": node_id, "objects": {}, "pid": os.getpid(),
                                "warehouse": repr(wh)}
     try:
@@ -157,7 +157,13 @@ def run(workdir: Path) -> dict[str, Any]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.bootstrap import start_supervisor
-    from dwray.config import DwrayConfig, PipelineConfig, PluginOptions, RuntimeConfig, StorageConfig
+    from dwray.config import (
+        DwrayConfig,
+        PipelineConfig,
+        PluginOptions,
+        RuntimeConfig,
+        StorageConfig,
+    )
 
     started = time.monotonic()
     namespace = f"dwray-mn-{uuid.uuid4().hex[:8]}"

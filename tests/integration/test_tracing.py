@@ -6,11 +6,8 @@ each plugin host runs the call in a span ``<child id>.<method>``. With
 spans in memory (``PluginHost.finished_spans()``); the driver keeps its own
 with the SDK's ``InMemorySpanExporter``. The test joins both sides.
 
-The config cannot give children environment variables (``PluginOptions`` has
-no ``env_vars`` and ``actors.bootstrap._child`` does not set
-``ChildSpec.env_vars``), so the supervisor spec is built with
-``actors.bootstrap.supervisor_spec(config)`` and the variable added to each
-child with ``model_copy``.
+The variable reaches every child through the config (``[plugins.<kind>]
+env_vars``), as a user would set it.
 """
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from actors.bootstrap import supervisor_spec
 from actors.supervisor import create_supervisor
 from dwray.client import RayWarehouse
-from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, StorageConfig
+from dwray.config import DwrayConfig, PipelineConfig, PluginOptions, RuntimeConfig, StorageConfig
 
 FRAME_SIZE = 1 << 20
 BATCH = 8 << 20  # dwray.remote.BATCH_BYTES: plaintext per seal_batch call
@@ -73,12 +69,12 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         storage=StorageConfig(backend="local"),
         pipeline=PipelineConfig(frame_size=FRAME_SIZE),
         runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
+        plugins={kind: PluginOptions(env_vars={"DWRAY_TRACE_MEMORY": "1"})
+                 for kind in ("settings", "catalog", "kms", "storage", "stage")},
         default_tenant="tracer")
     spec = supervisor_spec(config)
-    spec = spec.model_copy(update={"children": [
-        child.model_copy(update={"env_vars": {**child.env_vars, "DWRAY_TRACE_MEMORY": "1"}})
-        for child in spec.children]})
     assert tuple(spec.order) == CHILDREN
+    assert all(child.env_vars == {"DWRAY_TRACE_MEMORY": "1"} for child in spec.children)
     supervisor = create_supervisor(spec, namespace=namespace)
     try:
         ray.get(supervisor.start.remote(), timeout=120)
@@ -208,10 +204,11 @@ def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: Tra
     for span in spans:
         check_host_span(span)
     names = Counter(s["name"] for s in spans)
-    batches = -(-len(data) // BATCH)
+    # Reads are batched by sealed bytes (a little more than the plaintext), so count bounds, not exact
+    # numbers: each batch is one get_blob of its byte range and one open_batch.
     opens = sum(n for name, n in names.items() if name.endswith(".open_batch"))
-    assert opens == batches, names
-    assert names["storage:local.get_blob"] == batches
+    assert -(-len(data) // BATCH) <= opens <= -(-len(data) // FRAME_SIZE), names
+    assert names["storage:local.get_blob"] == opens
     assert names["catalog.get_object"] == 1
     assert names["kms:local.unwrap"] == 1
     expected = {"stage:frames:0.open_batch", "stage:frames:1.open_batch", "storage:local.get_blob",
@@ -228,4 +225,34 @@ def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: Tra
     names = Counter(s["name"] for s in spans)
     assert names["storage:local.get_blob"] == 1
     assert sum(n for name, n in names.items() if name.endswith(".open_batch")) == 1
+    wh.close()
+
+
+def test_grouped_commits_appear_in_every_concurrent_puts_trace(traced: TracedTree) -> None:
+    """Concurrent puts share group commits and grouped key wraps; each put's trace still shows them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wh = traced.warehouse()
+    wh.create_bucket("traced-many")
+    before = traced.host_spans()
+    roots: list[Any] = []
+
+    def put(n: int) -> None:
+        with traced.tracer.start_as_current_span(f"put {n}") as root:
+            roots.append(root)
+            wh.put("traced-many", f"k{n}", os.urandom(2048))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(16)))
+    spans = new_spans(before, traced.host_spans())
+    for root in roots:
+        mine = [s for s in spans if s["trace_id"] == hex_trace(root)]
+        names = Counter(s["name"] for s in mine)
+        assert names["catalog.commit_many"] == 1, (root.name, names)
+        assert names["kms:local.wrap_many"] == 1, (root.name, names)
+        assert names["storage:local.put_blob"] == 1
+    grouped = [s for s in spans if s["attributes"].get("dwray.grouped")]
+    commits = [s for s in spans if s["name"] == "catalog.commit_many" and not s["attributes"].get("dwray.grouped")]
+    assert len(commits) + len([s for s in grouped if s["name"] == "catalog.commit_many"]) == 16
+    assert len(commits) < 16, "eight writers never shared a commit"
     wh.close()

@@ -15,7 +15,8 @@ def test_concurrent_callers_are_batched_and_get_their_own_results() -> None:
     batches: list[list[int]] = []
     gate = threading.Event()
 
-    def send(items: list[int]) -> list[object]:
+    def send(items: list[int], contexts: list[dict[str, str]]) -> list[object]:
+        assert len(contexts) == len(items)
         batches.append(list(items))
         if len(batches) == 1:
             gate.wait(5)  # hold the first batch so that the others queue up behind it
@@ -42,7 +43,7 @@ def test_concurrent_callers_are_batched_and_get_their_own_results() -> None:
 def test_a_failing_send_fails_its_whole_batch_only() -> None:
     calls = []
 
-    def send(items: list[str]) -> list[str]:
+    def send(items: list[str], contexts: list[dict[str, str]]) -> list[str]:
         calls.append(items)
         if "boom" in items:
             raise ConnectionError("actor died")

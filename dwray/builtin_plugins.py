@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dwray.catalog import Catalog, ObjectRecord
-from dwray.errors import BlobExists, InvalidArgument, StorageError, UploadNotFound
+from dwray.errors import BlobExists, DwrayError, InvalidArgument, StorageError, UploadNotFound
 from dwray.keyring import LocalKeyring
 from dwray.pipeline import ObjectCrypto
 from dwray.plugins import Manifest, Plugin
@@ -181,6 +181,16 @@ class _StoragePlugin(Plugin):
         parts = data if isinstance(data, list) else [data]
         return self.backend.put_blob(blob_id, [memoryview(part).cast("B") for part in parts])
 
+    def put_many(self, blob_ids: list[str], records: list[Any]) -> list[int | DwrayError]:
+        """Store several small blobs in one call; each gets its size, or its own error."""
+        results: list[int | DwrayError] = []
+        for blob_id, data in zip(blob_ids, records, strict=True):
+            try:
+                results.append(self.backend.put_blob(blob_id, [memoryview(data).cast("B")]))
+            except DwrayError as exc:
+                results.append(exc)
+        return results
+
     def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> np.ndarray:
         return as_array(self.backend.get_blob(blob_id, start, end))
 
@@ -263,6 +273,14 @@ class FrameStagePlugin(Plugin):
             out[position:position + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
             position += len(piece)
         return out, lengths
+
+    def seal_many(self, objects: list[tuple[ObjectCrypto, list[Any]]]) -> tuple[list[np.ndarray], list[list[int]]]:
+        """Seal several whole small objects (all their frames) in one call.
+
+        Returns each object's records laid end to end, and each one's record lengths.
+        """
+        sealed = [self.seal_batch(crypto, 0, True, frames) for crypto, frames in objects]
+        return [records for records, _ in sealed], [lengths for _, lengths in sealed]
 
     def open_batch(self, crypto: ObjectCrypto, first_index: int, last_index: int, records: Any,
                    lengths: list[int]) -> list[np.ndarray]:

@@ -157,6 +157,10 @@ class PluginHandle:
                 raise _ActorGone(exc.cause.reason) from None
             if isinstance(exc.cause, DwrayError):
                 raise exc.cause from None
+            if isinstance(exc.cause, RayActorError):
+                # An argument of this call was the result of another actor's call, and that actor died.
+                raise PluginUnavailable(self.child_id, f"an input of {method} came from an actor that died: "
+                                                       f"{death_reason(exc.cause)}") from None
             raise
         except GetTimeoutError:
             self._report(actor_id, f"call {method} passed its {seconds:g} s deadline")

@@ -38,6 +38,8 @@ from dwray.storage.base import BlobStat, BytesLike, StorageBackend, as_byte_view
 __all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
 
 BATCH_BYTES = 8 << 20
+#: objects up to this size are sealed and stored in batches shared by concurrent writers
+SMALL_OBJECT_BYTES = 256 << 10
 
 
 def _array(data: BytesLike) -> np.ndarray:
@@ -183,13 +185,18 @@ class Coalescer:
     together).
     """
 
-    def __init__(self, send: Callable[[list[Any], list[dict[str, str]]], list[Any]], max_batch: int = 64) -> None:
-        """``send(items, trace_contexts)`` makes the remote call for a batch and returns one result per item."""
+    def __init__(self, send: Callable[[list[Any], list[dict[str, str]]], list[Any]], max_batch: int = 64,
+                 max_leaders: int = 1) -> None:
+        """``send(items, trace_contexts)`` makes the remote call for a batch and returns one result per item.
+
+        ``max_leaders`` batches may be in flight at once (more overlap, smaller batches).
+        """
         self._send = send
         self._max_batch = max_batch
+        self._max_leaders = max_leaders
         self._lock = threading.Lock()
         self._queue: list[tuple[Any, _Slot]] = []
-        self._leading = False
+        self._leaders = 0
 
     def __call__(self, item: Any) -> Any:
         slot = _Slot()
@@ -198,9 +205,9 @@ class Coalescer:
         propagate.inject(slot.carrier)
         with self._lock:
             self._queue.append((item, slot))
-            lead = not self._leading
+            lead = self._leaders < self._max_leaders
             if lead:
-                self._leading = True
+                self._leaders += 1
         if lead:
             self._lead()
         slot.done.wait()
@@ -213,7 +220,7 @@ class Coalescer:
             with self._lock:
                 batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
                 if not batch:
-                    self._leading = False
+                    self._leaders -= 1
                     return
             # The call runs in the first caller's trace; the host adds a span to each other's.
             token = otel_context.attach(propagate.extract(batch[0][1].carrier))
@@ -334,13 +341,44 @@ class RayFrameEngine(FrameEngine):
     """Seals and opens frames in stage actors, several MiB per call, several calls in flight."""
 
     def __init__(self, stages: Sequence[PluginHandle], *, batch_bytes: int = BATCH_BYTES,
-                 inflight: int = 4) -> None:
+                 inflight: int = 4, small_bytes: int = SMALL_OBJECT_BYTES) -> None:
         if not stages:
             raise ValueError("RayFrameEngine needs at least one stage actor")
         self.stages = list(stages)
         self.batch_bytes = batch_bytes
+        self.small_bytes = small_bytes
         self.inflight = max(inflight, len(self.stages))
         self._turn = 0
+        self._small: dict[str, Coalescer] = {}
+        self._small_lock = threading.Lock()
+        # One thread serves every put's MD5; each put waits only for its own frames.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="dwray-md5")
+
+    def close(self) -> None:
+        self._hasher.shutdown(wait=True, cancel_futures=True)
+
+    def _small_objects(self, backend: RemoteBackend) -> Coalescer:
+        """The batcher of small objects bound for ``backend``: concurrent writers share calls."""
+        with self._small_lock:
+            coalescer = self._small.get(backend.handle.child_id)
+            if coalescer is None:
+                def send(items: list[tuple[str, ObjectCrypto, list[np.ndarray]]],
+                         contexts: list[dict[str, str]]) -> list[Any]:
+                    stage = self._stage()
+                    sealed, lengths = stage.submit("seal_many", [(crypto, frames) for _, crypto, frames in items],
+                                                   num_returns=2, _dwray_fanin=contexts)
+                    stored = backend.handle.submit("put_many", [blob_id for blob_id, _, _ in items], sealed,
+                                                   _dwray_fanin=contexts)
+                    try:
+                        all_lengths = stage.resolve(lengths, "seal_many")
+                    except BaseException:
+                        _drain([stored])  # it failed too, for want of its input
+                        raise
+                    outcomes = backend.handle.resolve(stored, "put_many")
+                    return [outcome if isinstance(outcome, BaseException) else object_lengths
+                            for object_lengths, outcome in zip(all_lengths, outcomes, strict=True)]
+                coalescer = self._small[backend.handle.child_id] = Coalescer(send, max_batch=16, max_leaders=3)
+            return coalescer
 
     def __repr__(self) -> str:
         return f"RayFrameEngine(stages={[s.child_id for s in self.stages]})"
@@ -362,7 +400,7 @@ class RayFrameEngine(FrameEngine):
         md5 = hashlib.md5()
         # MD5 runs on a thread of its own (hashlib drops the GIL), in frame
         # order, overlapping with copying the next batch into the object store.
-        hasher = ThreadPoolExecutor(1, thread_name_prefix="dwray-md5")
+        hasher = self._hasher
         hashed: deque[Any] = deque()
         size = 0
         lengths: list[int] = []
@@ -382,11 +420,17 @@ class RayFrameEngine(FrameEngine):
                 size += len(frame)
                 if size > max_size:
                     raise EntityTooLarge(size, max_size)
-                hashed.append(hasher.submit(md5.update, frame))
                 batch.append(_array(frame))
                 batch_size += len(frame)
                 if batch_size < self.batch_bytes and not last:
                     continue
+                if last and upload is None and batch_size <= self.small_bytes:
+                    # A small object: sealed and stored together with other writers' (one call each).
+                    for part in batch:
+                        md5.update(part)
+                    lengths = self._small_objects(backend)((blob_id, crypto, batch))
+                    break
+                hashed.extend(hasher.submit(md5.update, part) for part in batch)
                 stage = self._stage()
                 records, lengths_ref = stage.submit("seal_batch", crypto, first, last, ray.put(batch),
                                                     num_returns=2)
@@ -415,8 +459,6 @@ class RayFrameEngine(FrameEngine):
             if upload is not None:
                 backend.abort_upload(upload)
             raise
-        finally:
-            hasher.shutdown(wait=True, cancel_futures=True)
         ends, total = [], 0
         for length in lengths:
             total += length

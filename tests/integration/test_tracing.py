@@ -176,15 +176,26 @@ def test_one_put_is_one_trace_with_a_span_per_stage_and_backend_call(traced: Tra
 
     # A put that fits in one batch is a single put_blob of the sealed records.
     before = traced.host_spans()
+    with traced.tracer.start_as_current_span("one-batch put") as medium:
+        wh.put("traced", "medium.bin", payload(2 * FRAME_SIZE))
+    spans = new_spans(before, traced.host_spans())
+    assert_one_trace(medium, spans)
+    names = Counter(s["name"] for s in spans)
+    assert names["storage:local.put_blob"] == 1 and names["storage:local.begin_upload"] == 0
+    assert sum(n for name, n in names.items() if name.endswith(".seal_batch")) == 1
+    assert names["kms:local.wrap_many"] == 1 and names["catalog.commit_many"] == 1
+
+    # A small object goes out with other writers' small objects: one seal_many, one put_many.
+    before = traced.host_spans()
     with traced.tracer.start_as_current_span("small put") as small:
         wh.put("traced", "small.txt", b"a few bytes")
     spans = new_spans(before, traced.host_spans())
     assert_one_trace(small, spans)
     names = Counter(s["name"] for s in spans)
-    assert names["storage:local.put_blob"] == 1 and names["storage:local.begin_upload"] == 0
-    assert sum(n for name, n in names.items() if name.endswith(".seal_batch")) == 1
+    assert names["storage:local.put_many"] == 1 and names["storage:local.put_blob"] == 0
+    assert sum(n for name, n in names.items() if name.endswith(".seal_many")) == 1
     assert names["kms:local.wrap_many"] == 1 and names["catalog.commit_many"] == 1
-    assert hex_trace(small) != hex_trace(root)
+    assert hex_trace(small) != hex_trace(root) != hex_trace(medium)
     wh.close()
 
 
@@ -229,7 +240,7 @@ def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: Tra
 
 
 def test_grouped_commits_appear_in_every_concurrent_puts_trace(traced: TracedTree) -> None:
-    """Concurrent puts share group commits and grouped key wraps; each put's trace still shows them."""
+    """Concurrent small puts share group commits, key wraps, seals and stores; each put's trace shows each."""
     from concurrent.futures import ThreadPoolExecutor
 
     wh = traced.warehouse()
@@ -250,7 +261,8 @@ def test_grouped_commits_appear_in_every_concurrent_puts_trace(traced: TracedTre
         names = Counter(s["name"] for s in mine)
         assert names["catalog.commit_many"] == 1, (root.name, names)
         assert names["kms:local.wrap_many"] == 1, (root.name, names)
-        assert names["storage:local.put_blob"] == 1
+        assert names["storage:local.put_many"] == 1, (root.name, names)
+        assert sum(n for name, n in names.items() if name.endswith(".seal_many")) == 1, (root.name, names)
     grouped = [s for s in spans if s["attributes"].get("dwray.grouped")]
     commits = [s for s in spans if s["name"] == "catalog.commit_many" and not s["attributes"].get("dwray.grouped")]
     assert len(commits) + len([s for s in grouped if s["name"] == "catalog.commit_many"]) == 16

@@ -140,19 +140,12 @@ def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, write
     """The same work from a driver through the supervised plugin actors on a local Ray."""
     import uuid
 
-    import ray
-
     from dwray.client import connect
     from dwray.config import DwrayConfig, RuntimeConfig
 
     runtime = RuntimeConfig(namespace=f"dwray-bench-{uuid.uuid4().hex[:8]}", stage_placement=placement)
-    wh = connect(config=DwrayConfig(data_dir=folder / "dwray", runtime=runtime))
-    try:
+    with connect(config=DwrayConfig(data_dir=folder / "dwray", runtime=runtime)) as wh:
         return _measure(wh, data, small_count, writers)
-    finally:
-        wh.close()
-        ray.get(wh.supervisor.stop.remote())
-        ray.kill(wh.supervisor)
 
 
 def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, repeat: int = 1,

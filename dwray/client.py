@@ -28,9 +28,13 @@ __all__ = ["RayWarehouse", "connect"]
 class RayWarehouse(Warehouse):
     """A ``Warehouse`` whose parts are plugin actors supervised on a Ray cluster."""
 
-    def __init__(self, config: DwrayConfig, supervisor: Any, *, owns_ray: bool) -> None:
+    def __init__(self, config: DwrayConfig, supervisor: Any, *, owns_ray: bool = False,
+                 owns_warehouse: bool = False) -> None:
+        """``owns_warehouse``: this client started the warehouse (``close()`` stops it);
+        ``owns_ray``: it also started the local Ray (``close()`` shuts it down)."""
         self.supervisor = supervisor
         self._owns_ray = owns_ray
+        self._owns_warehouse = owns_warehouse
         runtime = config.runtime
 
         def handle(child_id: str) -> PluginHandle:
@@ -58,8 +62,18 @@ class RayWarehouse(Warehouse):
         return self.config.blob_root if self.config.storage.backend == "local" else None
 
     def close(self) -> None:
-        """Detach. The warehouse keeps running unless this client started it embedded."""
+        """Detach. A warehouse this client started is stopped (plugins in reverse order),
+        and a Ray this client started is shut down; one it attached to keeps running."""
+        if self._closed.is_set():
+            return
         super().close()
+        if self._owns_warehouse:
+            try:
+                ray.get(self.supervisor.stop.remote(), timeout=120)
+            finally:
+                ray.kill(self.supervisor)
+        if self._owns_ray:
+            ray.shutdown()
 
 
 def _ray_running_locally() -> bool:
@@ -99,7 +113,8 @@ def connect(address: str | None = None, *, data_dir: str | Path | None = None,
         else:
             ray.init(address=address, namespace=runtime.namespace, configure_logging=False)
     supervisor = find_supervisor(config)
-    if supervisor is None:
+    started = supervisor is None
+    if started:
         if not start:
             raise NotReady(f"no warehouse runs in Ray namespace {runtime.namespace!r}")
         supervisor = start_supervisor(config)
@@ -113,4 +128,4 @@ def connect(address: str | None = None, *, data_dir: str | Path | None = None,
     if stage_placement is not None:
         config = config.model_copy(update={"runtime": config.runtime.model_copy(
             update={"stage_placement": stage_placement})})
-    return RayWarehouse(config, supervisor, owns_ray=owns_ray)
+    return RayWarehouse(config, supervisor, owns_ray=owns_ray, owns_warehouse=started)

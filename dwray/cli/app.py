@@ -26,6 +26,7 @@ PROGRESS_THRESHOLD = 8 << 20  # show progress for transfers larger than this
 
 stderr = Console(stderr=True)
 stdout = Console()
+wide = Console(width=10_000)  # for tables written to a pipe or file
 
 
 class State:
@@ -46,6 +47,11 @@ class State:
     def close(self) -> None:
         if self._warehouse is not None:
             self._warehouse.close()
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; piped output is never cut to a terminal's width."""
+    (stdout if stdout.is_terminal else wide).print(table)
 
 
 def emit(as_json: bool, value: Any, human: Callable[[], None]) -> None:
@@ -170,7 +176,7 @@ def list_command(state: State, as_json: bool, target: str | None, recursive: boo
         for info in objects:
             modified = datetime.fromtimestamp(info.last_modified, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             table.add_row(str(info.size), modified, info.key)
-        stdout.print(table)
+        print_table(table)
 
     emit(as_json, {"objects": [asdict(o) for o in objects], "common_prefixes": prefixes}, human)
 
@@ -363,7 +369,7 @@ def _print_status(report: dict[str, Any]) -> None:
         table.add_row(child.get("id", "?"), str(child.get("kind") or ""), str(child.get("state")),
                       str(child.get("generation")), str(child.get("restarts")), str(child.get("pid") or ""),
                       str(child.get("node_id") or "")[:12], str(child.get("last_failure") or ""))
-    stdout.print(table)
+    print_table(table)
 
 
 @command(cli, "demo")
@@ -412,6 +418,6 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
         for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
             table.add_row(f"{name} ({unit})", f"{result[f'{name}_{unit}']:.1f}",
                           f"{result['yardstick'][f'{name}_{unit}']:.1f}", f"{result[f'{name}_ratio']:.2f}x")
-        stdout.print(table)
+        print_table(table)
     emit(as_json, result, human)
 

@@ -70,6 +70,7 @@ from dwray.handles import PluginHandle
 from dwray.pipeline import ObjectCrypto
 from dwray.remote import RayFrameEngine
 from dwray.supervision import SupervisorSpec
+from tests.helpers import wait_until
 
 # The writer tasks' code travels by value: Ray workers need not be able to import this test module
 # (they cannot when pytest runs from outside the repository).
@@ -240,17 +241,6 @@ def locate(tree: Tree, child_id: str) -> int:
     assert ray.get(host.pid.remote(), timeout=30) == pid, f"{child_id}: state API and pid() disagree"
     assert tree.child(child_id)["pid"] == pid, f"{child_id}: state API and the supervisor disagree"
     return pid
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def dead(pid: int) -> bool:

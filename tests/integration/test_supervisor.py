@@ -42,6 +42,7 @@ from dwray.errors import (
 )
 from dwray.handles import PluginHandle
 from dwray.supervision import SupervisorSpec
+from tests.helpers import wait_until
 
 P = "dwray.testing.plugins:"
 # Pings are frequent, so deaths are noticed fast; their timeout is generous, so that a
@@ -52,17 +53,6 @@ FAST = {"ping_interval": 0.2, "ping_timeout": 5.0, "backoff_base": 0.05, "backof
 
 def echo(child_id: str, **options: Any) -> dict[str, Any]:
     return {"id": child_id, "plugin": P + "Echo", **options}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

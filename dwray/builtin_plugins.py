@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from dwray.catalog import Catalog, ObjectRecord
-from dwray.errors import BlobExists, DwrayError, InvalidArgument, StorageError, UploadNotFound
+from dwray.errors import (
+    BlobExists,
+    DwrayError,
+    InvalidArgument,
+    StorageError,
+    UploadNotFound,
+)
 from dwray.keyring import LocalKeyring
 from dwray.pipeline import ObjectCrypto
 from dwray.plugins import Manifest, Plugin

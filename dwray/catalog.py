@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from abc import ABC, abstractmethod
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +30,10 @@ from typing import Any
 
 from dwray.errors import (
     BucketAlreadyExists,
-    DwrayError,
     BucketNotEmpty,
     BucketNotFound,
     CatalogError,
+    DwrayError,
     ObjectNotFound,
     SchemaVersionError,
 )

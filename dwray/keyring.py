@@ -32,7 +32,13 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dwray.errors import IntegrityError, InvalidArgument, KeyNotFound, KeyringError, KeyRetired
+from dwray.errors import (
+    IntegrityError,
+    InvalidArgument,
+    KeyNotFound,
+    KeyRetired,
+    KeyringError,
+)
 
 __all__ = ["LocalKeyring"]
 

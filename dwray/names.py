@@ -10,7 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from dwray.errors import InvalidArgument, InvalidBucketName, InvalidObjectKey, KeyTooLong
+from dwray.errors import (
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidObjectKey,
+    KeyTooLong,
+)
 
 __all__ = ["MAX_KEY_BYTES", "validate_bucket_name", "validate_key", "validate_tenant_name"]
 

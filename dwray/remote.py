@@ -17,9 +17,8 @@ import contextlib
 import hashlib
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
-from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,13 @@ from dwray.frames import FrameTable
 from dwray.handles import PluginHandle
 from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
 from dwray.storage import backend_class
-from dwray.storage.base import BlobStat, BytesLike, StorageBackend, as_byte_view, validate_blob_id
+from dwray.storage.base import (
+    BlobStat,
+    BytesLike,
+    StorageBackend,
+    as_byte_view,
+    validate_blob_id,
+)
 
 __all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
 
@@ -72,8 +77,8 @@ class RemoteBackend(StorageBackend):
         if second is None:
             return self.handle.call("put_blob", blob_id, ray.put(first))
         upload = self.begin_upload(blob_id)
+        pending: deque[Any] = deque()
         try:
-            pending: deque[Any] = deque()
             for seq, batch in enumerate(_chain(first, second, batches)):
                 pending.append(self.append(upload, seq, ray.put(batch)))
                 while len(pending) > self._inflight:
@@ -82,6 +87,7 @@ class RemoteBackend(StorageBackend):
                 self.handle.resolve(pending.popleft(), "append")
             return self.finish_upload(upload)
         except BaseException:
+            _drain(list(pending))
             self.abort_upload(upload)
             raise
 

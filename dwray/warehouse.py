@@ -36,11 +36,29 @@ from dwray.errors import (
     KeyringError,
     ObjectNotFound,
 )
-from dwray.frames import FORMAT_VERSION, FrameTable, KeyHeader, ObjectIdentity, new_object_keys
+from dwray.frames import (
+    FORMAT_VERSION,
+    FrameTable,
+    KeyHeader,
+    ObjectIdentity,
+    new_object_keys,
+)
 from dwray.keyring import LocalKeyring
-from dwray.models import BucketInfo, DeleteResult, ListPage, ObjectInfo, SweepReport, TenantContext
+from dwray.models import (
+    BucketInfo,
+    DeleteResult,
+    ListPage,
+    ObjectInfo,
+    SweepReport,
+    TenantContext,
+)
 from dwray.names import validate_bucket_name, validate_key
-from dwray.pipeline import FrameEngine, ObjectCrypto, ThreadFrameEngine, plaintext_frames
+from dwray.pipeline import (
+    FrameEngine,
+    ObjectCrypto,
+    ThreadFrameEngine,
+    plaintext_frames,
+)
 from dwray.storage import create_backend
 from dwray.storage.base import StorageBackend
 

@@ -17,7 +17,12 @@ from types import MappingProxyType
 from typing import Any
 
 from dwray.errors import BackendNotFound, DependencyMissing
-from dwray.storage.base import BlobStat, StorageBackend, validate_blob_id, validate_prefix
+from dwray.storage.base import (
+    BlobStat,
+    StorageBackend,
+    validate_blob_id,
+    validate_prefix,
+)
 
 __all__ = [
     "BACKENDS",

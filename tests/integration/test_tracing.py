@@ -27,7 +27,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from actors.bootstrap import supervisor_spec
 from actors.supervisor import create_supervisor
 from dwray.client import RayWarehouse
-from dwray.config import DwrayConfig, PipelineConfig, PluginOptions, RuntimeConfig, StorageConfig
+from dwray.config import (
+    DwrayConfig,
+    PipelineConfig,
+    PluginOptions,
+    RuntimeConfig,
+    StorageConfig,
+)
 
 FRAME_SIZE = 1 << 20
 BATCH = 8 << 20  # dwray.remote.BATCH_BYTES: plaintext per seal_batch call

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from dwray.errors import DwrayError, IntegrityError, InvalidArgument, KeyNotFound, KeyringError, KeyRetired
+from dwray.errors import (
+    DwrayError,
+    IntegrityError,
+    InvalidArgument,
+    KeyNotFound,
+    KeyRetired,
+    KeyringError,
+)
 from dwray.keyring import LocalKeyring
 
 KEK = "tenant:default"

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from dwray.errors import InvalidArgument, InvalidBucketName, InvalidObjectKey, KeyTooLong
+from dwray.errors import (
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidObjectKey,
+    KeyTooLong,
+)
 from dwray.names import validate_bucket_name, validate_key, validate_tenant_name
 
 

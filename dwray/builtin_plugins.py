@@ -103,7 +103,9 @@ class _Upload:
 
     def finish(self) -> int:
         if self._waiting:
-            self.abort(InvalidArgument(f"upload of {self.blob_id!r} is missing chunk {self._next}"))
+            missing = InvalidArgument(f"upload of {self.blob_id!r} is missing chunk {self._next}")
+            self.abort(missing)
+            raise missing
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
@@ -117,8 +119,6 @@ class _Upload:
         except queue.Full:
             pass
         self._thread.join(timeout=30.0)
-        if reason is not None:
-            raise reason
 
 
 class _StoragePlugin(Plugin):

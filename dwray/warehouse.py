@@ -41,6 +41,7 @@ from dwray.frames import (
     FrameTable,
     KeyHeader,
     ObjectIdentity,
+    frames_for_range,
     new_object_keys,
 )
 from dwray.keyring import LocalKeyring
@@ -507,17 +508,15 @@ class Warehouse:
         dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
         identity = ObjectIdentity(ctx.tenant, record.bucket, record.key, record.version_id)
         crypto = ObjectCrypto(identity, dek, header.nonce_prefix, header.frame_size)
-        frame_size = header.frame_size
         last_index = max(len(table) - 1, 0)
         if end <= start:
             # Empty object: still authenticate its single (empty) frame.
             for _ in self.engine.load(self.backend, record.blob_id, table, crypto, range(0, 1), last_index):
                 pass
             return
-        first_frame, stop_frame = start // frame_size, (end - 1) // frame_size + 1
-        position = first_frame * frame_size
-        for plain in self.engine.load(self.backend, record.blob_id, table, crypto,
-                                      range(first_frame, stop_frame), last_index):
+        frames = frames_for_range(start, end, header.frame_size)
+        position = frames.start * header.frame_size
+        for plain in self.engine.load(self.backend, record.blob_id, table, crypto, frames, last_index):
             lo, hi = max(start - position, 0), min(end - position, len(plain))
             position += len(plain)
             yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]

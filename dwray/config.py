@@ -98,6 +98,11 @@ class LimitsConfig(_Section):
     """Hard limits."""
 
     max_object_size: Size = Field(5 << 40, gt=0)
+    # S3's minimum for every multipart part but the last.
+    min_part_size: Size = Field(5 << 20, ge=1)
+    max_parts: int = Field(10_000, ge=1, le=10_000)
+    # User metadata (x-amz-meta-*), names and values together; S3 allows 2 KiB.
+    max_metadata_bytes: Size = Field(2048, ge=0)
 
 
 class PluginOptions(_Section):
@@ -134,6 +139,34 @@ class RuntimeConfig(_Section):
     handshake_timeout: float = Field(30.0, gt=0)
 
 
+class RateLimitConfig(_Section):
+    """Token buckets in the gateway: requests per second and burst, per tenant and per access key.
+
+    A rate of 0 means unlimited. Each gateway replica keeps its own buckets and
+    takes an equal share (rate / replicas), so the sum over replicas holds.
+    """
+
+    tenant_rate: float = Field(0.0, ge=0)
+    tenant_burst: float = Field(100.0, gt=0)
+    key_rate: float = Field(0.0, ge=0)
+    key_burst: float = Field(100.0, gt=0)
+
+
+class GatewayConfig(_Section):
+    """The HTTP gateway on Ray Serve: S3 protocol, admin API, health and metrics."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1, le=64)
+    region: str = "us-east-1"
+    # Virtual-hosted style: requests to "<bucket>.<domain>" address that bucket.
+    domain: str | None = None
+    max_clock_skew: float = Field(900.0, gt=0, description="seconds a signed request's date may be off")
+    max_header_bytes: Size = Field(16 << 10, ge=1024)
+    drain_timeout: float = Field(30.0, ge=0, description="seconds in-flight requests get on shutdown")
+    rate_limit: RateLimitConfig = RateLimitConfig()
+
+
 class DwrayConfig(_Section):
     """All of dwray's configuration."""
 
@@ -145,6 +178,7 @@ class DwrayConfig(_Section):
     sweeper: SweeperConfig = SweeperConfig()
     limits: LimitsConfig = LimitsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    gateway: GatewayConfig = GatewayConfig()
     plugins: dict[str, PluginOptions] = Field(default_factory=dict)
 
     def plugin_options(self, child_id: str) -> PluginOptions:
@@ -162,6 +196,15 @@ class DwrayConfig(_Section):
     @property
     def keyring_path(self) -> Path:
         return self.data_dir / "keys" / "keyring.json"
+
+    @property
+    def identity_path(self) -> Path:
+        return self.data_dir / "identity.db"
+
+    @property
+    def gateway_dir(self) -> Path:
+        """Where a running gateway leaves its address, pid and (0600) admin token for local ``dw`` commands."""
+        return self.data_dir / "gateway"
 
     @property
     def worker_threads(self) -> int:

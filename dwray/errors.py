@@ -17,16 +17,22 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── InvalidRange                     byte range does not fit the object
     │   ├── InvalidBlobId                    blob id could escape the backend's root
     │   ├── InvalidContinuationToken         list continuation token is not one we issued
-    │   └── EntityTooLarge                   object is over the configured maximum size
+    │   ├── EntityTooLarge                   object is over the configured maximum size
+    │   ├── EntityTooSmall                   a multipart part other than the last is under the minimum
+    │   ├── InvalidPart                      a completed part is missing or its ETag does not match
+    │   └── InvalidPartOrder                 completed parts are not in ascending order
     ├── NotFound(LookupError)                something named does not exist
     │   ├── BucketNotFound                   no such bucket for this tenant
     │   ├── ObjectNotFound                   no such key (or version) in the bucket
     │   ├── BlobNotFound                     the backend holds no blob with that id
     │   ├── UploadNotFound                   no such multipart upload
+    │   ├── TenantNotFound                   no such tenant
+    │   ├── AccessKeyNotFound                no such access key (or it was revoked)
     │   ├── BackendNotFound                  no storage backend of that name is registered
     │   └── PluginNotFound                   no plugin of that name is registered
     ├── AlreadyExists(FileExistsError)       something named exists and may not be replaced
     │   ├── BucketAlreadyExists              the tenant already owns that bucket
+    │   ├── TenantAlreadyExists              a tenant of that name exists
     │   └── BlobExists                       blobs are immutable; that id is taken
     ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
     ├── StorageError(OSError)                a backend failed to store or return bytes
@@ -50,6 +56,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessKeyNotFound",
     "AlreadyExists",
     "BackendNotFound",
     "BlobExists",
@@ -63,12 +70,15 @@ __all__ = [
     "DurabilityError",
     "DwrayError",
     "EntityTooLarge",
+    "EntityTooSmall",
     "IntegrityError",
     "InvalidArgument",
     "InvalidBlobId",
     "InvalidBucketName",
     "InvalidContinuationToken",
     "InvalidObjectKey",
+    "InvalidPart",
+    "InvalidPartOrder",
     "InvalidRange",
     "KeyNotFound",
     "KeyRetired",
@@ -85,6 +95,8 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "StorageFull",
+    "TenantAlreadyExists",
+    "TenantNotFound",
     "UploadNotFound",
 ]
 
@@ -187,6 +199,27 @@ class EntityTooLarge(InvalidArgument):
     template = "object of at least {size} bytes is over the limit of {limit} bytes"
 
 
+class EntityTooSmall(InvalidArgument):
+    """A multipart part other than the last is under the minimum part size."""
+
+    fields = ("part_number", "size", "minimum")
+    template = "part {part_number} is {size} bytes; every part but the last must be at least {minimum} bytes"
+
+
+class InvalidPart(InvalidArgument):
+    """A part named in a completion was never uploaded, or its ETag does not match."""
+
+    fields = ("upload_id", "part_number", "reason")
+    template = "part {part_number} of upload {upload_id!r}: {reason}"
+
+
+class InvalidPartOrder(InvalidArgument):
+    """The parts named in a completion are not in ascending order (or repeat)."""
+
+    fields = ("upload_id", "reason")
+    template = "parts of upload {upload_id!r} are out of order: {reason}"
+
+
 class NotFound(DwrayError, LookupError):
     """Something named does not exist."""
 
@@ -227,6 +260,20 @@ class UploadNotFound(NotFound):
     template = "multipart upload {upload_id!r} does not exist"
 
 
+class TenantNotFound(NotFound):
+    """No such tenant."""
+
+    fields = ("tenant",)
+    template = "tenant {tenant!r} does not exist"
+
+
+class AccessKeyNotFound(NotFound):
+    """No such access key, or it was revoked."""
+
+    fields = ("access_key_id",)
+    template = "access key {access_key_id!r} does not exist or was revoked"
+
+
 class BackendNotFound(NotFound):
     """No storage backend of that name is registered."""
 
@@ -250,6 +297,13 @@ class BucketAlreadyExists(AlreadyExists):
 
     fields = ("bucket",)
     template = "bucket {bucket!r} already exists"
+
+
+class TenantAlreadyExists(AlreadyExists):
+    """A tenant of that name exists."""
+
+    fields = ("tenant",)
+    template = "tenant {tenant!r} already exists"
 
 
 class BlobExists(AlreadyExists):

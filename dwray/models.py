@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 from dwray.names import validate_tenant_name
 
-__all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "SweepReport", "TenantContext"]
+__all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "PartInfo", "PartsPage", "SweepReport",
+           "TenantContext", "UploadInfo", "UploadsPage"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,47 @@ class ListPage:
     @property
     def keys(self) -> list[str]:
         return [info.key for info in self.objects]
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One uploaded part of a multipart upload. ``etag`` is the part's MD5 in hex, unquoted."""
+
+    part_number: int
+    etag: str
+    size: int
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class PartsPage:
+    """One page of ListParts, in part-number order."""
+
+    parts: list[PartInfo]
+    is_truncated: bool
+    next_part_number_marker: int | None = None
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """A multipart upload in progress."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: float
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class UploadsPage:
+    """One page of ListMultipartUploads, ordered by key, then by initiation time."""
+
+    uploads: list[UploadInfo]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None = None
+    next_upload_id_marker: str | None = None
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,13 @@ class RuntimeConfig(_Section):
     handshake_timeout: float = Field(30.0, gt=0)
 
 
+class TenantRate(_Section):
+    """One tenant's own request rate (per second) and burst."""
+
+    rate: float = Field(ge=0)
+    burst: float = Field(gt=0)
+
+
 class RateLimitConfig(_Section):
     """Token buckets in the gateway: requests per second and burst, per tenant and per access key.
 
@@ -150,6 +157,8 @@ class RateLimitConfig(_Section):
     tenant_burst: float = Field(100.0, gt=0)
     key_rate: float = Field(0.0, ge=0)
     key_burst: float = Field(100.0, gt=0)
+    # Per-tenant limits that replace tenant_rate/tenant_burst for that tenant.
+    tenants: dict[str, TenantRate] = Field(default_factory=dict)
 
 
 class GatewayConfig(_Section):

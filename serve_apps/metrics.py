@@ -1,0 +1,262 @@
+"""Gateway metrics: what one replica counts, and the one ``/metrics`` page for all.
+
+Each gateway replica owns a :class:`GatewayMetrics` in its own
+``CollectorRegistry`` (never the process-global one, which Ray and Serve also
+use). Replicas send their exposition to the gateway coordinator actor; any
+replica answering ``/metrics`` calls :func:`render` with every replica's latest
+snapshot and the warehouse-wide facts (plugin states from the supervisor,
+object counts per tenant, the draining flag) to build one exposition in which
+every replica's sample carries a ``replica`` label.
+
+Label values are kept to bounded sets so a client cannot grow the number of
+series: operations are S3 operation names (anything else counts as
+``unknown``), statuses are HTTP status codes, rate-limit scopes are ``tenant``
+or ``key`` (never the tenant's name or the key id), and auth failures are S3
+error codes. No label ever carries a key id, a secret or a signature.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from dwray.errors import InvalidArgument
+from dwray.s3.errors import STATUS as S3_ERROR_STATUS
+
+__all__ = [
+    "ALLOWED_LABELS",
+    "DURATION_BUCKETS",
+    "OPERATIONS",
+    "PLUGIN_STATES",
+    "RATE_LIMIT_SCOPES",
+    "GatewayMetrics",
+    "normalise_operation",
+    "render",
+]
+
+logger = logging.getLogger(__name__)
+
+# S3 operations the gateway serves, plus the gateway's own endpoints.
+OPERATIONS: frozenset[str] = frozenset({
+    "ListBuckets", "CreateBucket", "HeadBucket", "DeleteBucket",
+    "GetBucketLocation", "GetBucketVersioning",
+    "ListObjects", "ListObjectsV2",
+    "PutObject", "GetObject", "HeadObject", "DeleteObject", "DeleteObjects", "CopyObject",
+    "CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload",
+    "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
+    "admin", "health", "metrics", "unknown",
+})
+RATE_LIMIT_SCOPES: frozenset[str] = frozenset({"tenant", "key"})
+# From 1 ms (a HEAD served from cache) to 60 s (a multi-GiB PUT).
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+# The supervisor's child states; states seen in the data are added to these.
+PLUGIN_STATES: tuple[str, ...] = (
+    "idle", "starting", "running", "restarting", "stopped", "terminated", "failed", "refused",
+)
+# Every label name the merged exposition may carry ("le" is the histogram's).
+ALLOWED_LABELS: frozenset[str] = frozenset({
+    "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant",
+})
+_OTHER_CODE = "other"
+# Families render() adds itself; a replica's snapshot may not define them.
+_WAREHOUSE_FAMILIES = frozenset({
+    "dwray_plugin_restarts", "dwray_plugin_state", "dwray_tenant_objects",
+    "dwray_tenant_bytes", "dwray_gateway_draining", "dwray_gateway_replicas",
+})
+
+
+def normalise_operation(operation: str) -> str:
+    """``operation`` if it is one of :data:`OPERATIONS`, else ``"unknown"`` (keeps cardinality bounded)."""
+    return operation if operation in OPERATIONS else "unknown"
+
+
+class GatewayMetrics:
+    """One replica's request metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self._requests = Counter("dwray_s3_requests_total", "Requests by operation and HTTP status.",
+                                 ["operation", "status"], registry=registry)
+        self._duration = Histogram("dwray_s3_request_duration_seconds", "Request latency by operation.",
+                                   ["operation"], buckets=DURATION_BUCKETS, registry=registry)
+        self._received = Counter("dwray_s3_bytes_received_total", "Request body bytes received.",
+                                 ["operation"], registry=registry)
+        self._sent = Counter("dwray_s3_bytes_sent_total", "Response body bytes sent.",
+                             ["operation"], registry=registry)
+        self._rate_limited = Counter("dwray_rate_limited_total", "Requests refused by a rate limit (SlowDown).",
+                                     ["scope"], registry=registry)
+        self._in_flight_gauge = Gauge("dwray_requests_in_flight", "Requests being served now.",
+                                      registry=registry)
+        self._auth_failures = Counter("dwray_auth_failures_total", "Requests refused by authentication.",
+                                      ["code"], registry=registry)
+        # The gauge has no public getter; the count is kept here for report().
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    def observe(self, operation: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        """Count one finished request."""
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise InvalidArgument(f"HTTP status must be an int from 100 to 599, got {status!r}")
+        if seconds < 0:
+            raise InvalidArgument(f"request duration must not be negative, got {seconds!r}")
+        if bytes_in < 0 or bytes_out < 0:
+            raise InvalidArgument(f"byte counts must not be negative, got in={bytes_in!r} out={bytes_out!r}")
+        op = normalise_operation(operation)
+        self._requests.labels(op, str(status)).inc()
+        self._duration.labels(op).observe(seconds)
+        self._received.labels(op).inc(bytes_in)
+        self._sent.labels(op).inc(bytes_out)
+
+    def rate_limited(self, scope: str) -> None:
+        """Count one request refused by the ``"tenant"`` or ``"key"`` rate limit."""
+        if scope not in RATE_LIMIT_SCOPES:
+            raise InvalidArgument(f"rate limit scope must be one of {sorted(RATE_LIMIT_SCOPES)}, got {scope!r}")
+        self._rate_limited.labels(scope).inc()
+
+    def auth_failed(self, code: str) -> None:
+        """Count one authentication failure by its S3 error code (unknown codes count as ``other``)."""
+        self._auth_failures.labels(code if code in S3_ERROR_STATUS else _OTHER_CODE).inc()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests begun and not yet ended."""
+        return self._in_flight
+
+    def begin(self) -> None:
+        """A request started (pair with :meth:`end`, e.g. when a streamed body finishes)."""
+        with self._lock:
+            self._in_flight += 1
+            self._in_flight_gauge.set(self._in_flight)
+
+    def end(self) -> None:
+        """A request begun with :meth:`begin` finished."""
+        with self._lock:
+            if self._in_flight == 0:
+                raise InvalidArgument("end() called with no request in flight")
+            self._in_flight -= 1
+            self._in_flight_gauge.set(self._in_flight)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the request in flight for the duration of the ``with`` block."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    def exposition(self) -> bytes:
+        """This replica's metrics in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+# -- one page for all replicas ---------------------------------------------------
+
+
+def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
+           tenants: Mapping[str, Mapping[str, int]], draining: bool) -> bytes:
+    """Merge the replicas' expositions and add the warehouse-wide families.
+
+    ``snapshots`` maps replica id to that replica's :meth:`GatewayMetrics.exposition`;
+    ``plugins`` is the supervisor's ``status()["children"]``; ``tenants`` maps a
+    tenant name to ``{"objects": n, "bytes": n}``. A snapshot that does not parse
+    is left out (and logged) so one bad replica cannot take the page down.
+    """
+    families: list[Metric] = []
+    merged, replicas = _merge_replicas(snapshots)
+    families.extend(merged.values())
+    families.extend(_plugin_families(plugins))
+    families.extend(_tenant_families(tenants))
+    families.append(GaugeMetricFamily("dwray_gateway_draining", "1 while the gateway drains for shutdown.",
+                                      value=1.0 if draining else 0.0))
+    families.append(GaugeMetricFamily("dwray_gateway_replicas", "Gateway replicas whose metrics are on this page.",
+                                      value=float(replicas)))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_FixedCollector(families))
+    return generate_latest(registry)
+
+
+class _FixedCollector(Collector):
+    """Hands ``generate_latest`` families built beforehand, so the text is produced by prometheus_client."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._families)
+
+
+def _merge_replicas(snapshots: Mapping[str, bytes]) -> tuple[dict[tuple[str, str], Metric], int]:
+    """The replicas' families merged by name, each sample labelled with its replica; and how many parsed."""
+    merged: dict[tuple[str, str], Metric] = {}
+    types: dict[str, str] = {}
+    parsed_replicas = 0
+    for replica in sorted(snapshots):
+        try:
+            parsed = list(text_string_to_metric_families(snapshots[replica].decode("utf-8")))
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            logger.warning("metrics of replica %s do not parse and are left out: %s", replica, exc)
+            continue
+        parsed_replicas += 1
+        for family in parsed:
+            if family.name in _WAREHOUSE_FAMILIES:
+                continue
+            if types.setdefault(family.name, family.type) != family.type:
+                # Only during a rolling upgrade that changed a metric's type.
+                logger.warning("replica %s exports %s as %s, others as %s; left out",
+                               replica, family.name, family.type, types[family.name])
+                continue
+            target = merged.get((family.name, family.type))
+            if target is None:
+                target = merged[(family.name, family.type)] = Metric(family.name, family.documentation, family.type)
+            for sample in family.samples:
+                target.samples.append(Sample(sample.name, {**sample.labels, "replica": replica},
+                                             sample.value, sample.timestamp))
+    return merged, parsed_replicas
+
+
+def _field(entry: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    value = entry.get(name) if isinstance(entry, Mapping) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidArgument(f"{where} needs {name!r} as {kind.__name__}, got {value!r}")
+    if kind is int and value < 0:
+        raise InvalidArgument(f"{where} has a negative {name!r}: {value}")
+    return value
+
+
+def _plugin_families(plugins: list[dict[str, Any]]) -> list[Metric]:
+    restarts = Metric("dwray_plugin_restarts", "Restarts of each supervised plugin child.", "counter")
+    state = GaugeMetricFamily("dwray_plugin_state", "1 for the state each plugin child is in, 0 for the others.",
+                              labels=["child", "state"])
+    children = [(_field(p, "id", str, f"plugin entry {i}"), _field(p, "state", str, f"plugin entry {i}"),
+                 _field(p, "restarts", int, f"plugin entry {i}")) for i, p in enumerate(plugins)]
+    # Every known state gets a series (0 or 1) so alerts see a state end, not just vanish.
+    states = list(PLUGIN_STATES) + sorted({s for _, s, _ in children} - set(PLUGIN_STATES))
+    for child, current, count in children:
+        restarts.add_sample("dwray_plugin_restarts_total", {"child": child}, float(count))
+        for name in states:
+            state.add_metric([child, name], 1.0 if name == current else 0.0)
+    return [restarts, state]
+
+
+def _tenant_families(tenants: Mapping[str, Mapping[str, int]]) -> list[Metric]:
+    objects = GaugeMetricFamily("dwray_tenant_objects", "Objects stored per tenant.", labels=["tenant"])
+    size = GaugeMetricFamily("dwray_tenant_bytes", "Bytes stored per tenant (object sizes).", labels=["tenant"])
+    for tenant in sorted(tenants):
+        if not isinstance(tenant, str) or not tenant:
+            raise InvalidArgument(f"tenant names must be non-empty strings, got {tenant!r}")
+        where = f"tenant {tenant!r}"
+        objects.add_metric([tenant], float(_field(tenants[tenant], "objects", int, where)))
+        size.add_metric([tenant], float(_field(tenants[tenant], "bytes", int, where)))
+    return [objects, size]

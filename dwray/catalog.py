@@ -13,8 +13,16 @@ settings, and why:
 - ``foreign_keys=ON`` and ``busy_timeout``: several processes may open the same
   catalog; writers wait for each other instead of failing.
 
+A multipart object is an ``objects`` row without a placement of its own
+(``parts`` > 0) and one ``object_segments`` row per part, each a blob sealed
+under its own DEK; the segments go when the object row goes (``ON DELETE
+CASCADE``). Uploads in progress are ``multipart_uploads`` with their
+``multipart_parts``; ``completed_uploads`` remembers recent completions so a
+completion retried after a lost reply gets the same object back.
+
 Every row is scoped by tenant; no query reads across tenants except the
-sweeper's ``referenced_blobs``, which reads only placements.
+sweeper's ``referenced_blobs``, the key rewrap's ``wrapped_below_page`` (both
+read placements and key headers only) and ``tenant_stats``.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dwray.errors import (
     BucketAlreadyExists,
@@ -34,11 +42,25 @@ from dwray.errors import (
     BucketNotFound,
     CatalogError,
     DwrayError,
+    InvalidPart,
     ObjectNotFound,
     SchemaVersionError,
+    UploadNotFound,
 )
+from dwray.models import PartInfo
 
-__all__ = ["BucketRecord", "Catalog", "ObjectRecord", "PagedReads", "SCHEMA_VERSION"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "BucketRecord",
+    "Catalog",
+    "DeleteOutcome",
+    "ObjectRecord",
+    "PagedReads",
+    "PartRecord",
+    "SegmentRecord",
+    "UploadRecord",
+    "WrappedKey",
+]
 
 # Each entry migrates the schema from version N to N + 1 (N = its index).
 MIGRATIONS: tuple[str, ...] = (
@@ -108,13 +130,63 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX multipart_parts_placement ON multipart_parts (backend, blob_id);
     """,
+    # 2: multipart objects. ``objects.parts`` counts an object's segments (0: one
+    # blob of its own); ``part_version`` is the identity string a part's frames
+    # are sealed under (their AAD binds it), kept from part row to segment row.
+    """
+    ALTER TABLE objects ADD COLUMN parts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE multipart_parts ADD COLUMN part_version TEXT NOT NULL DEFAULT '';
+    CREATE INDEX multipart_parts_kek ON multipart_parts (kek_id, kek_version);
+    CREATE TABLE object_segments (
+        tenant       TEXT NOT NULL,
+        bucket       TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        version_id   TEXT NOT NULL,
+        part_index   INTEGER NOT NULL,
+        part_offset  INTEGER NOT NULL,
+        size         INTEGER NOT NULL,
+        backend      TEXT NOT NULL,
+        blob_id      TEXT NOT NULL,
+        key_header   BLOB NOT NULL,
+        frame_table  BLOB NOT NULL,
+        kek_id       TEXT NOT NULL,
+        kek_version  INTEGER NOT NULL,
+        part_version TEXT NOT NULL,
+        PRIMARY KEY (tenant, bucket, key, version_id, part_index),
+        FOREIGN KEY (tenant, bucket, key, version_id)
+            REFERENCES objects(tenant, bucket, key, version_id) ON DELETE CASCADE
+    );
+    CREATE INDEX object_segments_placement ON object_segments (backend, blob_id);
+    CREATE INDEX object_segments_kek ON object_segments (kek_id, kek_version);
+    CREATE TABLE completed_uploads (
+        upload_id  TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        bucket     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        parts      TEXT NOT NULL,
+        etag       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created    REAL NOT NULL
+    );
+    CREATE INDEX completed_uploads_created ON completed_uploads (created);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: how long a completed upload is remembered, so a retried completion gets its object back
+COMPLETION_RETENTION_SECONDS = 24 * 3600
+
 _OBJECT_COLUMNS = (
     "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
-    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version"
+    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts"
 )
+_OBJECT_VALUES = ", ".join("?" * 19)
+_UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata"
+_PART_COLUMNS = ("upload_id, part_number, size, etag, created, backend, blob_id, key_header, frame_table, "
+                 "kek_id, kek_version, part_version")
+_SEGMENT_COLUMNS = ("part_index, part_offset, size, backend, blob_id, key_header, frame_table, kek_id, "
+                    "kek_version, part_version")
 
 
 @dataclass(frozen=True)
@@ -150,10 +222,13 @@ class ObjectRecord:
     frame_table: bytes | None = None
     kek_id: str | None = None
     kek_version: int | None = None
+    #: how many segments (multipart parts) hold the bytes; 0: the one blob above
+    parts: int = 0
 
     def __repr__(self) -> str:
         return (f"ObjectRecord(tenant={self.tenant!r}, bucket={self.bucket!r}, key={self.key!r}, "
-                f"version_id={self.version_id!r}, size={self.size}, delete_marker={self.delete_marker})")
+                f"version_id={self.version_id!r}, size={self.size}, delete_marker={self.delete_marker}, "
+                f"parts={self.parts})")
 
     @classmethod
     def _from_row(cls, row: tuple[Any, ...]) -> ObjectRecord:
@@ -167,7 +242,70 @@ class ObjectRecord:
                 int(self.delete_marker), self.size, self.etag, self.content_type,
                 json.dumps(self.headers, sort_keys=True), json.dumps(self.metadata, sort_keys=True),
                 self.created, self.backend, self.blob_id, self.key_header, self.frame_table,
-                self.kek_id, self.kek_version)
+                self.kek_id, self.kek_version, self.parts)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A multipart upload in progress: what the object will be once completed."""
+
+    tenant: str
+    bucket: str
+    key: str
+    upload_id: str
+    created: float
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> UploadRecord:
+        return cls(*row[:6], json.loads(row[6]), json.loads(row[7]))
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One uploaded part: its own blob, sealed under its own DEK and identity ``part_version``."""
+
+    upload_id: str
+    part_number: int
+    size: int
+    etag: str
+    created: float
+    backend: str
+    blob_id: str
+    key_header: bytes = field(repr=False)
+    frame_table: bytes = field(repr=False)
+    kek_id: str
+    kek_version: int
+    part_version: str
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """Part ``index`` of a multipart object: plaintext bytes ``[offset, offset + size)`` of it."""
+
+    index: int
+    offset: int
+    size: int
+    backend: str
+    blob_id: str
+    key_header: bytes = field(repr=False)
+    frame_table: bytes = field(repr=False)
+    kek_id: str
+    kek_version: int
+    part_version: str
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A DEK in a segment or part row, for the key rewrap (objects' own DEKs come as ``ObjectRecord``)."""
+
+    kind: Literal["segment", "part"]
+    #: the row's primary key: (tenant, bucket, key, version_id, index) or (upload_id, part_number)
+    row: tuple[Any, ...]
+    key_header: bytes = field(repr=False)
+    kek_version: int
 
 
 @dataclass(frozen=True)
@@ -187,7 +325,8 @@ class PagedReads(ABC):
         """Up to ``limit`` live latest versions under ``prefix``, from ``start`` on, in key order."""
 
     @abstractmethod
-    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
+    def wrapped_below_page(self, kek_id: str, version: int,
+                           limit: int = 500) -> list[ObjectRecord | WrappedKey]:
         """Up to ``limit`` rows whose DEK is wrapped under ``kek_id`` below ``version``."""
 
     def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
@@ -200,7 +339,7 @@ class PagedReads(ABC):
                 return
             start, inclusive = page[-1].key, False
 
-    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord]:
+    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord | WrappedKey]:
         """Rows wrapped below ``version``, re-queried until none is left (callers rewrap them)."""
         while page := self.wrapped_below_page(kek_id, version, batch):
             yield from page
@@ -300,6 +439,8 @@ class Catalog(PagedReads):
                           (tenant, name)).fetchone():
                 raise BucketNotEmpty(name)
             db.execute("DELETE FROM buckets WHERE tenant = ? AND name = ?", (tenant, name))
+            # Uploads in progress go with the bucket (cascade); so do memories of completed ones.
+            db.execute("DELETE FROM completed_uploads WHERE tenant = ? AND bucket = ?", (tenant, name))
 
     # Objects ----------------------------------------------------------------
 
@@ -332,7 +473,7 @@ class Catalog(PagedReads):
             displaced = [ObjectRecord._from_row(row) for row in db.execute(
                 f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
             db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
-        db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+        db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_OBJECT_VALUES})",
                    record._to_row())
         return displaced
 
@@ -415,7 +556,7 @@ class Catalog(PagedReads):
                 return DeleteOutcome(removed, None)
             if versioned[0] and marker is not None:
                 db.execute(f"UPDATE objects SET is_latest = 0 WHERE {base[0]} AND is_latest = 1", base[1])
-                db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_OBJECT_VALUES})",
                            marker._to_row())
                 return DeleteOutcome(None, marker)
             row = db.execute(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND is_latest = 1",
@@ -431,44 +572,251 @@ class Catalog(PagedReads):
 
     # Keys -------------------------------------------------------------------
 
-    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
-        """Up to ``limit`` rows whose DEK is wrapped under ``kek_id`` at a version below ``version``."""
-        rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? "
-                          f"LIMIT {int(limit)}", (kek_id, version))
-        return [ObjectRecord._from_row(row) for row in rows]
+    def wrapped_below_page(self, kek_id: str, version: int,
+                           limit: int = 500) -> list[ObjectRecord | WrappedKey]:
+        """Up to ``limit`` DEKs wrapped under ``kek_id`` at a version below ``version``:
+        objects' own, then multipart objects' segments', then uploads' parts'."""
+        rows: list[ObjectRecord | WrappedKey] = [ObjectRecord._from_row(row) for row in self._read(
+            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? LIMIT {int(limit)}",
+            (kek_id, version))]
+        if len(rows) < limit:
+            rows += [WrappedKey("segment", tuple(row[:5]), row[5], row[6]) for row in self._read(
+                "SELECT tenant, bucket, key, version_id, part_index, key_header, kek_version FROM object_segments "
+                f"WHERE kek_id = ? AND kek_version < ? LIMIT {int(limit) - len(rows)}", (kek_id, version))]
+        if len(rows) < limit:
+            rows += [WrappedKey("part", tuple(row[:2]), row[2], row[3]) for row in self._read(
+                "SELECT upload_id, part_number, key_header, kek_version FROM multipart_parts "
+                f"WHERE kek_id = ? AND kek_version < ? LIMIT {int(limit) - len(rows)}", (kek_id, version))]
+        return rows
 
-    def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
+    def replace_key_header(self, record: ObjectRecord | WrappedKey, key_header: bytes, kek_version: int) -> bool:
         """Swap a row's key header if it is still the one in ``record`` (compare and set)."""
+        if isinstance(record, WrappedKey):
+            if record.kind == "segment":
+                table = "object_segments"
+                where = "tenant = ? AND bucket = ? AND key = ? AND version_id = ? AND part_index = ?"
+            else:
+                table, where = "multipart_parts", "upload_id = ? AND part_number = ?"
+            params: tuple[Any, ...] = (*record.row, record.key_header)
+        else:
+            table, where = "objects", "tenant = ? AND bucket = ? AND key = ? AND version_id = ?"
+            params = (record.tenant, record.bucket, record.key, record.version_id, record.key_header)
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE objects SET key_header = ?, kek_version = ? WHERE tenant = ? AND bucket = ? AND "
-                "key = ? AND version_id = ? AND key_header = ?",
-                (key_header, kek_version, record.tenant, record.bucket, record.key, record.version_id,
-                 record.key_header))
+            cursor = db.execute(f"UPDATE {table} SET key_header = ?, kek_version = ? WHERE {where} "
+                                "AND key_header = ?", (key_header, kek_version, *params))
             return cursor.rowcount == 1
 
     def count_wrapped_below(self, kek_id: str, version: int) -> int:
-        return self._read("SELECT COUNT(*) FROM objects WHERE kek_id = ? AND kek_version < ?",
-                          (kek_id, version))[0][0]
+        """DEKs (of objects, segments and parts) still wrapped below ``version``."""
+        return sum(self._read(f"SELECT COUNT(*) FROM {table} WHERE kek_id = ? AND kek_version < ?",
+                              (kek_id, version))[0][0]
+                   for table in ("objects", "object_segments", "multipart_parts"))
 
     # Sweeper ----------------------------------------------------------------
 
     def referenced_blobs(self, backend: str) -> set[str]:
-        """Blob ids on ``backend`` that a committed object or multipart part points at."""
+        """Blob ids on ``backend`` that a committed object, segment or uploaded part points at."""
         rows = self._read("SELECT blob_id FROM objects WHERE backend = ? AND blob_id IS NOT NULL "
-                          "UNION SELECT blob_id FROM multipart_parts WHERE backend = ?", (backend, backend))
+                          "UNION SELECT blob_id FROM object_segments WHERE backend = ? "
+                          "UNION SELECT blob_id FROM multipart_parts WHERE backend = ?", (backend,) * 3)
         return {row[0] for row in rows}
 
     def is_referenced(self, backend: str, blob_id: str) -> bool:
         return bool(self._read(
             "SELECT 1 FROM objects WHERE backend = ? AND blob_id = ? UNION ALL "
+            "SELECT 1 FROM object_segments WHERE backend = ? AND blob_id = ? UNION ALL "
             "SELECT 1 FROM multipart_parts WHERE backend = ? AND blob_id = ? LIMIT 1",
-            (backend, blob_id, backend, blob_id)))
+            (backend, blob_id) * 3))
 
     def stats(self, tenant: str) -> dict[str, int]:
+        """Object versions and their bytes (delete markers aside), and uploads in progress and their parts' bytes."""
         row = self._read("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects "
                          "WHERE tenant = ? AND delete_marker = 0", (tenant,))[0]
-        return {"objects": row[0], "bytes": row[1]}
+        uploads = self._read(
+            "SELECT COUNT(DISTINCT u.upload_id), COALESCE(SUM(p.size), 0) FROM multipart_uploads u "
+            "LEFT JOIN multipart_parts p ON p.upload_id = u.upload_id WHERE u.tenant = ?", (tenant,))[0]
+        return {"objects": row[0], "bytes": row[1], "uploads": uploads[0], "upload_bytes": uploads[1]}
+
+    def tenant_stats(self) -> dict[str, dict[str, int]]:
+        """For every tenant: its live objects (latest versions, delete markers aside) and their bytes."""
+        rows = self._read(
+            "SELECT t.name, COUNT(o.key), COALESCE(SUM(o.size), 0) FROM tenants t LEFT JOIN objects o "
+            "ON o.tenant = t.name AND o.is_latest = 1 AND o.delete_marker = 0 GROUP BY t.name ORDER BY t.name")
+        return {name: {"objects": count, "bytes": size} for name, count, size in rows}
+
+    # Multipart uploads --------------------------------------------------------
+
+    def create_upload(self, upload: UploadRecord) -> None:
+        """Record a new upload. Recording the same upload id again for the same key changes nothing."""
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?",
+                              (upload.tenant, upload.bucket)).fetchone():
+                raise BucketNotFound(upload.bucket)
+            existing = db.execute("SELECT tenant, bucket, key FROM multipart_uploads WHERE upload_id = ?",
+                                  (upload.upload_id,)).fetchone()
+            if existing is not None:
+                if existing != (upload.tenant, upload.bucket, upload.key):
+                    raise CatalogError("upload id collision")
+                return
+            db.execute(f"INSERT INTO multipart_uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (upload.tenant, upload.bucket, upload.key, upload.upload_id, upload.created,
+                        upload.content_type, json.dumps(upload.headers, sort_keys=True),
+                        json.dumps(upload.metadata, sort_keys=True)))
+
+    def get_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        """The upload, if it belongs to this tenant, bucket and key; ``UploadNotFound`` otherwise."""
+        rows = self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ? AND tenant = ? "
+                          "AND bucket = ? AND key = ?", (upload_id, tenant, bucket, key))
+        if not rows:
+            self.get_bucket(tenant, bucket)
+            raise UploadNotFound(upload_id)
+        return UploadRecord._from_row(rows[0])
+
+    @staticmethod
+    def _upload_in(db: sqlite3.Connection, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+        if not db.execute("SELECT 1 FROM multipart_uploads WHERE upload_id = ? AND tenant = ? AND bucket = ? "
+                          "AND key = ?", (upload_id, tenant, bucket, key)).fetchone():
+            raise UploadNotFound(upload_id)
+
+    def commit_part(self, tenant: str, bucket: str, key: str, part: PartRecord) -> None:
+        """Make ``part`` the upload's part of its number, replacing any earlier one.
+
+        The replaced part's blob is left for the sweeper. Committing the same
+        part (same blob) again changes nothing, so a lost answer may be retried.
+        """
+        with self._write() as db:
+            self._upload_in(db, tenant, bucket, key, part.upload_id)
+            db.execute(f"INSERT OR REPLACE INTO multipart_parts ({_PART_COLUMNS}) VALUES "
+                       f"({', '.join('?' * 12)})",
+                       (part.upload_id, part.part_number, part.size, part.etag, part.created, part.backend,
+                        part.blob_id, part.key_header, part.frame_table, part.kek_id, part.kek_version,
+                        part.part_version))
+
+    def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str, marker: int = 0,
+                   limit: int = 1000) -> list[PartInfo]:
+        """Up to ``limit`` parts numbered above ``marker``, in order (no key material)."""
+        self.get_upload(tenant, bucket, key, upload_id)
+        rows = self._read("SELECT part_number, etag, size, created FROM multipart_parts WHERE upload_id = ? "
+                          f"AND part_number > ? ORDER BY part_number LIMIT {int(limit)}", (upload_id, marker))
+        return [PartInfo(*row) for row in rows]
+
+    def uploads_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
+                     upload_id_marker: str | None = None, inclusive: bool = False,
+                     limit: int = 1000) -> list[UploadRecord]:
+        """Up to ``limit`` uploads under ``prefix`` in (key, initiation time) order, after the markers.
+
+        After ``key_marker`` alone: keys above it (or from it, ``inclusive``).
+        With ``upload_id_marker`` too: also that key's uploads begun after the
+        marker's; if the marker upload is gone, those whose id sorts after it.
+        """
+        self.get_bucket(tenant, bucket)
+        where, params = ["tenant = ? AND bucket = ? AND key >= ?"], [tenant, bucket, prefix]
+        if key_marker is not None and upload_id_marker is not None:
+            found = self._read("SELECT created FROM multipart_uploads WHERE upload_id = ? AND tenant = ? "
+                               "AND bucket = ? AND key = ?", (upload_id_marker, tenant, bucket, key_marker))
+            after = "(created, upload_id) > (?, ?)" if found else "upload_id > ?"
+            where.append(f"(key > ? OR (key = ? AND {after}))")
+            params += [key_marker, key_marker, *((found[0][0],) if found else ()), upload_id_marker]
+        elif key_marker is not None:
+            where.append("key >= ?" if inclusive else "key > ?")
+            params.append(key_marker)
+        rows = self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE {' AND '.join(where)} "
+                          f"ORDER BY key, created, upload_id LIMIT {int(limit)}", tuple(params))
+        page = []
+        for row in rows:
+            upload = UploadRecord._from_row(row)
+            if not upload.key.startswith(prefix):
+                break
+            page.append(upload)
+        return page
+
+    def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+        """Forget an upload and its parts; their blobs are left for the sweeper."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM multipart_uploads WHERE upload_id = ? AND tenant = ? AND bucket = ? "
+                                "AND key = ?", (upload_id, tenant, bucket, key))
+            if cursor.rowcount == 0:
+                if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?",
+                                  (tenant, bucket)).fetchone():
+                    raise BucketNotFound(bucket)
+                raise UploadNotFound(upload_id)
+
+    def complete_upload(self, record: ObjectRecord, upload_id: str,
+                        parts: list[tuple[int, str]]) -> ObjectRecord:
+        """Turn an upload into the object ``record``, in one transaction.
+
+        ``parts`` are the (number, ETag) pairs the caller checked; each must
+        still be there with that ETag (``InvalidPart`` if a concurrent upload
+        replaced one) and their sizes must add up to ``record.size``. The
+        object row and one segment per named part are committed, the upload
+        and all its part rows removed (unnamed parts' blobs are left for the
+        sweeper), and the completion remembered: completing the same upload
+        with the same parts again returns the same object.
+        """
+        with self._write() as db:
+            done = self._completion_in(db, record.tenant, record.bucket, record.key, upload_id, parts)
+            if done is not None:
+                return done
+            self._upload_in(db, record.tenant, record.bucket, record.key, upload_id)
+            stored = {number: (etag, size) for number, etag, size in db.execute(
+                "SELECT part_number, etag, size FROM multipart_parts WHERE upload_id = ?", (upload_id,))}
+            offset = 0
+            for number, etag in parts:
+                if number not in stored or stored[number][0] != etag:
+                    raise InvalidPart(upload_id, number, "was replaced while the upload was being completed")
+                offset += stored[number][1]
+            if offset != record.size:
+                raise InvalidPart(upload_id, parts[-1][0], "part sizes changed while the upload was completed")
+            self._commit_in(db, record)
+            offset = 0
+            for index, (number, _) in enumerate(parts):
+                db.execute(
+                    f"INSERT INTO object_segments (tenant, bucket, key, version_id, {_SEGMENT_COLUMNS}) "
+                    "SELECT ?, ?, ?, ?, ?, ?, size, backend, blob_id, key_header, frame_table, kek_id, kek_version, "
+                    "part_version FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
+                    (record.tenant, record.bucket, record.key, record.version_id, index, offset, upload_id, number))
+                offset += stored[number][1]
+            db.execute("DELETE FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
+            db.execute("DELETE FROM completed_uploads WHERE created < ?",
+                       (record.created - COMPLETION_RETENTION_SECONDS,))
+            db.execute("INSERT INTO completed_uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (upload_id, record.tenant, record.bucket, record.key, record.version_id,
+                        json.dumps(parts), record.etag, record.size, record.created))
+            return record
+
+    def completed_upload(self, tenant: str, bucket: str, key: str, upload_id: str,
+                         parts: list[tuple[int, str]]) -> ObjectRecord | None:
+        """The object a recent completion of this upload with these same parts made, else ``None``."""
+        with self._lock:
+            try:
+                return self._completion_in(self._db, tenant, bucket, key, upload_id, parts)
+            except sqlite3.Error as exc:
+                raise CatalogError(f"catalog read failed: {exc}") from None
+
+    @staticmethod
+    def _completion_in(db: sqlite3.Connection, tenant: str, bucket: str, key: str, upload_id: str,
+                       parts: list[tuple[int, str]]) -> ObjectRecord | None:
+        row = db.execute("SELECT version_id, parts, etag, size, created FROM completed_uploads WHERE upload_id = ? "
+                         "AND tenant = ? AND bucket = ? AND key = ?", (upload_id, tenant, bucket, key)).fetchone()
+        if row is None or [tuple(part) for part in json.loads(row[1])] != [tuple(part) for part in parts]:
+            return None
+        version_id, _, etag, size, created = row
+        found = db.execute(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
+                           "AND version_id = ?", (tenant, bucket, key, version_id)).fetchone()
+        if found is not None:
+            return ObjectRecord._from_row(found)
+        # Since deleted or overwritten: what the completion answered is still the answer.
+        return ObjectRecord(tenant, bucket, key, version_id, False, False, size, etag, "", created=created,
+                            parts=len(parts))
+
+    def segments_page(self, tenant: str, bucket: str, key: str, version_id: str, start: int = 0,
+                      limit: int = 64) -> list[SegmentRecord]:
+        """Up to ``limit`` segments of a multipart object, in order, from the one holding
+        plaintext byte ``start`` (or beginning at it: an empty last part) on."""
+        rows = self._read(f"SELECT {_SEGMENT_COLUMNS} FROM object_segments WHERE tenant = ? AND bucket = ? "
+                          "AND key = ? AND version_id = ? AND (part_offset + size > ? OR part_offset >= ?) "
+                          f"ORDER BY part_index LIMIT {int(limit)}", (tenant, bucket, key, version_id, start, start))
+        return [SegmentRecord(*row) for row in rows]
 
 
 class _Transaction:

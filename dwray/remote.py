@@ -26,10 +26,20 @@ import ray
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from dwray.catalog import BucketRecord, DeleteOutcome, ObjectRecord, PagedReads
+from dwray.catalog import (
+    BucketRecord,
+    DeleteOutcome,
+    ObjectRecord,
+    PagedReads,
+    PartRecord,
+    SegmentRecord,
+    UploadRecord,
+    WrappedKey,
+)
 from dwray.errors import EntityTooLarge
 from dwray.frames import FrameTable
 from dwray.handles import PluginHandle
+from dwray.models import PartInfo
 from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
 from dwray.storage import backend_class
 from dwray.storage.base import (
@@ -294,10 +304,11 @@ class RemoteCatalog(PagedReads):
     def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
         return self.handle.call("iter_versions", tenant, bucket, key, idempotent=True)
 
-    def wrapped_below_page(self, kek_id: str, version: int, limit: int = 500) -> list[ObjectRecord]:
+    def wrapped_below_page(self, kek_id: str, version: int,
+                           limit: int = 500) -> list[ObjectRecord | WrappedKey]:
         return self.handle.call("wrapped_below_page", kek_id, version, limit, idempotent=True)
 
-    def replace_key_header(self, record: ObjectRecord, key_header: bytes, kek_version: int) -> bool:
+    def replace_key_header(self, record: ObjectRecord | WrappedKey, key_header: bytes, kek_version: int) -> bool:
         return self.handle.call("replace_key_header", record, key_header, kek_version, idempotent=True)
 
     def count_wrapped_below(self, kek_id: str, version: int) -> int:
@@ -311,6 +322,46 @@ class RemoteCatalog(PagedReads):
 
     def stats(self, tenant: str) -> dict[str, int]:
         return self.handle.call("stats", tenant, idempotent=True)
+
+    def tenant_stats(self) -> dict[str, dict[str, int]]:
+        return self.handle.call("tenant_stats", idempotent=True)
+
+    # Multipart uploads. Creating one is idempotent (its id is chosen by the
+    # caller); so are part and completion commits (a repeat changes nothing or
+    # returns the remembered object). An abort is not: a repeat would report
+    # the upload it removed as missing.
+    def create_upload(self, upload: UploadRecord) -> None:
+        self.handle.call("create_upload", upload, idempotent=True)
+
+    def get_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        return self.handle.call("get_upload", tenant, bucket, key, upload_id, idempotent=True)
+
+    def commit_part(self, tenant: str, bucket: str, key: str, part: PartRecord) -> None:
+        self.handle.call("commit_part", tenant, bucket, key, part, idempotent=True)
+
+    def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str, marker: int = 0,
+                   limit: int = 1000) -> list[PartInfo]:
+        return self.handle.call("list_parts", tenant, bucket, key, upload_id, marker, limit, idempotent=True)
+
+    def uploads_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
+                     upload_id_marker: str | None = None, inclusive: bool = False,
+                     limit: int = 1000) -> list[UploadRecord]:
+        return self.handle.call("uploads_page", tenant, bucket, prefix, key_marker, upload_id_marker, inclusive,
+                                limit, idempotent=True)
+
+    def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
+        self.handle.call("abort_upload", tenant, bucket, key, upload_id)
+
+    def complete_upload(self, record: ObjectRecord, upload_id: str, parts: list[tuple[int, str]]) -> ObjectRecord:
+        return self.handle.call("complete_upload", record, upload_id, parts, idempotent=True)
+
+    def completed_upload(self, tenant: str, bucket: str, key: str, upload_id: str,
+                         parts: list[tuple[int, str]]) -> ObjectRecord | None:
+        return self.handle.call("completed_upload", tenant, bucket, key, upload_id, parts, idempotent=True)
+
+    def segments_page(self, tenant: str, bucket: str, key: str, version_id: str, start: int = 0,
+                      limit: int = 64) -> list[SegmentRecord]:
+        return self.handle.call("segments_page", tenant, bucket, key, version_id, start, limit, idempotent=True)
 
 
 class RemoteKeyring:

@@ -8,33 +8,54 @@ blob, which ``sweep`` removes after the grace period; never a visible partial.
 Every operation takes a tenant (``TenantContext``, a tenant name, or ``None``
 for the configured default tenant). Catalog rows and blob ids are scoped by it:
 blob ids start with the tenant's name and each tenant has its own KEK.
+
+Multipart uploads follow S3: each part is sealed as a blob of its own, under
+its own DEK and an identity string of its own (``<upload id>.<part>.<random>``,
+bound into every frame's AAD with tenant, bucket and key), so parts cannot be
+moved between uploads or objects. Completing an upload commits the object row
+and one segment per part in one catalog transaction; reads walk the segments.
 """
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from dwray.catalog import BucketRecord, Catalog, ObjectRecord
+from dwray.catalog import (
+    BucketRecord,
+    Catalog,
+    ObjectRecord,
+    PartRecord,
+    SegmentRecord,
+    UploadRecord,
+)
 from dwray.config import DwrayConfig, load_config
 from dwray.errors import (
     BucketNotFound,
     DwrayError,
+    EntityTooLarge,
+    EntityTooSmall,
+    IntegrityError,
     InvalidArgument,
     InvalidContinuationToken,
+    InvalidPart,
+    InvalidPartOrder,
     InvalidRange,
     KeyringError,
     ObjectNotFound,
+    UploadNotFound,
 )
 from dwray.frames import (
     FORMAT_VERSION,
@@ -50,13 +71,18 @@ from dwray.models import (
     DeleteResult,
     ListPage,
     ObjectInfo,
+    PartInfo,
+    PartsPage,
     SweepReport,
     TenantContext,
+    UploadInfo,
+    UploadsPage,
 )
 from dwray.names import validate_bucket_name, validate_key
 from dwray.pipeline import (
     FrameEngine,
     ObjectCrypto,
+    StoredBlob,
     ThreadFrameEngine,
     plaintext_frames,
 )
@@ -69,9 +95,13 @@ TenantArg = TenantContext | str | None
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: system headers stored with an object and returned on read, as S3 does
 STORED_HEADERS = frozenset({"content-encoding", "content-disposition", "content-language",
-                            "cache-control", "expires"})
-MAX_METADATA_BYTES = 2048  # S3's limit for user metadata
+                            "cache-control", "expires",
+                            # flexible checksums, stored as sent and returned with the object
+                            "x-amz-checksum-crc32", "x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme",
+                            "x-amz-checksum-sha1", "x-amz-checksum-sha256"})
 BUCKET_CACHE_SECONDS = 5.0
+#: segments of a multipart object fetched from the catalog per query while reading it
+SEGMENT_PAGE = 32
 
 
 _tracer = trace.get_tracer("dwray.warehouse")
@@ -137,7 +167,7 @@ def _decode_token(token: str) -> tuple[str, bool]:
     return start, inclusive
 
 
-def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+def _clean_metadata(metadata: Mapping[str, str] | None, limit: int) -> dict[str, str]:
     if metadata is None:
         return {}
     clean: dict[str, str] = {}
@@ -148,8 +178,8 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
             raise InvalidArgument(f"user metadata name {name!r} must be ASCII letters, digits, '-' or '_'")
         clean[name.lower()] = value
     size = sum(len(k.encode()) + len(v.encode()) for k, v in clean.items())
-    if size > MAX_METADATA_BYTES:
-        raise InvalidArgument(f"user metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+    if size > limit:
+        raise InvalidArgument(f"user metadata is {size} bytes; the limit is {limit}")
     return clean
 
 
@@ -163,6 +193,30 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
             raise InvalidArgument(f"header {name!r} must be a string")
         clean[lowered] = value
     return clean
+
+
+def _normalize_etag(etag: Any) -> str:
+    """An ETag as stored: lowercase hex, quotes (which S3 clients send) dropped."""
+    if not isinstance(etag, str):
+        raise InvalidArgument(f"a part's ETag must be a string, not {type(etag).__name__}")
+    return etag.strip().strip('"').lower()
+
+
+def _multipart_etag(etags: Sequence[str]) -> str:
+    """S3's ETag of a multipart object: MD5 of the parts' binary MD5s, then ``-<count>``."""
+    digest = hashlib.md5()
+    for etag in etags:
+        digest.update(bytes.fromhex(etag))
+    return f"{digest.hexdigest()}-{len(etags)}"
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """A durable blob of sealed frames, not yet referenced by any catalog row."""
+
+    blob_id: str
+    header: KeyHeader
+    stored: StoredBlob
 
 
 def _info(record: ObjectRecord) -> ObjectInfo:
@@ -290,6 +344,9 @@ class Warehouse:
             return tenant
         return TenantContext(tenant if tenant is not None else self.config.default_tenant)
 
+    def _check_metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        return _clean_metadata(metadata, self.config.limits.max_metadata_bytes)
+
     # Buckets ----------------------------------------------------------------
 
     @_traced("create_bucket")
@@ -322,20 +379,23 @@ class Warehouse:
     @_traced("put")
     def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-            tenant: TenantArg = None) -> ObjectInfo:
+            tenant: TenantArg = None, finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectInfo:
         """Store ``data`` (bytes, binary file object, or iterable of bytes chunks) under ``key``.
 
-        Returns once the object is durable and committed.
+        Returns once the object is durable and committed. ``finalize``, if given,
+        is called once all of ``data`` is stored and before the commit; it returns
+        headers known only then (checksums of the body) to store with the object.
         """
         ctx = self._tenant(tenant)
         validate_bucket_name(bucket)
         validate_key(key)
-        clean_metadata, clean_headers = _check_metadata(metadata), _check_headers(headers)
+        clean_metadata, clean_headers = self._check_metadata(metadata), _check_headers(headers)
         bucket_record = self._bucket(ctx, bucket)
         try:
             record = self._write_object(ctx, bucket_record, key,
                                         plaintext_frames(data, self.config.pipeline.frame_size),
-                                        content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers)
+                                        content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers,
+                                        finalize)
         except BucketNotFound:
             self._buckets.pop((ctx.tenant, bucket), None)
             raise
@@ -355,9 +415,8 @@ class Warehouse:
         self._buckets[(ctx.tenant, bucket)] = (now, record)
         return record
 
-    def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
-                      content_type: str, metadata: dict[str, str], headers: dict[str, str]) -> ObjectRecord:
-        version_id = _new_version_id()
+    def _seal(self, ctx: TenantContext, bucket: BucketRecord, key: str, version: str, frames: Any) -> _Sealed:
+        """Seal ``frames`` under a fresh DEK and identity (tenant, bucket, key, ``version``) into a durable blob."""
         # Folders by time (one per ~69 s of writes) rather than by hash: a
         # durable put into an existing folder skips creating and fsyncing one.
         blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
@@ -366,7 +425,7 @@ class Warehouse:
             self.keyring.ensure(ctx.kek_id)
             self._keks_ready.add(ctx.kek_id)
         kek_version, wrapped = self.keyring.wrap(ctx.kek_id, keys.dek)
-        identity = ObjectIdentity(ctx.tenant, bucket.name, key, version_id)
+        identity = ObjectIdentity(ctx.tenant, bucket.name, key, version)
         frame_size = self.config.pipeline.frame_size
         crypto = ObjectCrypto(identity, keys.dek, keys.nonce_prefix, frame_size, self.config.pipeline.zstd_level)
         stored = self.engine.store(self.backend, blob_id, frames, crypto, self.config.limits.max_object_size)
@@ -374,21 +433,38 @@ class Warehouse:
             format_version=FORMAT_VERSION, kek_id=ctx.kek_id, kek_version=kek_version, wrapped_dek=wrapped,
             nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stored.size,
             content_md5=stored.md5)
+        return _Sealed(blob_id, header, stored)
+
+    def _forget_blob(self, blob_id: str) -> None:
+        """Remove a blob whose row was not committed, so nothing references it (best effort:
+        the sweeper gets it otherwise)."""
+        try:
+            self.backend.delete_blob(blob_id)
+        except DwrayError:
+            pass
+
+    def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
+                      content_type: str, metadata: dict[str, str], headers: dict[str, str],
+                      finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectRecord:
+        version_id = _new_version_id()
+        sealed = self._seal(ctx, bucket, key, version_id, frames)
+        stored, header = sealed.stored, sealed.header
+        if finalize is not None:
+            try:
+                headers = {**headers, **_check_headers(finalize())}
+            except BaseException:
+                self._forget_blob(sealed.blob_id)
+                raise
         record = ObjectRecord(
             tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
             delete_marker=False, size=stored.size, etag=stored.md5.hex(), content_type=content_type,
             headers=headers, metadata=metadata, created=time.time(), backend=self.backend_name,
-            blob_id=blob_id, key_header=header.to_bytes(), frame_table=stored.table.to_bytes(),
-            kek_id=ctx.kek_id, kek_version=kek_version)
+            blob_id=sealed.blob_id, key_header=header.to_bytes(), frame_table=stored.table.to_bytes(),
+            kek_id=ctx.kek_id, kek_version=header.kek_version)
         try:
             self.catalog.commit_object(record)
         except BaseException:
-            # Not committed, so nothing references the blob: remove it now
-            # rather than leave it to the sweeper (best effort).
-            try:
-                self.backend.delete_blob(blob_id)
-            except DwrayError:
-                pass
+            self._forget_blob(sealed.blob_id)
             raise
         return record
 
@@ -414,7 +490,7 @@ class Warehouse:
             record = self._write_object(
                 ctx, dest, dst_key, frames,
                 (content_type or DEFAULT_CONTENT_TYPE) if replace else info.content_type,
-                _check_metadata(metadata) if replace else dict(info.metadata),
+                self._check_metadata(metadata) if replace else dict(info.metadata),
                 _check_headers(headers) if replace else dict(info.headers))
         return _info(record)
 
@@ -470,8 +546,12 @@ class Warehouse:
             ctx = self._tenant(tenant)
             record = self._lookup(ctx, bucket, key, version_id)
             start, end = self._resolve_range(range, record.size)
-            header = KeyHeader.from_bytes(record.key_header)
-            table = FrameTable.from_bytes(record.frame_table)
+            if record.parts:
+                source = self._segments_plaintext(ctx, record, start, end)
+            else:
+                source = self._blob_plaintext(
+                    ctx, record.bucket, record.key, record.version_id, record.blob_id,
+                    KeyHeader.from_bytes(record.key_header), FrameTable.from_bytes(record.frame_table), start, end)
         except BaseException as exc:
             span.record_exception(exc)
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
@@ -479,7 +559,7 @@ class Warehouse:
             raise
         finally:
             otel_context.detach(token)
-        chunks = _within(context, self._plaintext(ctx, record, header, table, start, end))
+        chunks = _within(context, source)
         return ObjectReader(_info(record), chunks, start, end - start, on_close=span.end)
 
     def get(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
@@ -503,23 +583,276 @@ class Warehouse:
         end = size if last is None else min(last + 1, size)
         return first, end
 
-    def _plaintext(self, ctx: TenantContext, record: ObjectRecord, header: KeyHeader, table: FrameTable,
-                   start: int, end: int) -> Iterator[bytes]:
+    def _blob_plaintext(self, ctx: TenantContext, bucket: str, key: str, version: str, blob_id: str | None,
+                        header: KeyHeader, table: FrameTable, start: int, end: int) -> Iterator[bytes]:
+        """Plaintext bytes ``[start, end)`` of one blob sealed under identity (tenant, bucket, key, ``version``)."""
         dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
-        identity = ObjectIdentity(ctx.tenant, record.bucket, record.key, record.version_id)
+        identity = ObjectIdentity(ctx.tenant, bucket, key, version)
         crypto = ObjectCrypto(identity, dek, header.nonce_prefix, header.frame_size)
         last_index = max(len(table) - 1, 0)
         if end <= start:
             # Empty object: still authenticate its single (empty) frame.
-            for _ in self.engine.load(self.backend, record.blob_id, table, crypto, range(0, 1), last_index):
+            for _ in self.engine.load(self.backend, blob_id, table, crypto, range(0, 1), last_index):
                 pass
             return
         frames = frames_for_range(start, end, header.frame_size)
         position = frames.start * header.frame_size
-        for plain in self.engine.load(self.backend, record.blob_id, table, crypto, frames, last_index):
+        for plain in self.engine.load(self.backend, blob_id, table, crypto, frames, last_index):
             lo, hi = max(start - position, 0), min(end - position, len(plain))
             position += len(plain)
             yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
+
+    def _segments_plaintext(self, ctx: TenantContext, record: ObjectRecord, start: int,
+                            end: int) -> Iterator[bytes]:
+        """Plaintext bytes ``[start, end)`` of a multipart object: only the segments (and in
+        them only the frames) the range touches, a page of segment rows at a time."""
+        position = start
+        while True:
+            page = self.catalog.segments_page(ctx.tenant, record.bucket, record.key, record.version_id,
+                                              position, SEGMENT_PAGE)
+            if not page:  # the version was deleted while this reader was open
+                raise ObjectNotFound(record.bucket, record.key, record.version_id)
+            for segment in page:
+                lo, hi = position - segment.offset, min(end, segment.offset + segment.size) - segment.offset
+                yield from self._segment_plaintext(ctx, record, segment, lo, hi)
+                position = segment.offset + hi
+                if position >= end:
+                    return
+
+    def _segment_plaintext(self, ctx: TenantContext, record: ObjectRecord, segment: SegmentRecord,
+                           lo: int, hi: int) -> Iterator[bytes]:
+        header = KeyHeader.from_bytes(segment.key_header)
+        what = f"object {record.key!r} version {record.version_id} part {segment.index + 1}"
+        if lo < 0:
+            raise IntegrityError(what, f"starts at byte {segment.offset}, after the previous part ended")
+        if header.plaintext_length != segment.size:
+            raise IntegrityError(what, f"sealed {header.plaintext_length} bytes, the catalog says {segment.size}")
+        return self._blob_plaintext(ctx, record.bucket, record.key, segment.part_version, segment.blob_id, header,
+                                    FrameTable.from_bytes(segment.frame_table), lo, hi)
+
+    # Multipart uploads ----------------------------------------------------------
+
+    @_traced("create_multipart_upload")
+    def create_multipart_upload(self, bucket: str, key: str, *, content_type: str | None = None,
+                                metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+                                tenant: TenantArg = None) -> UploadInfo:
+        """Begin a multipart upload of ``key``; the object gets these content type, metadata and headers."""
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        upload = UploadRecord(ctx.tenant, bucket, key, secrets.token_urlsafe(32), time.time(),
+                              content_type or DEFAULT_CONTENT_TYPE, _check_headers(headers),
+                              self._check_metadata(metadata))
+        self.catalog.create_upload(upload)
+        return UploadInfo(bucket, key, upload.upload_id, upload.created, upload.content_type)
+
+    def _upload(self, ctx: TenantContext, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        if not isinstance(upload_id, str) or not upload_id:
+            raise InvalidArgument(f"upload id must be a non-empty string, not {upload_id!r}")
+        return self.catalog.get_upload(ctx.tenant, bucket, key, upload_id)
+
+    def _check_part_number(self, part_number: Any) -> int:
+        limit = self.config.limits.max_parts
+        if isinstance(part_number, bool) or not isinstance(part_number, int) or not 1 <= part_number <= limit:
+            raise InvalidArgument(f"part number must be an integer from 1 to {limit}, not {part_number!r}")
+        return part_number
+
+    @_traced("upload_part")
+    def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int, data: Any, *,
+                    tenant: TenantArg = None) -> PartInfo:
+        """Store part ``part_number`` (bytes, binary file object or iterable of chunks), replacing
+        any earlier part of that number. Returns once the part is durable and recorded."""
+        ctx = self._tenant(tenant)
+        self._check_part_number(part_number)
+        upload = self._upload(ctx, bucket, key, upload_id)
+        return self._store_part(ctx, upload, part_number, plaintext_frames(data, self.config.pipeline.frame_size))
+
+    @_traced("upload_part_copy")
+    def upload_part_copy(self, bucket: str, key: str, upload_id: str, part_number: int, src_bucket: str,
+                         src_key: str, *, src_version_id: str | None = None,
+                         range: tuple[int, int | None] | None = None, tenant: TenantArg = None) -> PartInfo:
+        """Store part ``part_number`` from (an inclusive ``range`` of) another object of the tenant.
+
+        The bytes stream from the source's frames into the part's, sealed afresh.
+        """
+        ctx = self._tenant(tenant)
+        self._check_part_number(part_number)
+        upload = self._upload(ctx, bucket, key, upload_id)
+        with self.open(src_bucket, src_key, range=range, version_id=src_version_id, tenant=ctx) as source:
+            frames = plaintext_frames(iter(source), self.config.pipeline.frame_size)
+            return self._store_part(ctx, upload, part_number, frames)
+
+    def _store_part(self, ctx: TenantContext, upload: UploadRecord, part_number: int, frames: Any) -> PartInfo:
+        # A version string of its own per stored part: the AAD binds it, so no
+        # part's frames open as another part's, upload's or object's.
+        part_version = f"{upload.upload_id}.{part_number}.{secrets.token_hex(8)}"
+        try:
+            sealed = self._seal(ctx, self._bucket(ctx, upload.bucket), upload.key, part_version, frames)
+        except BucketNotFound:
+            self._buckets.pop((ctx.tenant, upload.bucket), None)
+            raise
+        part = PartRecord(upload.upload_id, part_number, sealed.stored.size, sealed.stored.md5.hex(), time.time(),
+                          self.backend_name, sealed.blob_id, sealed.header.to_bytes(),
+                          sealed.stored.table.to_bytes(), ctx.kek_id, sealed.header.kek_version, part_version)
+        try:
+            self.catalog.commit_part(ctx.tenant, upload.bucket, upload.key, part)
+        except BaseException:
+            self._forget_blob(sealed.blob_id)
+            raise
+        return PartInfo(part_number, part.etag, part.size, part.created)
+
+    @_traced("complete_multipart_upload")
+    def complete_multipart_upload(self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]],
+                                  *, tenant: TenantArg = None) -> ObjectInfo:
+        """Make the object from the named ``(part number, ETag)`` parts, in S3's rules.
+
+        Parts must ascend without repeats (``InvalidPartOrder``), each must have
+        been uploaded with that ETag (``InvalidPart``) and all but the last be
+        at least ``limits.min_part_size`` (``EntityTooSmall``). Parts not named
+        are dropped. Completing again with the same parts (a retry after a lost
+        answer) returns the same object.
+        """
+        ctx = self._tenant(tenant)
+        named = self._check_completion_parts(upload_id, parts)
+        try:
+            upload = self._upload(ctx, bucket, key, upload_id)
+        except UploadNotFound:
+            done = self.catalog.completed_upload(ctx.tenant, bucket, key, upload_id, named)
+            if done is None:
+                raise
+            return _info(done)
+        uploaded = {part.part_number: part for part in self._all_parts(ctx, upload)}
+        minimum = self.config.limits.min_part_size
+        for position, (number, etag) in enumerate(named):
+            found = uploaded.get(number)
+            if found is None:
+                raise InvalidPart(upload_id, number, "was not uploaded")
+            if found.etag != etag:
+                raise InvalidPart(upload_id, number, f"its ETag is {found.etag!r}, not {etag!r}")
+            if position < len(named) - 1 and found.size < minimum:
+                raise EntityTooSmall(number, found.size, minimum)
+        size = sum(uploaded[number].size for number, _ in named)
+        if size > self.config.limits.max_object_size:
+            raise EntityTooLarge(size, self.config.limits.max_object_size)
+        record = ObjectRecord(
+            tenant=ctx.tenant, bucket=bucket, key=key, version_id=_new_version_id(), is_latest=True,
+            delete_marker=False, size=size, etag=_multipart_etag([etag for _, etag in named]),
+            content_type=upload.content_type, headers=upload.headers, metadata=upload.metadata,
+            created=time.time(), backend=self.backend_name, parts=len(named))
+        return _info(self.catalog.complete_upload(record, upload_id, named))
+
+    def _check_completion_parts(self, upload_id: str, parts: Any) -> list[tuple[int, str]]:
+        if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or not parts:
+            raise InvalidArgument("a multipart completion must name at least one (part number, ETag) pair")
+        named: list[tuple[int, str]] = []
+        for entry in parts:
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise InvalidArgument(f"each completed part must be a (part number, ETag) pair, not {entry!r}")
+            number = self._check_part_number(entry[0])
+            if named and number <= named[-1][0]:
+                raise InvalidPartOrder(upload_id, f"part {number} follows part {named[-1][0]}")
+            named.append((number, _normalize_etag(entry[1])))
+        return named
+
+    def _all_parts(self, ctx: TenantContext, upload: UploadRecord) -> Iterator[PartInfo]:
+        marker = 0
+        while True:
+            page = self.catalog.list_parts(ctx.tenant, upload.bucket, upload.key, upload.upload_id, marker, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            marker = page[-1].part_number
+
+    @_traced("abort_multipart_upload")
+    def abort_multipart_upload(self, bucket: str, key: str, upload_id: str, *, tenant: TenantArg = None) -> None:
+        """Drop an upload and its parts (``UploadNotFound`` if unknown); the sweeper removes their blobs."""
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        self.catalog.abort_upload(ctx.tenant, bucket, key, upload_id)
+
+    @_traced("list_parts")
+    def list_parts(self, bucket: str, key: str, upload_id: str, *, max_parts: int = 1000,
+                   part_number_marker: int = 0, tenant: TenantArg = None) -> PartsPage:
+        """One page of an upload's parts numbered above ``part_number_marker``, as S3's ListParts."""
+        ctx = self._tenant(tenant)
+        if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 0:
+            raise InvalidArgument(f"max_parts must be a non-negative integer, not {max_parts!r}")
+        if isinstance(part_number_marker, bool) or not isinstance(part_number_marker, int) or part_number_marker < 0:
+            raise InvalidArgument(f"part_number_marker must be a non-negative integer, not {part_number_marker!r}")
+        upload = self._upload(ctx, bucket, key, upload_id)
+        limit = min(max_parts, 1000)
+        found = self.catalog.list_parts(ctx.tenant, bucket, key, upload.upload_id, part_number_marker, limit + 1)
+        page, truncated = found[:limit], len(found) > limit
+        marker = (page[-1].part_number if page else part_number_marker) if truncated else None
+        return PartsPage(page, truncated, marker)
+
+    @_traced("list_multipart_uploads")
+    def list_multipart_uploads(self, bucket: str, *, prefix: str = "", delimiter: str | None = None,
+                               key_marker: str | None = None, upload_id_marker: str | None = None,
+                               max_uploads: int = 1000, tenant: TenantArg = None) -> UploadsPage:
+        """One page of uploads in progress, by key then initiation time, as S3's ListMultipartUploads.
+
+        ``upload_id_marker`` counts only with ``key_marker``. A ``key_marker``
+        that is a common prefix of this listing (a previous page's
+        ``next_key_marker``) resumes after every key under it.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        if isinstance(max_uploads, bool) or not isinstance(max_uploads, int) or max_uploads < 0:
+            raise InvalidArgument(f"max_uploads must be a non-negative integer, not {max_uploads!r}")
+        limit = min(max_uploads, 1000)
+        delimiter = delimiter or None
+        key_marker = key_marker or None
+        upload_id_marker = upload_id_marker if key_marker else None
+        inclusive = False
+        if key_marker and delimiter and upload_id_marker is None and key_marker.startswith(prefix) \
+                and key_marker.find(delimiter, len(prefix)) == len(key_marker) - len(delimiter):
+            after = _successor(key_marker)
+            if after is None:
+                return UploadsPage([], [], False)
+            key_marker, inclusive = after, True
+        uploads: list[UploadInfo] = []
+        prefixes: list[str] = []
+        while True:
+            batch = self.catalog.uploads_page(ctx.tenant, bucket, prefix, key_marker, upload_id_marker,
+                                              inclusive, 1000)
+            for upload in batch:
+                common = None
+                if delimiter:
+                    cut = upload.key.find(delimiter, len(prefix))
+                    if cut >= 0:
+                        common = upload.key[:cut + len(delimiter)]
+                if len(uploads) + len(prefixes) >= limit:
+                    return self._uploads_page(uploads, prefixes, limit > 0)
+                if common is None:
+                    uploads.append(UploadInfo(upload.bucket, upload.key, upload.upload_id, upload.created,
+                                              upload.content_type))
+                    key_marker, upload_id_marker, inclusive = upload.key, upload.upload_id, False
+                    continue
+                prefixes.append(common)
+                after = _successor(common)
+                if after is None:
+                    return self._uploads_page(uploads, prefixes, False)
+                key_marker, upload_id_marker, inclusive = after, None, True
+                break
+            else:
+                if len(batch) < 1000:
+                    return self._uploads_page(uploads, prefixes, False)
+
+    @staticmethod
+    def _uploads_page(uploads: list[UploadInfo], prefixes: list[str], truncated: bool) -> UploadsPage:
+        if not truncated:
+            return UploadsPage(uploads, prefixes, False)
+        last_upload = uploads[-1] if uploads else None
+        last_prefix = prefixes[-1] if prefixes else None
+        if last_prefix is not None and (last_upload is None or last_prefix > last_upload.key):
+            return UploadsPage(uploads, prefixes, True, last_prefix, None)
+        if last_upload is None:
+            return UploadsPage(uploads, prefixes, True)
+        return UploadsPage(uploads, prefixes, True, last_upload.key, last_upload.upload_id)
 
     # Tables -----------------------------------------------------------------
 
@@ -690,7 +1023,8 @@ class Warehouse:
         return SweepReport(deleted, young, kept, temp_files)
 
     def stats(self, *, tenant: TenantArg = None) -> dict[str, int]:
-        """Object count and bytes of the tenant's live and noncurrent versions."""
+        """The tenant's object versions (live and noncurrent) and their bytes, and its uploads in
+        progress and their parts' bytes: ``objects``, ``bytes``, ``uploads``, ``upload_bytes``."""
         return self.catalog.stats(self._tenant(tenant).tenant)
 
     def storage_path(self) -> Path | None:

@@ -473,3 +473,28 @@ def test_put_and_get_table(wh: Warehouse) -> None:
     wh.put("tables", "notes.txt", b"plain text")
     with pytest.raises(InvalidArgument, match="not a Parquet table"):
         wh.get_table("tables", "notes.txt")
+
+
+def test_finalize_adds_headers_known_after_the_body_or_aborts_the_put(wh: Warehouse) -> None:
+    wh.create_bucket("fin")
+    seen: list[int] = []
+
+    def body() -> object:
+        for _ in range(3):
+            seen.append(1)
+            yield b"x" * TEST_FRAME_SIZE
+
+    def checksums() -> dict[str, str]:
+        assert len(seen) == 3, "finalize runs only after the whole body was read"
+        return {"x-amz-checksum-crc32": "AAAAAA=="}
+
+    info = wh.put("fin", "k", body(), finalize=checksums)
+    assert wh.head("fin", "k").headers["x-amz-checksum-crc32"] == "AAAAAA=="
+    assert info.size == 3 * TEST_FRAME_SIZE
+
+    def refuse() -> dict[str, str]:
+        raise InvalidArgument("the body does not match its checksum")
+
+    with pytest.raises(InvalidArgument, match="checksum"):
+        wh.put("fin", "k", b"other bytes", finalize=refuse)
+    assert wh.get("fin", "k") == b"x" * (3 * TEST_FRAME_SIZE)

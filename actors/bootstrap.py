@@ -3,6 +3,7 @@
 The tree, in start order (stopped in reverse):
   settings         the running warehouse's config, for attaching clients
   catalog          the SQLite catalog (its file is its state)
+  identity         tenants, access keys and admin-token hashes (SQLite)
   kms:local        key-encryption keys
   storage:<name>   the storage backend
   stage:frames:N   frame stage workers (unless stages run in the caller)
@@ -45,6 +46,7 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
         _child(config, "catalog", "service.catalog", "service",
                {"path": str(config.catalog_path.resolve()), "synchronous": config.catalog.synchronous,
                 "busy_timeout_ms": config.catalog.busy_timeout_ms}),
+        _child(config, "identity", "service.identity", "service", {"path": str(config.identity_path.resolve())}),
         _child(config, "kms:local", "kms.local", "kms", {"path": str(config.keyring_path.resolve())}),
         _child(config, f"storage:{backend}", f"storage.{backend}", "storage", storage_config),
     ]

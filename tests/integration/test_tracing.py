@@ -38,8 +38,8 @@ from dwray.config import (
 FRAME_SIZE = 1 << 20
 BATCH = 8 << 20  # dwray.remote.BATCH_BYTES: plaintext per seal_batch call
 BIG = 3 * BATCH + 5 * FRAME_SIZE + 12345  # four batches: three full ones and a short last one
-CHILDREN = ("settings", "catalog", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
-DATA_CHILDREN = CHILDREN[1:]
+CHILDREN = ("settings", "catalog", "identity", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
+DATA_CHILDREN = ("catalog", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
 
 
 def hex_trace(span: Any) -> str:
@@ -76,7 +76,7 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         pipeline=PipelineConfig(frame_size=FRAME_SIZE),
         runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
         plugins={kind: PluginOptions(env_vars={"DWRAY_TRACE_MEMORY": "1"})
-                 for kind in ("settings", "catalog", "kms", "storage", "stage")},
+                 for kind in ("settings", "catalog", "identity", "kms", "storage", "stage")},
         default_tenant="tracer")
     spec = supervisor_spec(config)
     assert tuple(spec.order) == CHILDREN

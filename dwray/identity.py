@@ -1,0 +1,658 @@
+"""Who may talk to the gateway: tenants, their S3 access keys, and admin tokens.
+
+``IdentityStore`` keeps them in SQLite (WAL, ``synchronous=FULL``, like the
+catalog) at ``DATA_DIR/identity.db``; the ``service.identity`` plugin serves it
+and ``RemoteIdentity`` is its proxy. ``AccessKeys`` is the logic over either
+store and a keyring:
+
+- an access key's secret is 32 random bytes, stored only wrapped (AES-256-GCM)
+  under the KEK ``system:access-keys``; the client sees it as unpadded
+  base64url (43 characters), once, when the key is created;
+- an admin token is stored only as its SHA-256;
+- every change bumps an *epoch* in the same transaction, so gateway replicas
+  that cache resolved keys can drop their cache when it moves.
+
+A revoked key keeps its row (its id stays taken and shows in listings) but its
+wrapped secret is erased, so nothing can ever resolve it again.
+
+Deleting a tenant is refused while it has active access keys: revoke them
+first. The identity store knows nothing of buckets; whoever deletes a tenant
+(the admin API) checks the catalog for its buckets.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dwray.errors import (
+    AccessKeyNotFound,
+    AlreadyExists,
+    CatalogError,
+    InvalidArgument,
+    SchemaVersionError,
+    TenantAlreadyExists,
+    TenantNotFound,
+)
+from dwray.names import validate_tenant_name
+
+if TYPE_CHECKING:  # the store and the logic run without Ray; only the proxy's caller has it
+    from dwray.handles import PluginHandle
+
+__all__ = [
+    "ACCESS_KEY_KEK",
+    "AccessKeyInfo",
+    "AccessKeys",
+    "BootstrapResult",
+    "IdentityStore",
+    "Keyring",
+    "NewAccessKey",
+    "RemoteIdentity",
+    "ResolvedKey",
+    "StoredAccessKey",
+    "TenantInfo",
+]
+
+ACCESS_KEY_KEK = "system:access-keys"
+_SECRET_BYTES = 32
+_KEY_ID_PREFIX = "DW"
+_KEY_ID_LENGTH = 20
+_KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
+# AWS allows 16 to 128 word characters; anything else is refused before a query.
+_KEY_ID = re.compile(r"^[A-Za-z0-9_]{16,128}$")
+_MAX_DESCRIPTION = 1024
+
+# Each entry migrates the schema from version N to N + 1 (N = its index).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch  INTEGER NOT NULL
+    );
+    INSERT INTO meta VALUES (1, 0);
+    CREATE TABLE tenants (
+        name         TEXT PRIMARY KEY,
+        created      REAL NOT NULL,
+        description  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE access_keys (
+        access_key_id   TEXT PRIMARY KEY,
+        tenant          TEXT NOT NULL REFERENCES tenants(name),
+        created         REAL NOT NULL,
+        revoked         REAL,
+        description     TEXT NOT NULL DEFAULT '',
+        kek_id          TEXT NOT NULL,
+        kek_version     INTEGER NOT NULL,
+        wrapped_secret  BLOB
+    );
+    CREATE INDEX access_keys_tenant ON access_keys (tenant);
+    CREATE INDEX access_keys_kek ON access_keys (kek_id, kek_version) WHERE revoked IS NULL;
+    CREATE TABLE admin_tokens (
+        token_hash   TEXT PRIMARY KEY,
+        created      REAL NOT NULL,
+        description  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_KEY_COLUMNS = "access_key_id, tenant, created, revoked, description, kek_id, kek_version"
+
+
+# Data ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """One tenant."""
+
+    name: str
+    created: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AccessKeyInfo:
+    """What may be shown about an access key: never its secret."""
+
+    access_key_id: str
+    tenant: str
+    created: float
+    revoked: float | None
+    description: str
+    kek_id: str
+    kek_version: int
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+
+@dataclass(frozen=True)
+class StoredAccessKey:
+    """An active key as stored: its secret only wrapped under a KEK."""
+
+    access_key_id: str
+    tenant: str
+    kek_id: str
+    kek_version: int
+    wrapped_secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NewAccessKey:
+    """A key just created: the only time its secret is handed out."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    tenant: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedKey:
+    """An active key with its secret, for verifying a request's signature."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    tenant: str = ""
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """What the first start created, to be printed once by ``dw up``."""
+
+    tenant: str
+    access_key: NewAccessKey
+    admin_token: str = field(repr=False)
+
+
+# The store -------------------------------------------------------------------
+
+class IdentityStore:
+    """Tenants, access keys and admin-token hashes in SQLite. Thread-safe; processes may share the file."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=busy_timeout_ms / 1000)
+        except sqlite3.Error as exc:
+            raise CatalogError(f"cannot open identity store {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged key or token survives power loss, as in the catalog.
+            self._db.execute(f"PRAGMA synchronous={'EXTRA' if synchronous == 'EXTRA' else 'FULL'}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise CatalogError(f"cannot open identity store {self.path}: {exc}") from None
+            raise
+
+    def __repr__(self) -> str:
+        return f"IdentityStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # Transactions -----------------------------------------------------------
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise CatalogError(f"identity store read failed: {exc}") from None
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        """Move the epoch, in the transaction that makes the change."""
+        db.execute("UPDATE meta SET epoch = epoch + 1 WHERE id = 1")
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise SchemaVersionError(found, SCHEMA_VERSION)
+            for version in range(found, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if found < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def epoch(self) -> int:
+        """A number that moves with every change (cache invalidation for gateway replicas)."""
+        return self._read("SELECT epoch FROM meta WHERE id = 1")[0][0]
+
+    # Tenants ----------------------------------------------------------------
+
+    def create_tenant(self, name: str, description: str = "") -> TenantInfo:
+        validate_tenant_name(name)
+        tenant = TenantInfo(name, time.time(), _check_description(description))
+        with self._write() as db:
+            try:
+                db.execute("INSERT INTO tenants VALUES (?, ?, ?)", (name, tenant.created, tenant.description))
+            except sqlite3.IntegrityError:
+                raise TenantAlreadyExists(name) from None
+            self._bump(db)
+        return tenant
+
+    def get_tenant(self, name: str) -> TenantInfo:
+        rows = self._read("SELECT name, created, description FROM tenants WHERE name = ?", (name,))
+        if not rows:
+            raise TenantNotFound(name)
+        return TenantInfo(*rows[0])
+
+    def list_tenants(self) -> list[TenantInfo]:
+        return [TenantInfo(*row) for row in self._read("SELECT name, created, description FROM tenants ORDER BY name")]
+
+    def delete_tenant(self, name: str) -> None:
+        """Remove a tenant and its revoked keys; refused while it has active keys."""
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise TenantNotFound(name)
+            active = db.execute("SELECT COUNT(*) FROM access_keys WHERE tenant = ? AND revoked IS NULL",
+                                (name,)).fetchone()[0]
+            if active:
+                raise InvalidArgument(f"tenant {name!r} still has {active} active access key(s); revoke them first")
+            db.execute("DELETE FROM access_keys WHERE tenant = ?", (name,))
+            db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+            self._bump(db)
+
+    # Access keys ------------------------------------------------------------
+
+    def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
+                       wrapped_secret: bytes, description: str = "") -> AccessKeyInfo:
+        """Store a new key. Adding the very same key again changes nothing (so a lost answer may be retried)."""
+        _check_key_id(access_key_id)
+        info = AccessKeyInfo(access_key_id, tenant, time.time(), None, _check_description(description),
+                             kek_id, int(kek_version))
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
+                raise TenantNotFound(tenant)
+            existing = db.execute("SELECT tenant, wrapped_secret FROM access_keys WHERE access_key_id = ?",
+                                  (access_key_id,)).fetchone()
+            if existing is not None:
+                if existing == (tenant, bytes(wrapped_secret)):
+                    return self._key_info(db, access_key_id)
+                raise AlreadyExists(f"access key id {access_key_id!r} is taken")
+            self._insert_key(db, info, bytes(wrapped_secret))
+            self._bump(db)
+        return info
+
+    @staticmethod
+    def _insert_key(db: sqlite3.Connection, info: AccessKeyInfo, wrapped_secret: bytes) -> None:
+        db.execute(f"INSERT INTO access_keys ({_KEY_COLUMNS}, wrapped_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (info.access_key_id, info.tenant, info.created, None, info.description, info.kek_id,
+                    info.kek_version, wrapped_secret))
+
+    @staticmethod
+    def _key_info(db: sqlite3.Connection, access_key_id: str) -> AccessKeyInfo:
+        return AccessKeyInfo(*db.execute(f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE access_key_id = ?",
+                                         (access_key_id,)).fetchone())
+
+    def get_access_key(self, access_key_id: str) -> StoredAccessKey | None:
+        """The active key of that id, or ``None`` (unknown, revoked, or not an access key id at all)."""
+        if not isinstance(access_key_id, str) or not _KEY_ID.match(access_key_id):
+            return None
+        rows = self._read("SELECT access_key_id, tenant, kek_id, kek_version, wrapped_secret FROM access_keys "
+                          "WHERE access_key_id = ? AND revoked IS NULL", (access_key_id,))
+        return StoredAccessKey(*rows[0]) if rows else None
+
+    def list_access_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
+        """Keys (never secrets), of one tenant or all, by tenant then creation time."""
+        where, params = ["1"], []
+        if tenant is not None:
+            self.get_tenant(tenant)
+            where.append("tenant = ?")
+            params.append(tenant)
+        if not include_revoked:
+            where.append("revoked IS NULL")
+        rows = self._read(f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE {' AND '.join(where)} "
+                          "ORDER BY tenant, created, access_key_id", tuple(params))
+        return [AccessKeyInfo(*row) for row in rows]
+
+    def revoke_access_key(self, access_key_id: str) -> AccessKeyInfo:
+        """Revoke a key and erase its wrapped secret. Revoking a revoked key changes nothing."""
+        with self._write() as db:
+            row = db.execute("SELECT revoked FROM access_keys WHERE access_key_id = ?", (access_key_id,)).fetchone()
+            if row is None:
+                raise AccessKeyNotFound(access_key_id)
+            if row[0] is None:
+                db.execute("UPDATE access_keys SET revoked = ?, wrapped_secret = NULL WHERE access_key_id = ?",
+                           (time.time(), access_key_id))
+                self._bump(db)
+            return self._key_info(db, access_key_id)
+
+    def keys_wrapped_below(self, kek_id: str, version: int, limit: int = 500) -> list[StoredAccessKey]:
+        """Up to ``limit`` active keys whose secret is wrapped under ``kek_id`` below ``version``."""
+        rows = self._read("SELECT access_key_id, tenant, kek_id, kek_version, wrapped_secret FROM access_keys "
+                          f"WHERE kek_id = ? AND kek_version < ? AND revoked IS NULL LIMIT {int(limit)}",
+                          (kek_id, version))
+        return [StoredAccessKey(*row) for row in rows]
+
+    def replace_wrapped_secret(self, key: StoredAccessKey, wrapped_secret: bytes, kek_version: int) -> bool:
+        """Swap a key's wrapped secret if it is still the one in ``key`` (compare and set)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE access_keys SET wrapped_secret = ?, kek_version = ? WHERE access_key_id = ? "
+                "AND revoked IS NULL AND kek_id = ? AND wrapped_secret = ?",
+                (bytes(wrapped_secret), int(kek_version), key.access_key_id, key.kek_id, key.wrapped_secret))
+            if cursor.rowcount != 1:
+                return False
+            self._bump(db)
+            return True
+
+    # Admin tokens -----------------------------------------------------------
+
+    def add_admin_token_hash(self, token_hash: str, description: str = "") -> None:
+        """Remember an admin token by its hash. Adding a known hash changes nothing."""
+        _check_token_hash(token_hash)
+        with self._write() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO admin_tokens VALUES (?, ?, ?)",
+                                (token_hash, time.time(), _check_description(description)))
+            if cursor.rowcount:
+                self._bump(db)
+
+    def has_admin_token_hash(self, token_hash: str) -> bool:
+        """Whether ``token_hash`` is a known admin token's hash.
+
+        Every stored hash is compared in constant time, with no early exit, so
+        the answer's timing tells nothing about how close a guess was.
+        """
+        if not isinstance(token_hash, str):
+            return False
+        probe = token_hash.encode("ascii", "replace")
+        found = False
+        for (stored,) in self._read("SELECT token_hash FROM admin_tokens"):
+            found |= hmac.compare_digest(stored.encode("ascii"), probe)
+        return found
+
+    def count_admin_tokens(self) -> int:
+        return self._read("SELECT COUNT(*) FROM admin_tokens")[0][0]
+
+    # First start ------------------------------------------------------------
+
+    def bootstrap(self, tenant: str, access_key_id: str, kek_id: str, kek_version: int, wrapped_secret: bytes,
+                  token_hash: str) -> bool:
+        """In one transaction: if there is no admin token and no access key yet, create
+        ``tenant`` (unless it exists), this key for it and this admin token. Returns
+        whether it did; a store that was set up already is left alone.
+        """
+        validate_tenant_name(tenant)
+        _check_key_id(access_key_id)
+        _check_token_hash(token_hash)
+        now = time.time()
+        with self._write() as db:
+            if db.execute("SELECT EXISTS (SELECT 1 FROM admin_tokens) OR EXISTS (SELECT 1 FROM access_keys)"
+                          ).fetchone()[0]:
+                return False
+            db.execute("INSERT OR IGNORE INTO tenants VALUES (?, ?, ?)", (tenant, now, "created on first start"))
+            self._insert_key(db, AccessKeyInfo(access_key_id, tenant, now, None, "created on first start", kek_id,
+                                               int(kek_version)), bytes(wrapped_secret))
+            db.execute("INSERT INTO admin_tokens VALUES (?, ?, ?)", (token_hash, now, "created on first start"))
+            self._bump(db)
+        return True
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "schema_version": self._read("PRAGMA user_version")[0][0]}
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the store's lock; rollback on error."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._store._lock.acquire()
+        try:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._store._lock.release()
+            raise CatalogError(f"identity store write failed to start: {exc}") from None
+        return self._store._db
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        db = self._store._db
+        try:
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    _rollback(db)
+                    raise CatalogError(f"identity store commit failed: {error}") from None
+            else:
+                _rollback(db)
+                if issubclass(exc_type, sqlite3.Error):
+                    raise CatalogError(f"identity store write failed: {exc}") from None
+        finally:
+            self._store._lock.release()
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back, unless SQLite already did (after SQLITE_FULL and the like)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _check_key_id(access_key_id: object) -> None:
+    if not isinstance(access_key_id, str) or not _KEY_ID.match(access_key_id):
+        raise InvalidArgument(f"invalid access key id {access_key_id!r}: use 16 to 128 letters, digits or '_'")
+
+
+def _check_token_hash(token_hash: object) -> None:
+    if not isinstance(token_hash, str) or not re.fullmatch(r"[0-9a-f]{64}", token_hash):
+        raise InvalidArgument("an admin token hash must be 64 lowercase hex digits (SHA-256)")
+
+
+def _check_description(description: object) -> str:
+    if not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:
+        raise InvalidArgument(f"a description must be a str of at most {_MAX_DESCRIPTION} characters")
+    return description
+
+
+# The remote store ------------------------------------------------------------
+
+class RemoteIdentity:
+    """The identity service actor behind the ``IdentityStore`` interface.
+
+    Reads and the writes that are safe to repeat (adding the same key or token
+    hash, revoking, compare-and-set) are retried once after an actor restart;
+    creating or deleting a tenant and bootstrapping are not.
+    """
+
+    def __init__(self, handle: PluginHandle) -> None:
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"RemoteIdentity({self.handle.child_id!r})"
+
+    def close(self) -> None:
+        """The identity actor outlives this client."""
+
+    def epoch(self) -> int:
+        return self.handle.call("epoch", idempotent=True)
+
+    def create_tenant(self, name: str, description: str = "") -> TenantInfo:
+        return self.handle.call("create_tenant", name, description)
+
+    def get_tenant(self, name: str) -> TenantInfo:
+        return self.handle.call("get_tenant", name, idempotent=True)
+
+    def list_tenants(self) -> list[TenantInfo]:
+        return self.handle.call("list_tenants", idempotent=True)
+
+    def delete_tenant(self, name: str) -> None:
+        self.handle.call("delete_tenant", name)
+
+    def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
+                       wrapped_secret: bytes, description: str = "") -> AccessKeyInfo:
+        return self.handle.call("add_access_key", access_key_id, tenant, kek_id, kek_version, wrapped_secret,
+                                description, idempotent=True)
+
+    def get_access_key(self, access_key_id: str) -> StoredAccessKey | None:
+        return self.handle.call("get_access_key", access_key_id, idempotent=True)
+
+    def list_access_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
+        return self.handle.call("list_access_keys", tenant, include_revoked=include_revoked, idempotent=True)
+
+    def revoke_access_key(self, access_key_id: str) -> AccessKeyInfo:
+        return self.handle.call("revoke_access_key", access_key_id, idempotent=True)
+
+    def keys_wrapped_below(self, kek_id: str, version: int, limit: int = 500) -> list[StoredAccessKey]:
+        return self.handle.call("keys_wrapped_below", kek_id, version, limit, idempotent=True)
+
+    def replace_wrapped_secret(self, key: StoredAccessKey, wrapped_secret: bytes, kek_version: int) -> bool:
+        return self.handle.call("replace_wrapped_secret", key, wrapped_secret, kek_version, idempotent=True)
+
+    def add_admin_token_hash(self, token_hash: str, description: str = "") -> None:
+        self.handle.call("add_admin_token_hash", token_hash, description, idempotent=True)
+
+    def has_admin_token_hash(self, token_hash: str) -> bool:
+        return self.handle.call("has_admin_token_hash", token_hash, idempotent=True)
+
+    def count_admin_tokens(self) -> int:
+        return self.handle.call("count_admin_tokens", idempotent=True)
+
+    def bootstrap(self, tenant: str, access_key_id: str, kek_id: str, kek_version: int, wrapped_secret: bytes,
+                  token_hash: str) -> bool:
+        # Not retried: a retry after a lost "True" would answer False and the secrets would be lost.
+        return self.handle.call("bootstrap", tenant, access_key_id, kek_id, kek_version, wrapped_secret, token_hash)
+
+
+# The logic -------------------------------------------------------------------
+
+class Keyring(Protocol):
+    """What ``AccessKeys`` needs of ``LocalKeyring`` / ``RemoteKeyring``."""
+
+    def ensure(self, kek_id: str) -> int: ...
+    def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]: ...
+    def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes: ...
+
+
+class AccessKeys:
+    """Creates, resolves, revokes and lists access keys and admin tokens.
+
+    ``store`` is an ``IdentityStore`` or a ``RemoteIdentity``; ``keyring`` a
+    ``LocalKeyring`` or a ``RemoteKeyring``.
+    """
+
+    def __init__(self, store: IdentityStore | RemoteIdentity, keyring: Keyring) -> None:
+        self.store = store
+        self.keyring = keyring
+        self._kek_ready = False
+
+    def __repr__(self) -> str:
+        return f"AccessKeys({self.store!r})"
+
+    def _wrap_new_secret(self) -> tuple[bytes, int, bytes]:
+        """A fresh secret, and its wrapping: ``(secret, kek_version, wrapped)``."""
+        if not self._kek_ready:
+            self.keyring.ensure(ACCESS_KEY_KEK)
+            self._kek_ready = True
+        secret = secrets.token_bytes(_SECRET_BYTES)
+        version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
+        return secret, version, wrapped
+
+    def create(self, tenant: str, description: str = "") -> NewAccessKey:
+        """A new key for ``tenant`` (which must exist). Its secret is returned now and never again."""
+        secret, version, wrapped = self._wrap_new_secret()
+        info = self.store.add_access_key(_new_key_id(), tenant, ACCESS_KEY_KEK, version, wrapped, description)
+        return NewAccessKey(info.access_key_id, _encode_secret(secret), info.tenant)
+
+    def lookup(self, access_key_id: str) -> ResolvedKey | None:
+        """The tenant and secret of an active key, or ``None`` if it is unknown or revoked."""
+        stored = self.store.get_access_key(access_key_id)
+        if stored is None:
+            return None
+        secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
+        return ResolvedKey(stored.access_key_id, _encode_secret(secret), stored.tenant)
+
+    def revoke(self, access_key_id: str) -> AccessKeyInfo:
+        return self.store.revoke_access_key(access_key_id)
+
+    def list(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
+        return self.store.list_access_keys(tenant, include_revoked=include_revoked)
+
+    def rewrap(self, batch: int = 500) -> int:
+        """Rewrap every active key's secret under the KEK's primary version; returns how many moved.
+
+        Run after rotating ``system:access-keys``. A key changed meanwhile
+        (revoked, or rewrapped by another caller) is skipped by the compare-and-set.
+        """
+        primary = self.keyring.ensure(ACCESS_KEY_KEK)
+        moved = 0
+        while page := self.store.keys_wrapped_below(ACCESS_KEY_KEK, primary, batch):
+            for stored in page:
+                secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
+                version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
+                moved += self.store.replace_wrapped_secret(stored, wrapped, version)
+            if len(page) < batch:
+                break
+        return moved
+
+    # Admin tokens -----------------------------------------------------------
+
+    def create_admin_token(self, description: str = "") -> str:
+        """A new admin token, returned now and never again; only its hash is stored."""
+        token = secrets.token_urlsafe(32)
+        self.store.add_admin_token_hash(_token_hash(token), description)
+        return token
+
+    def check_admin_token(self, token: str) -> bool:
+        """Whether ``token`` is a valid admin token."""
+        if not isinstance(token, str) or not token:
+            return False
+        return self.store.has_admin_token_hash(_token_hash(token))
+
+    def bootstrap(self, default_tenant: str) -> BootstrapResult | None:
+        """On the first start (no admin token and no key yet) create the default tenant,
+        a key for it and an admin token, and return them; on later starts, ``None``.
+        """
+        validate_tenant_name(default_tenant)
+        secret, version, wrapped = self._wrap_new_secret()
+        access_key_id, token = _new_key_id(), secrets.token_urlsafe(32)
+        if not self.store.bootstrap(default_tenant, access_key_id, ACCESS_KEY_KEK, version, wrapped,
+                                    _token_hash(token)):
+            return None
+        return BootstrapResult(default_tenant, NewAccessKey(access_key_id, _encode_secret(secret), default_tenant),
+                               token)
+
+
+def _new_key_id() -> str:
+    """``DW`` + 18 random uppercase letters and digits: about 93 bits, so collisions do not happen."""
+    return _KEY_ID_PREFIX + "".join(secrets.choice(_KEY_ID_ALPHABET)
+                                    for _ in range(_KEY_ID_LENGTH - len(_KEY_ID_PREFIX)))
+
+
+def _encode_secret(secret: bytes) -> str:
+    return base64.urlsafe_b64encode(secret).rstrip(b"=").decode("ascii")
+
+
+def _token_hash(token: str) -> str:
+    # A plain SHA-256 suffices: the token is 256 random bits, so there is no
+    # dictionary to try and a slow hash (scrypt, argon2) would add nothing but
+    # latency to every admin request. Slow hashes are for human passwords.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

@@ -50,12 +50,22 @@ def local_wh(tmp_path: Path) -> Iterator[Warehouse]:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[object]:
-    """The one local Ray cluster (2 CPUs) shared by every test that needs Ray."""
+    """The one local Ray cluster (2 CPUs) shared by every test that needs Ray.
+
+    Its job runs Serve in HAProxy mode, as ``dw up`` does, for the gateway tests.
+    """
+    import os
+
     import ray
 
+    from serve_apps.launch import ingress_env
+
     if not ray.is_initialized():
+        env = ingress_env(drain_timeout=5)
+        os.environ.update(env)
         # The dashboard serves the state API (list_actors), which chaos tests use to find worker PIDs.
-        ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=False,
+                 runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

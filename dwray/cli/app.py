@@ -394,8 +394,9 @@ def _print_demo(report: dict[str, Any]) -> None:
 
 
 @command(cli, "bench")
-@click.option("--mode", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True,
-              help="inprocess: the core in this process; ray: a driver through the supervised actors")
+@click.option("--mode", type=click.Choice(["inprocess", "ray", "s3"]), default="inprocess", show_default=True,
+              help="inprocess: the core in this process; ray: a driver through the supervised actors; "
+                   "s3: boto3 against the gateway, compared with SeaweedFS")
 @click.option("--placement", type=click.Choice(["actors", "caller"]), default="actors", show_default=True,
               help="ray mode: stages in their own actors, or trusted built-in stages on threads here")
 @click.option("--writers", type=int, default=None, help="threads for small puts (default: 1 inprocess, 8 ray)")
@@ -404,11 +405,25 @@ def _print_demo(report: dict[str, Any]) -> None:
               help="folder on the disk to measure (default: a temp dir)")
 @click.option("--small-count", default=300, show_default=True, help="4 KiB durable puts to time")
 @click.option("--repeat", default=3, show_default=True, help="runs of each measure; the best is kept")
+@click.option("--threads", default=4, show_default=True, help="s3 mode: client threads")
+@click.option("--large-count", default=8, show_default=True, help="s3 mode: 64 MiB objects per load")
+@click.option("--endpoint", default=None, help="s3 mode: gateway URL (default: the running one, else a temporary one)")
+@click.option("--compare/--no-compare", default=True, help="s3 mode: run the same load against SeaweedFS")
 def bench_command(state: State, as_json: bool, mode: str, placement: str, writers: int | None, size: str,
-                  folder: Path | None, small_count: int, repeat: int) -> None:
-    """Measure put/get throughput and small puts against the yardstick, in the same run."""
+                  folder: Path | None, small_count: int, repeat: int, threads: int, large_count: int,
+                  endpoint: str | None, compare: bool) -> None:
+    """Measure put/get throughput and small puts against the yardstick (or, in s3 mode, SeaweedFS) in the same run."""
     from dwray.bench import run_bench
     from dwray.config import parse_size
+
+    if mode == "s3":
+        from dwray.bench_s3 import format_s3_report
+        from dwray.cli.gateway_bench import run_gateway_bench
+
+        report = run_gateway_bench(state, endpoint=endpoint, threads=threads, small_count=small_count,
+                                   large_count=large_count, compare=compare)
+        emit(as_json, report.as_json(), lambda: print_table(format_s3_report(report)))
+        return
 
     try:
         size_bytes = parse_size(size)

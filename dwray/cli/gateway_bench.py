@@ -1,0 +1,73 @@
+"""``dw bench --mode s3``: boto3 load against the gateway, and the same load against SeaweedFS.
+
+The gateway is the one ``dw up`` runs for this data dir (or ``--endpoint``);
+the benchmark makes itself a tenant and an access key through the admin API
+and revokes the key afterwards. With no gateway running, it starts a temporary
+one (a local Ray, a temp data dir, a free port) and stops it at the end.
+"""
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dwray.admin_client import AdminError, discover
+from dwray.errors import NotReady
+
+__all__ = ["run_gateway_bench"]
+
+BENCH_TENANT = "bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bench_key(admin: Any) -> tuple[str, str]:
+    try:
+        admin.post("/tenants", {"name": BENCH_TENANT, "description": "dw bench --mode s3"})
+    except AdminError as error:
+        if error.status != 409:
+            raise
+    new = admin.post("/keys", {"tenant": BENCH_TENANT, "description": "dw bench --mode s3"})
+    return new["access_key_id"], new["secret_access_key"]
+
+
+def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_count: int, large_count: int,
+                      compare: bool) -> Any:
+    from dwray.bench_s3 import S3Target, run_s3_bench
+    from dwray.cli.gateway_cmds import _config
+
+    config = _config(state)
+    temporary = None
+    try:
+        admin = discover(config, endpoint=endpoint)
+    except (NotReady, Exception) as error:  # noqa: BLE001 - no gateway here: start a temporary one
+        if endpoint is not None:
+            raise
+        del error
+        from serve_apps.launch import start_gateway
+
+        folder = Path(tempfile.mkdtemp(prefix="dwray-bench-"))
+        gateway = config.gateway.model_copy(update={"port": _free_port(), "host": "127.0.0.1"})
+        temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}))
+        admin = discover(temporary.config)
+    access_key_id, secret = _bench_key(admin)
+    try:
+        target = S3Target("dwray", admin.endpoint, access_key_id, secret)
+        return run_s3_bench(target, threads=threads, small_count=small_count, large_count=large_count,
+                            compare=compare)
+    finally:
+        try:
+            admin.delete(f"/keys/{access_key_id}")
+        finally:
+            if temporary is not None:
+                import shutil
+
+                from serve_apps.launch import stop_gateway
+
+                stop_gateway(temporary, timeout=5)
+                shutil.rmtree(temporary.config.data_dir.parent, ignore_errors=True)

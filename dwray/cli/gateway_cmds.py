@@ -1,0 +1,263 @@
+"""``dw up`` / ``dw down`` and the commands that call the running gateway's admin API.
+
+``dw up`` runs in the foreground until Ctrl-C or SIGTERM, then drains and
+stops. ``dw tenant``, ``dw key`` and ``dw plugin`` find the gateway started
+from the same data dir (``gateway.json`` and the 0600 ``admin-token`` in
+``DATA_DIR/gateway``), or take ``--endpoint`` and ``--admin-token``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from dwray.cli.app import State, cli, command, emit, print_table, stderr, stdout
+from dwray.errors import InvalidArgument, NotReady
+
+__all__ = ["down", "up"]
+
+
+def _config(state: State, **gateway: Any) -> Any:
+    from dwray.config import load_config
+
+    config = load_config(state.config)
+    if state.data_dir is not None:
+        config = config.model_copy(update={"data_dir": Path(state.data_dir)})
+    updates = {name: value for name, value in gateway.items() if value is not None}
+    if updates:
+        config = config.model_copy(update={"gateway": config.gateway.model_copy(update=updates)})
+    # Validate the combination again (model_copy does not).
+    return type(config).model_validate(config.model_dump())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@command(cli, "up")
+@click.option("--host", default=None, help="address to listen on (default 127.0.0.1; env DWRAY_GATEWAY__HOST)")
+@click.option("--port", type=int, default=None, help="port to listen on (default 8000; env DWRAY_GATEWAY__PORT)")
+@click.option("--data-dir", "up_data_dir", type=click.Path(path_type=Path), default=None,
+              help="warehouse data folder (default ./dwray-data; env DWRAY_DATA_DIR)")
+@click.option("--replicas", type=int, default=None, help="gateway replicas (env DWRAY_GATEWAY__REPLICAS)")
+@click.option("--address", default=None,
+              help="Ray cluster to run on (default: the one on this machine, else a new local one)")
+def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
+       replicas: int | None, address: str | None) -> None:
+    """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop."""
+    from dwray.gateway_files import GatewayFiles
+    from serve_apps.launch import start_gateway, stop_gateway
+
+    if up_data_dir is not None:
+        state.data_dir = up_data_dir
+    config = _config(state, host=host, port=port, replicas=replicas)
+    files = GatewayFiles(config.data_dir.resolve() / "gateway")
+    running_state = files.read_state()
+    if running_state is not None and _pid_alive(int(running_state.get("pid", -1))):
+        raise NotReady(f"a gateway already runs for {config.data_dir} (pid {running_state['pid']}, "
+                       f"{running_state.get('endpoint')}); stop it with 'dw down'")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with stderr.status("starting Ray, the warehouse and the gateway ..."):
+            running = start_gateway(config, address=address)
+        first = running.first_start
+        info: dict[str, Any] = {"endpoint": running.endpoint, "data_dir": str(running.config.data_dir),
+                                "pid": os.getpid(), "admin_token_file": str(running.files.admin_token)}
+        if first is not None:
+            info["first_start"] = {"tenant": first.tenant, "access_key_id": first.access_key.access_key_id,
+                                   "secret_access_key": first.access_key.secret_access_key,
+                                   "admin_token": first.admin_token}
+        emit(as_json, info, lambda: _print_up(info))
+        if as_json:
+            click.echo("", nl=False)
+        while not stop.wait(0.5):
+            pass
+        stderr.print("draining ...", highlight=False)
+        report = stop_gateway(running)
+        emit(as_json, {"stopped": True, "drained": report.get("drained", False)},
+             lambda: stdout.print(f"stopped ({'drained' if report.get('drained') else 'drain timed out'})",
+                                  highlight=False))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_up(info: dict[str, Any]) -> None:
+    stdout.print(f"dwray gateway on {info['endpoint']}  (data: {info['data_dir']}, pid {info['pid']})",
+                 highlight=False)
+    first = info.get("first_start")
+    if first is not None:
+        stdout.print("first start: these credentials are shown once, keep them", highlight=False)
+        stdout.print(f"  tenant             {first['tenant']}", highlight=False)
+        stdout.print(f"  access key id      {first['access_key_id']}", highlight=False)
+        stdout.print(f"  secret access key  {first['secret_access_key']}", highlight=False)
+        stdout.print(f"  admin token        {first['admin_token']}  (also in {info['admin_token_file']}, 0600)",
+                     highlight=False)
+    stdout.print("Ctrl-C or 'dw down' stops it", highlight=False)
+
+
+@command(cli, "down")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="seconds to wait for it to stop")
+def down(state: State, as_json: bool, timeout: float) -> None:
+    """Stop the gateway started by 'dw up' for this data dir (it drains first)."""
+    from dwray.gateway_files import GatewayFiles
+
+    config = _config(state)
+    files = GatewayFiles(config.data_dir.resolve() / "gateway")
+    running = files.read_state()
+    if running is None or not _pid_alive(int(running.get("pid", -1))):
+        raise NotReady(f"no gateway runs for {config.data_dir}")
+    pid = int(running["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(pid):
+        raise NotReady(f"the gateway (pid {pid}) did not stop within {timeout:.0f} s")
+    emit(as_json, {"stopped": pid}, lambda: stdout.print(f"stopped the gateway (pid {pid})", highlight=False))
+
+
+def admin_options(func: Any) -> Any:
+    func = click.option("--endpoint", default=None, help="gateway URL (default: the one 'dw up' started here; "
+                                                          "env DWRAY_ENDPOINT)")(func)
+    return click.option("--admin-token", default=None, help="admin token (default: DATA_DIR/gateway/admin-token; "
+                                                            "env DWRAY_ADMIN_TOKEN)")(func)
+
+
+def _admin(state: State, endpoint: str | None, admin_token: str | None) -> Any:
+    from dwray.admin_client import discover
+
+    return discover(_config(state), endpoint=endpoint, token=admin_token)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(box=None)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    print_table(table)
+
+
+@cli.group("tenant")
+def tenant_group() -> None:
+    """Tenants (through the running gateway's admin API)."""
+
+
+@command(tenant_group, "create")
+@click.argument("name")
+@click.option("--description", default="")
+@admin_options
+def tenant_create(state: State, as_json: bool, name: str, description: str, endpoint: str | None,
+                  admin_token: str | None) -> None:
+    """Create a tenant."""
+    tenant = _admin(state, endpoint, admin_token).post("/tenants", {"name": name, "description": description})
+    emit(as_json, tenant, lambda: stdout.print(f"created tenant {tenant['name']}", highlight=False))
+
+
+@command(tenant_group, "list")
+@admin_options
+def tenant_list(state: State, as_json: bool, endpoint: str | None, admin_token: str | None) -> None:
+    """List tenants."""
+    tenants = _admin(state, endpoint, admin_token).get("/tenants")
+    emit(as_json, tenants, lambda: _table(tenants, ["name", "created", "description"]))
+
+
+@command(tenant_group, "rm")
+@click.argument("name")
+@admin_options
+def tenant_remove(state: State, as_json: bool, name: str, endpoint: str | None, admin_token: str | None) -> None:
+    """Delete a tenant (refused while it has active access keys)."""
+    _admin(state, endpoint, admin_token).delete(f"/tenants/{name}")
+    emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted tenant {name}", highlight=False))
+
+
+@command(tenant_group, "rotate")
+@click.argument("name")
+@click.option("--rewrap", is_flag=True, help="also rewrap every data key under the new version now")
+@admin_options
+def tenant_rotate(state: State, as_json: bool, name: str, rewrap: bool, endpoint: str | None,
+                  admin_token: str | None) -> None:
+    """Rotate a tenant's key-encryption key."""
+    result = _admin(state, endpoint, admin_token).post(f"/tenants/{name}/rotate", rewrap=str(rewrap).lower())
+    emit(as_json, result, lambda: stdout.print(
+        f"tenant {name}: KEK version {result['kek_version']}, {result['rewrapped']} data keys rewrapped",
+        highlight=False))
+
+
+@cli.group("key")
+def key_group() -> None:
+    """S3 access keys (through the running gateway's admin API)."""
+
+
+@command(key_group, "create")
+@click.option("--tenant", "key_tenant", required=True, help="tenant the key acts for")
+@click.option("--description", default="")
+@admin_options
+def key_create(state: State, as_json: bool, key_tenant: str, description: str, endpoint: str | None,
+               admin_token: str | None) -> None:
+    """Create an access key; its secret is printed once."""
+    new = _admin(state, endpoint, admin_token).post("/keys", {"tenant": key_tenant, "description": description})
+    emit(as_json, {"access_key_id": new["access_key_id"], "secret_access_key": new["secret_access_key"]},
+         lambda: stdout.print(f"access key id      {new['access_key_id']}\n"
+                              f"secret access key  {new['secret_access_key']}\n"
+                              f"tenant             {new['tenant']}", highlight=False))
+
+
+@command(key_group, "list")
+@click.option("--tenant", "key_tenant", default=None, help="only this tenant's keys")
+@admin_options
+def key_list(state: State, as_json: bool, key_tenant: str | None, endpoint: str | None,
+             admin_token: str | None) -> None:
+    """List access keys (never their secrets)."""
+    keys = _admin(state, endpoint, admin_token).get("/keys", tenant=key_tenant)
+    emit(as_json, keys, lambda: _table(keys, ["access_key_id", "tenant", "revoked", "created", "description"]))
+
+
+@command(key_group, "revoke")
+@click.argument("access_key_id")
+@admin_options
+def key_revoke(state: State, as_json: bool, access_key_id: str, endpoint: str | None,
+               admin_token: str | None) -> None:
+    """Revoke an access key."""
+    if not access_key_id.strip():
+        raise InvalidArgument("name the access key id to revoke")
+    _admin(state, endpoint, admin_token).delete(f"/keys/{access_key_id}")
+    emit(as_json, {"revoked": access_key_id}, lambda: stdout.print(f"revoked {access_key_id}", highlight=False))
+
+
+@cli.group("plugin")
+def plugin_group() -> None:
+    """Plugins of the running warehouse (through the admin API)."""
+
+
+@command(plugin_group, "list")
+@admin_options
+def plugin_list(state: State, as_json: bool, endpoint: str | None, admin_token: str | None) -> None:
+    """Each plugin's state, generation and restarts."""
+    tree = _admin(state, endpoint, admin_token).get("/plugins")
+    emit(as_json, tree, lambda: _table(tree["children"], ["id", "plugin", "state", "generation", "restarts",
+                                                          "last_failure"]))
+
+
+@command(plugin_group, "restart")
+@click.argument("child_id")
+@admin_options
+def plugin_restart(state: State, as_json: bool, child_id: str, endpoint: str | None, admin_token: str | None) -> None:
+    """Restart one plugin."""
+    result = _admin(state, endpoint, admin_token).post(f"/plugins/{child_id}/restart")
+    emit(as_json, result, lambda: stdout.print(f"restarted {child_id} (generation {result['generation']})",
+                                               highlight=False))

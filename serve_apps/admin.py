@@ -1,0 +1,185 @@
+"""The admin API: JSON under ``/admin``, behind its own bearer token.
+
+Tenants, access keys (create, list, revoke), plugin status and restart, and
+key rotation. FastAPI derives the OpenAPI schema (``/admin/openapi.json``)
+from the models here. An access key's secret appears in exactly one response:
+the one that creates it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+from functools import partial
+from typing import Any, Callable
+
+import ray
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
+from serve_apps.context import GatewayContext, current
+
+__all__ = ["router", "admin_error"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class AdminError(Exception):
+    """An admin request that fails: HTTP status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.status, self.code, self.message = status, code, message
+
+
+def admin_error(error: AdminError) -> JSONResponse:
+    return JSONResponse({"error": {"code": error.code, "message": error.message}}, status_code=error.status)
+
+
+def _from_dwray(error: DwrayError) -> AdminError:
+    if isinstance(error, NotFound):
+        return AdminError(404, type(error).__name__, str(error))
+    if isinstance(error, AlreadyExists):
+        return AdminError(409, type(error).__name__, str(error))
+    if isinstance(error, (InvalidArgument, ValueError)):
+        return AdminError(400, type(error).__name__, str(error))
+    return AdminError(503, type(error).__name__, str(error))
+
+
+async def _run(ctx: GatewayContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(ctx.executor, partial(fn, *args, **kwargs))
+    except DwrayError as error:
+        raise _from_dwray(error) from None
+
+
+async def admin_context(request: Request) -> GatewayContext:
+    """The replica's context, once the request's bearer token is an admin token."""
+    ctx = current()
+    if ctx.draining:
+        raise AdminError(503, "ServiceUnavailable", "the gateway is shutting down")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not hmac.compare_digest(scheme.lower(), "bearer") or not token.strip():
+        raise AdminError(401, "Unauthorized", "send the admin token as 'Authorization: Bearer <token>'")
+    valid = await asyncio.get_running_loop().run_in_executor(ctx.executor, ctx.check_admin_token, token.strip())
+    if not valid:
+        raise AdminError(403, "Forbidden", "the admin token is not valid")
+    return ctx
+
+
+Admin = Depends(admin_context)
+
+
+class TenantIn(BaseModel):
+    name: str = Field(description="tenant name: 3-63 lowercase letters, digits and hyphens")
+    description: str = Field("", max_length=256)
+
+
+class TenantOut(BaseModel):
+    name: str
+    created: float
+    description: str = ""
+
+
+class KeyIn(BaseModel):
+    tenant: str
+    description: str = Field("", max_length=256)
+
+
+class KeyOut(BaseModel):
+    access_key_id: str
+    tenant: str
+    created: float
+    description: str = ""
+    revoked: bool = False
+
+
+class NewKeyOut(BaseModel):
+    access_key_id: str
+    secret_access_key: str = Field(description="shown once; dwray keeps it only wrapped under a KEK")
+    tenant: str
+
+
+class RotationOut(BaseModel):
+    tenant: str
+    kek_version: int
+    rewrapped: int
+
+
+def _tenant(info: Any) -> TenantOut:
+    return TenantOut(name=info.name, created=info.created, description=getattr(info, "description", "") or "")
+
+
+def _key(info: Any) -> KeyOut:
+    return KeyOut(access_key_id=info.access_key_id, tenant=info.tenant, created=info.created,
+                  description=getattr(info, "description", "") or "", revoked=bool(getattr(info, "revoked", False)))
+
+
+@router.get("/tenants", response_model=list[TenantOut])
+async def list_tenants(ctx: GatewayContext = Admin) -> list[TenantOut]:
+    return [_tenant(info) for info in await _run(ctx, ctx.identity.list_tenants)]
+
+
+@router.post("/tenants", response_model=TenantOut, status_code=201)
+async def create_tenant(body: TenantIn, ctx: GatewayContext = Admin) -> TenantOut:
+    info = await _run(ctx, ctx.identity.create_tenant, body.name, body.description)
+    ctx.identities_changed()
+    return _tenant(info)
+
+
+@router.get("/tenants/{name}", response_model=TenantOut)
+async def get_tenant(name: str, ctx: GatewayContext = Admin) -> TenantOut:
+    return _tenant(await _run(ctx, ctx.identity.get_tenant, name))
+
+
+@router.delete("/tenants/{name}", status_code=204)
+async def delete_tenant(name: str, ctx: GatewayContext = Admin) -> None:
+    await _run(ctx, ctx.identity.delete_tenant, name)
+    ctx.identities_changed()
+
+
+@router.get("/keys", response_model=list[KeyOut])
+async def list_keys(tenant: str | None = None, ctx: GatewayContext = Admin) -> list[KeyOut]:
+    return [_key(info) for info in await _run(ctx, ctx.access_keys.list, tenant, include_revoked=True)]
+
+
+@router.post("/keys", response_model=NewKeyOut, status_code=201)
+async def create_key(body: KeyIn, ctx: GatewayContext = Admin) -> NewKeyOut:
+    new = await _run(ctx, ctx.access_keys.create, body.tenant, body.description)
+    ctx.identities_changed()
+    return NewKeyOut(access_key_id=new.access_key_id, secret_access_key=new.secret_access_key, tenant=new.tenant)
+
+
+@router.delete("/keys/{access_key_id}", status_code=204)
+async def revoke_key(access_key_id: str, ctx: GatewayContext = Admin) -> None:
+    await _run(ctx, ctx.access_keys.revoke, access_key_id)
+    ctx.identities_changed()
+
+
+@router.get("/plugins")
+async def list_plugins(ctx: GatewayContext = Admin) -> dict[str, Any]:
+    """The supervision tree: each plugin's state, generation, restarts and last failure."""
+    return await _run(ctx, lambda: ray.get(ctx.supervisor.status.remote(), timeout=10))
+
+
+@router.post("/plugins/{child_id}/restart")
+async def restart_plugin(child_id: str, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    generation = await _run(ctx, lambda: ray.get(ctx.supervisor.restart_child.remote(child_id), timeout=120))
+    return {"child": child_id, "generation": generation}
+
+
+@router.post("/tenants/{name}/rotate", response_model=RotationOut)
+async def rotate_keys(name: str, rewrap: bool = False, ctx: GatewayContext = Admin) -> RotationOut:
+    """Start a new KEK version for the tenant; with ``rewrap=true`` also rewrap every DEK under it now."""
+    await _run(ctx, ctx.identity.get_tenant, name)
+    version = await _run(ctx, ctx.warehouse.rotate_keys, tenant=name)
+    count = await _run(ctx, ctx.warehouse.rewrap, tenant=name) if rewrap else 0
+    return RotationOut(tenant=name, kek_version=version, rewrapped=count)
+
+
+@router.get("/status")
+async def status(ctx: GatewayContext = Admin) -> dict[str, Any]:
+    tree = await _run(ctx, lambda: ray.get(ctx.supervisor.status.remote(), timeout=10))
+    return {"supervisor": tree, "gateway": {"replica": ctx.replica_id, "draining": ctx.draining,
+                                            "replicas": ctx.config.gateway.replicas}}

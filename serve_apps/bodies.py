@@ -1,0 +1,156 @@
+"""Request bodies into the (blocking) warehouse, and objects out as streamed responses.
+
+The gateway's handlers are coroutines on Serve's event loop; the warehouse is
+blocking code. A PUT runs the warehouse's ``put`` on a worker thread that reads
+the body from a :class:`BodyPipe`, which the event loop fills as bytes arrive.
+The pipe holds a few pieces at most, so a 1 GiB body never sits in memory, and
+the body's checks (declared SHA-256, Content-MD5, flexible checksums, chunk
+signatures, length) run before the warehouse commits: a failed check raises
+inside the warehouse's read of the body, which aborts the put.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from dwray.s3.errors import S3Error
+
+__all__ = ["BodyPipe", "PIECE_SIZE", "pump_body", "stream_reader"]
+
+# Bytes handed to the worker thread at a time: big enough that the hand-off
+# costs little per byte, small enough that a few in flight stay cheap.
+PIECE_SIZE = 1 << 20
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class BodyPipe:
+    """A bounded hand-off from the event loop (``put``) to one worker thread (``iterate``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_pieces: int = 4) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._max = max_pieces
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._space = asyncio.Event()
+        self.closed_by_reader = False
+
+    async def put(self, piece: Any) -> None:
+        """Hand ``piece`` over, waiting (without blocking the loop) while the pipe is full.
+
+        Once the reader has stopped (it failed, or finished early) pieces are dropped.
+        """
+        while True:
+            with self._lock:
+                if self.closed_by_reader:
+                    return
+                if self._pending < self._max:
+                    self._pending += 1
+                    break
+                self._space.clear()
+            await self._space.wait()
+        self._queue.put(piece)
+
+    async def end(self, result: Any = None) -> None:
+        """No more pieces; ``result`` (e.g. the trailers) reaches the reader's ``finish`` callback."""
+        self._queue.put((_END, result))
+
+    def fail(self, error: BaseException) -> None:
+        """The body broke off (client gone, bad framing): the reader raises ``error``."""
+        self._queue.put(_Failed(error))
+
+    def _taken(self) -> None:
+        with self._lock:
+            self._pending -= 1
+        self._loop.call_soon_threadsafe(self._space.set)
+
+    def iterate(self, finish: Callable[[Any], None] | None = None) -> Iterator[Any]:
+        """The pieces, on the worker thread. At the end ``finish(result)`` runs and may raise.
+
+        Raising from here is what makes the warehouse abort instead of commit.
+        """
+        try:
+            while True:
+                item = self._queue.get()
+                if isinstance(item, _Failed):
+                    raise item.error
+                if isinstance(item, tuple) and len(item) == 2 and item[0] is _END:
+                    if finish is not None:
+                        finish(item[1])
+                    return
+                self._taken()
+                yield item
+        finally:
+            with self._lock:
+                self.closed_by_reader = True
+            self._loop.call_soon_threadsafe(self._space.set)
+
+
+async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
+                    decode: Callable[[bytes], list[Any]] | None = None,
+                    finish: Callable[[], Any] | None = None,
+                    limit: int | None = None) -> int:
+    """Copy the request body into ``pipe`` in pieces of about ``PIECE_SIZE``; return bytes received.
+
+    ``decode`` turns wire bytes into payload pieces (aws-chunked); ``finish``
+    returns what the reader's finish callback gets (the trailers). More than
+    ``limit`` payload bytes fails with ``EntityTooLarge`` as soon as it is seen.
+    """
+    received = 0
+    payload = 0
+    buffer = bytearray()
+    try:
+        async for data in receive:
+            if not data:
+                continue
+            received += len(data)
+            pieces = decode(data) if decode is not None else [data]
+            for piece in pieces:
+                payload += len(piece)
+                if limit is not None and payload > limit:
+                    raise S3Error("EntityTooLarge", f"the body is over the maximum object size of {limit} bytes")
+                buffer += piece
+            if len(buffer) >= PIECE_SIZE:
+                await pipe.put(bytes(buffer))
+                buffer.clear()
+            if pipe.closed_by_reader:
+                break
+        if buffer:
+            await pipe.put(bytes(buffer))
+        await pipe.end(finish() if finish is not None else None)
+    except BaseException as error:  # the reader must learn of every way the body ends
+        pipe.fail(error if isinstance(error, Exception) else S3Error(
+            "IncompleteBody", "the request body ended early"))
+        raise
+    return received
+
+
+async def stream_reader(reader: Any, executor: Executor, on_done: Callable[[int], None] | None = None
+                        ) -> AsyncIterator[bytes]:
+    """An object reader's chunks as an async iterator; each read runs on ``executor``.
+
+    The reader is closed however the response ends (finished, or the client left).
+    """
+    loop = asyncio.get_running_loop()
+    chunks = iter(reader)
+    sent = 0
+    try:
+        while True:
+            chunk = await loop.run_in_executor(executor, next, chunks, None)
+            if chunk is None:
+                break
+            sent += len(chunk)
+            yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    finally:
+        await loop.run_in_executor(executor, reader.close)
+        if on_done is not None:
+            on_done(sent)

@@ -1,0 +1,158 @@
+"""What one gateway replica holds: the warehouse, identities, limits, metrics and control state.
+
+A replica attaches to the running warehouse (the supervisor named in the
+config's namespace) and runs the trusted built-in frame stages on its own
+threads, so object bytes go from the HTTP socket through the pipeline to the
+storage actor without another hop. A background thread reports the replica's
+metrics and in-flight count to the gateway coordinator and learns from it
+whether the gateway is draining and whether access keys changed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+
+from dwray.config import DwrayConfig
+from dwray.handles import PluginHandle
+from dwray.identity import AccessKeys, RemoteIdentity
+from dwray.ratelimit import RateLimiter
+from dwray.s3.auth import SigningIdentity, SigV4Verifier
+
+__all__ = ["GatewayContext", "current", "install"]
+
+log = logging.getLogger("dwray.gateway")
+
+REPORT_INTERVAL = 0.5
+KEY_CACHE_SECONDS = 30.0
+WORKER_THREADS = 64
+
+_current: GatewayContext | None = None
+
+
+def current() -> GatewayContext:
+    """This replica's context (set when the replica starts)."""
+    if _current is None:
+        raise RuntimeError("the gateway replica has not started")
+    return _current
+
+
+def install(context: GatewayContext) -> None:
+    global _current
+    _current = context
+
+
+class GatewayContext:
+    """The parts of one replica, built once when it starts."""
+
+    def __init__(self, config: DwrayConfig, supervisor: Any, coordinator: Any) -> None:
+        from dwray.client import RayWarehouse
+        from serve_apps.metrics import GatewayMetrics
+
+        runtime = config.runtime.model_copy(update={"stage_placement": "caller"})
+        self.config = config.model_copy(update={"runtime": runtime})
+        self.supervisor = supervisor
+        self.coordinator = coordinator
+        self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dwray-gateway")
+        self.warehouse = RayWarehouse(self.config, supervisor)
+        self.identity = RemoteIdentity(self.handle("identity"))
+        self.access_keys = AccessKeys(self.identity, self.warehouse.keyring)
+        self.metrics = GatewayMetrics()
+        gateway = config.gateway
+        self.limiter = RateLimiter.from_config(config, gateway.replicas)
+        self.verifier = SigV4Verifier(self.lookup_key, region=gateway.region, max_skew=gateway.max_clock_skew)
+        self.draining = False
+        self._epoch: int | None = None
+        self._keys: dict[str, tuple[float, SigningIdentity | None]] = {}
+        self._admin_tokens: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reporter = threading.Thread(target=self._report_loop, name="dwray-gateway-report", daemon=True)
+        self._reporter.start()
+
+    def handle(self, child_id: str) -> PluginHandle:
+        runtime = self.config.runtime
+        return PluginHandle(child_id, supervisor=self.supervisor, namespace=runtime.namespace,
+                            supervisor_name=runtime.supervisor_name)
+
+    # Identities, cached -------------------------------------------------------------
+
+    def lookup_key(self, access_key_id: str) -> SigningIdentity | None:
+        """The signing identity of an access key; cached until an admin change or 30 s pass."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._keys.get(access_key_id)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        resolved = self.access_keys.lookup(access_key_id)
+        identity = None if resolved is None else SigningIdentity(
+            resolved.access_key_id, resolved.secret_access_key, resolved.tenant)
+        with self._lock:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[access_key_id] = (now, identity)
+        return identity
+
+    def check_admin_token(self, token: str) -> bool:
+        import hashlib
+
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._admin_tokens.get(digest)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        valid = self.access_keys.check_admin_token(token)
+        with self._lock:
+            if len(self._admin_tokens) > 1000:
+                self._admin_tokens.clear()
+            self._admin_tokens[digest] = (now, valid)
+        return valid
+
+    def forget_identities(self) -> None:
+        with self._lock:
+            self._keys.clear()
+            self._admin_tokens.clear()
+
+    def identities_changed(self) -> None:
+        """After an admin change: drop this replica's caches and tell the others."""
+        self.forget_identities()
+        try:
+            ray.get(self.coordinator.bump_epoch.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - others still expire their caches within 30 s
+            log.warning("could not tell the coordinator that access keys changed")
+
+    # Control ----------------------------------------------------------------------
+
+    def _report_loop(self) -> None:
+        while not self._stop.wait(REPORT_INTERVAL):
+            self.report()
+
+    def report(self) -> None:
+        """Send this replica's metrics and in-flight count; learn draining and the key epoch."""
+        try:
+            control = ray.get(self.coordinator.report.remote(
+                self.replica_id, self.metrics.exposition(), self.metrics.in_flight), timeout=5)
+        except Exception:  # noqa: BLE001 - a missed report only delays what others see
+            return
+        self.draining = bool(control.get("draining"))
+        epoch = control.get("epoch")
+        if self._epoch is not None and epoch != self._epoch:
+            self.forget_identities()
+        self._epoch = epoch
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            ray.get(self.coordinator.forget.remote(self.replica_id), timeout=5)
+        except Exception:  # noqa: BLE001 - the coordinator drops stale replicas anyway
+            pass
+        self.warehouse.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,209 @@
+"""dwray's HTTP gateway on Ray Serve: S3, the admin API, health probes and metrics.
+
+``app`` is the bindable application that ``serve run serve_apps.gateway:app``
+and ``cluster/serve_config.yaml`` point at; ``dw up`` deploys the same class
+with its own settings (:func:`build_app`). Routes:
+
+- ``/healthz/live``: the replica's event loop answers; contacts nothing.
+- ``/healthz/startup``: the supervisor has admitted every required plugin.
+- ``/healthz/ready``: catalog and storage answer, no required plugin failed,
+  and the gateway is not draining.
+- ``/metrics``: Prometheus exposition of every replica plus warehouse-wide figures.
+- ``/admin/...``: the admin API (bearer token); schema at ``/admin/openapi.json``.
+- everything else: the S3 protocol (path style, or virtual-hosted style under
+  ``gateway.domain``). Bucket names ``admin``, ``healthz`` and ``metrics`` are
+  therefore reserved in path style.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from ray import serve
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dwray.config import DwrayConfig, load_config
+from serve_apps import admin
+from serve_apps.context import GatewayContext, current, install
+from serve_apps.s3_api import S3Api
+
+__all__ = ["Gateway", "app", "build_app", "fastapi_app"]
+
+log = logging.getLogger("dwray.gateway")
+
+PROBE_TIMEOUT = 3.0
+RESERVED_PATHS = ("/admin", "/healthz", "/metrics")
+
+
+class InFlight:
+    """ASGI middleware: counts requests until their response is fully sent (drain waits on it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            ctx = current()
+        except RuntimeError:
+            await self.app(scope, receive, send)
+            return
+        ctx.metrics.begin()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ctx.metrics.end()
+
+
+fastapi_app = FastAPI(title="dwray gateway", openapi_url="/admin/openapi.json", docs_url="/admin/docs",
+                      redoc_url=None)
+fastapi_app.add_middleware(InFlight)
+fastapi_app.include_router(admin.router)
+
+
+@fastapi_app.exception_handler(admin.AdminError)
+async def _admin_error(request: Request, error: admin.AdminError) -> JSONResponse:
+    return admin.admin_error(error)
+
+
+async def _blocking(fn: Any, timeout: float = PROBE_TIMEOUT) -> Any:
+    ctx = current()
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.run_in_executor(ctx.executor, fn), timeout)
+
+
+@fastapi_app.get("/healthz/live", include_in_schema=False)
+async def live() -> JSONResponse:
+    return JSONResponse({"status": "alive"})
+
+
+@fastapi_app.get("/healthz/startup", include_in_schema=False)
+async def startup() -> JSONResponse:
+    ctx = current()
+    try:
+        started = await _blocking(lambda: ray.get(ctx.supervisor.started.remote(), timeout=PROBE_TIMEOUT))
+    except Exception as error:  # noqa: BLE001 - any failure means "not started"
+        return JSONResponse({"status": "starting", "reason": type(error).__name__}, status_code=503)
+    if not started:
+        return JSONResponse({"status": "starting", "reason": "required plugins not admitted yet"}, status_code=503)
+    return JSONResponse({"status": "started"})
+
+
+@fastapi_app.get("/healthz/ready", include_in_schema=False)
+async def ready() -> JSONResponse:
+    ctx = current()
+    if ctx.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    checks: dict[str, str] = {}
+    try:
+        ok, reason = await _blocking(lambda: ray.get(ctx.supervisor.ready.remote(), timeout=PROBE_TIMEOUT))
+        checks["plugins"] = "ok" if ok else reason
+    except Exception as error:  # noqa: BLE001
+        checks["plugins"] = f"supervisor unreachable ({type(error).__name__})"
+    for name, child in (("catalog", "catalog"), ("storage", f"storage:{ctx.config.storage.backend}")):
+        try:
+            await _blocking(lambda child=child: ctx.handle(child).call("health", idempotent=True))
+            checks[name] = "ok"
+        except Exception as error:  # noqa: BLE001
+            checks[name] = f"unreachable ({type(error).__name__})"
+    status = 200 if all(value == "ok" for value in checks.values()) else 503
+    return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
+
+
+@fastapi_app.get("/metrics", include_in_schema=False)
+async def metrics() -> PlainTextResponse:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from serve_apps.metrics import render
+
+    ctx = current()
+
+    def gather() -> bytes:
+        ctx.report()
+        snapshots = ray.get(ctx.coordinator.snapshots.remote(), timeout=5)
+        plugins = ray.get(ctx.supervisor.status.remote(), timeout=5)["children"]
+        tenants = ctx.warehouse.catalog.tenant_stats()
+        return render(snapshots, plugins=plugins, tenants=tenants, draining=ctx.draining)
+
+    body = await _blocking(gather, timeout=10)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+
+S3_METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+
+
+@fastapi_app.api_route("/", methods=S3_METHODS, include_in_schema=False)
+@fastapi_app.api_route("/{path:path}", methods=S3_METHODS, include_in_schema=False)
+async def s3(request: Request) -> Any:
+    return await current().s3.handle(request)
+
+
+def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
+    """The config, supervisor and coordinator of the warehouse this replica serves.
+
+    With settings (``dw up``) they are the warehouse's; without (``serve run``)
+    the config comes from ``DWRAY_CONFIG``/``DWRAY_*`` and a warehouse is started
+    if none runs, so the app also works on a bare Ray cluster.
+    """
+    from actors.bootstrap import find_supervisor, start_supervisor
+    from actors.gateway_coordinator import create_coordinator, find_coordinator
+    from dwray.handles import PluginHandle
+
+    config = DwrayConfig.model_validate(settings) if settings else load_config()
+    runtime = config.runtime
+    supervisor = find_supervisor(config)
+    if supervisor is None:
+        try:
+            supervisor = start_supervisor(config, detached=True)
+        except ValueError:  # another replica started it first
+            supervisor = find_supervisor(config)
+    elif not settings:
+        settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
+                                        supervisor_name=runtime.supervisor_name).submit("settings"))
+        config = DwrayConfig.model_validate(settings)
+    coordinator = find_coordinator(runtime.namespace)
+    if coordinator is None:
+        try:
+            coordinator = create_coordinator(runtime.namespace, detached=True)
+        except ValueError:
+            coordinator = find_coordinator(runtime.namespace)
+    return config, supervisor, coordinator
+
+
+@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
+                  graceful_shutdown_timeout_s=60, health_check_period_s=5)
+@serve.ingress(fastapi_app)
+class Gateway:
+    """One gateway replica."""
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        started = time.monotonic()
+        config, supervisor, coordinator = _attach(settings)
+        ctx = GatewayContext(config, supervisor, coordinator)
+        ctx.s3 = S3Api(ctx.warehouse, ctx.verifier, executor=ctx.executor, limiter=ctx.limiter,
+                       metrics=ctx.metrics, domain=config.gateway.domain, region=config.gateway.region,
+                       max_object_size=config.limits.max_object_size,
+                       max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining)
+        install(ctx)
+        self.ctx = ctx
+        log.info("gateway replica %s ready in %.1f s", ctx.replica_id, time.monotonic() - started)
+
+    def __del__(self) -> None:
+        ctx = getattr(self, "ctx", None)
+        if ctx is not None:
+            ctx.close()
+
+
+def build_app(config: DwrayConfig) -> Any:
+    """The gateway application for ``config`` (``dw up`` and the tests deploy this)."""
+    return Gateway.options(num_replicas=config.gateway.replicas).bind(config.model_dump(mode="json"))
+
+
+app = Gateway.bind()

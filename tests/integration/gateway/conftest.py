@@ -1,0 +1,116 @@
+"""One real gateway for the session: the warehouse, Serve and the S3 protocol on loopback.
+
+It runs on the session's Ray cluster (started the way ``dw up`` starts one),
+in a namespace of its own, on a free port. Tests reach it only over HTTP, with
+real clients.
+"""
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from dwray.config import (
+    DwrayConfig,
+    GatewayConfig,
+    LimitsConfig,
+    RateLimitConfig,
+    RuntimeConfig,
+    TenantRate,
+)
+
+MAX_OBJECT_SIZE = 64 << 20
+THROTTLED_TENANT = "throttled"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GatewayUnderTest:
+    """The running gateway and the first credentials it printed."""
+
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    admin_token: str = field(repr=False)
+    data_dir: Path
+    config: DwrayConfig
+    running: Any = field(repr=False)
+    region: str = "us-east-1"
+
+    def admin(self, method: str, path: str, json: Any = None, **params: Any) -> requests.Response:
+        return requests.request(method, f"{self.endpoint}/admin{path}", json=json, params=params or None,
+                                headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=60)
+
+    def new_key(self, tenant: str) -> tuple[str, str]:
+        """A fresh access key for ``tenant`` (created if needed), through the admin API."""
+        created = self.admin("POST", "/tenants", {"name": tenant})
+        assert created.status_code in (201, 409), created.text
+        response = self.admin("POST", "/keys", {"tenant": tenant})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return body["access_key_id"], body["secret_access_key"]
+
+    def client(self, access_key_id: str | None = None, secret: str | None = None, **config: Any) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=access_key_id or self.access_key_id,
+            aws_secret_access_key=secret or self.secret_access_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"},
+                          **config))
+
+
+def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
+    return DwrayConfig(
+        data_dir=data_dir,
+        runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5),
+        limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
+        gateway=GatewayConfig(port=port, drain_timeout=20, rate_limit=RateLimitConfig(
+            tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)})),
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayUnderTest]:
+    from serve_apps.launch import start_gateway, stop_gateway
+
+    data_dir = tmp_path_factory.mktemp("gateway") / "data"
+    running = start_gateway(gateway_config(data_dir, free_port()))
+    first = running.first_start
+    assert first is not None, "a fresh data dir must bootstrap the first tenant, key and admin token"
+    yield GatewayUnderTest(
+        endpoint=running.endpoint, access_key_id=first.access_key.access_key_id,
+        secret_access_key=first.access_key.secret_access_key, admin_token=first.admin_token,
+        data_dir=running.config.data_dir, config=running.config, running=running)
+    stop_gateway(running, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3(gateway: GatewayUnderTest) -> Any:
+    """boto3 with its default settings (checksums included), for the default tenant."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=gateway.endpoint, region_name=gateway.region,
+                        aws_access_key_id=gateway.access_key_id, aws_secret_access_key=gateway.secret_access_key,
+                        config=Config(s3={"addressing_style": "path"}))
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name

@@ -725,14 +725,16 @@ class Warehouse:
             return _info(done)
         uploaded = {part.part_number: part for part in self._all_parts(ctx, upload)}
         minimum = self.config.limits.min_part_size
-        for position, (number, etag) in enumerate(named):
+        # Every named part must exist with its ETag before sizes are judged (as S3 does).
+        for number, etag in named:
             found = uploaded.get(number)
             if found is None:
                 raise InvalidPart(upload_id, number, "was not uploaded")
             if found.etag != etag:
                 raise InvalidPart(upload_id, number, f"its ETag is {found.etag!r}, not {etag!r}")
-            if position < len(named) - 1 and found.size < minimum:
-                raise EntityTooSmall(number, found.size, minimum)
+        for number, _ in named[:-1]:
+            if uploaded[number].size < minimum:
+                raise EntityTooSmall(number, uploaded[number].size, minimum)
         size = sum(uploaded[number].size for number, _ in named)
         if size > self.config.limits.max_object_size:
             raise EntityTooLarge(size, self.config.limits.max_object_size)

@@ -156,6 +156,7 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     from actors.gateway_coordinator import create_coordinator, find_coordinator
     from dwray.handles import PluginHandle
 
+    deployed_by_dw_up = bool(settings)
     config = DwrayConfig.model_validate(settings) if settings else load_config()
     runtime = config.runtime
     supervisor = find_supervisor(config)
@@ -168,6 +169,13 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
         settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
                                         supervisor_name=runtime.supervisor_name).submit("settings"))
         config = DwrayConfig.model_validate(settings)
+    if not deployed_by_dw_up:
+        from dwray.gateway_files import GatewayFiles
+        from serve_apps.launch import bootstrap_identity
+
+        # Started without dw up: the first tenant, key and admin token are made
+        # here; only the admin token is kept (0600), for 'dw key create'.
+        bootstrap_identity(config, supervisor, GatewayFiles(config.data_dir.resolve() / "gateway"))
     coordinator = find_coordinator(runtime.namespace)
     if coordinator is None:
         try:

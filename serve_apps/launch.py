@@ -13,6 +13,7 @@ seconds; then Serve is shut down and the plugins stop in reverse start order.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -26,10 +27,12 @@ from dwray.config import DwrayConfig
 from dwray.errors import NotReady
 from dwray.gateway_files import GatewayFiles
 
-__all__ = ["APP_NAME", "RunningGateway", "start_gateway", "stop_gateway", "wait_ready"]
+__all__ = ["APP_NAME", "RunningGateway", "bootstrap_identity", "ingress_env", "start_gateway", "stop_gateway",
+           "wait_ready"]
 
 APP_NAME = "dwray"
 READY_TIMEOUT = 120.0
+SERVE_DRAIN_SECONDS = 2.0
 
 
 @dataclass
@@ -52,7 +55,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ingress_env(drain_timeout: float, folder: Path | None = None) -> dict[str, str]:
+def ingress_env(folder: Path | None = None) -> dict[str, str]:
     """Serve's HAProxy mode, so request and response bodies stream (see ``cluster/README.md``).
 
     Serve's default proxy reads a whole request body before the replica sees
@@ -80,14 +83,15 @@ def ingress_env(drain_timeout: float, folder: Path | None = None) -> dict[str, s
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(max(1.0, drain_timeout)),
+        # Serve's own drain of a replica; short, because dw's drain (refuse new
+        # requests, wait for in-flight ones) has already run when Serve stops.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(SERVE_DRAIN_SECONDS),
     }
 
 
-def _init_ray(config: DwrayConfig, address: str | None) -> bool:
+def _init_ray(config: DwrayConfig, address: str | None, env: dict[str, str]) -> bool:
     if ray.is_initialized():
         return False
-    env = ingress_env(config.gateway.drain_timeout)
     os.environ.update(env)
     runtime_env = {"env_vars": env}
     if address is None:
@@ -99,7 +103,7 @@ def _init_ray(config: DwrayConfig, address: str | None) -> bool:
     return address == "local"
 
 
-def _bootstrap(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
+def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
     """First start: the default tenant, its first access key and the admin token."""
     from dwray.handles import PluginHandle
     from dwray.identity import AccessKeys, RemoteIdentity
@@ -148,11 +152,12 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
 
     config = config.model_copy(update={"data_dir": config.data_dir.resolve()})
     files = GatewayFiles(config.gateway_dir)
-    owns_ray = _init_ray(config, address)
+    env = {} if ray.is_initialized() else ingress_env()
+    owns_ray = _init_ray(config, address, env)
     supervisor = find_supervisor(config)
     if supervisor is None:
         supervisor = start_supervisor(config)
-    first_start = _bootstrap(config, supervisor, files)
+    first_start = bootstrap_identity(config, supervisor, files)
     coordinator = find_coordinator(config.runtime.namespace)
     if coordinator is None:
         coordinator = create_coordinator(config.runtime.namespace)
@@ -164,7 +169,8 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
     wait_ready(endpoint)
     files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
                        "started": time.time()})
-    return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start)
+    extra = {"haproxy_dir": env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]} if env else {}
+    return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start, extra)
 
 
 def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> dict[str, Any]:
@@ -194,4 +200,6 @@ def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> di
                 pass
             if running.owns_ray:
                 ray.shutdown()
+                if "haproxy_dir" in running.extra:
+                    shutil.rmtree(running.extra["haproxy_dir"], ignore_errors=True)
     return report

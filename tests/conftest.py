@@ -61,7 +61,7 @@ def ray_session() -> Iterator[object]:
     from serve_apps.launch import ingress_env
 
     if not ray.is_initialized():
-        env = ingress_env(drain_timeout=5)
+        env = ingress_env()
         os.environ.update(env)
         # The dashboard serves the state API (list_actors), which chaos tests use to find worker PIDs.
         ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=False,

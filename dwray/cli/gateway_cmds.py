@@ -37,13 +37,15 @@ def _config(state: State, **gateway: Any) -> Any:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 @command(cli, "up")
@@ -69,10 +71,11 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
         raise NotReady(f"a gateway already runs for {config.data_dir} (pid {running_state['pid']}, "
                        f"{running_state.get('endpoint')}); stop it with 'dw down'")
     stop = threading.Event()
+    with stderr.status("starting Ray, the warehouse and the gateway ..."):
+        running = start_gateway(config, address=address)
+    # After Ray's start, which installs handlers of its own.
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with stderr.status("starting Ray, the warehouse and the gateway ..."):
-            running = start_gateway(config, address=address)
         first = running.first_start
         info: dict[str, Any] = {"endpoint": running.endpoint, "data_dir": str(running.config.data_dir),
                                 "pid": os.getpid(), "admin_token_file": str(running.files.admin_token)}

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 checks for S3 requests: header auth and presigned URLs.
+"""AWS signature checks for S3 requests: SigV4 header auth and presigned URLs, SigV2 presigned URLs.
 
 :class:`SigV4Verifier` takes a request exactly as it arrived (method, the
 percent-encoded path and query from the wire, the header list) and either
@@ -10,6 +10,19 @@ own S3 signers (``S3SigV4Auth`` / ``S3SigV4QueryAuth``), fed with the values the
 client sent, so the gateway agrees with every SDK byte for byte instead of
 re-implementing SigV4. Only parsing, policy (scope, clock skew, expiry) and the
 constant-time comparison live here.
+
+SigV2 is accepted in one form only: presigned query URLs
+(``?AWSAccessKeyId=…&Expires=…&Signature=…``), because botocore presigns S3
+URLs with SigV2 unless the client sets ``Config(signature_version="s3v4")``
+(``_default_s3_presign_to_sigv2``), and boto3's default presigned GET/PUT must
+work unchanged. Those are checked with botocore's ``HmacV1QueryAuth``. SigV2
+uses HMAC-SHA1 and signs only the method, Content-MD5, Content-Type, Expires,
+x-amz-* headers, the path and S3's sub-resources (``HmacV1Auth.QSAOfInterest``,
+response-* overrides included); other query parameters (a list prefix, say)
+are not covered, which is acceptable for presigned object GET/PUT/HEAD/DELETE.
+So a SigV2 presigned request carrying any other query parameter is refused,
+and nothing unsigned can change what it means. SigV2 in the Authorization
+header (``AWS AKID:sig``) has no such excuse and stays refused.
 
 Header values are ``str`` as the server decoded them (ASGI header bytes decoded
 as latin-1); names are lowercase. Access keys are resolved through the
@@ -26,9 +39,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import SplitResult, quote, unquote_to_bytes
 
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.auth import HmacV1Auth, HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
@@ -60,6 +73,13 @@ _UNSUPPORTED_MECHANISM = ("The authorization mechanism you have provided is not 
                           "Please use AWS4-HMAC-SHA256 (boto3: Config(signature_version='s3v4')).")
 _QUERY_AUTH_PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                       "X-Amz-SignedHeaders", "X-Amz-Signature")
+_V2_AUTH_PARAMS = ("AWSAccessKeyId", "Expires", "Signature")
+_V2_SIGNED_SUBRESOURCES = frozenset(HmacV1Auth.QSAOfInterest)
+# botocore also copies these signed headers into a SigV2 presigned URL's query;
+# the copy is harmless when the request sends the same header, which is signed.
+_V2_HEADER_COPIES = ("content-type", "content-md5")
+_SIGNATURE_MISMATCH = ("The request signature we calculated does not match the signature you provided. "
+                       "Check your key and signing method.")
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z\Z")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
@@ -158,8 +178,20 @@ class _QuerySigner(_ClientHeaders, S3SigV4QueryAuth):
     pass
 
 
+class _SigV2QuerySigner(HmacV1QueryAuth):
+    """botocore's SigV2 query signer, signing the Expires the client sent rather than now + N."""
+
+    def __init__(self, credentials: Credentials, expires_at: str) -> None:
+        super().__init__(credentials)
+        self._expires_at = expires_at
+
+    def _get_date(self) -> str:
+        return self._expires_at
+
+
 class SigV4Verifier:
-    """Checks AWS SigV4 signatures (Authorization header or presigned query) on S3 requests."""
+    """Checks AWS SigV4 signatures (Authorization header or presigned query) on S3 requests,
+    and SigV2 presigned query URLs (boto3's default for ``generate_presigned_url``)."""
 
     def __init__(self, lookup: Callable[[str], SigningIdentity | None], *, region: str = "us-east-1",
                  max_skew: float = 900.0, clock: Callable[[], float] = time.time) -> None:
@@ -178,8 +210,8 @@ class SigV4Verifier:
         names = {name for name, _ in params}
         authorization = _single_header(header_map, "authorization")
         query_v4 = "X-Amz-Algorithm" in names
-        query_v2 = "AWSAccessKeyId" in names and "Signature" in names
-        if authorization is not None and (query_v4 or query_v2):
+        query_v2 = "AWSAccessKeyId" in names or "Signature" in names
+        if (authorization is not None) + query_v4 + query_v2 > 1:
             raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm "
                           "query parameter, Signature query string parameter or the Authorization header "
                           "should be specified")
@@ -188,7 +220,7 @@ class SigV4Verifier:
         if query_v4:
             return self._verify_query(method, raw_path, params, header_map)
         if query_v2:
-            raise S3Error("InvalidRequest", _UNSUPPORTED_MECHANISM)
+            return self._verify_query_v2(method, raw_path, raw_query, header_map)
         raise S3Error("AccessDenied", "Access Denied: the request carries no credentials")
 
     # -- header auth ---------------------------------------------------------
@@ -256,6 +288,33 @@ class SigV4Verifier:
         return AuthResult(identity, True, content_sha256, self._chunk_signer(
             identity, scope, timestamp, signature, content_sha256))
 
+    def _verify_query_v2(self, method: str, raw_path: str, raw_query: str,
+                         header_map: dict[str, list[str]]) -> AuthResult:
+        code = "AuthorizationQueryParametersError"
+        pairs = _raw_query_pairs(raw_query)
+        auth = _v2_auth_params(pairs)
+        _refuse_unsigned_v2_params(pairs, header_map)
+        expires_at = auth["Expires"]
+        if not (expires_at.isascii() and expires_at.isdigit()):
+            raise S3Error(code, "Expires must be an integer number of seconds since the epoch")
+        identity = self._identity(auth["AWSAccessKeyId"])
+        now = self._clock()
+        if now > int(expires_at):
+            raise S3Error("AccessDenied", "Request has expired")
+        if int(expires_at) - now > MAX_PRESIGN_EXPIRES:
+            raise S3Error(code, "Expires must be less than a week (in seconds) that is "
+                          f"{MAX_PRESIGN_EXPIRES} from now")
+        signer = _SigV2QuerySigner(Credentials(identity.access_key_id, identity.secret_access_key), expires_at)
+        signature = auth["Signature"].encode("utf-8")
+        for path in _path_candidates(raw_path):
+            # botocore picks the signed sub-resources out of the raw query itself,
+            # by their names as sent, exactly as it did when signing.
+            split = SplitResult("http", "dwray.invalid", path, raw_query, "")
+            expected = signer.get_signature(method.upper(), split, _v2_signed_headers(header_map))
+            if hmac.compare_digest(expected.encode("ascii"), signature):
+                return AuthResult(identity, True, UNSIGNED_PAYLOAD)
+        raise S3Error("SignatureDoesNotMatch", _SIGNATURE_MISMATCH)
+
     # -- shared steps --------------------------------------------------------
 
     def _parse_credential(self, credential: str, code: str) -> _Scope:
@@ -305,8 +364,7 @@ class SigV4Verifier:
             expected = signer.signature(string_to_sign, request)
             if hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii")):
                 return
-        raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match the "
-                      "signature you provided. Check your key and signing method.")
+        raise S3Error("SignatureDoesNotMatch", _SIGNATURE_MISMATCH)
 
     def _chunk_signer(self, identity: SigningIdentity, scope: _Scope, timestamp: str, signature: str,
                       content_sha256: str) -> ChunkSigner | None:
@@ -450,6 +508,53 @@ def _query_auth_params(params: list[tuple[str, str]]) -> dict[str, str]:
                       "requires the X-Amz-Algorithm, X-Amz-Credential, X-Amz-Signature, X-Amz-Date, "
                       "X-Amz-SignedHeaders, and X-Amz-Expires parameters.")
     return found
+
+
+def _raw_query_pairs(raw_query: str) -> list[tuple[str, str]]:
+    """(name, value) pairs still percent-encoded, as botocore's SigV2 signer reads them."""
+    return [(name, value) for name, _, value in (p.partition("=") for p in raw_query.split("&") if p)]
+
+
+def _v2_auth_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _V2_AUTH_PARAMS:
+            if name in found:
+                raise S3Error("AuthorizationQueryParametersError", f"{name} appears more than once")
+            found[name] = _decode(value)
+    if len(found) != len(_V2_AUTH_PARAMS):
+        raise S3Error("AuthorizationQueryParametersError", "Query-string authentication requires the "
+                      "Signature, Expires and AWSAccessKeyId parameters")
+    return found
+
+
+def _refuse_unsigned_v2_params(pairs: list[tuple[str, str]], header_map: dict[str, list[str]]) -> None:
+    """Refuse query parameters a SigV2 signature does not cover (names compared as sent,
+    so an encoded sub-resource name cannot slip past botocore's by-name selection)."""
+    unsigned = sorted({
+        name for name, value in pairs
+        if name not in _V2_AUTH_PARAMS and name not in _V2_SIGNED_SUBRESOURCES
+        and not ((name in _V2_HEADER_COPIES or name.startswith("x-amz-"))
+                 and header_map.get(name) == [_decode(value)])})
+    if unsigned:
+        raise S3Error("AccessDenied", "A SigV2 presigned URL (AWSAccessKeyId/Signature) does not sign the "
+                      f"query parameters {', '.join(unsigned)}; presign with SigV4 (boto3: "
+                      "Config(signature_version='s3v4')), or send content-type, content-md5 and x-amz-* "
+                      "values as the same request headers.")
+
+
+def _v2_signed_headers(header_map: dict[str, list[str]]) -> HTTPHeaders:
+    """The headers SigV2 signs: Content-MD5, Content-Type and every x-amz-* header."""
+    signed = HTTPHeaders()
+    for name in _V2_HEADER_COPIES:
+        value = _single_header(header_map, name)
+        if value is not None:
+            signed[name] = value
+    for name, values in header_map.items():
+        if name.startswith("x-amz-"):
+            for value in values:  # repeated headers are joined with ',' by the signer
+                signed[name] = value
+    return signed
 
 
 def _parse_expires(value: str) -> int:

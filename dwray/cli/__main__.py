@@ -1,0 +1,4 @@
+"""``python -m dwray.cli`` runs ``dw``."""
+from dwray.cli import main
+
+main()

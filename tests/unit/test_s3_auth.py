@@ -3,6 +3,7 @@ presigned URLs, S3SigV4Auth) and against the AWS documentation's example."""
 from __future__ import annotations
 
 import calendar
+import datetime
 import hashlib
 import io
 import re
@@ -13,12 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import h11
 import pytest
-from botocore.auth import S3SigV4Auth
+import requests
+from botocore.auth import HmacV1Auth, S3SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
@@ -213,8 +215,9 @@ def test_query_strings_verify(boto: BotoRecorder, call: str, kwargs: dict[str, A
     assert req.verify(make_verifier(req.signed_at)).identity.tenant == "acme"
 
 
-def test_real_socket_request_verifies_and_its_checksum_holds() -> None:
-    """A boto3 PutObject over a real loopback socket, parsed by h11, as the gateway sees it."""
+def capture_one(send: Callable[[str], Any]) -> Captured:
+    """Run ``send(endpoint)`` against a one-request loopback HTTP server (parsed by h11)
+    and return the request as the gateway's ASGI scope would hold it."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     seen: list[Captured] = []
@@ -246,13 +249,24 @@ def test_real_socket_request_verifies_and_its_checksum_holds() -> None:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=ACCESS_KEY,
-                          aws_secret_access_key=SECRET, region_name="us-east-1",
-                          config=Config(retries={"max_attempts": 1}))
-    client.put_object(Bucket="bkt", Key="wire key+1", Body=b"over the wire")
-    thread.join(10)
-    server.close()
-    req = seen[0]
+    try:
+        send(f"http://127.0.0.1:{port}")
+        thread.join(10)
+    finally:
+        server.close()
+    return seen[0]
+
+
+def test_real_socket_request_verifies_and_its_checksum_holds() -> None:
+    """A boto3 PutObject over a real loopback socket, parsed by h11, as the gateway sees it."""
+
+    def send(endpoint: str) -> None:
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+                              aws_secret_access_key=SECRET, region_name="us-east-1",
+                              config=Config(retries={"max_attempts": 1}))
+        client.put_object(Bucket="bkt", Key="wire key+1", Body=b"over the wire")
+
+    req = capture_one(send)
     assert req.raw_path == "/bkt/wire%20key%2B1"
     result = req.verify(make_verifier(req.signed_at))
     body = BodyVerifier(dict(req.headers), content_sha256=result.content_sha256)
@@ -497,18 +511,7 @@ def test_anonymous_and_unsupported_mechanisms() -> None:
     raises("InvalidRequest", lambda: v.verify("GET", "/bkt/k", "", [
         ("host", "h"), ("authorization", (f"AWS4-ECDSA-P256-SHA256 Credential={ACCESS_KEY}/20240101/s3/"
                                           "aws4_request, SignedHeaders=host, Signature=00"))]))
-    raises("InvalidRequest", lambda: v.verify(
-        "GET", "/bkt/k", f"AWSAccessKeyId={ACCESS_KEY}&Expires=1700000000&Signature=abc%3D", [("host", "h")]))
     raises("InvalidArgument", lambda: v.verify("GET", "/bkt/k", "", [("host", "h"), ("authorization", "Bearer x")]))
-
-
-def test_boto3_default_presigned_url_is_sigv2_and_refused_clearly() -> None:
-    client = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=ACCESS_KEY,
-                          aws_secret_access_key=SECRET, region_name="us-east-1")
-    req = presigned(client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"}))
-    assert "AWSAccessKeyId=" in req.raw_query
-    err = raises("InvalidRequest", lambda: req.verify(make_verifier(time.time())))
-    assert "s3v4" in err.message
 
 
 def test_header_and_query_auth_together(boto: BotoRecorder) -> None:
@@ -547,3 +550,204 @@ def test_no_secrets_in_reprs() -> None:
     text = repr(result)
     assert DOC_KEY.secret_access_key not in text
     assert result.chunk_signer.signing_key.hex() not in text and "signing_key" not in text
+
+
+# -- SigV2 presigned URLs: boto3's default generate_presigned_url ------------------
+
+
+@pytest.fixture(scope="module")
+def default_client() -> Any:
+    """boto3 as users have it: no signature_version, so presigned S3 URLs are SigV2."""
+    return boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET, region_name="us-east-1")
+
+
+def v2_url(client: Any, op: str, expires_in: int = 3600, **params: Any) -> str:
+    url = client.generate_presigned_url(op, Params={"Bucket": "bkt", **params}, ExpiresIn=expires_in)
+    assert "AWSAccessKeyId=" in url and "X-Amz-" not in url
+    return url
+
+
+def sent_by_requests(method: str, url: str, data: bytes | None = None,
+                     headers: dict[str, str] | None = None) -> Captured:
+    """The request that ``requests.<method>(url, ...)`` puts on the wire (path and query
+    exactly as sent, its default headers plus Host), prepared without a network."""
+    prepared = requests.Session().prepare_request(requests.Request(method, url, data=data, headers=headers))
+    path, _, query = prepared.path_url.partition("?")
+    pairs = [("host", urlsplit(url).netloc)] + [(k.lower(), v) for k, v in prepared.headers.items()]
+    return Captured(method, path, query, pairs, data or b"")
+
+
+def expires_of(req: Captured) -> int:
+    return int(parse_qs(req.raw_query)["Expires"][0])
+
+
+def v2_query(req: Captured, **changes: str | None) -> Captured:
+    """The request with query parameters replaced (raw value) or removed (None)."""
+    pieces = [p for p in req.raw_query.split("&") if p.partition("=")[0] not in changes]
+    pieces += [f"{k}={v}" for k, v in changes.items() if v is not None]
+    return replace(req, raw_query="&".join(pieces))
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("method, op, data", [("GET", "get_object", None), ("PUT", "put_object", b"hello"),
+                                              ("HEAD", "head_object", None)])
+def test_sigv2_presigned_object_requests_verify(default_client: Any, key: str, method: str, op: str,
+                                                data: bytes | None) -> None:
+    url = v2_url(default_client, op, Key=key)
+    req = sent_by_requests(method, url, data)
+    assert (req.raw_path, req.raw_query) == (urlsplit(url).path, urlsplit(url).query)
+    assert not any(k == "content-type" for k, _ in req.headers)  # requests.put(url, data=bytes)
+    result = req.verify(make_verifier(expires_of(req) - 3599))
+    assert result == AuthResult(IDENTITY, True, UNSIGNED_PAYLOAD, None)
+    assert result.payload_sha256 is None and not result.streaming
+
+
+def test_sigv2_presigned_put_over_a_real_socket(default_client: Any) -> None:
+    def send(endpoint: str) -> None:
+        url = v2_url(default_client, "put_object", Key="wire key+é~/x")
+        assert requests.put(url.replace(ENDPOINT, endpoint), data=b"payload", timeout=10).status_code == 200
+
+    req = capture_one(send)
+    assert req.raw_path == "/bkt/wire%20key%2B%C3%A9~/x" and req.body == b"payload"
+    assert req.verify(make_verifier(expires_of(req) - 60)).presigned
+
+
+@pytest.mark.parametrize("overrides", [
+    {"ResponseContentType": "text/plain; charset=utf-8"},
+    {"ResponseContentDisposition": 'attachment; filename="a b=c+d ü.txt"'},
+    {"ResponseContentType": "application/x+y", "ResponseContentDisposition": "inline",
+     "ResponseCacheControl": "no-cache", "ResponseExpires": datetime.datetime(2030, 1, 2, tzinfo=datetime.UTC)},
+])
+def test_sigv2_presigned_get_with_response_overrides(default_client: Any, overrides: dict[str, Any]) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k v", **overrides))
+    assert "response-" in req.raw_query
+    v = make_verifier(expires_of(req) - 10)
+    assert req.verify(v).identity == IDENTITY
+    # the overrides are signed: changing or dropping one breaks the signature
+    name = req.raw_query.partition("=")[0]
+    assert name.startswith("response-")
+    raises("SignatureDoesNotMatch", lambda: v2_query(req, **{name: "text%2Fhtml"}).verify(v))
+    raises("SignatureDoesNotMatch", lambda: v2_query(req, **{name: None}).verify(v))
+
+
+def test_sigv2_signed_subresources_verify_and_are_covered(default_client: Any) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k", VersionId="v1"))
+    v = make_verifier(expires_of(req))
+    assert req.verify(v).presigned
+    raises("SignatureDoesNotMatch", lambda: v2_query(req, versionId="v2").verify(v))
+    part = sent_by_requests("PUT", v2_url(default_client, "upload_part", Key="k", UploadId="u 1",
+                                          PartNumber=3), b"part")
+    v = make_verifier(expires_of(part))
+    assert part.verify(v).presigned
+    raises("SignatureDoesNotMatch", lambda: v2_query(part, partNumber="4").verify(v))
+
+
+def test_sigv2_presigned_put_with_content_type(default_client: Any) -> None:
+    """botocore signs Content-Type and copies it into the query; the uploader sends the header."""
+    url = v2_url(default_client, "put_object", Key="k", ContentType="text/plain", Metadata={"owner": "me"})
+    assert "content-type=text%2Fplain" in url and "x-amz-meta-owner=me" in url
+    req = sent_by_requests("PUT", url, b"x", {"Content-Type": "text/plain", "x-amz-meta-owner": "me"})
+    v = make_verifier(expires_of(req))
+    assert req.verify(v).presigned
+    err = raises("AccessDenied", lambda: req.with_header("content-type", None).verify(v))
+    assert "content-type" in err.message and "x-amz-meta-owner" not in err.message
+    raises("AccessDenied", lambda: req.with_header("x-amz-meta-owner", "you").verify(v))
+    # changing the header and its query copy together is caught by the signature
+    swapped = v2_query(req.with_header("content-type", "text/html"), **{"content-type": "text%2Fhtml"})
+    raises("SignatureDoesNotMatch", lambda: swapped.verify(v))
+
+
+def test_sigv2_presigned_headers_are_signed(default_client: Any) -> None:
+    req = sent_by_requests("PUT", v2_url(default_client, "put_object", Key="k"), b"data")
+    v = make_verifier(expires_of(req))
+    req.verify(v)
+    raises("SignatureDoesNotMatch", lambda: req.with_header("content-type", "text/html").verify(v))
+    raises("SignatureDoesNotMatch", lambda: req.with_header("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==").verify(v))
+    raises("SignatureDoesNotMatch", lambda: req.with_header("x-amz-copy-source", "/bkt/other").verify(v))
+
+
+def test_sigv2_presigned_expiry(default_client: Any) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", expires_in=60, Key="k"))
+    expires = expires_of(req)
+    assert req.verify(make_verifier(expires)).presigned
+    err = raises("AccessDenied", lambda: req.verify(make_verifier(expires + 1)))
+    assert err.message == "Request has expired"
+    week = sent_by_requests("GET", v2_url(default_client, "get_object", expires_in=604800, Key="k"))
+    assert week.verify(make_verifier(expires_of(week) - 604800)).presigned
+    err = raises("AuthorizationQueryParametersError", lambda: week.verify(make_verifier(expires_of(week) - 604801)))
+    assert "week" in err.message
+
+
+@pytest.mark.parametrize("value", ["12.5", "soon", "", "-5", "%C2%B2"])
+def test_sigv2_expires_must_be_an_integer(default_client: Any, value: str) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k"))
+    err = raises("AuthorizationQueryParametersError", lambda: v2_query(req, Expires=value).verify(
+        make_verifier(expires_of(req) - 60)))
+    assert "Expires" in err.message
+
+
+def test_sigv2_presigned_tampering(default_client: Any) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", expires_in=600, Key="a b"))
+    v = make_verifier(expires_of(req) - 600)
+    raises("SignatureDoesNotMatch", lambda: replace(req, raw_path="/bkt/a%20c").verify(v))
+    raises("SignatureDoesNotMatch", lambda: replace(req, raw_path="/other/a%20b").verify(v))
+    raises("SignatureDoesNotMatch", lambda: v2_query(req, Expires=str(expires_of(req) + 1)).verify(v))
+    raises("SignatureDoesNotMatch", lambda: replace(req, method="DELETE").verify(v))
+    raises("SignatureDoesNotMatch", lambda: v2_query(req, Signature="AAAAAAAAAAAAAAAAAAAAAAAAAAA%3D").verify(v))
+
+
+def test_sigv2_wrong_secret_and_unknown_key() -> None:
+    wrong = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=ACCESS_KEY,
+                         aws_secret_access_key="not-the-secret", region_name="us-east-1")
+    req = sent_by_requests("GET", v2_url(wrong, "get_object", Key="k"))
+    err = raises("SignatureDoesNotMatch", lambda: req.verify(make_verifier(expires_of(req))))
+    assert SECRET not in str(err) and "not-the-secret" not in str(err)
+    stranger = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id="AKIDSTRANGER",
+                            aws_secret_access_key=SECRET, region_name="us-east-1")
+    req = sent_by_requests("GET", v2_url(stranger, "get_object", Key="k"))
+    raises("InvalidAccessKeyId", lambda: req.verify(make_verifier(expires_of(req))))
+
+
+@pytest.mark.parametrize("missing", ["AWSAccessKeyId", "Expires", "Signature"])
+def test_sigv2_missing_or_repeated_auth_parameter(default_client: Any, missing: str) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k"))
+    v = make_verifier(expires_of(req))
+    err = raises("AuthorizationQueryParametersError", lambda: v2_query(req, **{missing: None}).verify(v))
+    assert missing in err.message
+    twice = replace(req, raw_query=req.raw_query + "&" + next(
+        p for p in req.raw_query.split("&") if p.startswith(missing + "=")))
+    raises("AuthorizationQueryParametersError", lambda: twice.verify(v))
+
+
+@pytest.mark.parametrize("extra", ["prefix=x", "x-id=GetObject", "list-type=2", "version%49d=v1",
+                                   "x-amz-meta-owner=me"])
+def test_sigv2_unsigned_query_parameters_are_refused(default_client: Any, extra: str) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k"))
+    err = raises("AccessDenied", lambda: replace(req, raw_query=req.raw_query + "&" + extra).verify(
+        make_verifier(expires_of(req))))
+    assert extra.partition("=")[0] in err.message and "s3v4" in err.message
+
+
+def test_sigv2_list_presign_is_refused_clearly(default_client: Any) -> None:
+    req = sent_by_requests("GET", v2_url(default_client, "list_objects_v2", Prefix="a/"))
+    err = raises("AccessDenied", lambda: req.verify(make_verifier(expires_of(req))))
+    assert "prefix" in err.message and "list-type" in err.message
+
+
+def test_sigv2_in_the_authorization_header_is_still_refused() -> None:
+    request = AWSRequest(method="GET", url=ENDPOINT + "/bkt/k", data=b"")
+    HmacV1Auth(Credentials(ACCESS_KEY, SECRET)).add_auth(request)
+    req = wire_request("GET", request.url, request.headers, b"")
+    assert req.header("authorization").startswith(f"AWS {ACCESS_KEY}:")
+    err = raises("InvalidRequest", lambda: req.verify(make_verifier(time.time())))
+    assert "AWS4-HMAC-SHA256" in err.message and "s3v4" in err.message
+
+
+def test_sigv2_query_mixed_with_other_auth_is_refused(default_client: Any, boto: BotoRecorder) -> None:
+    v2 = sent_by_requests("GET", v2_url(default_client, "get_object", Key="k"))
+    v4_query = urlsplit(boto.client.generate_presigned_url("get_object", Params={"Bucket": "bkt", "Key": "k"})).query
+    v = make_verifier(expires_of(v2))
+    raises("InvalidArgument", lambda: replace(v2, raw_query=v2.raw_query + "&" + v4_query).verify(v))
+    header_signed = boto.last(boto.client.get_object, Bucket="bkt", Key="k")
+    raises("InvalidArgument", lambda: replace(header_signed, raw_query=v2.raw_query).verify(v))

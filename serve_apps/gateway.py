@@ -136,13 +136,20 @@ async def metrics() -> PlainTextResponse:
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
-S3_METHODS = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+async def s3(scope: Scope, receive: Receive, send: Send) -> None:
+    """Every request no other route takes is S3's.
+
+    Installed as the router's default rather than as a ``/{path:path}`` route:
+    a route's pattern would not match keys with line breaks, and S3 must answer
+    every path with its own errors, never a bare 404.
+    """
+    if scope["type"] != "http":
+        return
+    response = await current().s3.handle(Request(scope, receive))
+    await response(scope, receive, send)
 
 
-@fastapi_app.api_route("/", methods=S3_METHODS, include_in_schema=False)
-@fastapi_app.api_route("/{path:path}", methods=S3_METHODS, include_in_schema=False)
-async def s3(request: Request) -> Any:
-    return await current().s3.handle(request)
+fastapi_app.router.default = s3
 
 
 def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:

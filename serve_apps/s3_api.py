@@ -120,7 +120,8 @@ class _Call:
         self.params = query_params(self.raw_query)
         self.bucket, self.key = s3http.bucket_and_key(merged.get("host"), raw, domain)
         self.operation = classify(self.method, self.bucket, self.key, self.params, merged)
-        self.resource = "/" + (self.bucket or "") + ("/" + self.key if self.key else "")
+        # As sent (percent-encoded): a decoded key may hold characters XML cannot carry.
+        self.resource = self.raw_path
         self.request_id = secrets.token_hex(8).upper()
         self.auth: AuthResult | None = None
         self.bytes_in = 0
@@ -189,7 +190,6 @@ class S3Api:
             response = self._error(call, S3Error("InternalError", "We encountered an internal error."))
         operation = call.operation if call else "unknown"
         response.headers["x-amz-request-id"] = call.request_id if call else secrets.token_hex(8).upper()
-        response.headers["server"] = "dwray"
         if self.metrics is not None and not isinstance(response, StreamingResponse):
             self.metrics.observe(operation, response.status_code, time.perf_counter() - started,
                                  call.bytes_in if call else 0, len(response.body or b""))

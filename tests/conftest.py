@@ -58,14 +58,15 @@ def ray_session() -> Iterator[object]:
 
     import ray
 
-    from serve_apps.launch import ingress_env
+    from dwray.client import RAY_SYSTEM_CONFIG
+    from serve_apps.launch import ingress_env, worker_env
 
     if not ray.is_initialized():
-        env = ingress_env()
+        env = {**ingress_env(), **worker_env()}
         os.environ.update(env)
         # The dashboard serves the state API (list_actors), which chaos tests use to find worker PIDs.
         ray.init(num_cpus=2, include_dashboard=True, configure_logging=False, log_to_driver=False,
-                 runtime_env={"env_vars": env})
+                 runtime_env={"env_vars": env}, _system_config=RAY_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
 

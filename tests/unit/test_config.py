@@ -90,3 +90,17 @@ def test_config_is_frozen() -> None:
     config = DwrayConfig()
     with pytest.raises(Exception, match="frozen"):
         config.data_dir = Path("/elsewhere")  # type: ignore[misc]
+
+
+def test_every_toml_example_in_the_readme_is_a_valid_config() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from dwray.config import DwrayConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert blocks
+    for block in blocks:
+        DwrayConfig.model_validate(tomllib.loads(block))

@@ -25,8 +25,9 @@ from dwray.config import (
     TenantRate,
 )
 
-MAX_OBJECT_SIZE = 64 << 20
+MAX_OBJECT_SIZE = 2 << 30  # above the 1 GiB streaming test, below what the negative tests declare
 THROTTLED_TENANT = "throttled"
+VIRTUAL_HOST_DOMAIN = "s3.dwray.test"
 
 
 def free_port() -> int:
@@ -78,7 +79,7 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
         data_dir=data_dir,
         runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5),
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
-        gateway=GatewayConfig(port=port, drain_timeout=20, rate_limit=RateLimitConfig(
+        gateway=GatewayConfig(port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, rate_limit=RateLimitConfig(
             tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)})),
     )
 

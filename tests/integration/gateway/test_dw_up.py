@@ -38,12 +38,12 @@ def dw_env(data_dir: Path) -> dict[str, str]:
 class DwUp:
     """A ``dw up`` process and what it printed."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
         self.data_dir, self.port = data_dir, port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dwray.cli", "up", "--data-dir", str(data_dir), "--port", str(port),
-             "--address", "local", "--json"],
+             "--address", "local", "--json", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dw_env(data_dir),
             start_new_session=True)
         line = self._first_line()
@@ -130,12 +130,20 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     finally:
         up.kill()
 
-    # Started again on the same data dir: no new credentials, the old ones and the data still work.
-    again = DwUp(data_dir, free_port())
+    # Started again on the same data dir, with two replicas: no new credentials, the old ones and
+    # the data still work, and /metrics covers both replicas.
+    again = DwUp(data_dir, free_port(), "--replicas", "2")
     try:
         assert "first_start" not in again.info
         s3 = again.client(first["access_key_id"], first["secret_access_key"])
         assert s3.get_object(Bucket="drain", Key="big")["Body"].read() == body
+
+        def both_replicas_report() -> bool:
+            s3.list_buckets()
+            text = requests.get(f"{again.endpoint}/metrics", timeout=30).text
+            return "dwray_gateway_replicas 2.0" in text
+
+        wait_until(both_replicas_report, timeout=30, what="/metrics to cover two replicas", interval=0.5)
         state = json.loads((data_dir / "gateway" / "gateway.json").read_text())
         assert state["pid"] == again.process.pid and state["endpoint"] == again.endpoint
         down = subprocess.run([sys.executable, "-m", "dwray.cli", "--data-dir", str(data_dir), "down", "--json"],

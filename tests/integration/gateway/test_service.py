@@ -235,3 +235,48 @@ def test_gateway_keeps_serving_after_a_burst_of_bad_requests(gateway: GatewayUnd
     s3.put_object(Bucket=bucket, Key="after", Body=b"fine")
     assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"fine"
     assert "after" in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+
+
+# --- virtual-hosted style ----------------------------------------------------------------
+
+def test_virtual_hosted_style_addresses_the_bucket_by_host(gateway: GatewayUnderTest, s3: Any, bucket: str) -> None:
+    """``<bucket>.<domain>`` names the bucket. The name does not resolve here, so each request is
+    signed for that host by botocore and then sent to the gateway's address, Host header intact."""
+    import boto3
+    from botocore.config import Config
+
+    from tests.integration.gateway.conftest import VIRTUAL_HOST_DOMAIN
+
+    port = gateway.endpoint.rsplit(":", 1)[1]
+    virtual = boto3.client("s3", endpoint_url=f"http://{VIRTUAL_HOST_DOMAIN}:{port}", region_name=gateway.region,
+                           aws_access_key_id=gateway.access_key_id, aws_secret_access_key=gateway.secret_access_key,
+                           config=Config(s3={"addressing_style": "virtual"}))
+    seen_hosts: list[str] = []
+
+    def to_loopback(request: Any, **_: Any) -> None:
+        seen_hosts.append(request.url.split("/")[2])
+        request.url = request.url.replace(f"{bucket}.{VIRTUAL_HOST_DOMAIN}:{port}", f"127.0.0.1:{port}")
+
+    virtual.meta.events.register("before-send.s3", to_loopback)
+    virtual.put_object(Bucket=bucket, Key="dir/virtual key.txt", Body=b"by host")
+    assert s3.get_object(Bucket=bucket, Key="dir/virtual key.txt")["Body"].read() == b"by host"
+    assert virtual.get_object(Bucket=bucket, Key="dir/virtual key.txt")["Body"].read() == b"by host"
+    assert [o["Key"] for o in virtual.list_objects_v2(Bucket=bucket)["Contents"]] == ["dir/virtual key.txt"]
+    assert seen_hosts and all(host == f"{bucket}.{VIRTUAL_HOST_DOMAIN}:{port}" for host in seen_hosts)
+
+
+# --- the S3 benchmark --------------------------------------------------------------------
+
+def test_s3_bench_drives_the_gateway_and_seaweedfs_in_one_run(gateway: GatewayUnderTest) -> None:
+    from dwray.bench_s3 import S3Target, run_s3_bench
+
+    key_id, secret = gateway.new_key("bench-test")
+    report = run_s3_bench(S3Target("dwray", gateway.endpoint, key_id, secret), threads=2, small_count=20,
+                          large_size=1 << 20, large_count=2, compare=True)
+    rows = {(row.op, row.size): row for row in report.rows}
+    assert set(rows) == {("put", 4096), ("get", 4096), ("put", 1 << 20), ("get", 1 << 20)}
+    for row in rows.values():
+        assert row.dwray.errors == 0 and row.dwray.ops == (20 if row.size == 4096 else 2)
+        assert row.seaweed is not None and row.seaweed.errors == 0
+        assert row.ratio == pytest.approx(row.dwray.ops_per_second / row.seaweed.ops_per_second)
+    assert json.loads(json.dumps(report.as_json()))["rows"]

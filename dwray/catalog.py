@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from dwray.errors import (
@@ -44,10 +42,10 @@ from dwray.errors import (
     DwrayError,
     InvalidPart,
     ObjectNotFound,
-    SchemaVersionError,
     UploadNotFound,
 )
 from dwray.models import PartInfo
+from dwray.sqlite_store import SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -345,66 +343,11 @@ class PagedReads(ABC):
             yield from page
 
 
-class Catalog(PagedReads):
+class Catalog(PagedReads, SqliteStore):
     """The SQLite catalog. Thread-safe; several processes may share one file."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=busy_timeout_ms / 1000)
-        except sqlite3.Error as exc:
-            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'EXTRA' if synchronous == 'EXTRA' else 'FULL'}")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except BaseException as exc:
-            self._db.close()
-            if isinstance(exc, sqlite3.Error):
-                raise CatalogError(f"cannot open catalog {self.path}: {exc}") from None
-            raise
-
-    def __repr__(self) -> str:
-        return f"Catalog({str(self.path)!r})"
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # Transactions -----------------------------------------------------------
-
-    def _write(self) -> _Transaction:
-        return _Transaction(self)
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise CatalogError(f"catalog read failed: {exc}") from None
-
-    def _migrate(self) -> None:
-        with self._write() as db:
-            found = db.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise SchemaVersionError(found, SCHEMA_VERSION)
-            for version in range(found, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            if found < SCHEMA_VERSION:
-                # Only when something changed: writing the same value still
-                # appends to the WAL, and on a full disk that would make the
-                # catalog impossible to open even for reading.
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    @property
-    def schema_version(self) -> int:
-        return self._read("PRAGMA user_version")[0][0]
+    label = "catalog"
+    migrations = MIGRATIONS
 
     # Buckets ----------------------------------------------------------------
 
@@ -817,52 +760,6 @@ class Catalog(PagedReads):
                           "AND key = ? AND version_id = ? AND (part_offset + size > ? OR part_offset >= ?) "
                           f"ORDER BY part_index LIMIT {int(limit)}", (tenant, bucket, key, version_id, start, start))
         return [SegmentRecord(*row) for row in rows]
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the catalog's lock; rollback on error."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._catalog._lock.acquire()
-        try:
-            self._catalog._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._catalog._lock.release()
-            raise CatalogError(f"catalog write failed to start: {exc}") from None
-        return self._catalog._db
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        db = self._catalog._db
-        try:
-            if exc_type is None:
-                try:
-                    db.execute("COMMIT")
-                except sqlite3.Error as error:
-                    _rollback(db)
-                    raise CatalogError(f"catalog commit failed: {error}") from None
-            else:
-                _rollback(db)
-                if issubclass(exc_type, sqlite3.Error):
-                    raise CatalogError(f"catalog write failed: {exc}") from None
-        finally:
-            self._catalog._lock.release()
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    """Roll back the open transaction, if SQLite has not already done so.
-
-    After some errors (SQLITE_FULL, SQLITE_IOERR, ...) SQLite rolls the whole
-    transaction back itself, and a ROLLBACK then fails with "no transaction is
-    active"; that failure must not replace the error being reported.
-    """
-    if db.in_transaction:
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 def _bucket(row: tuple[Any, ...]) -> BucketRecord:

@@ -28,23 +28,19 @@ import re
 import secrets
 import sqlite3
 import string
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dwray.errors import (
     AccessKeyNotFound,
     AlreadyExists,
-    CatalogError,
     InvalidArgument,
-    SchemaVersionError,
     TenantAlreadyExists,
     TenantNotFound,
 )
 from dwray.names import validate_tenant_name
+from dwray.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:  # the store and the logic run without Ray; only the proxy's caller has it
     from dwray.handles import PluginHandle
@@ -177,65 +173,16 @@ class BootstrapResult:
 
 # The store -------------------------------------------------------------------
 
-class IdentityStore:
+class IdentityStore(SqliteStore):
     """Tenants, access keys and admin-token hashes in SQLite. Thread-safe; processes may share the file."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=busy_timeout_ms / 1000)
-        except sqlite3.Error as exc:
-            raise CatalogError(f"cannot open identity store {self.path}: {exc}") from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged key or token survives power loss, as in the catalog.
-            self._db.execute(f"PRAGMA synchronous={'EXTRA' if synchronous == 'EXTRA' else 'FULL'}")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except BaseException as exc:
-            self._db.close()
-            if isinstance(exc, sqlite3.Error):
-                raise CatalogError(f"cannot open identity store {self.path}: {exc}") from None
-            raise
-
-    def __repr__(self) -> str:
-        return f"IdentityStore({str(self.path)!r})"
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # Transactions -----------------------------------------------------------
-
-    def _write(self) -> _Transaction:
-        return _Transaction(self)
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise CatalogError(f"identity store read failed: {exc}") from None
+    label = "identity store"
+    migrations = MIGRATIONS
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
         """Move the epoch, in the transaction that makes the change."""
         db.execute("UPDATE meta SET epoch = epoch + 1 WHERE id = 1")
-
-    def _migrate(self) -> None:
-        with self._write() as db:
-            found = db.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise SchemaVersionError(found, SCHEMA_VERSION)
-            for version in range(found, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            if found < SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def epoch(self) -> int:
         """A number that moves with every change (cache invalidation for gateway replicas)."""
@@ -413,48 +360,6 @@ class IdentityStore:
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "schema_version": self._read("PRAGMA user_version")[0][0]}
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the store's lock; rollback on error."""
-
-    def __init__(self, store: IdentityStore) -> None:
-        self._store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._store._lock.acquire()
-        try:
-            self._store._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._store._lock.release()
-            raise CatalogError(f"identity store write failed to start: {exc}") from None
-        return self._store._db
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        db = self._store._db
-        try:
-            if exc_type is None:
-                try:
-                    db.execute("COMMIT")
-                except sqlite3.Error as error:
-                    _rollback(db)
-                    raise CatalogError(f"identity store commit failed: {error}") from None
-            else:
-                _rollback(db)
-                if issubclass(exc_type, sqlite3.Error):
-                    raise CatalogError(f"identity store write failed: {exc}") from None
-        finally:
-            self._store._lock.release()
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    """Roll back, unless SQLite already did (after SQLITE_FULL and the like)."""
-    if db.in_transaction:
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
 
 def _check_key_id(access_key_id: object) -> None:

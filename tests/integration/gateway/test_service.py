@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +281,28 @@ def test_s3_bench_drives_the_gateway_and_seaweedfs_in_one_run(gateway: GatewayUn
         assert row.seaweed is not None and row.seaweed.errors == 0
         assert row.ratio == pytest.approx(row.dwray.ops_per_second / row.seaweed.ops_per_second)
     assert json.loads(json.dumps(report.as_json()))["rows"]
+
+
+# --- secrets stay out of logs ---------------------------------------------------------------
+
+def test_no_credential_reaches_the_ray_logs(gateway: GatewayUnderTest, s3: Any, bucket: str) -> None:
+    """Keys created, used, refused and revoked: none of the secrets is in any Ray log file."""
+    import ray
+
+    key_id, secret = gateway.new_key("log-check")
+    client = gateway.client(key_id, secret)
+    client.list_buckets()
+    with pytest.raises(ClientError):
+        gateway.client(key_id, secret + "x").list_buckets()
+    assert gateway.admin("DELETE", f"/keys/{key_id}").status_code == 204
+    s3.put_object(Bucket=bucket, Key="logged?", Body=b"x")
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    secrets_ = [secret.encode(), gateway.secret_access_key.encode(), gateway.admin_token.encode()]
+    scanned = 0
+    for path in logs.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            scanned += 1
+            for value in secrets_:
+                assert value not in content, f"a secret is in {path}"
+    assert scanned > 10

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -60,9 +61,28 @@ def print_table(table: Table) -> None:
     (stdout if stdout.is_terminal else wide).print(table)
 
 
+_json_out: Any = None  # where --json output goes (see claim_stdout_for_json)
+
+
+def claim_stdout_for_json() -> None:
+    """Keep standard output for the JSON alone.
+
+    Ray prints warnings of its own (``(raylet) ...``) on file descriptor 1, which
+    would break a script parsing ``--json`` output. So descriptor 1 is pointed
+    at standard error and the JSON goes to a private copy of the original.
+    """
+    global _json_out
+    if _json_out is None:
+        sys.stdout.flush()
+        _json_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+
+
 def emit(as_json: bool, value: Any, human: Callable[[], None]) -> None:
     if as_json:
-        click.echo(json.dumps(value, default=str))
+        out = _json_out or sys.stdout
+        out.write(json.dumps(value, default=str) + "\n")
+        out.flush()
     else:
         human()
 
@@ -76,11 +96,13 @@ def command(group: click.Group, name: str | None = None) -> Callable[[Callable[.
         @click.pass_obj
         @functools.wraps(func)
         def run(state: State, as_json: bool, **kwargs: Any) -> None:
+            if as_json:
+                claim_stdout_for_json()
             try:
                 func(state, as_json, **kwargs)
             except DwrayError as exc:
                 if as_json:
-                    click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
+                    emit(True, {"error": {"type": type(exc).__name__, "message": str(exc)}}, lambda: None)
                 else:
                     stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
                 sys.exit(1)

@@ -7,10 +7,8 @@ from the same data dir (``gateway.json`` and the 0600 ``admin-token`` in
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -72,7 +70,6 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     if running_state is not None and _pid_alive(int(running_state.get("pid", -1))):
         raise NotReady(f"a gateway already runs for {config.data_dir} (pid {running_state['pid']}, "
                        f"{running_state.get('endpoint')}); stop it with 'dw down'")
-    out = _json_stdout() if as_json else None
     stop = threading.Event()
     with stderr.status("starting Ray, the warehouse and the gateway ..."):
         running = start_gateway(config, address=address)
@@ -86,33 +83,17 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
             info["first_start"] = {"tenant": first.tenant, "access_key_id": first.access_key.access_key_id,
                                    "secret_access_key": first.access_key.secret_access_key,
                                    "admin_token": first.admin_token}
-        if out is not None:
-            out.write(json.dumps(info) + "\n")
-            out.flush()
-        else:
-            _print_up(info)
+        emit(as_json, info, lambda: _print_up(info))
         while not stop.wait(0.5):
             pass
         stderr.print("draining ...", highlight=False)
         report = stop_gateway(running)
-        if out is not None:
-            out.write(json.dumps({"stopped": True, "drained": report.get("drained", False)}) + "\n")
-            out.flush()
-        else:
-            stdout.print(f"stopped ({'drained' if report.get('drained') else 'drain timed out'})", highlight=False)
+        emit(as_json, {"stopped": True, "drained": report.get("drained", False)},
+             lambda: stdout.print(f"stopped ({'drained' if report.get('drained') else 'drain timed out'})",
+                                  highlight=False))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _json_stdout() -> Any:
-    """Standard output for ``dw up --json`` alone: Ray prints warnings of its own to
-    file descriptor 1, so that now goes to standard error and the JSON lines go to
-    a private copy of the original standard output."""
-    out = os.fdopen(os.dup(1), "w")
-    sys.stdout.flush()
-    os.dup2(2, 1)
-    return out
 
 
 def _print_up(info: dict[str, Any]) -> None:

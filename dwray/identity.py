@@ -56,6 +56,7 @@ __all__ = [
     "RemoteIdentity",
     "ResolvedKey",
     "StoredAccessKey",
+    "TenantHasActiveKeys",
     "TenantInfo",
 ]
 
@@ -67,6 +68,16 @@ _KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
 # AWS allows 16 to 128 word characters; anything else is refused before a query.
 _KEY_ID = re.compile(r"^[A-Za-z0-9_]{16,128}$")
 _MAX_DESCRIPTION = 1024
+
+
+class TenantHasActiveKeys(InvalidArgument):
+    """A tenant cannot be deleted while it has active access keys.
+
+    An ``InvalidArgument`` (as before) of its own type, so that the admin API can answer 409.
+    """
+
+    fields = ("tenant", "count")
+    template = "tenant {tenant!r} still has {count} active access key(s); revoke them first"
 
 # Each entry migrates the schema from version N to N + 1 (N = its index).
 MIGRATIONS: tuple[str, ...] = (
@@ -218,7 +229,7 @@ class IdentityStore(SqliteStore):
             active = db.execute("SELECT COUNT(*) FROM access_keys WHERE tenant = ? AND revoked IS NULL",
                                 (name,)).fetchone()[0]
             if active:
-                raise InvalidArgument(f"tenant {name!r} still has {active} active access key(s); revoke them first")
+                raise TenantHasActiveKeys(name, active)
             db.execute("DELETE FROM access_keys WHERE tenant = ?", (name,))
             db.execute("DELETE FROM tenants WHERE name = ?", (name,))
             self._bump(db)

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
+from dwray.identity import TenantHasActiveKeys
 from serve_apps.context import GatewayContext, current
 
 __all__ = ["router", "admin_error"]
@@ -135,8 +136,40 @@ async def get_tenant(name: str, ctx: GatewayContext = Admin) -> TenantOut:
 
 @router.delete("/tenants/{name}", status_code=204)
 async def delete_tenant(name: str, ctx: GatewayContext = Admin) -> None:
-    await _run(ctx, ctx.identity.delete_tenant, name)
+    """Delete a tenant that holds nothing.
+
+    Storage and keys are found by tenant name, so a tenant deleted with data
+    left would hand that data to the next tenant created with its name. Hence
+    409 ``TenantNotEmpty`` while the tenant owns any bucket (its objects and
+    open multipart uploads live in buckets) or has active access keys: empty
+    and delete its buckets and revoke its keys first. The default tenant is
+    never deleted (409 too). 404 if there is no such tenant.
+    """
+    if name == ctx.config.default_tenant:
+        raise AdminError(409, "TenantNotEmpty", f"tenant {name!r} is the default tenant and cannot be deleted")
+    await _run(ctx, ctx.identity.get_tenant, name)
+    buckets = await _run(ctx, ctx.warehouse.list_buckets, tenant=name)
+    if buckets:
+        raise AdminError(409, "TenantNotEmpty", _still_holds(name, [bucket.name for bucket in buckets]))
+    # A bucket needs an active key to be created, and the store refuses the delete
+    # (atomically) while the tenant has one, so no bucket can appear after the check above
+    # unless a key is revoked concurrently with this request.
+    try:
+        await _run(ctx, ctx.identity.delete_tenant, name)
+    except AdminError as error:
+        if error.code == TenantHasActiveKeys.__name__:
+            raise AdminError(409, "TenantNotEmpty", error.message) from None
+        raise
+    # The tenant's KEK stays in the keyring and a tenant created later with the same
+    # name reuses it. That is harmless: no data wrapped under it remains.
     ctx.identities_changed()
+
+
+def _still_holds(name: str, buckets: list[str]) -> str:
+    shown = ", ".join(repr(bucket) for bucket in buckets[:5])
+    more = f" and {len(buckets) - 5} more" if len(buckets) > 5 else ""
+    return (f"tenant {name!r} still owns {len(buckets)} bucket(s) ({shown}{more}); "
+            "delete its objects, uploads and buckets first")
 
 
 @router.get("/keys", response_model=list[KeyOut])

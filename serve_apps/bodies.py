@@ -14,7 +14,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, wait
 from typing import Any
 
 from dwray.s3.errors import S3Error
@@ -67,6 +67,16 @@ class BodyPipe:
     def fail(self, error: BaseException) -> None:
         """The body broke off (client gone, bad framing): the reader raises ``error``."""
         self._queue.put(_Failed(error))
+
+    def reader_gone(self) -> None:
+        """The reader stopped (it finished early or failed): pieces are dropped from now on.
+
+        Called on the event loop, e.g. from the writer's done-callback, so that a
+        writer that fails before reading anything cannot leave the pump waiting.
+        """
+        with self._lock:
+            self.closed_by_reader = True
+        self._space.set()
 
     def _taken(self) -> None:
         with self._lock:
@@ -123,7 +133,9 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
                 await pipe.put(bytes(buffer))
                 buffer.clear()
             if pipe.closed_by_reader:
-                break
+                # The reader is gone (its own error is the one to report): stop
+                # reading, and do not judge a body nobody will finish reading.
+                return received
         if buffer:
             await pipe.put(bytes(buffer))
         await pipe.end(finish() if finish is not None else None)
@@ -140,17 +152,31 @@ async def stream_reader(reader: Any, executor: Executor, on_done: Callable[[int]
 
     The reader is closed however the response ends (finished, or the client left).
     """
-    loop = asyncio.get_running_loop()
     chunks = iter(reader)
     sent = 0
+    inflight: Future[Any] | None = None
+
+    def close_when_idle(reading: Future[Any] | None) -> None:
+        # A read still running on a worker (the client left mid-read) must end
+        # before the reader closes: closing a generator that runs fails.
+        if reading is not None:
+            wait([reading])
+        reader.close()
+
     try:
         while True:
-            chunk = await loop.run_in_executor(executor, next, chunks, None)
+            inflight = executor.submit(next, chunks, None)
+            chunk = await asyncio.wrap_future(inflight)
+            inflight = None
             if chunk is None:
                 break
             sent += len(chunk)
             yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
     finally:
-        await loop.run_in_executor(executor, reader.close)
+        closing = executor.submit(close_when_idle, inflight)
+        try:
+            await asyncio.shield(asyncio.wrap_future(closing))
+        except BaseException:  # noqa: BLE001 - cancelled again: the close still runs on its thread
+            pass
         if on_done is not None:
             on_done(sent)

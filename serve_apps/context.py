@@ -31,7 +31,10 @@ log = logging.getLogger("dwray.gateway")
 
 REPORT_INTERVAL = 0.5
 KEY_CACHE_SECONDS = 30.0
-WORKER_THREADS = 64
+UNKNOWN_KEY_CACHE_SECONDS = 2.0  # long enough to blunt a flood of made-up key ids, short for new keys
+MAX_CACHED_KEYS = 10_000
+WORKER_THREADS = 32
+BODY_THREADS = 256  # one per body in transfer; the deployment's max_ongoing_requests
 
 _current: GatewayContext | None = None
 
@@ -61,6 +64,7 @@ class GatewayContext:
         self.coordinator = coordinator
         self.replica_id = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.executor = ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="dwray-gateway")
+        self.body_executor = ThreadPoolExecutor(max_workers=BODY_THREADS, thread_name_prefix="dwray-body")
         self.warehouse = RayWarehouse(self.config, supervisor)
         self.identity = RemoteIdentity(self.handle("identity"))
         self.access_keys = AccessKeys(self.identity, self.warehouse.keyring)
@@ -71,6 +75,7 @@ class GatewayContext:
         self.draining = False
         self._epoch: int | None = None
         self._keys: dict[str, tuple[float, SigningIdentity | None]] = {}
+        self._generation = 0  # moves when caches are dropped; a lookup begun before must not be cached
         self._admin_tokens: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,15 +94,20 @@ class GatewayContext:
         now = time.monotonic()
         with self._lock:
             cached = self._keys.get(access_key_id)
-        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
-            return cached[1]
+            generation = self._generation
+        if cached is not None:
+            age = now - cached[0]
+            if age < (KEY_CACHE_SECONDS if cached[1] is not None else UNKNOWN_KEY_CACHE_SECONDS):
+                return cached[1]
         resolved = self.access_keys.lookup(access_key_id)
         identity = None if resolved is None else SigningIdentity(
             resolved.access_key_id, resolved.secret_access_key, resolved.tenant)
         with self._lock:
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[access_key_id] = (now, identity)
+            if generation == self._generation:
+                self._keys.pop(access_key_id, None)
+                self._keys[access_key_id] = (now, identity)
+                while len(self._keys) > MAX_CACHED_KEYS:  # the oldest entries go first
+                    self._keys.pop(next(iter(self._keys)))
         return identity
 
     def check_admin_token(self, token: str) -> bool:
@@ -118,6 +128,7 @@ class GatewayContext:
 
     def forget_identities(self) -> None:
         with self._lock:
+            self._generation += 1
             self._keys.clear()
             self._admin_tokens.clear()
 
@@ -156,3 +167,4 @@ class GatewayContext:
             pass
         self.warehouse.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.body_executor.shutdown(wait=False, cancel_futures=True)

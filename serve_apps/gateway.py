@@ -95,8 +95,27 @@ def bound_request_bodies() -> bool:
     return True
 
 
-class InFlight:
-    """ASGI middleware: counts requests until their response is fully sent (drain waits on it)."""
+def _gateway_route(scope: Scope) -> bool:
+    """Whether a request is for the gateway's own endpoints rather than S3."""
+    path = scope.get("path", "")
+    if path.startswith("/admin/"):
+        return True
+    return scope.get("method") in ("GET", "HEAD") and (path == "/metrics" or path.startswith("/healthz/"))
+
+
+def _virtual_host(scope: Scope, domain: str | None) -> bool:
+    if not domain:
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1").rsplit(":", 1)[0].lower() if not value.startswith(b"[") else ""
+            return host.endswith("." + domain.lower()) and len(host) > len(domain) + 1
+    return False
+
+
+class Dispatch:
+    """ASGI middleware: S3 requests to the S3 handler, the rest to FastAPI's routes; and every
+    request counted in flight until its response is fully sent (the drain waits on that count)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -112,14 +131,20 @@ class InFlight:
             return
         ctx.metrics.begin()
         try:
-            await self.app(scope, receive, send)
+            if _gateway_route(scope) and not _virtual_host(scope, ctx.config.gateway.domain):
+                await self.app(scope, receive, send)
+            else:
+                # Everything else is S3's, including <bucket>.<domain>/metrics (a key)
+                # and PUT /metrics (a bucket name the gateway reserves).
+                await s3(scope, receive, send)
         finally:
             ctx.metrics.end()
 
 
 fastapi_app = FastAPI(title="dwray gateway", openapi_url="/admin/openapi.json", docs_url="/admin/docs",
                       redoc_url=None)
-fastapi_app.add_middleware(InFlight)
+fastapi_app.router.redirect_slashes = False  # keys like "metrics/" are S3's, never a redirect
+fastapi_app.add_middleware(Dispatch)
 fastapi_app.include_router(admin.router)
 
 
@@ -192,19 +217,17 @@ async def metrics() -> PlainTextResponse:
 
 
 async def s3(scope: Scope, receive: Receive, send: Send) -> None:
-    """Every request no other route takes is S3's.
+    """The S3 protocol, for every request that is not for the gateway's own endpoints.
 
-    Installed as the router's default rather than as a ``/{path:path}`` route:
-    a route's pattern would not match keys with line breaks, and S3 must answer
-    every path with its own errors, never a bare 404.
+    Dispatched by the ``Dispatch`` middleware rather than a ``/{path:path}``
+    route: a route's pattern would not match keys with line breaks, and S3
+    must answer every path (and method) with its own errors, never FastAPI's.
     """
     if scope["type"] != "http":
         return
     response = await current().s3.handle(Request(scope, receive))
     await response(scope, receive, send)
 
-
-fastapi_app.router.default = s3
 
 
 def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
@@ -258,7 +281,8 @@ class Gateway:
         bound_request_bodies()
         config, supervisor, coordinator = _attach(settings)
         ctx = GatewayContext(config, supervisor, coordinator)
-        ctx.s3 = S3Api(ctx.warehouse, ctx.verifier, executor=ctx.executor, limiter=ctx.limiter,
+        ctx.s3 = S3Api(ctx.warehouse, ctx.verifier, executor=ctx.executor, body_executor=ctx.body_executor,
+                       max_header_bytes=config.gateway.max_header_bytes, limiter=ctx.limiter,
                        metrics=ctx.metrics, domain=config.gateway.domain, region=config.gateway.region,
                        max_object_size=config.limits.max_object_size,
                        max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining)

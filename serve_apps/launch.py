@@ -184,8 +184,12 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
     host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
     endpoint = f"http://{host}:{gateway.port}"
     wait_ready(endpoint)
+    import psutil
+
+    # The process's start time goes with its pid, so that 'dw down' never signals
+    # another process that later got the same pid.
     files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
-                       "started": time.time()})
+                       "started": time.time(), "process_started": psutil.Process().create_time()})
     extra = {"haproxy_dir": env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]} if env else {}
     return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start, extra)
 
@@ -201,22 +205,25 @@ def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> di
         report["drained"] = ray.get(running.coordinator.wait_drained.remote(timeout), timeout=timeout + 10)
     except Exception as error:  # noqa: BLE001 - stopping goes on regardless
         report["drain_error"] = type(error).__name__
-    try:
-        # delete lets in-flight requests finish; shutdown alone would cut them.
-        serve.delete(APP_NAME)
-        serve.shutdown()
-    finally:
+    # delete lets in-flight requests finish; shutdown alone would cut them. A
+    # failure of either is reported, and the stop goes on: Serve must be gone
+    # before the plugins its replicas use stop.
+    for step, action in (("serve_delete", lambda: serve.delete(APP_NAME)), ("serve_shutdown", serve.shutdown)):
         try:
-            report["plugins"] = ray.get(running.supervisor.stop.remote(), timeout=120)
-        finally:
-            ray.kill(running.supervisor)
-            ray.kill(running.coordinator)
-            try:
-                running.files.state.unlink()
-            except FileNotFoundError:
-                pass
-            if running.owns_ray:
-                ray.shutdown()
-                if "haproxy_dir" in running.extra:
-                    shutil.rmtree(running.extra["haproxy_dir"], ignore_errors=True)
+            action()
+        except Exception as error:  # noqa: BLE001
+            report[f"{step}_error"] = type(error).__name__
+    try:
+        report["plugins"] = ray.get(running.supervisor.stop.remote(), timeout=120)
+    finally:
+        ray.kill(running.supervisor)
+        ray.kill(running.coordinator)
+        try:
+            running.files.state.unlink()
+        except FileNotFoundError:
+            pass
+        if running.owns_ray:
+            ray.shutdown()
+            if "haproxy_dir" in running.extra:
+                shutil.rmtree(running.extra["haproxy_dir"], ignore_errors=True)
     return report

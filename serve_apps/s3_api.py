@@ -48,6 +48,17 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
     "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
     "restore", "select", "attributes", "versions"})
 MAX_XML_BODY = 4 << 20
+# Path-style names the gateway serves itself (/admin, /healthz, /metrics).
+RESERVED_BUCKETS = frozenset({"admin", "healthz", "metrics"})
+CONDITIONAL_WRITE_HEADERS = ("if-match", "if-none-match")
+
+
+def refuse_conditional_write(call: Any) -> None:
+    """Conditional writes need an atomic check in the commit, which dwray does not have yet:
+    refuse them clearly rather than ignore them (an ignored If-None-Match: * overwrites)."""
+    for name in CONDITIONAL_WRITE_HEADERS:
+        if name in call.headers:
+            raise S3Error("NotImplemented", f"conditional writes ({name}) are not supported by dwray yet")
 
 
 def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str],
@@ -137,12 +148,18 @@ class S3Api:
     """The S3 operations of one gateway replica."""
 
     def __init__(self, warehouse: Any, verifier: SigV4Verifier, *, executor: ThreadPoolExecutor,
+                 body_executor: ThreadPoolExecutor | None = None, max_header_bytes: int = 16 << 10,
                  limiter: Any = None, metrics: Any = None, domain: str | None = None, region: str = "us-east-1",
                  max_object_size: int, max_metadata_bytes: int, is_draining: Callable[[], bool] = lambda: False
                  ) -> None:
         self.wh = warehouse
         self.verifier = verifier
+        # Short calls (auth, metadata) and long ones (a body being read or
+        # written, which holds a thread for the whole transfer) get separate
+        # pools, so slow uploads can never starve authentication or probes.
         self.executor = executor
+        self.body_executor = body_executor or executor
+        self.max_header_bytes = max_header_bytes
         self.limiter = limiter
         self.metrics = metrics
         self.domain = domain
@@ -173,6 +190,10 @@ class S3Api:
         call: _Call | None = None
         try:
             call = _Call(request, self.domain)
+            header_bytes = sum(len(name) + len(value) + 4 for name, value in call.header_list)
+            if header_bytes > self.max_header_bytes:
+                raise S3Error("RequestHeaderSectionTooLarge",
+                              f"Your request's headers exceed the maximum of {self.max_header_bytes} bytes.")
             if self.is_draining():
                 raise S3Error("ServiceUnavailable", "the gateway is shutting down", headers={"Retry-After": "5"})
             call.auth = await self.run(self.verifier.verify, call.method, call.raw_path, call.raw_query,
@@ -258,6 +279,9 @@ class S3Api:
         if location and location != self.region:
             raise S3Error("InvalidArgument", f"this gateway serves region {self.region!r}, not {location!r}")
         assert call.bucket is not None
+        if call.bucket in RESERVED_BUCKETS:
+            raise S3Error("InvalidBucketName", f"the bucket name {call.bucket!r} is reserved by the gateway "
+                                               f"(its {call.bucket} endpoints)")
         await self.run(self.wh.create_bucket, call.bucket, tenant=call.tenant)
         return Response(status_code=200, headers={"location": f"/{call.bucket}"})
 
@@ -369,8 +393,13 @@ class S3Api:
 
     def _declared_length(self, call: _Call) -> int | None:
         mode = call.auth.content_sha256 if call.auth else ""
-        raw = call.headers.get("x-amz-decoded-content-length") if mode in STREAMING_MODES else None
-        raw = raw if raw is not None else call.headers.get("content-length")
+        if mode in STREAMING_MODES:
+            # The wire length counts chunk framing; only the decoded length is the object's.
+            raw = call.headers.get("x-amz-decoded-content-length")
+            if raw is None:
+                return None
+        else:
+            raw = call.headers.get("content-length")
         if raw is None:
             if "chunked" in call.headers.get("transfer-encoding", "").lower():
                 return None
@@ -420,7 +449,10 @@ class S3Api:
                 raise S3Error("IncompleteBody", "You did not provide the number of bytes specified by the "
                                                 "Content-Length HTTP header.")
 
-        work = loop.run_in_executor(self.executor, write, counting(), lambda: dict(outcome.get("checksums", {})))
+        work = loop.run_in_executor(self.body_executor, write, counting(),
+                                    lambda: dict(outcome.get("checksums", {})))
+        # A writer that fails before (or while) reading the body releases the pump.
+        work.add_done_callback(lambda _: pipe.reader_gone())
         try:
             call.bytes_in = await pump_body(call.request.stream(), pipe,
                                             decode=decoder.feed if decoder is not None else None,
@@ -436,6 +468,7 @@ class S3Api:
         return result, outcome.get("checksums", {})
 
     async def put_object(self, call: _Call) -> Response:
+        refuse_conditional_write(call)
         metadata = s3http.user_metadata(call.header_list, self.max_metadata_bytes)
         headers = self._stored_headers(call)
         content_type = call.headers.get("content-type") or None
@@ -449,6 +482,7 @@ class S3Api:
         return Response(status_code=200, headers={"etag": _etag(info.etag), **echoed})
 
     async def copy_object(self, call: _Call) -> Response:
+        refuse_conditional_write(call)
         src_bucket, src_key, src_version = s3http.parse_copy_source(call.headers["x-amz-copy-source"])
         source = await self.run(self.wh.head, src_bucket, src_key, version_id=src_version, tenant=call.tenant)
         s3http.check_copy_source_conditions(call.headers, source.etag, source.last_modified)
@@ -484,8 +518,9 @@ class S3Api:
                 continue
             headers[name] = value
         for name, value in s3http.metadata_headers(info.metadata):
-            headers[name] = value
-        headers.update(s3http.response_overrides(call.params))
+            headers[name.lower()] = value
+        for name, value in s3http.response_overrides(call.params).items():
+            headers[name.lower()] = value  # replaces the stored value: one header each
         return headers
 
     async def head_object(self, call: _Call) -> Response:
@@ -533,9 +568,8 @@ class S3Api:
         except BaseException:
             await self.run(reader.close)
             raise
-        media_type = headers.pop("content-type")
-        return StreamingResponse(stream_reader(reader, self.executor), status_code=code, headers=headers,
-                                 media_type=media_type)
+        # The stored Content-Type goes out as it is (a media_type argument would get "; charset=" added).
+        return StreamingResponse(stream_reader(reader, self.body_executor), status_code=code, headers=headers)
 
     async def delete_object(self, call: _Call) -> Response:
         result = await self.run(self.wh.delete, call.bucket, call.key,
@@ -585,6 +619,7 @@ class S3Api:
         return self._xml(s3xml.copy_part_xml(part.etag, part.last_modified))
 
     async def complete_upload(self, call: _Call) -> Response:
+        refuse_conditional_write(call)
         upload_id = call.params.get("uploadId", "")
         parts = s3xml.parse_complete_multipart(await self._xml_body(call))
         info = await self.run(self.wh.complete_multipart_upload, call.bucket, call.key, upload_id, parts,

@@ -36,16 +36,30 @@ def _config(state: State, **gateway: Any) -> Any:
     return type(config).model_validate(config.model_dump())
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
+def _pid_alive(state: dict[str, Any]) -> bool:
+    """Whether the gateway recorded in ``state`` (gateway.json) still runs.
+
+    A pid alone is not enough: if 'dw up' died without cleaning up, the pid may
+    since have gone to an unrelated process. So the process must also have the
+    start time recorded next to the pid ("process_started", psutil's
+    create_time); a file without it counts as not running. A zombie (exited,
+    not yet reaped) does not run either.
+    """
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        pid, started = int(state["pid"]), float(state["process_started"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    try:
+        process = psutil.Process(pid)
+        # create_time is rounded differently by different reads; 10 ms tells two processes apart.
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) <= 0.01
+    except (psutil.NoSuchProcess, ValueError):
         return False
     except psutil.AccessDenied:
-        return True
+        # 'dw up' runs as this user; a process this user may not inspect is not it.
+        return False
 
 
 @command(cli, "up")
@@ -67,7 +81,8 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     config = _config(state, host=host, port=port, replicas=replicas)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running_state = files.read_state()
-    if running_state is not None and _pid_alive(int(running_state.get("pid", -1))):
+    # A stale gateway.json (its 'dw up' was killed) is simply overwritten by this start.
+    if running_state is not None and _pid_alive(running_state):
         raise NotReady(f"a gateway already runs for {config.data_dir} (pid {running_state['pid']}, "
                        f"{running_state.get('endpoint')}); stop it with 'dw down'")
     stop = threading.Event()
@@ -119,14 +134,20 @@ def down(state: State, as_json: bool, timeout: float) -> None:
     config = _config(state)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running = files.read_state()
-    if running is None or not _pid_alive(int(running.get("pid", -1))):
+    if running is None:
         raise NotReady(f"no gateway runs for {config.data_dir}")
+    if not _pid_alive(running):
+        # Its 'dw up' was killed without cleaning up: never signal the pid, which may
+        # belong to another process by now; just drop the stale file.
+        files.state.unlink(missing_ok=True)
+        raise NotReady(f"no gateway runs for {config.data_dir} "
+                       f"(the recorded one, pid {running.get('pid')}, has exited)")
     pid = int(running["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while _pid_alive(running) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _pid_alive(pid):
+    if _pid_alive(running):
         raise NotReady(f"the gateway (pid {pid}) did not stop within {timeout:.0f} s")
     emit(as_json, {"stopped": pid}, lambda: stdout.print(f"stopped the gateway (pid {pid})", highlight=False))
 
@@ -181,7 +202,7 @@ def tenant_list(state: State, as_json: bool, endpoint: str | None, admin_token: 
 @click.argument("name")
 @admin_options
 def tenant_remove(state: State, as_json: bool, name: str, endpoint: str | None, admin_token: str | None) -> None:
-    """Delete a tenant (refused while it has active access keys)."""
+    """Delete a tenant (refused for the default tenant, and while it owns buckets or active access keys)."""
     _admin(state, endpoint, admin_token).delete(f"/tenants/{name}")
     emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted tenant {name}", highlight=False))
 

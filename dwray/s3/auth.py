@@ -8,7 +8,8 @@ raises :class:`~dwray.s3.errors.S3Error` with S3's code for what was wrong.
 The canonical request, string to sign and signature are computed by botocore's
 own S3 signers (``S3SigV4Auth`` / ``S3SigV4QueryAuth``), fed with the values the
 client sent, so the gateway agrees with every SDK byte for byte instead of
-re-implementing SigV4. Only parsing, policy (scope, clock skew, expiry) and the
+re-implementing SigV4. Only parsing, policy (scope, clock skew, expiry, S3's
+refusal of unsigned x-amz-* headers, for presigned URLs too) and the
 constant-time comparison live here.
 
 SigV2 is accepted in one form only: presigned query URLs
@@ -203,6 +204,7 @@ class SigV4Verifier:
     def verify(self, method: str, raw_path: str, raw_query: str,
                headers: Sequence[tuple[str, str]]) -> AuthResult:
         """Authenticate one request, or raise the S3Error the client should get."""
+        _check_raw_path(raw_path)
         params = _parse_query(raw_query)
         header_map: dict[str, list[str]] = {}
         for name, value in headers:
@@ -238,10 +240,7 @@ class SigV4Verifier:
         if content_sha256 is None:
             raise S3Error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
         content_sha256 = _payload_mode(content_sha256)
-        unsigned = sorted(n for n in header_map if n.startswith("x-amz-") and n not in signed_names)
-        if unsigned:
-            raise S3Error("AccessDenied", "There were headers present in the request which were not "
-                          f"signed: {', '.join(unsigned)}")
+        _refuse_unsigned_amz_headers(header_map, signed_names)
         identity = self._identity(scope.access_key_id)
         skew = abs(self._clock() - _epoch(timestamp))
         if skew > self._max_skew:
@@ -267,6 +266,10 @@ class SigV4Verifier:
         scope = self._parse_credential(auth["X-Amz-Credential"], code)
         signed_names = _parse_signed_headers(auth["X-Amz-SignedHeaders"], code)
         signature = _parse_signature(auth["X-Amz-Signature"], code)
+        # A presigned URL grants exactly what it signs: an added x-amz-copy-source,
+        # x-amz-metadata-directive, x-amz-meta-* or checksum header would turn a
+        # presigned PUT into a copy or change what is stored, so S3 refuses them.
+        _refuse_unsigned_amz_headers(header_map, signed_names)
         timestamp = auth["X-Amz-Date"]
         if not _is_amz_date(timestamp):
             raise S3Error(code, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
@@ -408,14 +411,38 @@ def _path_candidates(raw_path: str) -> list[str]:
     '!' or '=' unencoded yet sign them percent-encoded, which S3 accepts. Both
     forms decode to the same key, so accepting either signs the same resource.
     """
-    if not raw_path.startswith("/") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw_path):
-        raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+    _check_raw_path(raw_path)
     raw = raw_path.encode("latin-1") if max(map(ord, raw_path)) < 0x100 else raw_path.encode("utf-8")
     candidates = [raw_path] if raw_path.isascii() else []
     reencoded = quote(unquote_to_bytes(raw), safe="/~")
     if reencoded not in candidates:
         candidates.append(reencoded)
     return candidates
+
+
+def _check_raw_path(raw_path: str) -> None:
+    """Refuse a path that botocore's signer would read differently from the gateway.
+
+    The signers take the path from ``urlsplit(url)``, which ends it at a '#' (and a
+    '?'); a signature for ``/b/k`` would then also cover ``/b/k#x``, which the
+    gateway decodes as key ``k#x``. Clients percent-encode both ('?' never gets
+    here: the server splits the query off first). Control characters and spaces
+    are likewise never sent raw, and urlsplit silently drops some of them.
+    """
+    for char in "#?":
+        if char in raw_path:
+            raise S3Error("InvalidURI", f"Couldn't parse the specified URI: the path contains a raw {char!r}; "
+                          f"percent-encode it as %{ord(char):02X}.")
+    if not raw_path.startswith("/") or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw_path):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+
+
+def _refuse_unsigned_amz_headers(header_map: dict[str, list[str]], signed_names: Sequence[str]) -> None:
+    """S3's rule for SigV4: every x-amz-* header sent must be signed (names only in the message)."""
+    unsigned = sorted(n for n in header_map if n.startswith("x-amz-") and n not in signed_names)
+    if unsigned:
+        raise S3Error("AccessDenied", "There were headers present in the request which were not "
+                      f"signed: {', '.join(unsigned)}")
 
 
 def _single_header(header_map: dict[str, list[str]], name: str) -> str | None:

@@ -70,6 +70,7 @@ KEYS = [
     "odd !*'()$@,;:&[].txt",
     "%41 literal percent",
     "trailing/",
+    "frag#ment?q.txt",
 ]
 
 
@@ -396,6 +397,100 @@ def test_presigned_missing_parameter(boto: BotoRecorder) -> None:
     stripped = "&".join(p for p in req.raw_query.split("&") if not p.startswith("X-Amz-SignedHeaders"))
     raises("AuthorizationQueryParametersError", lambda: replace(req, raw_query=stripped).verify(
         make_verifier(issued_at(req))))
+
+
+def s3v4_put_url(boto: BotoRecorder, **params: Any) -> str:
+    url = boto.client.generate_presigned_url("put_object", Params={"Bucket": "bkt", "Key": "k", **params})
+    assert "X-Amz-Signature=" in url
+    return url
+
+
+def test_presigned_put_as_requests_sends_it_verifies(boto: BotoRecorder) -> None:
+    """``requests.put(url, data=...)`` sends no x-amz-* header; boto3 signed host only."""
+    url = s3v4_put_url(boto)
+    assert "X-Amz-SignedHeaders=host&" in url
+    req = sent_by_requests("PUT", url, b"payload")
+    assert not any(k.startswith("x-amz-") for k, _ in req.headers)
+    result = req.verify(make_verifier(issued_at(req) + 1))
+    assert result.presigned and result.content_sha256 == UNSIGNED_PAYLOAD
+
+
+def test_presigned_put_over_a_real_socket() -> None:
+    def send(endpoint: str) -> None:
+        url = BotoRecorder(endpoint).client.generate_presigned_url(
+            "put_object", Params={"Bucket": "bkt", "Key": "wire #key"})
+        assert requests.put(url, data=b"payload", timeout=10).status_code == 200
+
+    req = capture_one(send)
+    assert req.raw_path == "/bkt/wire%20%23key" and req.body == b"payload"
+    assert req.verify(make_verifier(issued_at(req) + 1)).presigned
+
+
+@pytest.mark.parametrize("name, value", [
+    ("x-amz-copy-source", "bkt/secret"),
+    ("x-amz-meta-foo", "bar"),
+    ("x-amz-metadata-directive", "REPLACE"),
+    ("x-amz-checksum-crc32", "AAAAAA=="),
+    ("x-amz-content-sha256", STREAMING_UNSIGNED_TRAILER),
+])
+def test_presigned_put_refuses_unsigned_amz_headers(boto: BotoRecorder, name: str, value: str) -> None:
+    """A presigned PUT cannot be turned into a CopyObject (or change what is stored)
+    by adding x-amz-* headers the URL did not sign, as S3 refuses them."""
+    req = sent_by_requests("PUT", s3v4_put_url(boto), b"payload", {name: value})
+    err = raises("AccessDenied", lambda: req.verify(make_verifier(issued_at(req) + 1)))
+    assert err.message == f"There were headers present in the request which were not signed: {name}"
+    assert value not in str(err)
+
+
+def test_presigned_put_with_signed_amz_headers(boto: BotoRecorder) -> None:
+    """boto3 signs the x-amz-* headers its Params need; sending them verifies, changing one
+    breaks the signature, and adding another unsigned one is still refused."""
+    url = s3v4_put_url(boto, Metadata={"foo": "bar"}, ContentType="text/plain")
+    assert "X-Amz-SignedHeaders=content-type%3Bhost%3Bx-amz-meta-foo&" in url
+    req = sent_by_requests("PUT", url, b"payload", {"Content-Type": "text/plain", "x-amz-meta-foo": "bar"})
+    v = make_verifier(issued_at(req) + 1)
+    assert req.verify(v).presigned
+    raises("SignatureDoesNotMatch", lambda: req.with_header("x-amz-meta-foo", "baz").verify(v))
+    err = raises("AccessDenied", lambda: req.with_header("x-amz-copy-source", "bkt/secret").verify(v))
+    assert err.message.endswith("not signed: x-amz-copy-source")
+
+
+def test_sigv2_presigned_put_refuses_an_added_copy_source(default_client: Any) -> None:
+    """SigV2 signs every x-amz-* header sent, so an added one breaks the signature."""
+    req = sent_by_requests("PUT", v2_url(default_client, "put_object", Key="k"), b"payload")
+    v = make_verifier(expires_of(req) - 60)
+    assert req.verify(v).presigned
+    raises("SignatureDoesNotMatch", lambda: req.with_header("x-amz-copy-source", "bkt/secret").verify(v))
+    raises("SignatureDoesNotMatch", lambda: req.with_header("x-amz-meta-foo", "bar").verify(v))
+
+
+# -- a raw '#' in the path -----------------------------------------------------------
+# botocore's signer ends the path at '#', so a signature for /bkt/k would also cover
+# /bkt/k#x (key "k#x" to the gateway) unless such paths are refused.
+
+
+def test_raw_hash_in_path_is_refused_for_header_auth() -> None:
+    req = sign_manually("GET", ENDPOINT + "/bkt/k", {})
+    v = make_verifier(req.signed_at)
+    assert req.verify(v).identity == IDENTITY
+    err = raises("InvalidURI", lambda: replace(req, raw_path="/bkt/k#x").verify(v))
+    assert "'#'" in err.message and "%23" in err.message
+    raises("InvalidURI", lambda: replace(req, raw_path="/bkt/k?x").verify(v))
+
+
+@pytest.mark.parametrize("method, op", [("GET", "get_object"), ("PUT", "put_object")])
+def test_raw_hash_in_path_is_refused_for_sigv4_presigned(boto: BotoRecorder, method: str, op: str) -> None:
+    req = presigned(boto.client.generate_presigned_url(op, Params={"Bucket": "bkt", "Key": "k"}), method)
+    v = make_verifier(issued_at(req) + 1)
+    assert req.verify(v).presigned
+    raises("InvalidURI", lambda: replace(req, raw_path="/bkt/k#x").verify(v))
+
+
+def test_raw_hash_in_path_is_refused_for_sigv2_presigned(default_client: Any) -> None:
+    req = sent_by_requests("PUT", v2_url(default_client, "put_object", Key="k"), b"payload")
+    v = make_verifier(expires_of(req) - 60)
+    assert req.verify(v).presigned
+    raises("InvalidURI", lambda: replace(req, raw_path="/bkt/k#x").verify(v))
 
 
 # -- rejections ----------------------------------------------------------------------

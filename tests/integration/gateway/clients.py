@@ -351,12 +351,17 @@ def sign(gateway: Any, method: str, target: str, *, headers: Mapping[str, str] |
 
 def send(gateway: Any, method: str, target: str, headers: Mapping[str, str], body: bytes = b"",
          *, timeout: float = 30) -> RawResponse:
-    """Send one request with http.client, path untouched (``requests`` would resolve ``..``)."""
+    """Send one request with http.client, path untouched (``requests`` would resolve ``..``).
+
+    A ``Host`` among ``headers`` is sent as the Host (virtual-hosted style); the
+    connection always goes to the gateway's own address.
+    """
     netloc = urlsplit(gateway.endpoint).netloc
+    host = next((value for name, value in headers.items() if name.lower() == "host"), netloc)
     connection = http.client.HTTPConnection(netloc, timeout=timeout)
     try:
         connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        connection.putheader("Host", netloc)
+        connection.putheader("Host", host)
         for name, value in headers.items():
             if name.lower() != "host":
                 connection.putheader(name, value)

@@ -28,6 +28,7 @@ from dwray.config import (
 MAX_OBJECT_SIZE = 2 << 30  # above the 1 GiB streaming test, below what the negative tests declare
 THROTTLED_TENANT = "throttled"
 VIRTUAL_HOST_DOMAIN = "s3.dwray.test"
+MAX_HEADER_BYTES = 8 << 10
 
 
 def free_port() -> int:
@@ -79,8 +80,9 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
         data_dir=data_dir,
         runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5),
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
-        gateway=GatewayConfig(port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, rate_limit=RateLimitConfig(
-            tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)})),
+        gateway=GatewayConfig(
+            port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, max_header_bytes=MAX_HEADER_BYTES,
+            rate_limit=RateLimitConfig(tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)})),
     )
 
 

@@ -97,5 +97,6 @@ def test_a_1_gib_put_and_get_stream_through_the_gateway(gateway: GatewayUnderTes
         assert any("haproxy" in name for name in growth), growth  # the streaming route is the one measured
         assert any("ServeReplica" in name for name in growth), growth
         worst = max(growth.items(), key=lambda item: item[1])
+        print(f"{phase}: largest RSS growth {worst[1] >> 20} MiB in {worst[0]}")
         assert worst[1] < LIMIT, f"{phase}: {worst[0]} grew by {worst[1] >> 20} MiB; all: {growth}"
     s3.delete_object(Bucket=bucket, Key="big")

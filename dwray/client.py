@@ -22,14 +22,8 @@ from dwray.pipeline import ThreadFrameEngine
 from dwray.remote import RayFrameEngine, RemoteBackend, RemoteCatalog, RemoteKeyring
 from dwray.warehouse import Warehouse
 
-__all__ = ["RAY_SYSTEM_CONFIG", "RayWarehouse", "connect"]
+__all__ = ["RayWarehouse", "connect"]
 
-# For a Ray that dwray starts itself. Batches of object bytes (up to 8 MiB of
-# frames) travel inline in the task RPCs rather than through the shared-memory
-# object store: measured on a 512 MiB GET through the gateway, the store's
-# pages touched by the storage actor and the replica grew by about 290 MiB
-# each (freed objects are reclaimed later than new ones arrive), inline by 0.
-RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 16 << 20}
 
 
 class RayWarehouse(Warehouse):
@@ -115,8 +109,7 @@ def connect(address: str | None = None, *, data_dir: str | Path | None = None,
     owns_ray = False
     if not ray.is_initialized():
         if address is None and not os.environ.get("RAY_ADDRESS") and not _ray_running_locally():
-            ray.init(namespace=runtime.namespace, include_dashboard=False, configure_logging=False,
-                     _system_config=RAY_SYSTEM_CONFIG)
+            ray.init(namespace=runtime.namespace, include_dashboard=False, configure_logging=False)
             owns_ray = True
         else:
             ray.init(address=address, namespace=runtime.namespace, configure_logging=False)

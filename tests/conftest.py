@@ -58,8 +58,7 @@ def ray_session() -> Iterator[object]:
 
     import ray
 
-    from dwray.client import RAY_SYSTEM_CONFIG
-    from serve_apps.launch import ingress_env, worker_env
+    from serve_apps.launch import RAY_SYSTEM_CONFIG, ingress_env, worker_env
 
     if not ray.is_initialized():
         env = {**ingress_env(), **worker_env()}

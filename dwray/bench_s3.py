@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from dwray.errors import DependencyMissing, DwrayError, InvalidArgument
+from dwray.ports import free_port
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -97,12 +97,6 @@ def find_weed(search_path: str | None = None) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class SeaweedS3Server:
     """A single-process SeaweedFS (master, volume, filer, S3) on 127.0.0.1, for the length of a ``with`` block.
 
@@ -166,8 +160,8 @@ class SeaweedS3Server:
         config.touch(mode=0o600)
         config.write_text(json.dumps(identities))
         (self._dir / "data").mkdir()
-        s3_port = _free_port()
-        ports = {name: _free_port() for name in ("master.port", "master.port.grpc", "volume.port",
+        s3_port = free_port()
+        ports = {name: free_port() for name in ("master.port", "master.port.grpc", "volume.port",
                                                   "volume.port.grpc", "filer.port", "filer.port.grpc",
                                                   "s3.port.grpc")}
         self._sockets = [Path(f"/tmp/seaweedfs-{service}-grpc-{ports[f'{service}.port.grpc']}.sock")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import ray
 from dwray.config import DwrayConfig
 from dwray.errors import NotReady
 from dwray.gateway_files import GatewayFiles
+from dwray.ports import free_port
 
 __all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "bootstrap_identity", "ingress_env", "start_gateway",
            "stop_gateway", "wait_ready", "worker_env"]
@@ -47,12 +47,6 @@ class RunningGateway:
     files: GatewayFiles
     first_start: Any = None  # the bootstrap credentials, only on the very first start
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ingress_env(folder: Path | None = None) -> dict[str, str]:
@@ -79,10 +73,10 @@ def ingress_env(folder: Path | None = None) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
         # Serve's own drain of a replica; short, because dw's drain (refuse new
         # requests, wait for in-flight ones) has already run when Serve stops.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(SERVE_DRAIN_SECONDS),

@@ -7,23 +7,17 @@ one (a local Ray, a temp data dir, a free port) and stops it at the end.
 """
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from dwray.admin_client import AdminError, discover
 from dwray.errors import NotReady
+from dwray.ports import free_port
 
 __all__ = ["run_gateway_bench"]
 
 BENCH_TENANT = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _bench_key(admin: Any) -> tuple[str, str]:
@@ -52,7 +46,7 @@ def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_c
         from serve_apps.launch import start_gateway
 
         folder = Path(tempfile.mkdtemp(prefix="dwray-bench-"))
-        gateway = config.gateway.model_copy(update={"port": _free_port(), "host": "127.0.0.1"})
+        gateway = config.gateway.model_copy(update={"port": free_port(), "host": "127.0.0.1"})
         temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}))
         admin = discover(temporary.config)
     access_key_id, secret = _bench_key(admin)

@@ -6,7 +6,6 @@ real clients.
 """
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,17 +23,12 @@ from dwray.config import (
     RuntimeConfig,
     TenantRate,
 )
+from dwray.ports import free_port
 
 MAX_OBJECT_SIZE = 2 << 30  # above the 1 GiB streaming test, below what the negative tests declare
 THROTTLED_TENANT = "throttled"
 VIRTUAL_HOST_DOMAIN = "s3.dwray.test"
 MAX_HEADER_BYTES = 8 << 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -64,15 +58,10 @@ class GatewayUnderTest:
         return body["access_key_id"], body["secret_access_key"]
 
     def client(self, access_key_id: str | None = None, secret: str | None = None, **config: Any) -> Any:
-        import boto3
-        from botocore.config import Config
+        """boto3 on this gateway (no retries), as another access key when one is given."""
+        from tests.integration.gateway.clients import s3_client
 
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=self.region,
-            aws_access_key_id=access_key_id or self.access_key_id,
-            aws_secret_access_key=secret or self.secret_access_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"},
-                          **config))
+        return s3_client(self, access_key_id, secret, **config)
 
 
 def gateway_config(data_dir: Path, port: int) -> DwrayConfig:

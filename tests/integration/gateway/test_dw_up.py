@@ -22,9 +22,9 @@ import requests
 import yaml
 from botocore.config import Config
 
+from dwray.ports import free_port
 from tests.helpers import wait_until
 from tests.integration.gateway.clients import random_bytes
-from tests.integration.gateway.conftest import free_port
 
 START_TIMEOUT = 180
 

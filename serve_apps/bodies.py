@@ -117,7 +117,9 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
     """
     received = 0
     payload = 0
-    buffer = bytearray()
+    # Pieces are gathered and joined once (one copy) into about PIECE_SIZE bytes.
+    buffer: list[Any] = []
+    buffered = 0
     try:
         async for data in receive:
             if not data:
@@ -128,16 +130,18 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
                 payload += len(piece)
                 if limit is not None and payload > limit:
                     raise S3Error("EntityTooLarge", f"the body is over the maximum object size of {limit} bytes")
-                buffer += piece
-            if len(buffer) >= PIECE_SIZE:
-                await pipe.put(bytes(buffer))
+                buffer.append(piece)
+                buffered += len(piece)
+            if buffered >= PIECE_SIZE:
+                await pipe.put(b"".join(buffer))
                 buffer.clear()
+                buffered = 0
             if pipe.closed_by_reader:
                 # The reader is gone (its own error is the one to report): stop
                 # reading, and do not judge a body nobody will finish reading.
                 return received
         if buffer:
-            await pipe.put(bytes(buffer))
+            await pipe.put(b"".join(buffer))
         await pipe.end(finish() if finish is not None else None)
     except BaseException as error:  # the reader must learn of every way the body ends
         pipe.fail(error if isinstance(error, Exception) else S3Error(
@@ -146,14 +150,12 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
     return received
 
 
-async def stream_reader(reader: Any, executor: Executor, on_done: Callable[[int], None] | None = None
-                        ) -> AsyncIterator[bytes]:
+async def stream_reader(reader: Any, executor: Executor) -> AsyncIterator[bytes]:
     """An object reader's chunks as an async iterator; each read runs on ``executor``.
 
     The reader is closed however the response ends (finished, or the client left).
     """
     chunks = iter(reader)
-    sent = 0
     inflight: Future[Any] | None = None
 
     def close_when_idle(reading: Future[Any] | None) -> None:
@@ -170,7 +172,6 @@ async def stream_reader(reader: Any, executor: Executor, on_done: Callable[[int]
             inflight = None
             if chunk is None:
                 break
-            sent += len(chunk)
             yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
     finally:
         closing = executor.submit(close_when_idle, inflight)
@@ -178,5 +179,3 @@ async def stream_reader(reader: Any, executor: Executor, on_done: Callable[[int]
             await asyncio.shield(asyncio.wrap_future(closing))
         except BaseException:  # noqa: BLE001 - cancelled again: the close still runs on its thread
             pass
-        if on_done is not None:
-            on_done(sent)

@@ -136,7 +136,6 @@ class _Call:
         self.request_id = secrets.token_hex(8).upper()
         self.auth: AuthResult | None = None
         self.bytes_in = 0
-        self.bytes_out = 0
 
     @property
     def tenant(self) -> str:
@@ -211,13 +210,12 @@ class S3Api:
             response = self._error(call, S3Error("InternalError", "We encountered an internal error."))
         operation = call.operation if call else "unknown"
         response.headers["x-amz-request-id"] = call.request_id if call else secrets.token_hex(8).upper()
-        if self.metrics is not None and not isinstance(response, StreamingResponse):
+        if self.metrics is not None:
+            # A streamed body is counted by its declared length when the response starts.
+            sent = (int(response.headers.get("content-length", 0)) if isinstance(response, StreamingResponse)
+                    else len(response.body or b""))
             self.metrics.observe(operation, response.status_code, time.perf_counter() - started,
-                                 call.bytes_in if call else 0, len(response.body or b""))
-        elif self.metrics is not None and call is not None:
-            call.bytes_out = int(response.headers.get("content-length", 0))
-            self.metrics.observe(operation, response.status_code, time.perf_counter() - started,
-                                 call.bytes_in, call.bytes_out)
+                                 call.bytes_in if call else 0, sent)
         return response
 
     def _rate_limit(self, call: _Call) -> None:

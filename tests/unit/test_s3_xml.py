@@ -28,6 +28,7 @@ from dwray.models import (
     UploadsPage,
 )
 from dwray.s3.errors import S3Error
+from tests.helpers import BILLION_LAUGHS_DTD
 
 NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 T0 = 1_795_773_600.0  # 2026-11-27T10:00:00Z
@@ -145,20 +146,7 @@ def test_delete_objects_rejects_bad_structure() -> None:
     assert "1001" in malformed(s3xml.parse_delete_objects, too_many).message
 
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<Delete><Object><Key>&lol9;</Key></Object></Delete>"""
+BILLION_LAUGHS = BILLION_LAUGHS_DTD + b"<Delete><Object><Key>&lol9;</Key></Object></Delete>"
 
 ATTACKS = {
     "billion-laughs": BILLION_LAUGHS,

@@ -9,8 +9,19 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.integration.gateway.clients import UNSIGNED_PAYLOAD, assert_serves, error_of, send, sign
-from tests.integration.gateway.conftest import MAX_HEADER_BYTES, VIRTUAL_HOST_DOMAIN, GatewayUnderTest
+from tests.helpers import wait_until
+from tests.integration.gateway.clients import (
+    UNSIGNED_PAYLOAD,
+    assert_serves,
+    error_of,
+    send,
+    sign,
+)
+from tests.integration.gateway.conftest import (
+    MAX_HEADER_BYTES,
+    VIRTUAL_HOST_DOMAIN,
+    GatewayUnderTest,
+)
 
 MiB = 1 << 20
 
@@ -24,12 +35,12 @@ def test_a_write_refused_before_its_body_is_read_answers_at_once(gateway: Gatewa
     with pytest.raises(ClientError) as caught:
         s3.upload_part(Bucket=bucket, Key="k", UploadId="no-such-upload", PartNumber=1, Body=body[:8 * MiB])
     assert error_of(caught.value) == ("NoSuchUpload", 404)
+
     # Nothing is left in flight: the replica reports its count, and it returns to the probe alone.
     def in_flight() -> float:
         text = requests.get(f"{gateway.endpoint}/metrics", timeout=30).text
         return sum(float(line.split()[-1]) for line in text.splitlines()
                    if line.startswith("dwray_requests_in_flight{"))
-    from tests.helpers import wait_until
     wait_until(lambda: in_flight() <= 1, timeout=20, what="no request left in flight")
     assert_serves(s3, bucket)
 

@@ -22,6 +22,7 @@ import requests
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from tests.helpers import BILLION_LAUGHS_DTD
 from tests.integration.gateway.clients import (
     UNSIGNED_PAYLOAD,
     assert_serves,
@@ -268,21 +269,6 @@ def test_key_over_1024_bytes_is_key_too_long(s3: Any, bucket: str) -> None:
 
 # --- XML -------------------------------------------------------------------------------------
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-"""
-
 EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
 <!DOCTYPE foo [ <!ENTITY xxe SYSTEM "file:///etc/passwd"> ]>
 """
@@ -291,7 +277,7 @@ DELETE_BODIES = {
     "truncated": b"<Delete><Object><Key>keep</Key></Object",
     "not-xml": b"this is not xml at all",
     "wrong-root": b"<Remove><Object><Key>keep</Key></Object></Remove>",
-    "billion-laughs": BILLION_LAUGHS + b"<Delete><Object><Key>&lol9;</Key></Object></Delete>",
+    "billion-laughs": BILLION_LAUGHS_DTD + b"<Delete><Object><Key>&lol9;</Key></Object></Delete>",
     "external-entity": EXTERNAL_ENTITY + b"<Delete><Object><Key>&xxe;</Key></Object></Delete>",
     "external-dtd": b'<?xml version="1.0"?><!DOCTYPE Delete SYSTEM "http://127.0.0.1:9/evil.dtd">'
                     b"<Delete><Object><Key>keep</Key></Object></Delete>",
@@ -315,7 +301,7 @@ def test_bad_xml_to_delete_objects_is_malformed_xml(gateway: Any, s3: Any, bucke
 COMPLETE_BODIES = {
     "truncated": b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>",
     "not-xml": b"{\"parts\": [1]}",
-    "billion-laughs": BILLION_LAUGHS + b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+    "billion-laughs": BILLION_LAUGHS_DTD + b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
                                        b"<ETag>&lol9;</ETag></Part></CompleteMultipartUpload>",
     "external-entity": EXTERNAL_ENTITY + b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
                                          b"<ETag>&xxe;</ETag></Part></CompleteMultipartUpload>",

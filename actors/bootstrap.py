@@ -10,15 +10,18 @@ The tree, in start order (stopped in reverse):
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from actors.supervisor import create_supervisor
 from dwray.config import DwrayConfig
-from dwray.supervision import ChildSpec, SupervisorSpec
+from dwray.core.supervision import ChildSpec, SupervisorSpec
 
-__all__ = ["find_supervisor", "start_supervisor", "supervisor_spec", "warehouse_children"]
+if TYPE_CHECKING:
+    from dwray.core.gateway_files import GatewayFiles
+
+__all__ = ["bootstrap_identity", "find_supervisor", "start_supervisor", "supervisor_spec", "warehouse_children"]
 
 
 def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_config: dict[str, Any],
@@ -81,3 +84,25 @@ def start_supervisor(config: DwrayConfig, *, detached: bool = False) -> Any:
         ray.kill(supervisor)
         raise
     return supervisor
+
+
+def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
+    """First start: the default tenant, its first access key and the admin token."""
+    from actors.handles import PluginHandle
+    from actors.remote import RemoteKeyring
+    from dwray.core.identity import AccessKeys, RemoteIdentity
+
+    runtime = config.runtime
+
+    def handle(child_id: str) -> PluginHandle:
+        return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
+                            supervisor_name=runtime.supervisor_name)
+
+    keys = AccessKeys(RemoteIdentity(handle("identity")), RemoteKeyring(handle("kms:local")))
+    result = keys.bootstrap(config.default_tenant)
+    if result is not None:
+        files.write_admin_token(result.admin_token)
+    elif files.read_admin_token() is None:
+        # The token file was lost (a new data dir for the gateway files?): issue another.
+        files.write_admin_token(keys.create_admin_token("replacement for a lost admin-token file"))
+    return result

@@ -49,9 +49,9 @@ import psutil
 import ray
 from opentelemetry import propagate, trace
 
+from dwray.core.plugins import Manifest, Plugin, check_manifest, load_plugin_class
+from dwray.core.supervision import ChildSpec
 from dwray.errors import DwrayError, InvalidArgument, PluginError, PluginUnavailable
-from dwray.plugins import Manifest, Plugin, check_manifest, load_plugin_class
-from dwray.supervision import ChildSpec
 
 __all__ = [
     "CONTROL_GROUP",

@@ -1,7 +1,7 @@
 """Supervisor: runs plugin host actors under Erlang/OTP supervision.
 
 The rules (restart types, strategies, restart intensity, backoff) are pure
-logic in ``dwray.supervision``; this async actor applies them to Ray actors:
+logic in ``dwray.core.supervision``; this async actor applies them to Ray actors:
 
 - ``start()`` starts children in order: create the host actor (named
   ``dwray:<child id>``, ``max_restarts=0``), wait for Ray to place it
@@ -28,7 +28,7 @@ logic in ``dwray.supervision``; this async actor applies them to Ray actors:
 
 The supervisor is never on the data path: callers get ``(actor handle,
 generation)`` once from ``handle()`` and call the plugin host directly
-(``dwray.handles.PluginHandle``).
+(``actors.handles.PluginHandle``).
 """
 from __future__ import annotations
 
@@ -44,7 +44,16 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.handles import death_reason
 from actors.plugin_host import DEFAULT_CGROUP_ROOT, PluginHost
+from dwray.core.plugins import Manifest, check_manifest
+from dwray.core.supervision import (
+    Backoff,
+    ChildSpec,
+    RestartIntensity,
+    SupervisorSpec,
+    plan_restart,
+)
 from dwray.errors import (
     DwrayError,
     InvalidArgument,
@@ -52,15 +61,6 @@ from dwray.errors import (
     PluginNotFound,
     PluginRefused,
     PluginUnavailable,
-)
-from dwray.handles import death_reason
-from dwray.plugins import Manifest, check_manifest
-from dwray.supervision import (
-    Backoff,
-    ChildSpec,
-    RestartIntensity,
-    SupervisorSpec,
-    plan_restart,
 )
 
 __all__ = ["DEFAULT_NAMESPACE", "Supervisor", "create_supervisor", "host_options"]

@@ -1,7 +1,7 @@
 """dwray: a secure, multi-tenant data warehouse kernel on Ray.
 
 Public names are imported lazily (PEP 562), so importing ``dwray.errors`` or
-``dwray.frames`` in an actor does not pull in the warehouse, the CLI or Ray.
+``dwray.core.frames`` in an actor does not pull in the warehouse, the CLI or Ray.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "connect": "dwray.client",
-    "Warehouse": "dwray.warehouse",
-    "ObjectReader": "dwray.warehouse",
-    "TenantContext": "dwray.models",
-    "ObjectInfo": "dwray.models",
-    "BucketInfo": "dwray.models",
-    "ListPage": "dwray.models",
+    "Warehouse": "dwray.core.warehouse",
+    "ObjectReader": "dwray.core.warehouse",
+    "TenantContext": "dwray.core.models",
+    "ObjectInfo": "dwray.core.models",
+    "BucketInfo": "dwray.core.models",
+    "ListPage": "dwray.core.models",
     "DwrayConfig": "dwray.config",
     "load_config": "dwray.config",
     "errors": "dwray.errors",

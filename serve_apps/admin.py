@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from dwray.core.identity import TenantHasActiveKeys
 from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
-from dwray.identity import TenantHasActiveKeys
 from serve_apps.context import GatewayContext, current
 
 __all__ = ["router", "admin_error"]

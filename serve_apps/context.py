@@ -19,10 +19,10 @@ from typing import Any
 
 import ray
 
+from actors.handles import PluginHandle
 from dwray.config import DwrayConfig
-from dwray.handles import PluginHandle
-from dwray.identity import AccessKeys, RemoteIdentity
-from dwray.ratelimit import RateLimiter
+from dwray.core.identity import AccessKeys, RemoteIdentity
+from dwray.core.ratelimit import RateLimiter
 from dwray.s3.auth import SigningIdentity, SigV4Verifier
 
 __all__ = ["GatewayContext", "current", "install"]
@@ -55,7 +55,7 @@ class GatewayContext:
     """The parts of one replica, built once when it starts."""
 
     def __init__(self, config: DwrayConfig, supervisor: Any, coordinator: Any) -> None:
-        from dwray.client import RayWarehouse
+        from actors.attach import RayWarehouse
         from serve_apps.metrics import GatewayMetrics
 
         runtime = config.runtime.model_copy(update={"stage_placement": "caller"})

@@ -237,9 +237,9 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     the config comes from ``DWRAY_CONFIG``/``DWRAY_*`` and a warehouse is started
     if none runs, so the app also works on a bare Ray cluster.
     """
-    from actors.bootstrap import find_supervisor, start_supervisor
+    from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
     from actors.gateway_coordinator import create_coordinator, find_coordinator
-    from dwray.handles import PluginHandle
+    from actors.handles import PluginHandle
 
     deployed_by_dw_up = bool(settings)
     config = DwrayConfig.model_validate(settings) if settings else load_config()
@@ -255,8 +255,7 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
                                         supervisor_name=runtime.supervisor_name).submit("settings"))
         config = DwrayConfig.model_validate(settings)
     if not deployed_by_dw_up:
-        from dwray.gateway_files import GatewayFiles
-        from serve_apps.launch import bootstrap_identity
+        from dwray.core.gateway_files import GatewayFiles
 
         # Started without dw up: the first tenant, key and admin token are made
         # here; only the admin token is kept (0600), for 'dw key create'.

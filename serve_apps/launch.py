@@ -23,11 +23,11 @@ from typing import Any
 import ray
 
 from dwray.config import DwrayConfig
+from dwray.core.gateway_files import GatewayFiles
+from dwray.core.ports import free_port
 from dwray.errors import NotReady
-from dwray.gateway_files import GatewayFiles
-from dwray.ports import free_port
 
-__all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "bootstrap_identity", "ingress_env", "start_gateway",
+__all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "ingress_env", "start_gateway",
            "stop_gateway", "wait_ready", "worker_env"]
 
 APP_NAME = "dwray"
@@ -110,9 +110,9 @@ def _init_ray(config: DwrayConfig, address: str | None, env: dict[str, str]) -> 
         return False
     os.environ.update(env)
     runtime_env = {"env_vars": env}
-    from dwray.client import _ray_running_locally
+    from actors.attach import ray_running_locally
 
-    if address is None and _ray_running_locally():
+    if address is None and ray_running_locally():
         address = "auto"  # a Ray started on this machine with 'ray start'
     if address in (None, "local"):
         ray.init(address=address, namespace=config.runtime.namespace, include_dashboard=False,
@@ -122,28 +122,6 @@ def _init_ray(config: DwrayConfig, address: str | None, env: dict[str, str]) -> 
     ray.init(address=address, namespace=config.runtime.namespace, configure_logging=False,
              log_to_driver=False, runtime_env=runtime_env)
     return False
-
-
-def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
-    """First start: the default tenant, its first access key and the admin token."""
-    from dwray.handles import PluginHandle
-    from dwray.identity import AccessKeys, RemoteIdentity
-    from dwray.remote import RemoteKeyring
-
-    runtime = config.runtime
-
-    def handle(child_id: str) -> PluginHandle:
-        return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
-                            supervisor_name=runtime.supervisor_name)
-
-    keys = AccessKeys(RemoteIdentity(handle("identity")), RemoteKeyring(handle("kms:local")))
-    result = keys.bootstrap(config.default_tenant)
-    if result is not None:
-        files.write_admin_token(result.admin_token)
-    elif files.read_admin_token() is None:
-        # The token file was lost (a new data dir for the gateway files?): issue another.
-        files.write_admin_token(keys.create_admin_token("replacement for a lost admin-token file"))
-    return result
 
 
 def wait_ready(endpoint: str, timeout: float = READY_TIMEOUT) -> None:
@@ -167,7 +145,7 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
     """Start everything ``config`` describes and return once ``/healthz/ready`` answers 200."""
     from ray import serve
 
-    from actors.bootstrap import find_supervisor, start_supervisor
+    from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
     from actors.gateway_coordinator import create_coordinator, find_coordinator
     from serve_apps.gateway import build_app
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
-from dwray.warehouse import Warehouse
+from dwray.core.warehouse import Warehouse
 
 # Small frames so that every test crosses frame boundaries without big data.
 TEST_FRAME_SIZE = 4096
@@ -80,7 +80,7 @@ class SharedRayWarehouse:
         self.supervisor = start_supervisor(config)
 
     def for_test(self, tenant: str, placement: str) -> Any:
-        from dwray.client import RayWarehouse
+        from actors.attach import RayWarehouse
 
         runtime = self.config.runtime.model_copy(update={"stage_placement": placement})
         config = self.config.model_copy(update={"default_tenant": tenant, "runtime": runtime})

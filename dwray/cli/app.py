@@ -6,110 +6,26 @@ usage mistakes exit 2.
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
-from dwray.errors import DwrayError, InvalidArgument
-
-PROGRESS_THRESHOLD = 8 << 20  # show progress for transfers larger than this
-
-stderr = Console(stderr=True)
-stdout = Console()
-wide = Console(width=10_000)  # for tables written to a pipe or file
-
-
-class State:
-    """Options shared by every command, and the warehouse they open lazily."""
-
-    def __init__(self, data_dir: Path | None, config: Path | None, tenant: str | None) -> None:
-        self.data_dir, self.config, self.tenant = data_dir, config, tenant
-        self._warehouse: Any = None
-
-    @property
-    def warehouse(self) -> Any:
-        if self._warehouse is None:
-            from dwray.warehouse import Warehouse
-
-            self._warehouse = Warehouse.load(self.data_dir, self.config)
-        return self._warehouse
-
-    def close(self) -> None:
-        if self._warehouse is not None:
-            self._warehouse.close()
-
-
-def print_table(table: Table) -> None:
-    """A table on stdout; piped output is never cut to a terminal's width."""
-    (stdout if stdout.is_terminal else wide).print(table)
-
-
-_json_out: Any = None  # where --json output goes (see claim_stdout_for_json)
-
-
-def claim_stdout_for_json() -> None:
-    """Keep standard output for the JSON alone.
-
-    Ray prints warnings of its own (``(raylet) ...``) on file descriptor 1, which
-    would break a script parsing ``--json`` output. So descriptor 1 is pointed
-    at standard error and the JSON goes to a private copy of the original.
-    """
-    global _json_out
-    if _json_out is None:
-        sys.stdout.flush()
-        _json_out = os.fdopen(os.dup(1), "w")
-        os.dup2(2, 1)
-
-
-def emit(as_json: bool, value: Any, human: Callable[[], None]) -> None:
-    if as_json:
-        out = _json_out or sys.stdout
-        out.write(json.dumps(value, default=str) + "\n")
-        out.flush()
-    else:
-        human()
-
-
-def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
-    """A subcommand with ``--json``, the shared state, and one error policy."""
-
-    def decorate(func: Callable[..., Any]) -> Any:
-        @group.command(name)
-        @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
-        @click.pass_obj
-        @functools.wraps(func)
-        def run(state: State, as_json: bool, **kwargs: Any) -> None:
-            if as_json:
-                claim_stdout_for_json()
-            try:
-                func(state, as_json, **kwargs)
-            except DwrayError as exc:
-                if as_json:
-                    emit(True, {"error": {"type": type(exc).__name__, "message": str(exc)}}, lambda: None)
-                else:
-                    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-                sys.exit(1)
-            finally:
-                state.close()
-        return run
-    return decorate
+from dwray.cli.output import (
+    PROGRESS_THRESHOLD,
+    CountingReader,
+    emit,
+    print_table,
+    progress_bar,
+    stderr,
+    stdout,
+)
+from dwray.cli.state import State, command
+from dwray.errors import InvalidArgument
 
 
 def split_target(target: str, *, key_required: bool) -> tuple[str, str]:
@@ -121,24 +37,6 @@ def split_target(target: str, *, key_required: bool) -> tuple[str, str]:
     if key_required and not key:
         raise InvalidArgument(f"{target!r} names no object key; write BUCKET/KEY")
     return bucket, key
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, disable=not enabled,
-                    transient=False)
-
-
-class CountingReader:
-    """A binary file wrapper that advances a progress task as it is read."""
-
-    def __init__(self, handle: BinaryIO, advance: Callable[[int], None]) -> None:
-        self._handle, self._advance = handle, advance
-
-    def readinto(self, buffer: Any) -> int:
-        count = self._handle.readinto(buffer) or 0
-        self._advance(count)
-        return count
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -381,7 +279,7 @@ def keys_retire(state: State, as_json: bool, minimum: int) -> None:
 @click.option("--address", default=None, help="Ray address of the cluster (default: RAY_ADDRESS or this machine)")
 def status_command(state: State, as_json: bool, address: str | None) -> None:
     """Show the running warehouse's plugin tree: state, generation, restarts, last failure."""
-    from dwray.status import read_status
+    from dwray.cli.status import read_status
 
     report = read_status(address, config_path=state.config)
     emit(as_json, report, lambda: _print_status(report))
@@ -435,11 +333,11 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
                   folder: Path | None, small_count: int, repeat: int, threads: int, large_count: int,
                   endpoint: str | None, compare: bool) -> None:
     """Measure put/get throughput and small puts against the yardstick (or, in s3 mode, SeaweedFS) in the same run."""
-    from dwray.bench import run_bench
+    from dwray.cli.bench import run_bench
     from dwray.config import parse_size
 
     if mode == "s3":
-        from dwray.bench_s3 import format_s3_report
+        from dwray.cli.bench_s3 import format_s3_report
         from dwray.cli.gateway_bench import run_gateway_bench
 
         report = run_gateway_bench(state, endpoint=endpoint, threads=threads, small_count=small_count,

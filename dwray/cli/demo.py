@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dwray.core.warehouse import Warehouse
 from dwray.errors import BucketAlreadyExists
-from dwray.warehouse import Warehouse
 
 DEMO_BUCKET = "demo"
 DEMO_KEY = "hello/greeting.txt"

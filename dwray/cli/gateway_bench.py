@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dwray.admin_client import AdminError, discover
+from dwray.cli.admin_client import AdminError, discover
+from dwray.core.ports import free_port
 from dwray.errors import NotReady
-from dwray.ports import free_port
 
 __all__ = ["run_gateway_bench"]
 
@@ -32,10 +32,10 @@ def _bench_key(admin: Any) -> tuple[str, str]:
 
 def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_count: int, large_count: int,
                       compare: bool) -> Any:
-    from dwray.bench_s3 import S3Target, run_s3_bench
-    from dwray.cli.gateway_cmds import _config
+    from dwray.cli.bench_s3 import S3Target, run_s3_bench
+    from dwray.cli.state import command_config
 
-    config = _config(state)
+    config = command_config(state)
     temporary = None
     try:
         admin = discover(config, endpoint=endpoint)

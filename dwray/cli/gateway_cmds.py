@@ -17,23 +17,12 @@ from typing import Any
 import click
 from rich.table import Table
 
-from dwray.cli.app import State, cli, command, emit, print_table, stderr, stdout
+from dwray.cli.app import cli
+from dwray.cli.output import emit, print_table, stderr, stdout
+from dwray.cli.state import State, command, command_config
 from dwray.errors import InvalidArgument, NotReady
 
 __all__ = ["down", "up"]
-
-
-def _config(state: State, **gateway: Any) -> Any:
-    from dwray.config import load_config
-
-    config = load_config(state.config)
-    if state.data_dir is not None:
-        config = config.model_copy(update={"data_dir": Path(state.data_dir)})
-    updates = {name: value for name, value in gateway.items() if value is not None}
-    if updates:
-        config = config.model_copy(update={"gateway": config.gateway.model_copy(update=updates)})
-    # Validate the combination again (model_copy does not).
-    return type(config).model_validate(config.model_dump())
 
 
 def _pid_alive(state: dict[str, Any]) -> bool:
@@ -73,12 +62,12 @@ def _pid_alive(state: dict[str, Any]) -> bool:
 def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
        replicas: int | None, address: str | None) -> None:
     """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop."""
-    from dwray.gateway_files import GatewayFiles
+    from dwray.core.gateway_files import GatewayFiles
     from serve_apps.launch import start_gateway, stop_gateway
 
     if up_data_dir is not None:
         state.data_dir = up_data_dir
-    config = _config(state, host=host, port=port, replicas=replicas)
+    config = command_config(state, host=host, port=port, replicas=replicas)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running_state = files.read_state()
     # A stale gateway.json (its 'dw up' was killed) is simply overwritten by this start.
@@ -129,9 +118,9 @@ def _print_up(info: dict[str, Any]) -> None:
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="seconds to wait for it to stop")
 def down(state: State, as_json: bool, timeout: float) -> None:
     """Stop the gateway started by 'dw up' for this data dir (it drains first)."""
-    from dwray.gateway_files import GatewayFiles
+    from dwray.core.gateway_files import GatewayFiles
 
-    config = _config(state)
+    config = command_config(state)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running = files.read_state()
     if running is None:
@@ -160,9 +149,9 @@ def admin_options(func: Any) -> Any:
 
 
 def _admin(state: State, endpoint: str | None, admin_token: str | None) -> Any:
-    from dwray.admin_client import discover
+    from dwray.cli.admin_client import discover
 
-    return discover(_config(state), endpoint=endpoint, token=admin_token)
+    return discover(command_config(state), endpoint=endpoint, token=admin_token)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

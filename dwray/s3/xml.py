@@ -20,7 +20,7 @@ from urllib.parse import quote_plus
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from dwray.models import BucketInfo, ListPage, ObjectInfo, PartsPage, UploadsPage
+from dwray.core.models import BucketInfo, ListPage, ObjectInfo, PartsPage, UploadsPage
 from dwray.s3.errors import S3Error
 from dwray.s3.http import iso8601, quote_etag
 

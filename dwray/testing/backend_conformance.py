@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dwray.backends.base import BlobStat, StorageBackend
 from dwray.errors import BlobExists, BlobNotFound, InvalidBlobId, InvalidRange
-from dwray.storage.base import BlobStat, StorageBackend
 
 __all__ = ["BAD_BLOB_IDS", "BAD_PREFIXES", "BackendConformance"]
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dwray.core.plugins import Manifest, Plugin
 from dwray.errors import BlobNotFound
-from dwray.plugins import Manifest, Plugin
 
 __all__ = [
     "Configured",

@@ -139,7 +139,7 @@ class Injector:
 
 def install(injector: Injector) -> None:
     """Wrap os.fsync, os.link, os.unlink, os.write and Catalog.commit_object."""
-    from dwray.catalog import Catalog
+    from dwray.core.catalog import Catalog
 
     real_fsync, real_link, real_unlink, real_write = os.fsync, os.link, os.unlink, os.write
     real_commit = Catalog.commit_object
@@ -197,8 +197,8 @@ def install(injector: Injector) -> None:
 def main() -> None:
     data_dir, seed, point, nth = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
+    from dwray.core.warehouse import Warehouse
     from dwray.errors import BucketAlreadyExists
-    from dwray.warehouse import Warehouse
 
     config = DwrayConfig(data_dir=data_dir, storage=StorageConfig(backend="local"),
                          pipeline=PipelineConfig(frame_size=FRAME_SIZE))

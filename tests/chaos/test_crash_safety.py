@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from dwray.core.warehouse import Warehouse
 from dwray.errors import IntegrityError, ObjectNotFound
-from dwray.warehouse import Warehouse
 from tests.chaos import _crash_child as child
 from tests.conftest import make_config
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from dwray.core.warehouse import Warehouse
 from dwray.errors import ObjectNotFound
-from dwray.warehouse import Warehouse
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ from pathlib import Path
 
 from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
 from dwray.errors import DwrayError
-from dwray.warehouse import Warehouse
+from dwray.core.warehouse import Warehouse
 
 args = json.loads(sys.argv[1])
 data_dir = Path(args["data_dir"])

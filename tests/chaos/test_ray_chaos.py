@@ -60,16 +60,17 @@ import psutil
 import pytest
 import ray
 
+from actors.attach import RayWarehouse
 from actors.bootstrap import start_supervisor
+from actors.handles import PluginHandle
+from actors.remote import RayFrameEngine
 from actors.supervisor import create_supervisor
-from dwray.client import RayWarehouse, connect
+from dwray.client import connect
 from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, StorageConfig
+from dwray.core.frames import ObjectIdentity, new_object_keys
+from dwray.core.pipeline import ObjectCrypto
+from dwray.core.supervision import SupervisorSpec
 from dwray.errors import DwrayError, ObjectNotFound
-from dwray.frames import ObjectIdentity, new_object_keys
-from dwray.handles import PluginHandle
-from dwray.pipeline import ObjectCrypto
-from dwray.remote import RayFrameEngine
-from dwray.supervision import SupervisorSpec
 from tests.helpers import wait_until
 
 # The writer tasks' code travels by value: Ray workers need not be able to import this test module

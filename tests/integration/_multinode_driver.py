@@ -109,7 +109,7 @@ def driver_task_body(namespace: str, bucket: str) -> dict[str, Any]:
     import ray
 
     import dwray
-    from dwray.client import RayWarehouse
+    from actors.attach import RayWarehouse
     from dwray.config import DwrayConfig, RuntimeConfig
 
     node_id = ray.get_runtime_context().get_node_id()

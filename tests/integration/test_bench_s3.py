@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dwray.bench_s3 import (
+from dwray.cli.bench_s3 import (
     LoadResult,
     S3BenchReport,
     S3Target,
@@ -208,7 +208,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_all_names_the_public_api() -> None:
-    from dwray import bench_s3
+    from dwray.cli import bench_s3
 
     public = {name for name, value in vars(bench_s3).items()
               if not name.startswith("_") and getattr(value, "__module__", None) == bench_s3.__name__

@@ -9,7 +9,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.gateway_coordinator import DEFAULT_NAME, create_coordinator, find_coordinator
+from actors.gateway_coordinator import (
+    DEFAULT_NAME,
+    create_coordinator,
+    find_coordinator,
+)
 from dwray.errors import InvalidArgument
 from serve_apps.metrics import GatewayMetrics, render
 

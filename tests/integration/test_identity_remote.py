@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import ray
 
+from actors.handles import PluginHandle
+from actors.remote import RemoteKeyring
+from dwray.core.identity import AccessKeys, IdentityStore, RemoteIdentity, ResolvedKey
+from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.errors import (
     AccessKeyNotFound,
     InvalidArgument,
     PluginUnavailable,
     TenantNotFound,
 )
-from dwray.handles import PluginHandle
-from dwray.identity import AccessKeys, IdentityStore, RemoteIdentity, ResolvedKey
-from dwray.remote import RemoteKeyring
-from dwray.supervision import ChildSpec, SupervisorSpec
 
 
 @dataclass

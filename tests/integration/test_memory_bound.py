@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from dwray.config import DwrayConfig, StorageConfig
-from dwray.warehouse import Warehouse
+from dwray.core.warehouse import Warehouse
 
 phase, data_dir, total, chunk_size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 process = psutil.Process()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dwray.core.warehouse import Warehouse
 from dwray.errors import (
     BucketNotFound,
     EntityTooLarge,
@@ -27,7 +28,6 @@ from dwray.errors import (
     ObjectNotFound,
     UploadNotFound,
 )
-from dwray.warehouse import Warehouse
 from tests.conftest import TEST_FRAME_SIZE, make_config
 
 F = TEST_FRAME_SIZE

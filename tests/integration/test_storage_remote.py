@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import ray
 
-from dwray.handles import PluginHandle
-from dwray.remote import RemoteBackend
-from dwray.supervision import ChildSpec, SupervisorSpec
+from actors.handles import PluginHandle
+from actors.remote import RemoteBackend
+from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.testing.backend_conformance import BackendConformance
 
 

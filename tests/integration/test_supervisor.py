@@ -24,12 +24,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from ray.exceptions import RayActorError
 
+from actors.handles import PluginHandle
 from actors.plugin_host import (
     DEFAULT_CGROUP_ROOT,
     cgroup_v2_memory_available,
     place_in_memory_cgroup,
 )
 from actors.supervisor import create_supervisor
+from dwray.core.supervision import SupervisorSpec
 from dwray.errors import (
     BlobNotFound,
     InvalidArgument,
@@ -40,8 +42,6 @@ from dwray.errors import (
     PluginTimeout,
     PluginUnavailable,
 )
-from dwray.handles import PluginHandle
-from dwray.supervision import SupervisorSpec
 from tests.helpers import wait_until
 
 P = "dwray.testing.plugins:"

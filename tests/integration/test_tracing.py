@@ -1,6 +1,6 @@
 """End-to-end tracing: one PUT (or GET) through the plugin actors is one OpenTelemetry trace.
 
-Every actor call carries the caller's trace context (``dwray.handles``), and
+Every actor call carries the caller's trace context (``actors.handles``), and
 each plugin host runs the call in a span ``<child id>.<method>``. With
 ``DWRAY_TRACE_MEMORY=1`` in a host's environment the host keeps its finished
 spans in memory (``PluginHost.finished_spans()``); the driver keeps its own
@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from actors.attach import RayWarehouse
 from actors.bootstrap import supervisor_spec
 from actors.supervisor import create_supervisor
-from dwray.client import RayWarehouse
 from dwray.config import (
     DwrayConfig,
     PipelineConfig,
@@ -36,7 +36,7 @@ from dwray.config import (
 )
 
 FRAME_SIZE = 1 << 20
-BATCH = 8 << 20  # dwray.remote.BATCH_BYTES: plaintext per seal_batch call
+BATCH = 8 << 20  # actors.remote.BATCH_BYTES: plaintext per seal_batch call
 BIG = 3 * BATCH + 5 * FRAME_SIZE + 12345  # four batches: three full ones and a short last one
 CHILDREN = ("settings", "catalog", "identity", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
 DATA_CHILDREN = ("catalog", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")

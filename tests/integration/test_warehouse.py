@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dwray.core.models import TenantContext
+from dwray.core.warehouse import Warehouse
 from dwray.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -24,8 +26,6 @@ from dwray.errors import (
     KeyTooLong,
     ObjectNotFound,
 )
-from dwray.models import TenantContext
-from dwray.warehouse import Warehouse
 from tests.conftest import TEST_FRAME_SIZE, make_config
 
 F = TEST_FRAME_SIZE

@@ -26,7 +26,16 @@ from pathlib import Path
 
 import pytest
 
-from dwray.catalog import ObjectRecord
+from dwray.core.catalog import ObjectRecord
+from dwray.core.frames import (
+    FrameOpener,
+    FrameSealer,
+    KeyHeader,
+    ObjectIdentity,
+    new_object_keys,
+)
+from dwray.core.keyring import LocalKeyring
+from dwray.core.warehouse import Warehouse
 from dwray.errors import (
     DwrayError,
     IntegrityError,
@@ -34,15 +43,6 @@ from dwray.errors import (
     KeyRetired,
     KeyringError,
 )
-from dwray.frames import (
-    FrameOpener,
-    FrameSealer,
-    KeyHeader,
-    ObjectIdentity,
-    new_object_keys,
-)
-from dwray.keyring import LocalKeyring
-from dwray.warehouse import Warehouse
 from tests.conftest import TEST_FRAME_SIZE, make_config
 
 BUCKET = "secret-bucket"

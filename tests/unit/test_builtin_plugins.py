@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dwray.builtin_plugins import (
-    CatalogPlugin,
-    FrameStagePlugin,
-    LocalKmsPlugin,
-    LocalStoragePlugin,
-    MemoryStoragePlugin,
-    SettingsPlugin,
-)
+from dwray.builtins.services import CatalogPlugin, LocalKmsPlugin, SettingsPlugin
+from dwray.builtins.stages import FrameStagePlugin
+from dwray.builtins.storage import LocalStoragePlugin, MemoryStoragePlugin
+from dwray.core.frames import ObjectIdentity, new_object_keys
+from dwray.core.pipeline import ObjectCrypto
+from dwray.core.plugins import check_manifest, discover, load_plugin_class
 from dwray.errors import IntegrityError, InvalidArgument, UploadNotFound
-from dwray.frames import ObjectIdentity, new_object_keys
-from dwray.pipeline import ObjectCrypto
-from dwray.plugins import check_manifest, discover, load_plugin_class
 
 
 def crypto(frame_size: int = 1024) -> ObjectCrypto:

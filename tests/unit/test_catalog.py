@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dwray.catalog import SCHEMA_VERSION, Catalog, ObjectRecord
+from dwray.core.catalog import SCHEMA_VERSION, Catalog, ObjectRecord
 from dwray.errors import BucketNotFound, CatalogError, SchemaVersionError
 
 

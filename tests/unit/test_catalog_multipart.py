@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dwray.catalog import (
+from dwray.core.catalog import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Catalog,
@@ -222,8 +222,8 @@ def test_rewrap_reaches_segments_and_parts(catalog: Catalog) -> None:
 
 
 def test_every_catalog_method_is_served_by_the_plugin_and_its_proxy() -> None:
-    from dwray.builtin_plugins import CatalogPlugin
-    from dwray.remote import RemoteCatalog
+    from actors.remote import RemoteCatalog
+    from dwray.builtins.services import CatalogPlugin
 
     public = {name for name, value in vars(Catalog).items() if not name.startswith("_") and callable(value)}
     assert {"complete_upload", "segments_page", "tenant_stats"} <= public

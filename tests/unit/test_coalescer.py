@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from actors.remote import Coalescer
 from dwray.errors import BucketNotFound
-from dwray.remote import Coalescer
 
 
 def test_concurrent_callers_are_batched_and_get_their_own_results() -> None:

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dwray.errors import IntegrityError, InvalidArgument
-from dwray.frames import (
+from dwray.core.frames import (
     CODEC_RAW,
     CODEC_ZSTD,
     FORMAT_VERSION,
@@ -28,6 +27,7 @@ from dwray.frames import (
     frames_for_range,
     new_object_keys,
 )
+from dwray.errors import IntegrityError, InvalidArgument
 
 IDENTITY = ObjectIdentity("tenant:a", "sales", "2026/11/a.csv", "v0001")
 KEYS = new_object_keys()

@@ -11,7 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dwray.errors import InvalidArgument
 from serve_apps import metrics as metrics_module
-from serve_apps.metrics import ALLOWED_LABELS, DURATION_BUCKETS, OPERATIONS, GatewayMetrics, render
+from serve_apps.metrics import (
+    ALLOWED_LABELS,
+    DURATION_BUCKETS,
+    OPERATIONS,
+    GatewayMetrics,
+    render,
+)
 
 PLUGINS: list[dict[str, Any]] = [
     {"id": "storage", "plugin": "local", "state": "running", "restarts": 2, "required": True},

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from dwray.builtin_plugins import IdentityPlugin
+from dwray.builtins.services import IdentityPlugin
+from dwray.core.identity import (
+    ACCESS_KEY_KEK,
+    AccessKeys,
+    BootstrapResult,
+    IdentityStore,
+    NewAccessKey,
+    ResolvedKey,
+    StoredAccessKey,
+)
+from dwray.core.keyring import LocalKeyring
+from dwray.core.plugins import check_manifest, load_plugin_class
 from dwray.errors import (
     AccessKeyNotFound,
     AlreadyExists,
@@ -22,17 +33,6 @@ from dwray.errors import (
     TenantAlreadyExists,
     TenantNotFound,
 )
-from dwray.identity import (
-    ACCESS_KEY_KEK,
-    AccessKeys,
-    BootstrapResult,
-    IdentityStore,
-    NewAccessKey,
-    ResolvedKey,
-    StoredAccessKey,
-)
-from dwray.keyring import LocalKeyring
-from dwray.plugins import check_manifest, load_plugin_class
 
 
 @pytest.fixture

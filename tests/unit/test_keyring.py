@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dwray.core.keyring import LocalKeyring
 from dwray.errors import (
     DwrayError,
     IntegrityError,
@@ -19,7 +20,6 @@ from dwray.errors import (
     KeyRetired,
     KeyringError,
 )
-from dwray.keyring import LocalKeyring
 
 KEK = "tenant:default"
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from dwray.core.names import validate_bucket_name, validate_key, validate_tenant_name
 from dwray.errors import (
     InvalidArgument,
     InvalidBucketName,
     InvalidObjectKey,
     KeyTooLong,
 )
-from dwray.names import validate_bucket_name, validate_key, validate_tenant_name
 
 
 @pytest.mark.parametrize("name", ["abc", "my-bucket.2026", "a" * 63, "0-9", "logs.example.com"])

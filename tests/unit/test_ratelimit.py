@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from dwray.config import DwrayConfig, GatewayConfig, RateLimitConfig
+from dwray.core.ratelimit import RateLimiter, TokenBucket
 from dwray.errors import InvalidArgument
-from dwray.ratelimit import RateLimiter, TokenBucket
 
 
 class Clock:

@@ -18,7 +18,7 @@ from botocore.parsers import RestXMLParser
 from urllib3.response import HTTPResponse
 
 import dwray.s3.xml as s3xml
-from dwray.models import (
+from dwray.core.models import (
     BucketInfo,
     ListPage,
     ObjectInfo,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dwray.backends.local import TEMP_PREFIX, LocalDiskBackend, _storage_error
 from dwray.errors import (
     BlobExists,
     BlobNotFound,
@@ -24,7 +25,6 @@ from dwray.errors import (
     StorageError,
     StorageFull,
 )
-from dwray.storage.local import TEMP_PREFIX, LocalDiskBackend, _storage_error
 from dwray.testing.backend_conformance import BackendConformance
 
 MiB = 1024 * 1024
@@ -165,7 +165,7 @@ def test_losing_the_publish_race_removes_the_temp_file(backend: LocalDiskBackend
 def test_kill_9_mid_put_leaves_no_blob(backend: LocalDiskBackend) -> None:
     code = """
         import sys, time
-        from dwray.storage.local import LocalDiskBackend
+        from dwray.backends.local import LocalDiskBackend
         def chunks():
             yield b"a" * 65536
             print("writing", flush=True)
@@ -200,7 +200,7 @@ def test_file_size_limit_is_storage_full(backend: LocalDiskBackend) -> None:
     code = """
         import json, resource, signal, sys
         from dwray.errors import StorageFull
-        from dwray.storage.local import LocalDiskBackend
+        from dwray.backends.local import LocalDiskBackend
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of dying
         backend = LocalDiskBackend(sys.argv[1])
         backend.put_bytes("before", b"b" * 100_000)
@@ -267,7 +267,7 @@ def test_symlinked_folder_is_not_followed(
             with pytest.raises(StorageError) as raised:
                 call()
             assert "symbolic link" in str(raised.value)
-    with caplog.at_level("WARNING", logger="dwray.storage.local"):
+    with caplog.at_level("WARNING", logger="dwray.backends.local"):
         assert list(backend.list_blobs()) == ["a/ok"]
     assert "symbolic link" in caplog.text
     assert backend.delete_prefix("") == 1

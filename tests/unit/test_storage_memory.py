@@ -5,8 +5,8 @@ import itertools
 
 import pytest
 
+from dwray.backends.memory import DEFAULT_MAX_BYTES, MemoryBackend
 from dwray.errors import InvalidArgument, StorageFull
-from dwray.storage.memory import DEFAULT_MAX_BYTES, MemoryBackend
 from dwray.testing.backend_conformance import BackendConformance
 
 

@@ -9,12 +9,12 @@ from types import MappingProxyType
 
 import pytest
 
-import dwray.storage as storage
+import dwray.backends as storage
+from dwray.backends import BACKENDS, backend_class, create_backend
+from dwray.backends.base import StorageBackend
+from dwray.backends.local import LocalDiskBackend
+from dwray.backends.memory import MemoryBackend
 from dwray.errors import BackendNotFound, DependencyMissing
-from dwray.storage import BACKENDS, backend_class, create_backend
-from dwray.storage.base import StorageBackend
-from dwray.storage.local import LocalDiskBackend
-from dwray.storage.memory import MemoryBackend
 
 
 def test_registry_is_read_only() -> None:
@@ -28,8 +28,8 @@ def test_registry_is_read_only() -> None:
 
 def test_registered_backends() -> None:
     assert dict(BACKENDS) == {
-        "local": "dwray.storage.local:LocalDiskBackend",
-        "memory": "dwray.storage.memory:MemoryBackend",
+        "local": "dwray.backends.local:LocalDiskBackend",
+        "memory": "dwray.backends.memory:MemoryBackend",
     }
     for name in BACKENDS:
         cls = backend_class(name)
@@ -55,7 +55,7 @@ def test_bad_option_is_a_type_error() -> None:
         create_backend("memory", no_such_option=1)
 
 
-@pytest.mark.parametrize("name", ["nope", "", "Local", "dwray.storage.local:LocalDiskBackend"])
+@pytest.mark.parametrize("name", ["nope", "", "Local", "dwray.backends.local:LocalDiskBackend"])
 def test_unknown_backend_lists_known_names(name: str) -> None:
     with pytest.raises(BackendNotFound) as raised:
         create_backend(name)
@@ -105,12 +105,12 @@ def test_broken_dwray_import_is_not_reported_as_a_missing_install(
 
 def test_backends_are_imported_lazily() -> None:
     code = (
-        "import sys, dwray.storage\n"
-        "assert 'dwray.storage.local' not in sys.modules\n"
-        "assert 'dwray.storage.memory' not in sys.modules\n"
-        "dwray.storage.create_backend('memory')\n"
-        "assert 'dwray.storage.memory' in sys.modules\n"
-        "assert 'dwray.storage.local' not in sys.modules\n"
+        "import sys, dwray.backends\n"
+        "assert 'dwray.backends.local' not in sys.modules\n"
+        "assert 'dwray.backends.memory' not in sys.modules\n"
+        "dwray.backends.create_backend('memory')\n"
+        "assert 'dwray.backends.memory' in sys.modules\n"
+        "assert 'dwray.backends.local' not in sys.modules\n"
     )
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)

@@ -6,7 +6,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from dwray.supervision import (
+from dwray.core.supervision import (
     Backoff,
     ChildSpec,
     Restart,

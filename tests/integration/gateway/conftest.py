@@ -23,7 +23,7 @@ from dwray.config import (
     RuntimeConfig,
     TenantRate,
 )
-from dwray.ports import free_port
+from dwray.core.ports import free_port
 
 MAX_OBJECT_SIZE = 2 << 30  # above the 1 GiB streaming test, below what the negative tests declare
 THROTTLED_TENANT = "throttled"

@@ -22,7 +22,7 @@ import requests
 import yaml
 from botocore.config import Config
 
-from dwray.ports import free_port
+from dwray.core.ports import free_port
 from tests.helpers import wait_until
 from tests.integration.gateway.clients import random_bytes
 

@@ -269,7 +269,7 @@ def test_virtual_hosted_style_addresses_the_bucket_by_host(gateway: GatewayUnder
 # --- the S3 benchmark --------------------------------------------------------------------
 
 def test_s3_bench_drives_the_gateway_and_seaweedfs_in_one_run(gateway: GatewayUnderTest) -> None:
-    from dwray.bench_s3 import S3Target, run_s3_bench
+    from dwray.cli.bench_s3 import S3Target, run_s3_bench
 
     key_id, secret = gateway.new_key("bench-test")
     report = run_s3_bench(S3Target("dwray", gateway.endpoint, key_id, secret), threads=2, small_count=20,

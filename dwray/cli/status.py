@@ -15,12 +15,12 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
     """Status of the warehouse in the configured Ray namespace; ``NotReady`` if none runs."""
     import ray
 
+    from actors.attach import ray_running_locally
     from actors.bootstrap import find_supervisor
-    from dwray.client import _ray_running_locally
 
     config = load_config(config_path)
     runtime = config.runtime
-    if address is None and not os.environ.get("RAY_ADDRESS") and not _ray_running_locally():
+    if address is None and not os.environ.get("RAY_ADDRESS") and not ray_running_locally():
         raise NotReady("no Ray cluster runs on this machine (start one with cluster/start-local-cluster.sh "
                        "or `ray start --head`), or pass --address")
     ray.init(address=address or "auto", namespace=runtime.namespace, configure_logging=False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dwray.names import validate_tenant_name
+from dwray.core.names import validate_tenant_name
 
 __all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "PartInfo", "PartsPage", "SweepReport",
            "TenantContext", "UploadInfo", "UploadsPage"]

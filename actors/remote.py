@@ -26,7 +26,16 @@ import ray
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from dwray.catalog import (
+from actors.handles import PluginHandle
+from dwray.backends import backend_class
+from dwray.backends.base import (
+    BlobStat,
+    BytesLike,
+    StorageBackend,
+    as_byte_view,
+    validate_blob_id,
+)
+from dwray.core.catalog import (
     BucketRecord,
     DeleteOutcome,
     ObjectRecord,
@@ -36,19 +45,10 @@ from dwray.catalog import (
     UploadRecord,
     WrappedKey,
 )
+from dwray.core.frames import FrameTable
+from dwray.core.models import PartInfo
+from dwray.core.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
 from dwray.errors import EntityTooLarge
-from dwray.frames import FrameTable
-from dwray.handles import PluginHandle
-from dwray.models import PartInfo
-from dwray.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
-from dwray.storage import backend_class
-from dwray.storage.base import (
-    BlobStat,
-    BytesLike,
-    StorageBackend,
-    as_byte_view,
-    validate_blob_id,
-)
 
 __all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
 

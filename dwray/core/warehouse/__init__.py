@@ -33,7 +33,10 @@ from typing import Any, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from dwray.catalog import (
+from dwray.backends import create_backend
+from dwray.backends.base import StorageBackend
+from dwray.config import DwrayConfig, load_config
+from dwray.core.catalog import (
     BucketRecord,
     Catalog,
     ObjectRecord,
@@ -41,7 +44,35 @@ from dwray.catalog import (
     SegmentRecord,
     UploadRecord,
 )
-from dwray.config import DwrayConfig, load_config
+from dwray.core.frames import (
+    FORMAT_VERSION,
+    FrameTable,
+    KeyHeader,
+    ObjectIdentity,
+    frames_for_range,
+    new_object_keys,
+)
+from dwray.core.keyring import LocalKeyring
+from dwray.core.models import (
+    BucketInfo,
+    DeleteResult,
+    ListPage,
+    ObjectInfo,
+    PartInfo,
+    PartsPage,
+    SweepReport,
+    TenantContext,
+    UploadInfo,
+    UploadsPage,
+)
+from dwray.core.names import validate_bucket_name, validate_key
+from dwray.core.pipeline import (
+    FrameEngine,
+    ObjectCrypto,
+    StoredBlob,
+    ThreadFrameEngine,
+    plaintext_frames,
+)
 from dwray.errors import (
     BucketNotFound,
     DwrayError,
@@ -57,37 +88,6 @@ from dwray.errors import (
     ObjectNotFound,
     UploadNotFound,
 )
-from dwray.frames import (
-    FORMAT_VERSION,
-    FrameTable,
-    KeyHeader,
-    ObjectIdentity,
-    frames_for_range,
-    new_object_keys,
-)
-from dwray.keyring import LocalKeyring
-from dwray.models import (
-    BucketInfo,
-    DeleteResult,
-    ListPage,
-    ObjectInfo,
-    PartInfo,
-    PartsPage,
-    SweepReport,
-    TenantContext,
-    UploadInfo,
-    UploadsPage,
-)
-from dwray.names import validate_bucket_name, validate_key
-from dwray.pipeline import (
-    FrameEngine,
-    ObjectCrypto,
-    StoredBlob,
-    ThreadFrameEngine,
-    plaintext_frames,
-)
-from dwray.storage import create_backend
-from dwray.storage.base import StorageBackend
 
 __all__ = ["ObjectReader", "Warehouse"]
 
@@ -104,7 +104,7 @@ BUCKET_CACHE_SECONDS = 5.0
 SEGMENT_PAGE = 32
 
 
-_tracer = trace.get_tracer("dwray.warehouse")
+_tracer = trace.get_tracer("dwray.core.warehouse")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 

@@ -101,7 +101,7 @@ def yardstick_small_puts(folder: Path, count: int) -> float:
 def dwray_inprocess(data: bytes, folder: Path, small_count: int) -> dict[str, float]:
     """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk."""
     from dwray.config import DwrayConfig
-    from dwray.warehouse import Warehouse
+    from dwray.core.warehouse import Warehouse
 
     with Warehouse(DwrayConfig(data_dir=folder / "dwray")) as wh:
         return _measure(wh, data, small_count, 1)

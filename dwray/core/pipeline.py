@@ -18,9 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
+from dwray.backends.base import StorageBackend, as_byte_view
+from dwray.core.frames import FrameOpener, FrameSealer, FrameTable, ObjectIdentity
 from dwray.errors import EntityTooLarge, InvalidArgument
-from dwray.frames import FrameOpener, FrameSealer, FrameTable, ObjectIdentity
-from dwray.storage.base import StorageBackend, as_byte_view
 
 __all__ = ["FrameEngine", "ObjectCrypto", "Pending", "SealedStream", "StoredBlob", "ThreadFrameEngine",
            "open_stream", "plaintext_frames", "record_batches"]

@@ -11,8 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
-from dwray.errors import BlobExists, BlobNotFound, InvalidArgument, StorageFull
-from dwray.storage.base import (
+from dwray.backends.base import (
     BlobStat,
     BytesLike,
     StorageBackend,
@@ -20,6 +19,7 @@ from dwray.storage.base import (
     validate_blob_id,
     validate_prefix,
 )
+from dwray.errors import BlobExists, BlobNotFound, InvalidArgument, StorageFull
 
 __all__ = ["DEFAULT_MAX_BYTES", "MemoryBackend"]
 

@@ -25,6 +25,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from dwray.backends.base import (
+    BlobStat,
+    BytesLike,
+    StorageBackend,
+    as_byte_view,
+    validate_blob_id,
+    validate_prefix,
+)
 from dwray.errors import (
     BlobExists,
     BlobNotFound,
@@ -33,14 +41,6 @@ from dwray.errors import (
     InvalidBlobId,
     StorageError,
     StorageFull,
-)
-from dwray.storage.base import (
-    BlobStat,
-    BytesLike,
-    StorageBackend,
-    as_byte_view,
-    validate_blob_id,
-    validate_prefix,
 )
 
 __all__ = ["TEMP_PREFIX", "LocalDiskBackend"]

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dwray.core.models import PartInfo
+from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -44,8 +46,6 @@ from dwray.errors import (
     ObjectNotFound,
     UploadNotFound,
 )
-from dwray.models import PartInfo
-from dwray.sqlite_store import SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dwray.config import DwrayConfig
+from dwray.core.gateway_files import GatewayFiles
 from dwray.errors import DwrayError, InvalidArgument, NotReady
-from dwray.gateway_files import GatewayFiles
 
 __all__ = ["AdminClient", "AdminError", "discover"]
 

@@ -2,12 +2,12 @@
 
 ``BACKENDS`` maps each registered name to the ``"module:Class"`` that
 implements it; modules are imported only when a backend is asked for, so
-importing ``dwray.storage`` costs no optional dependency. ``create_backend``
+importing ``dwray.backends`` costs no optional dependency. ``create_backend``
 builds one::
 
     backend = create_backend("local", root="/var/lib/dwray/blobs")
 
-The contract every backend follows is ``dwray.storage.base.StorageBackend``.
+The contract every backend follows is ``dwray.backends.base.StorageBackend``.
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from dwray.errors import BackendNotFound, DependencyMissing
-from dwray.storage.base import (
+from dwray.backends.base import (
     BlobStat,
     StorageBackend,
     validate_blob_id,
     validate_prefix,
 )
+from dwray.errors import BackendNotFound, DependencyMissing
 
 __all__ = [
     "BACKENDS",
@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 _BACKENDS: dict[str, str] = {
-    "local": "dwray.storage.local:LocalDiskBackend",
-    "memory": "dwray.storage.memory:MemoryBackend",
+    "local": "dwray.backends.local:LocalDiskBackend",
+    "memory": "dwray.backends.memory:MemoryBackend",
 }
 
 # The pip extra that installs a backend's third-party imports, where it has any.

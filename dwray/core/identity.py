@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dwray.core.names import validate_tenant_name
+from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
     AccessKeyNotFound,
     AlreadyExists,
@@ -39,11 +41,9 @@ from dwray.errors import (
     TenantAlreadyExists,
     TenantNotFound,
 )
-from dwray.names import validate_tenant_name
-from dwray.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:  # the store and the logic run without Ray; only the proxy's caller has it
-    from dwray.handles import PluginHandle
+    from actors.handles import PluginHandle
 
 __all__ = [
     "ACCESS_KEY_KEK",

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from dwray.core.ports import free_port
 from dwray.errors import DependencyMissing, DwrayError, InvalidArgument
-from dwray.ports import free_port
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -7,7 +7,7 @@ supports, its capabilities and a JSON schema for its config. The supervisor
 refuses a plugin whose manifest does not fit (wrong kind, unsupported SDK
 version, config that fails the schema) with a reason that says which.
 
-Plugins are found by entry points in the group ``dwray.plugins``; dwray's own
+Plugins are found by entry points in the group ``dwray.core.plugins``; dwray's own
 built-ins are registered the same way in ``pyproject.toml``. A spec may also
 name a class directly as ``"module:Class"`` (tests register throwaway plugins
 that way). ``DWRAY_PLUGINS_ALLOW`` (comma-separated entry point names) limits
@@ -40,7 +40,7 @@ __all__ = [
     "load_plugin_class",
 ]
 
-ENTRY_POINT_GROUP = "dwray.plugins"
+ENTRY_POINT_GROUP = "dwray.core.plugins"
 SDK_VERSION = "1.0"
 KINDS = frozenset({"storage", "stage", "kms", "secrets", "service", "ai"})
 

@@ -1,0 +1,128 @@
+"""Find or start the warehouse on Ray, and the ``Warehouse`` built over its plugin actors.
+
+``attach_or_start`` attaches to the warehouse running in the config's Ray
+namespace (its supervisor, by name) or starts one; ``RayWarehouse`` is the core
+``Warehouse`` whose catalog, keyring, storage and frame stages are the
+supervised plugin actors, reached through the remote proxies.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.bootstrap import find_supervisor, start_supervisor
+from actors.handles import PluginHandle
+from actors.remote import RayFrameEngine, RemoteBackend, RemoteCatalog, RemoteKeyring
+from dwray.config import DwrayConfig, load_config
+from dwray.core.pipeline import ThreadFrameEngine
+from dwray.core.warehouse import Warehouse
+from dwray.errors import NotReady
+
+__all__ = ["RayWarehouse", "attach_or_start", "ray_running_locally"]
+
+
+class RayWarehouse(Warehouse):
+    """A ``Warehouse`` whose parts are plugin actors supervised on a Ray cluster."""
+
+    def __init__(self, config: DwrayConfig, supervisor: Any, *, owns_ray: bool = False,
+                 owns_warehouse: bool = False) -> None:
+        """``owns_warehouse``: this client started the warehouse (``close()`` stops it);
+        ``owns_ray``: it also started the local Ray (``close()`` shuts it down)."""
+        self.supervisor = supervisor
+        self._owns_ray = owns_ray
+        self._owns_warehouse = owns_warehouse
+        runtime = config.runtime
+
+        def handle(child_id: str) -> PluginHandle:
+            return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
+                                supervisor_name=runtime.supervisor_name)
+
+        backend_id = f"storage:{config.storage.backend}"
+        if runtime.stage_placement == "actors":
+            engine: Any = RayFrameEngine([handle(f"stage:frames:{n}") for n in range(runtime.stage_workers)])
+        else:
+            engine = ThreadFrameEngine(config.worker_threads)
+        super().__init__(config, backend=RemoteBackend(handle(backend_id), config.storage.backend),
+                         catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle("kms:local")),
+                         engine=engine)
+
+    def __repr__(self) -> str:
+        return (f"RayWarehouse(namespace={self.config.runtime.namespace!r}, "
+                f"backend={self.backend_name!r}, stages={self.config.runtime.stage_placement!r})")
+
+    def status(self) -> dict[str, Any]:
+        """The supervisor's plugin tree: state, generation, restarts, last failure of each plugin."""
+        return ray.get(self.supervisor.status.remote())
+
+    def storage_path(self) -> Path | None:
+        return self.config.blob_root if self.config.storage.backend == "local" else None
+
+    def close(self) -> None:
+        """Detach. A warehouse this client started is stopped (plugins in reverse order),
+        and a Ray this client started is shut down; one it attached to keeps running."""
+        if self._closed.is_set():
+            return
+        super().close()
+        if self._owns_warehouse:
+            try:
+                ray.get(self.supervisor.stop.remote(), timeout=120)
+            finally:
+                ray.kill(self.supervisor)
+        if self._owns_ray:
+            ray.shutdown()
+
+
+def ray_running_locally() -> bool:
+    from ray._private.services import find_gcs_addresses
+
+    try:
+        return bool(find_gcs_addresses())
+    except Exception:  # noqa: BLE001 - any failure means "none found"
+        return False
+
+
+def attach_or_start(address: str | None = None, *, data_dir: str | Path | None = None,
+            config_path: str | Path | None = None, config: DwrayConfig | None = None,
+            stage_placement: str | None = None, start: bool = True) -> RayWarehouse:
+    """Attach to the running warehouse, or start the embedded one.
+
+    ``address``: a Ray address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+    ``None`` attaches to a Ray already running on this machine or starts a
+    local one. ``data_dir``/``config_path``/``config`` configure an embedded
+    warehouse; an attached client takes the running warehouse's settings.
+    ``stage_placement="caller"`` runs the trusted built-in stages on threads in
+    this process instead of in stage actors. ``start=False`` refuses to start
+    one (``NotReady``) when none is running.
+    """
+    if config is None:
+        config = load_config(config_path)
+    if data_dir is not None:
+        config = config.model_copy(update={"data_dir": Path(data_dir)})
+    runtime = config.runtime
+    owns_ray = False
+    if not ray.is_initialized():
+        if address is None and not os.environ.get("RAY_ADDRESS") and not ray_running_locally():
+            ray.init(namespace=runtime.namespace, include_dashboard=False, configure_logging=False)
+            owns_ray = True
+        else:
+            ray.init(address=address, namespace=runtime.namespace, configure_logging=False)
+    supervisor = find_supervisor(config)
+    started = supervisor is None
+    if started:
+        if not start:
+            raise NotReady(f"no warehouse runs in Ray namespace {runtime.namespace!r}")
+        supervisor = start_supervisor(config)
+    else:
+        ready, reason = ray.get(supervisor.ready.remote())
+        if not ready:
+            raise NotReady(reason)
+        settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
+                                        supervisor_name=runtime.supervisor_name).submit("settings"))
+        config = DwrayConfig.model_validate(settings)
+    if stage_placement is not None:
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(
+            update={"stage_placement": stage_placement})})
+    return RayWarehouse(config, supervisor, owns_ray=owns_ray, owns_warehouse=started)

@@ -15,7 +15,8 @@ import ray
 
 from actors.bootstrap import find_supervisor, start_supervisor
 from actors.handles import PluginHandle
-from actors.remote import RayFrameEngine, RemoteBackend, RemoteCatalog, RemoteKeyring
+from actors.remote_services import RemoteCatalog, RemoteKeyring
+from actors.remote_storage import RayFrameEngine, RemoteBackend
 from dwray.config import DwrayConfig, load_config
 from dwray.core.pipeline import ThreadFrameEngine
 from dwray.core.warehouse import Warehouse

@@ -89,8 +89,8 @@ def start_supervisor(config: DwrayConfig, *, detached: bool = False) -> Any:
 def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
     """First start: the default tenant, its first access key and the admin token."""
     from actors.handles import PluginHandle
-    from actors.remote import RemoteKeyring
-    from dwray.core.identity import AccessKeys, RemoteIdentity
+    from actors.remote_services import RemoteIdentity, RemoteKeyring
+    from dwray.core.access_keys import AccessKeys
 
     runtime = config.runtime
 

@@ -1,7 +1,9 @@
 """Supervisor: runs plugin host actors under Erlang/OTP supervision.
 
 The rules (restart types, strategies, restart intensity, backoff) are pure
-logic in ``dwray.core.supervision``; this async actor applies them to Ray actors:
+logic in ``dwray.core.supervision``; this async actor applies them to Ray actors
+(the Ray work of starting and stopping one child's host is in
+``actors.supervised_child``):
 
 - ``start()`` starts children in order: create the host actor (named
   ``dwray:<child id>``, ``max_restarts=0``), wait for Ray to place it
@@ -37,16 +39,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.handles import death_reason
-from actors.plugin_host import DEFAULT_CGROUP_ROOT, PluginHost
-from dwray.core.plugins import Manifest, check_manifest
+from actors.handles import DEFAULT_NAMESPACE, death_reason
+from actors.plugin_host import DEFAULT_CGROUP_ROOT
+from actors.supervised_child import (
+    StartFailed,
+    SupervisedChild,
+    host_options,
+    kill_host,
+    start_host,
+    stop_host,
+    unwrap_task_error,
+)
 from dwray.core.supervision import (
     Backoff,
     ChildSpec,
@@ -55,7 +63,6 @@ from dwray.core.supervision import (
     plan_restart,
 )
 from dwray.errors import (
-    DwrayError,
     InvalidArgument,
     NotReady,
     PluginNotFound,
@@ -67,76 +74,11 @@ __all__ = ["DEFAULT_NAMESPACE", "Supervisor", "create_supervisor", "host_options
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "dwray"
 # Children in these states are meant to be running (a strategy takes them along).
 _ALIVE = frozenset({"starting", "running", "restarting"})
 # Children in these states stay down until restart_child() or a new start().
 _DOWN = frozenset({"stopped", "terminated", "failed", "refused"})
-_DEATH_WAIT = 5.0
-_EXIT_WAIT = 2.0
 _MAX_EVENTS = 1000
-
-
-def host_options(spec: ChildSpec, namespace: str) -> dict[str, Any]:
-    """Ray actor options for a child's plugin host: resources and placement from its spec."""
-    options: dict[str, Any] = {
-        "name": spec.actor_name,
-        "namespace": namespace,
-        "num_cpus": spec.num_cpus,
-        "max_concurrency": spec.max_concurrency,
-        "max_restarts": 0,
-        "max_task_retries": 0,
-    }
-    if spec.memory is not None:
-        options["memory"] = spec.memory
-    if spec.resources:
-        options["resources"] = dict(spec.resources)
-    if spec.node_id is not None:
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.node_id, soft=False)
-    if spec.node_labels:
-        # Ray 2.60 label selectors: {"key": "value"} means equality; Ray also
-        # understands "!v", "in(a,b)" and "!in(a,b)". Every node carries
-        # "ray.io/node-id"; others come from `ray start --labels`.
-        options["label_selector"] = dict(spec.node_labels)
-    if spec.env_vars:
-        options["runtime_env"] = {"env_vars": dict(spec.env_vars)}
-    return options
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
-        return exc.cause
-    return exc
-
-
-class _StartFailed(Exception):
-    """A child could not be started; ``retry`` says whether trying again may help."""
-
-    def __init__(self, reason: str, retry: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
-
-
-@dataclass
-class _Child:
-    spec: ChildSpec
-    state: str = "idle"
-    generation: int = 0
-    host: Any = None
-    restarts: int = 0
-    attempts: int = 0  # consecutive restarts, for the backoff
-    admitted: bool = False
-    started_at: float = 0.0
-    last_failure: str | None = None
-    pid: int | None = None
-    node_id: str | None = None
-    manifest: Manifest | None = None
-    health: Any = field(default=None, repr=False)
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -148,7 +90,7 @@ class Supervisor:
         self._spec = spec
         self._namespace = namespace
         self._cgroup_root = cgroup_root
-        self._children = {child.id: _Child(child) for child in spec.children}
+        self._children = {child.id: SupervisedChild(child) for child in spec.children}
         self._order = spec.order
         self._restart_types = {child.id: child.restart for child in spec.children}
         self._intensity = RestartIntensity(spec.max_restarts, spec.period)
@@ -165,7 +107,7 @@ class Supervisor:
 
     # -- bookkeeping ------------------------------------------------------------
 
-    def _event(self, kind: str, child: _Child | None = None, reason: str = "", **extra: Any) -> None:
+    def _event(self, kind: str, child: SupervisedChild | None = None, reason: str = "", **extra: Any) -> None:
         self._seq += 1
         event = {"seq": self._seq, "time": time.time(), "kind": kind,
                  "child": child.id if child else None,
@@ -183,121 +125,35 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
 
-    def _child(self, child_id: str) -> _Child:
+    def _child(self, child_id: str) -> SupervisedChild:
         try:
             return self._children[child_id]
         except KeyError:
             raise PluginNotFound(child_id, ", ".join(self._order) or "none") from None
 
-    def _set_state(self, child: _Child, state: str) -> None:
+    def _set_state(self, child: SupervisedChild, state: str) -> None:
         child.state = state
         self._notify()
 
     # -- starting and stopping one child -------------------------------------------
 
-    async def _start_child(self, child: _Child) -> None:
-        """Start a new generation of ``child``; raise ``_StartFailed`` if it is not admitted."""
-        spec = child.spec
+    async def _start_child(self, child: SupervisedChild) -> None:
+        """Start a new generation of ``child``; raise ``StartFailed`` if it is not admitted."""
         child.generation += 1
         child.pid = child.node_id = child.manifest = None
         self._set_state(child, "starting")
         self._event("starting", child)
-        host = await self._create_host(child)
-        child.host = host
-        try:
-            try:
-                child.pid = await asyncio.wait_for(host.pid.remote(), spec.start_timeout)
-            except TimeoutError:
-                raise _StartFailed(f"the host was not placed and started within {spec.start_timeout:g} s "
-                                   "(start_timeout); check its resources and placement", retry=True) from None
-            except RayActorError as exc:
-                raise _StartFailed(f"the host died while starting: {death_reason(exc)}", retry=True) from None
-            try:
-                manifest = await asyncio.wait_for(host.handshake.remote(), spec.handshake_timeout)
-                child.manifest = check_manifest(spec.id, manifest, spec.kind, spec.config)
-            except TimeoutError:
-                raise _StartFailed(f"the handshake did not return within {spec.handshake_timeout:g} s "
-                                   "(handshake_timeout)", retry=True) from None
-            except RayActorError as exc:
-                raise _StartFailed(f"the host died during the handshake: {death_reason(exc)}",
-                                   retry=True) from None
-            except (RayTaskError, DwrayError) as exc:
-                cause = _unwrap(exc)
-                # A manifest that does not fit, or a plugin that does not exist, will not fit next time either.
-                if isinstance(cause, PluginRefused):
-                    raise _StartFailed(str(cause.reason), retry=False) from None
-                if isinstance(cause, (PluginNotFound, InvalidArgument)):
-                    raise _StartFailed(str(cause), retry=False) from None
-                raise _StartFailed(f"the handshake failed: {cause}", retry=True) from None
-            child.node_id = await host.node_id.remote()
-        except BaseException:
-            ray.kill(host, no_restart=True)
-            child.host = None
-            raise
+        await start_host(child, self._namespace, self._me, self._cgroup_root)
         child.admitted = True
         child.started_at = time.monotonic()
         self._set_state(child, "running")
         self._event("started", child, pid=child.pid, node_id=child.node_id)
 
-    async def _create_host(self, child: _Child) -> Any:
-        options = host_options(child.spec, self._namespace)
-        deadline = time.monotonic() + _DEATH_WAIT
-        while True:
-            try:
-                return PluginHost.options(**options).remote(child.spec, child.generation, self._me,
-                                                            self._cgroup_root)
-            except ValueError as exc:
-                # The name of a just-killed generation is released asynchronously.
-                if "already" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-
-    async def _stop_child(self, child: _Child, why: str) -> None:
+    async def _stop_child(self, child: SupervisedChild, why: str) -> None:
         """Stop one child per its ``shutdown`` spec (see the module docstring); the caller sets its state."""
-        host = child.host
-        if host is None:
-            return
-        shutdown = child.spec.shutdown
-        if shutdown == "brutal_kill":
-            how = "brutal_kill"
-        else:
-            try:
-                await asyncio.wait_for(host.shutdown.remote(), float(shutdown))
-                how = "closed"
-            except TimeoutError:
-                how = f"did not shut down within {float(shutdown):g} s (shutdown); killed"
-            except RayActorError:
-                how = "already dead"
-            except RayTaskError as exc:
-                how = f"close() failed: {_unwrap(exc)}; killed"
-        if how == "closed":
-            # A graceful exit delivers the replies of calls that just finished (a
-            # plugin's request_stop() call, say); a kill could drop them.
-            with contextlib.suppress(TimeoutError, RayActorError):
-                await asyncio.wait_for(host.exit.remote(), _EXIT_WAIT)
-        ray.kill(host, no_restart=True)
-        await self._await_death(host)
-        child.host = None
-        child.pid = None
-        self._event("stopped", child, why, how=how)
-
-    def _kill_child(self, child: _Child) -> None:
-        if child.host is not None:
-            ray.kill(child.host, no_restart=True)
-            child.host = None
-            child.pid = None
-
-    @staticmethod
-    async def _await_death(host: Any) -> None:
-        deadline = time.monotonic() + _DEATH_WAIT
-        while time.monotonic() < deadline:
-            try:
-                await asyncio.wait_for(host.pid.remote(), 1.0)
-            except RayActorError:
-                return
-            except TimeoutError:
-                continue
-            await asyncio.sleep(0.02)
+        how = await stop_host(child)
+        if how is not None:
+            self._event("stopped", child, why, how=how)
 
     # -- failures ---------------------------------------------------------------------
 
@@ -325,13 +181,13 @@ class Supervisor:
                     logger.exception("supervisor %s: handling the exit of %s failed", self._spec.name, child_id)
                     await self._escalate(f"the supervisor failed while handling child {child_id!r}: {exc!r}")
 
-    async def _handle_exit(self, child: _Child, generation: int, reason: str, normal: bool) -> None:
+    async def _handle_exit(self, child: SupervisedChild, generation: int, reason: str, normal: bool) -> None:
         if generation != child.generation:
             return
         if normal:
             await self._stop_child(child, reason)
         else:
-            self._kill_child(child)
+            kill_host(child)
         alive = {c.id for c in self._children.values() if c.id != child.id and c.state in _ALIVE}
         plan = plan_restart(self._spec.strategy, child.id, self._order, self._restart_types, alive, normal)
         if not plan.restarts:
@@ -370,7 +226,7 @@ class Supervisor:
                 child.restarts += 1
             try:
                 await self._start_child(child)
-            except _StartFailed as failed:
+            except StartFailed as failed:
                 child.last_failure = failed.reason
                 if during_start and child.spec.required:
                     self._set_state(child, "failed")
@@ -422,7 +278,7 @@ class Supervisor:
                 if isinstance(result, Exception):
                     logger.error("supervisor %s: pinging %s failed: %r", self._spec.name, child.id, result)
 
-    async def _ping(self, child: _Child) -> None:
+    async def _ping(self, child: SupervisedChild) -> None:
         generation, host, timeout = child.generation, child.host, self._spec.ping_timeout
         try:
             health = await asyncio.wait_for(host.ping.remote(), timeout)
@@ -431,7 +287,7 @@ class Supervisor:
         except RayActorError as exc:
             reason = f"actor died: {death_reason(exc)}"
         except RayTaskError as exc:
-            reason = f"health check failed: {_unwrap(exc)}"
+            reason = f"health check failed: {unwrap_task_error(exc)}"
         else:
             if isinstance(health, dict) and health.get("ok") is False:
                 reason = f"plugin reports it is unhealthy: {health}"

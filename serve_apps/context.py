@@ -20,8 +20,9 @@ from typing import Any
 import ray
 
 from actors.handles import PluginHandle
+from actors.remote_services import RemoteIdentity
 from dwray.config import DwrayConfig
-from dwray.core.identity import AccessKeys, RemoteIdentity
+from dwray.core.access_keys import AccessKeys
 from dwray.core.ratelimit import RateLimiter
 from dwray.s3.auth import SigningIdentity, SigV4Verifier
 

@@ -31,68 +31,14 @@ from dwray.config import DwrayConfig, load_config
 from serve_apps import admin
 from serve_apps.context import GatewayContext, current, install
 from serve_apps.s3_api import S3Api
+from serve_apps.serve_patches import bound_request_bodies
 
 __all__ = ["Gateway", "app", "build_app", "fastapi_app"]
 
 log = logging.getLogger("dwray.gateway")
 
 PROBE_TIMEOUT = 3.0
-RECEIVE_QUEUE_MESSAGES = 16  # ASGI body messages (64-256 KiB each) held per request at most
 RESERVED_PATHS = ("/admin", "/healthz", "/metrics")
-
-
-def bound_request_bodies() -> bool:
-    """Give Serve's direct-ingress request bodies backpressure; return whether it was applied.
-
-    Serve 2.60's ``ASGIDIReceiveProxy`` (the replica side of direct ingress and
-    HAProxy mode) reads every message of a request into an unbounded queue as
-    fast as the socket delivers, so a 1 GiB PUT that the pipeline consumes more
-    slowly than the network delivers it piles up in the replica (measured: +1 GB).
-    Serve has no setting for this, so the queue is bounded here: when the
-    handler falls behind, the proxy stops reading, uvicorn stops reading the
-    socket, and TCP pushes back to HAProxy and the client. The patch checks the
-    shape of the class it changes and leaves it alone if that differs.
-    """
-    try:
-        from ray.serve._private import direct_ingress_http_util as direct
-    except ImportError:
-        return False
-    proxy = getattr(direct, "ASGIDIReceiveProxy", None)
-    if proxy is None or not all(hasattr(proxy, name) for name in ("_fetch_until_disconnect", "queue",
-                                                                   "put_message")):
-        log.warning("Serve's request-body proxy is not the one dwray knows: bodies are not bounded")
-        return False
-    if getattr(proxy, "_dwray_bounded", False):
-        return True
-
-    def queue(self: Any) -> asyncio.Queue:
-        if self._queue is None:
-            self._queue = asyncio.Queue(maxsize=RECEIVE_QUEUE_MESSAGES)
-        return self._queue
-
-    async def put(self: Any, message: Any) -> None:
-        await self.queue.put(message)
-
-    async def fetch_until_disconnect(self: Any) -> Any:
-        while True:
-            message = await self._receive()
-            if asyncio.get_running_loop() == self._user_event_loop:
-                await self.queue.put(message)
-            else:
-                # The handler runs on its own loop: wait there for room, here for the result.
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(put(self, message),
-                                                                          self._user_event_loop))
-            if message["type"] == "http.disconnect":
-                self._disconnect_message = message
-                return None
-            if message["type"] == "websocket.disconnect":
-                self._disconnect_message = message
-                return message["code"]
-
-    proxy.queue = property(queue)
-    proxy._fetch_until_disconnect = fetch_until_disconnect
-    proxy._dwray_bounded = True
-    return True
 
 
 def _gateway_route(scope: Scope) -> bool:
@@ -227,7 +173,6 @@ async def s3(scope: Scope, receive: Receive, send: Send) -> None:
         return
     response = await current().s3.handle(Request(scope, receive))
     await response(scope, receive, send)
-
 
 
 def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:

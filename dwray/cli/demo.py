@@ -28,18 +28,19 @@ def run_demo(wh: Warehouse, *, tenant: str | None = None) -> dict[str, Any]:
     steps.append(f"got it back: {len(back)} bytes, {'identical' if identical else 'DIFFERENT (bug!)'}")
     ranged = wh.get(DEMO_BUCKET, DEMO_KEY, range=(0, len(canary) - 1), tenant=tenant)
     steps.append(f"range 0-{len(canary) - 1}: {ranged.decode().strip()!r}")
-    record = wh.catalog.get_object(wh._tenant(tenant).tenant, DEMO_BUCKET, DEMO_KEY)
+    placement = wh.catalog.get_object(wh._tenant(tenant).tenant, DEMO_BUCKET, DEMO_KEY).placement
     root = wh.storage_path()
-    blob_path = (root / record.blob_id) if root is not None and record.blob_id else None
+    blob_path = (root / placement.blob_id) if root is not None and placement is not None else None
     stored = blob_path.read_bytes() if blob_path is not None else b""
     found_plaintext = canary in stored
-    header = wh.keyring.describe(record.kek_id or "")
+    kek_id, kek_version = (placement.kek_id, placement.kek_version) if placement is not None else (None, None)
+    header = wh.keyring.describe(kek_id or "")
     steps.append(f"catalog: {wh.config.catalog_path} (SQLite, WAL, synchronous={wh.config.catalog.synchronous})")
     if blob_path is not None:
         steps.append(f"blob: {blob_path} ({len(stored)} bytes on disk for {info.size} bytes of data)")
         steps.append(f"plaintext found in blob: {'YES (bug!)' if found_plaintext else 'no'}")
     steps.append(f"sealed with AES-256-GCM under a per-object data key, wrapped by KEK "
-                 f"{record.kek_id} version {record.kek_version} (keyring {wh.config.keyring_path}, mode 0600)")
+                 f"{kek_id} version {kek_version} (keyring {wh.config.keyring_path}, mode 0600)")
     steps.append(f"frames of {wh.config.pipeline.frame_size} bytes, zstd level {wh.config.pipeline.zstd_level}")
     return {
         "bucket": DEMO_BUCKET,
@@ -51,6 +52,6 @@ def run_demo(wh: Warehouse, *, tenant: str | None = None) -> dict[str, Any]:
         "blob_path": str(blob_path) if blob_path else None,
         "stored_bytes": len(stored),
         "plaintext_in_blob": found_plaintext,
-        "kek": {"id": record.kek_id, "version": record.kek_version, "primary": header.get("primary")},
+        "kek": {"id": kek_id, "version": kek_version, "primary": header.get("primary")},
         "steps": steps,
     }

@@ -1,13 +1,12 @@
-"""Who may talk to the gateway: tenants, their S3 access keys, and admin tokens.
+"""Who may talk to the gateway: tenants, their S3 access keys, and admin-token hashes.
 
 ``IdentityStore`` keeps them in SQLite (WAL, ``synchronous=FULL``, like the
 catalog) at ``DATA_DIR/identity.db``; the ``service.identity`` plugin serves it
-and ``RemoteIdentity`` is its proxy. ``AccessKeys`` is the logic over either
-store and a keyring:
+and ``actors.remote_services.RemoteIdentity`` is its proxy, both an
+``IdentityService`` (``dwray.core.contracts``). ``dwray.core.access_keys``
+makes and resolves the keys over either.
 
-- an access key's secret is 32 random bytes, stored only wrapped (AES-256-GCM)
-  under the KEK ``system:access-keys``; the client sees it as unpadded
-  base64url (43 characters), once, when the key is created;
+- an access key's secret is stored only wrapped under a KEK;
 - an admin token is stored only as its SHA-256;
 - every change bumps an *epoch* in the same transaction, so gateway replicas
   that cache resolved keys can drop their cache when it moves.
@@ -21,16 +20,12 @@ first. The identity store knows nothing of buckets; whoever deletes a tenant
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
-import secrets
 import sqlite3
-import string
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from dwray.core.names import validate_tenant_name
 from dwray.core.sqlite_store import SqliteStore
@@ -42,29 +37,14 @@ from dwray.errors import (
     TenantNotFound,
 )
 
-if TYPE_CHECKING:  # the store and the logic run without Ray; only the proxy's caller has it
-    from actors.handles import PluginHandle
-
 __all__ = [
-    "ACCESS_KEY_KEK",
     "AccessKeyInfo",
-    "AccessKeys",
-    "BootstrapResult",
     "IdentityStore",
-    "Keyring",
-    "NewAccessKey",
-    "RemoteIdentity",
-    "ResolvedKey",
     "StoredAccessKey",
     "TenantHasActiveKeys",
     "TenantInfo",
 ]
 
-ACCESS_KEY_KEK = "system:access-keys"
-_SECRET_BYTES = 32
-_KEY_ID_PREFIX = "DW"
-_KEY_ID_LENGTH = 20
-_KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
 # AWS allows 16 to 128 word characters; anything else is refused before a query.
 _KEY_ID = re.compile(r"^[A-Za-z0-9_]{16,128}$")
 _MAX_DESCRIPTION = 1024
@@ -153,33 +133,6 @@ class StoredAccessKey:
     kek_id: str
     kek_version: int
     wrapped_secret: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class NewAccessKey:
-    """A key just created: the only time its secret is handed out."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    tenant: str = ""
-
-
-@dataclass(frozen=True)
-class ResolvedKey:
-    """An active key with its secret, for verifying a request's signature."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    tenant: str = ""
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """What the first start created, to be printed once by ``dw up``."""
-
-    tenant: str
-    access_key: NewAccessKey
-    admin_token: str = field(repr=False)
 
 
 # The store -------------------------------------------------------------------
@@ -387,188 +340,3 @@ def _check_description(description: object) -> str:
     if not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:
         raise InvalidArgument(f"a description must be a str of at most {_MAX_DESCRIPTION} characters")
     return description
-
-
-# The remote store ------------------------------------------------------------
-
-class RemoteIdentity:
-    """The identity service actor behind the ``IdentityStore`` interface.
-
-    Reads and the writes that are safe to repeat (adding the same key or token
-    hash, revoking, compare-and-set) are retried once after an actor restart;
-    creating or deleting a tenant and bootstrapping are not.
-    """
-
-    def __init__(self, handle: PluginHandle) -> None:
-        self.handle = handle
-
-    def __repr__(self) -> str:
-        return f"RemoteIdentity({self.handle.child_id!r})"
-
-    def close(self) -> None:
-        """The identity actor outlives this client."""
-
-    def epoch(self) -> int:
-        return self.handle.call("epoch", idempotent=True)
-
-    def create_tenant(self, name: str, description: str = "") -> TenantInfo:
-        return self.handle.call("create_tenant", name, description)
-
-    def get_tenant(self, name: str) -> TenantInfo:
-        return self.handle.call("get_tenant", name, idempotent=True)
-
-    def list_tenants(self) -> list[TenantInfo]:
-        return self.handle.call("list_tenants", idempotent=True)
-
-    def delete_tenant(self, name: str) -> None:
-        self.handle.call("delete_tenant", name)
-
-    def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
-                       wrapped_secret: bytes, description: str = "") -> AccessKeyInfo:
-        return self.handle.call("add_access_key", access_key_id, tenant, kek_id, kek_version, wrapped_secret,
-                                description, idempotent=True)
-
-    def get_access_key(self, access_key_id: str) -> StoredAccessKey | None:
-        return self.handle.call("get_access_key", access_key_id, idempotent=True)
-
-    def list_access_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
-        return self.handle.call("list_access_keys", tenant, include_revoked=include_revoked, idempotent=True)
-
-    def revoke_access_key(self, access_key_id: str) -> AccessKeyInfo:
-        return self.handle.call("revoke_access_key", access_key_id, idempotent=True)
-
-    def keys_wrapped_below(self, kek_id: str, version: int, limit: int = 500) -> list[StoredAccessKey]:
-        return self.handle.call("keys_wrapped_below", kek_id, version, limit, idempotent=True)
-
-    def replace_wrapped_secret(self, key: StoredAccessKey, wrapped_secret: bytes, kek_version: int) -> bool:
-        return self.handle.call("replace_wrapped_secret", key, wrapped_secret, kek_version, idempotent=True)
-
-    def add_admin_token_hash(self, token_hash: str, description: str = "") -> None:
-        self.handle.call("add_admin_token_hash", token_hash, description, idempotent=True)
-
-    def has_admin_token_hash(self, token_hash: str) -> bool:
-        return self.handle.call("has_admin_token_hash", token_hash, idempotent=True)
-
-    def count_admin_tokens(self) -> int:
-        return self.handle.call("count_admin_tokens", idempotent=True)
-
-    def bootstrap(self, tenant: str, access_key_id: str, kek_id: str, kek_version: int, wrapped_secret: bytes,
-                  token_hash: str) -> bool:
-        # Not retried: a retry after a lost "True" would answer False and the secrets would be lost.
-        return self.handle.call("bootstrap", tenant, access_key_id, kek_id, kek_version, wrapped_secret, token_hash)
-
-
-# The logic -------------------------------------------------------------------
-
-class Keyring(Protocol):
-    """What ``AccessKeys`` needs of ``LocalKeyring`` / ``RemoteKeyring``."""
-
-    def ensure(self, kek_id: str) -> int: ...
-    def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]: ...
-    def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes: ...
-
-
-class AccessKeys:
-    """Creates, resolves, revokes and lists access keys and admin tokens.
-
-    ``store`` is an ``IdentityStore`` or a ``RemoteIdentity``; ``keyring`` a
-    ``LocalKeyring`` or a ``RemoteKeyring``.
-    """
-
-    def __init__(self, store: IdentityStore | RemoteIdentity, keyring: Keyring) -> None:
-        self.store = store
-        self.keyring = keyring
-        self._kek_ready = False
-
-    def __repr__(self) -> str:
-        return f"AccessKeys({self.store!r})"
-
-    def _wrap_new_secret(self) -> tuple[bytes, int, bytes]:
-        """A fresh secret, and its wrapping: ``(secret, kek_version, wrapped)``."""
-        if not self._kek_ready:
-            self.keyring.ensure(ACCESS_KEY_KEK)
-            self._kek_ready = True
-        secret = secrets.token_bytes(_SECRET_BYTES)
-        version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
-        return secret, version, wrapped
-
-    def create(self, tenant: str, description: str = "") -> NewAccessKey:
-        """A new key for ``tenant`` (which must exist). Its secret is returned now and never again."""
-        secret, version, wrapped = self._wrap_new_secret()
-        info = self.store.add_access_key(_new_key_id(), tenant, ACCESS_KEY_KEK, version, wrapped, description)
-        return NewAccessKey(info.access_key_id, _encode_secret(secret), info.tenant)
-
-    def lookup(self, access_key_id: str) -> ResolvedKey | None:
-        """The tenant and secret of an active key, or ``None`` if it is unknown or revoked."""
-        stored = self.store.get_access_key(access_key_id)
-        if stored is None:
-            return None
-        secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
-        return ResolvedKey(stored.access_key_id, _encode_secret(secret), stored.tenant)
-
-    def revoke(self, access_key_id: str) -> AccessKeyInfo:
-        return self.store.revoke_access_key(access_key_id)
-
-    def list(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
-        return self.store.list_access_keys(tenant, include_revoked=include_revoked)
-
-    def rewrap(self, batch: int = 500) -> int:
-        """Rewrap every active key's secret under the KEK's primary version; returns how many moved.
-
-        Run after rotating ``system:access-keys``. A key changed meanwhile
-        (revoked, or rewrapped by another caller) is skipped by the compare-and-set.
-        """
-        primary = self.keyring.ensure(ACCESS_KEY_KEK)
-        moved = 0
-        while page := self.store.keys_wrapped_below(ACCESS_KEY_KEK, primary, batch):
-            for stored in page:
-                secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
-                version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
-                moved += self.store.replace_wrapped_secret(stored, wrapped, version)
-            if len(page) < batch:
-                break
-        return moved
-
-    # Admin tokens -----------------------------------------------------------
-
-    def create_admin_token(self, description: str = "") -> str:
-        """A new admin token, returned now and never again; only its hash is stored."""
-        token = secrets.token_urlsafe(32)
-        self.store.add_admin_token_hash(_token_hash(token), description)
-        return token
-
-    def check_admin_token(self, token: str) -> bool:
-        """Whether ``token`` is a valid admin token."""
-        if not isinstance(token, str) or not token:
-            return False
-        return self.store.has_admin_token_hash(_token_hash(token))
-
-    def bootstrap(self, default_tenant: str) -> BootstrapResult | None:
-        """On the first start (no admin token and no key yet) create the default tenant,
-        a key for it and an admin token, and return them; on later starts, ``None``.
-        """
-        validate_tenant_name(default_tenant)
-        secret, version, wrapped = self._wrap_new_secret()
-        access_key_id, token = _new_key_id(), secrets.token_urlsafe(32)
-        if not self.store.bootstrap(default_tenant, access_key_id, ACCESS_KEY_KEK, version, wrapped,
-                                    _token_hash(token)):
-            return None
-        return BootstrapResult(default_tenant, NewAccessKey(access_key_id, _encode_secret(secret), default_tenant),
-                               token)
-
-
-def _new_key_id() -> str:
-    """``DW`` + 18 random uppercase letters and digits: about 93 bits, so collisions do not happen."""
-    return _KEY_ID_PREFIX + "".join(secrets.choice(_KEY_ID_ALPHABET)
-                                    for _ in range(_KEY_ID_LENGTH - len(_KEY_ID_PREFIX)))
-
-
-def _encode_secret(secret: bytes) -> str:
-    return base64.urlsafe_b64encode(secret).rstrip(b"=").decode("ascii")
-
-
-def _token_hash(token: str) -> str:
-    # A plain SHA-256 suffices: the token is 256 random bits, so there is no
-    # dictionary to try and a slow hash (scrypt, argon2) would add nothing but
-    # latency to every admin request. Slow hashes are for human passwords.
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()

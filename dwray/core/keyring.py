@@ -11,7 +11,7 @@ Each KEK id (one per tenant, e.g. ``"tenant:default"``) has numbered versions
 Why a local file: dwray must encrypt from its first run with no external
 service to configure. The file is 0600 and written atomically; moving KEK
 material into Vault or a KMS (keys that never leave it) is the planned
-successor, and this class's methods are the contract it will keep.
+successor; every key service keeps the ``KeyService`` contract (dwray.core.contracts).
 
 A wrapped DEK is ``nonce (12 bytes) || AES-256-GCM(KEK, DEK)`` with the KEK id
 and version bound as AAD, so it cannot be unwrapped under any other key.

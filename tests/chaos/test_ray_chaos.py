@@ -30,9 +30,10 @@ Checked afterwards:
   under ``RECOVERY_BOUND`` so a hang fails the test.
 
 The memory cap and the never-returning handshake at start are covered with
-real actors in ``tests/integration/test_supervisor.py``
-(``test_memory_cap_watchdog_stops_the_host_and_it_is_restarted``,
-``test_hanging_handshake_is_refused_naming_the_timeout``); this module adds
+real actors in ``tests/integration/test_supervisor_calls.py``
+(``test_memory_cap_watchdog_stops_the_host_and_it_is_restarted``) and
+``tests/integration/test_supervisor.py``
+(``test_hanging_handshake_is_refused_naming_the_timeout``); this module adds
 the one path they leave out: a handshake that never returns while the child is
 being *restarted* (a child that is not required), which must kill each hung
 host and escalate with the reason rather than hang the supervisor.
@@ -63,7 +64,7 @@ import ray
 from actors.attach import RayWarehouse
 from actors.bootstrap import start_supervisor
 from actors.handles import PluginHandle
-from actors.remote import RayFrameEngine
+from actors.remote_storage import RayFrameEngine
 from actors.supervisor import create_supervisor
 from dwray.client import connect
 from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, StorageConfig
@@ -261,7 +262,7 @@ def make_probe(tree: Tree, child_id: str) -> Callable[[], int]:
         def call() -> None:
             assert handle.call("get_bucket", TENANT, BUCKET, idempotent=True, timeout=20).name == BUCKET
     elif child_id.startswith("storage:"):
-        blob_id = tree.warehouse().catalog.get_object(TENANT, BUCKET, SENTINEL).blob_id
+        blob_id = tree.warehouse().catalog.get_object(TENANT, BUCKET, SENTINEL).placement.blob_id
         size = handle.call("stat_blob", blob_id, idempotent=True, timeout=20).size
 
         def call() -> None:

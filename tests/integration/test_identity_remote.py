@@ -15,8 +15,9 @@ import pytest
 import ray
 
 from actors.handles import PluginHandle
-from actors.remote import RemoteKeyring
-from dwray.core.identity import AccessKeys, IdentityStore, RemoteIdentity, ResolvedKey
+from actors.remote_services import RemoteIdentity, RemoteKeyring
+from dwray.core.access_keys import AccessKeys, ResolvedKey
+from dwray.core.identity import IdentityStore
 from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.errors import (
     AccessKeyNotFound,

@@ -66,7 +66,8 @@ def tenant_blobs(wh: Warehouse) -> set[str]:
 
 
 def segment_blobs(wh: Warehouse, bucket: str, key: str, version_id: str) -> set[str]:
-    return {s.blob_id for s in wh.catalog.segments_page(wh.config.default_tenant, bucket, key, version_id, 0, 1000)}
+    segments = wh.catalog.segments_page(wh.config.default_tenant, bucket, key, version_id, 0, 1000)
+    return {s.placement.blob_id for s in segments}
 
 
 # Complete and read back --------------------------------------------------------------

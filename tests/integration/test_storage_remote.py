@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from actors.handles import PluginHandle
-from actors.remote import RemoteBackend
+from actors.remote_storage import RemoteBackend
 from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.testing.backend_conformance import BackendConformance
 

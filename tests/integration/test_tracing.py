@@ -36,7 +36,7 @@ from dwray.config import (
 )
 
 FRAME_SIZE = 1 << 20
-BATCH = 8 << 20  # actors.remote.BATCH_BYTES: plaintext per seal_batch call
+BATCH = 8 << 20  # actors.remote_storage.BATCH_BYTES: plaintext per seal_batch call
 BIG = 3 * BATCH + 5 * FRAME_SIZE + 12345  # four batches: three full ones and a short last one
 CHILDREN = ("settings", "catalog", "identity", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")
 DATA_CHILDREN = ("catalog", "kms:local", "storage:local", "stage:frames:0", "stage:frames:1")

@@ -356,8 +356,9 @@ def test_tenants_are_isolated(wh: Warehouse) -> None:
         wh.list("private")  # the default tenant does not see it either
     acme_row = wh.catalog.get_object(acme, "shared-name", "k")
     globex_row = wh.catalog.get_object(globex, "shared-name", "k")
-    assert acme_row.blob_id.startswith(f"{acme}/") and globex_row.blob_id.startswith(f"{globex}/")
-    assert acme_row.kek_id != globex_row.kek_id
+    acme_at, globex_at = acme_row.placement, globex_row.placement
+    assert acme_at.blob_id.startswith(f"{acme}/") and globex_at.blob_id.startswith(f"{globex}/")
+    assert acme_at.kek_id != globex_at.kek_id
     with pytest.raises(InvalidArgument, match="tenant"):
         wh.list_buckets(tenant="../evil")
 
@@ -380,17 +381,17 @@ def test_max_object_size_stores_nothing(tmp_path: Path) -> None:
 def test_key_rotation_rewrap_and_retire(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     wh.put("bkt", "old", b"old data")
-    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").kek_version == 1
+    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").placement.kek_version == 1
     assert wh.rotate_keys() == 2
     wh.put("bkt", "new", b"new data")
-    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "new").kek_version == 2
+    assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "new").placement.kek_version == 2
     with pytest.raises(KeyringError, match="rewrap first"):
         wh.retire_keys(2)
-    blob_before = wh.backend.get_blob(wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").blob_id)
+    blob_before = wh.backend.get_blob(wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").placement.blob_id)
     assert wh.rewrap() == 1
     old = wh.catalog.get_object(wh.config.default_tenant, "bkt", "old")
-    assert old.kek_version == 2
-    assert wh.backend.get_blob(old.blob_id) == blob_before  # data untouched
+    assert old.placement.kek_version == 2
+    assert wh.backend.get_blob(old.placement.blob_id) == blob_before  # data untouched
     wh.retire_keys(2)
     assert wh.get("bkt", "old") == b"old data"
     assert wh.get("bkt", "new") == b"new data"
@@ -402,7 +403,7 @@ def test_tampered_blob_raises_integrity_error(local_wh: Warehouse) -> None:
     payload = data_of(4 * F)
     local_wh.put("bkt", "k", payload)
     record = local_wh.catalog.get_object("default", "bkt", "k")
-    path = local_wh.storage_path() / record.blob_id
+    path = local_wh.storage_path() / record.placement.blob_id
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     path.chmod(0o600)
@@ -440,9 +441,9 @@ def test_concurrent_puts_and_gets(wh: Warehouse) -> None:
 def test_sweeper_removes_only_old_unreferenced_blobs(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     wh.put("bkt", "k", b"v1" * 5000)
-    old_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").blob_id
+    old_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").placement.blob_id
     wh.put("bkt", "k", b"v2")
-    live_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").blob_id
+    live_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").placement.blob_id
     orphan = f"{wh.config.default_tenant}/zz/orphan"
     wh.backend.put_bytes(orphan, b"left by a crash")
     tenant = wh.config.default_tenant

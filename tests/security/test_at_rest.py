@@ -243,7 +243,7 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
         keks = list(wh.keyring._keks[KEK_ID].versions.values())
         assert len(keks) == 2 and all(len(k) == 32 for k in keks)
         records = [wh.catalog.get_object("default", BUCKET, key) for key in ("one", "two", "three")]
-        headers = [KeyHeader.from_bytes(record.key_header) for record in records]
+        headers = [KeyHeader.from_bytes(record.placement.key_header) for record in records]
         deks = [wh.keyring.unwrap(h.kek_id, h.kek_version, h.wrapped_dek) for h in headers]
         assert len({*deks}) == 3 and all(len(d) == 32 for d in deks)
         secrets_ = keks + deks
@@ -270,7 +270,7 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
 
         # Errors around keys and sealed data.
         errors: list[DwrayError] = []
-        blob = wh.backend.root / records[0].blob_id
+        blob = wh.backend.root / records[0].placement.blob_id
         os.chmod(blob, 0o600)
         raw = bytearray(blob.read_bytes())
         raw[len(raw) // 2] ^= 0x01
@@ -295,7 +295,7 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
             wh.keyring.unwrap(KEK_ID, 1, headers[1].wrapped_dek)
         errors.append(retired.value)
         with pytest.raises(IntegrityError) as bad_header:
-            KeyHeader.from_bytes(records[1].key_header[:-3])
+            KeyHeader.from_bytes(records[1].placement.key_header[:-3])
         errors.append(bad_header.value)
         # A keyring file that fails to parse must not quote its contents (the KEKs).
         broken_ring = tmp_path / "broken" / "keyring.json"
@@ -314,7 +314,7 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
                 found = find_in_text(text, secret)
                 assert found == [], f"key material #{n} appears in {where} as {found}: {text[:300]}"
         # The records hold wrapped DEKs only; the wrapped bytes are not the DEK.
-        assert all(isinstance(r, ObjectRecord) and d not in r.key_header for r, d in zip(records, deks))
+        assert all(isinstance(r, ObjectRecord) and d not in r.placement.key_header for r, d in zip(records, deks))
 
     # DEKs are never stored; KEKs only (base64) in the keyring file.
     keyring_file = data_dir / "keys" / "keyring.json"

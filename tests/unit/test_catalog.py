@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from dwray.core.catalog import SCHEMA_VERSION, Catalog, ObjectRecord
+from dwray.core.catalog import SCHEMA_VERSION, Catalog, ObjectRecord, Placement
 from dwray.errors import BucketNotFound, CatalogError, SchemaVersionError
 
 
 def record(key: str, version: str, **extra: object) -> ObjectRecord:
     values = dict(tenant="t1", bucket="bkt", key=key, version_id=version, is_latest=True, delete_marker=False,
-                  size=3, etag="e", content_type="text/plain", created=float(len(version)), backend="local",
-                  blob_id=f"t1/x/{version}", key_header=b"H", frame_table=b"T", kek_id="tenant:t1",
-                  kek_version=1)
+                  size=3, etag="e", content_type="text/plain", created=float(len(version)),
+                  placement=Placement("local", f"t1/x/{version}", b"H", b"T", "tenant:t1", 1))
     values.update(extra)
     return ObjectRecord(**values)  # type: ignore[arg-type]
 
@@ -27,7 +26,8 @@ def test_durability_pragmas_and_schema(tmp_path: Path) -> None:
     assert catalog._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert catalog.schema_version == SCHEMA_VERSION
     tables = {row[0] for row in catalog._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"tenants", "buckets", "objects", "multipart_uploads", "multipart_parts"} <= tables
+    assert {"buckets", "objects", "multipart_uploads", "multipart_parts"} <= tables
+    assert "tenants" not in tables  # the identity store is the registry of tenants
     catalog.close()
     assert Catalog(tmp_path / "c.db", synchronous="EXTRA")._db.execute("PRAGMA synchronous").fetchone()[0] == 3
 
@@ -105,8 +105,9 @@ def test_concurrent_writers_from_two_connections(tmp_path: Path) -> None:
 
 
 def test_records_hide_key_material_in_repr(tmp_path: Path) -> None:
-    text = repr(record("k", "v1", key_header=b"SECRET-HEADER"))
-    assert "SECRET-HEADER" not in text and "'k'" in text
+    placement = Placement("local", "t1/x/v1", b"SECRET-HEADER", b"SECRET-TABLE", "tenant:t1", 1)
+    text = repr(record("k", "v1", placement=placement)) + repr(placement)
+    assert "SECRET-" not in text and "'k'" in text
 
 
 def test_recommitting_the_same_row_is_a_no_op(tmp_path: Path) -> None:

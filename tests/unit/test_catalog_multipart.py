@@ -13,6 +13,7 @@ from dwray.core.catalog import (
     Catalog,
     ObjectRecord,
     PartRecord,
+    Placement,
     UploadRecord,
     WrappedKey,
 )
@@ -39,19 +40,18 @@ def obj(key: str, version: str, **extra: object) -> ObjectRecord:
     values: dict[str, object] = {
         "tenant": "t1", "bucket": "bkt", "key": key, "version_id": version, "is_latest": True,
         "delete_marker": False, "size": 3, "etag": "e", "content_type": "text/plain", "created": time.time(),
-        "backend": "local", "blob_id": f"t1/id1/{version}", "key_header": b"H", "frame_table": b"T",
-        "kek_id": "tenant:t1", "kek_version": 1, **extra}
+        "placement": Placement("local", f"t1/id1/{version}", b"H", b"T", "tenant:t1", 1), **extra}
     return ObjectRecord(**values)  # type: ignore[arg-type]
 
 
 def part(upload_id: str, number: int, size: int, etag: str, blob: str, kek_version: int = 1) -> PartRecord:
-    return PartRecord(upload_id, number, size, etag, time.time(), "local", blob, b"KEY-" + blob.encode(),
-                      b"TABLE", "tenant:t1", kek_version, f"{upload_id}.{number}.r")
+    return PartRecord(upload_id, number, size, etag, time.time(),
+                      Placement("local", blob, b"KEY-" + blob.encode(), b"TABLE", "tenant:t1", kek_version),
+                      f"{upload_id}.{number}.r")
 
 
 def multipart(key: str, version: str, size: int, etag: str, parts: int) -> ObjectRecord:
-    return obj(key, version, size=size, etag=etag, blob_id=None, key_header=None, frame_table=None, kek_id=None,
-               kek_version=None, parts=parts)
+    return obj(key, version, size=size, etag=etag, placement=None, parts=parts)
 
 
 @pytest.fixture
@@ -74,9 +74,9 @@ def test_version_1_catalog_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     version_1_catalog(path)
     catalog = Catalog(path)
-    assert SCHEMA_VERSION == 2 and catalog.schema_version == 2
+    assert SCHEMA_VERSION == 3 and catalog.schema_version == 3
     old = catalog.get_object("t1", "bkt", "old")
-    assert (old.blob_id, old.key_header, old.parts) == ("t1/id1/old-blob", b"H", 0)
+    assert (old.placement, old.parts) == (Placement("local", "t1/id1/old-blob", b"H", b"T", "tenant:t1", 1), 0)
     assert catalog.get_upload("t1", "bkt", "big", "up1").content_type == "text/plain"
     assert [(p.part_number, p.etag, p.size) for p in catalog.list_parts("t1", "bkt", "big", "up1")] == [(1, "p1", 5)]
     assert catalog.referenced_blobs("local") == {"t1/id1/old-blob", "t1/id1/part-blob"}
@@ -93,13 +93,14 @@ def test_version_1_catalog_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
     assert catalog._db.execute("PRAGMA foreign_key_check").fetchall() == []
     catalog.close()
     again = Catalog(path)  # reopening runs no migration twice
-    assert again.schema_version == 2 and again.get_object("t1", "bkt", "old").version_id == "v1"
+    assert again.schema_version == 3 and again.get_object("t1", "bkt", "old").version_id == "v1"
 
 
-def test_migration_one_is_unchanged_and_two_is_appended() -> None:
-    assert len(MIGRATIONS) == 2
+def test_migration_one_is_unchanged_and_later_ones_are_appended() -> None:
+    assert len(MIGRATIONS) == 3
     assert "CREATE TABLE multipart_parts" in MIGRATIONS[0] and "object_segments" not in MIGRATIONS[0]
-    assert "CREATE TABLE object_segments" in MIGRATIONS[1]
+    assert "CREATE TABLE object_segments" in MIGRATIONS[1] and "tenants" not in MIGRATIONS[1]
+    assert "DROP TABLE tenants" in MIGRATIONS[2]
 
 
 # Uploads and parts ----------------------------------------------------------------------
@@ -155,9 +156,9 @@ def test_completion_commits_segments_and_drops_the_upload(catalog: Catalog) -> N
     record = complete(catalog)
     assert catalog.get_object("t1", "bkt", "big").parts == 2
     segments = catalog.segments_page("t1", "bkt", "big", "v9")
-    assert [(s.index, s.offset, s.size, s.blob_id, s.part_version) for s in segments] == [
+    assert [(s.index, s.offset, s.size, s.placement.blob_id, s.part_version) for s in segments] == [
         (0, 0, 10, "t1/id1/p1", "up1.1.r"), (1, 10, 6, "t1/id1/p3", "up1.3.r")]
-    assert segments[1].key_header == b"KEY-t1/id1/p3" and "KEY-" not in repr(segments[1])
+    assert segments[1].placement.key_header == b"KEY-t1/id1/p3" and "KEY-" not in repr(segments[1])
     assert [s.index for s in catalog.segments_page("t1", "bkt", "big", "v9", start=10)] == [1]
     assert [s.index for s in catalog.segments_page("t1", "bkt", "big", "v9", start=9, limit=1)] == [0]
     with pytest.raises(UploadNotFound):
@@ -217,16 +218,15 @@ def test_rewrap_reaches_segments_and_parts(catalog: Catalog) -> None:
         assert catalog.replace_key_header(row, b"REWRAPPED", 2)
         assert not catalog.replace_key_header(row, b"AGAIN", 2)  # compare and set: the header changed
     assert catalog.count_wrapped_below("tenant:t1", 2) == 0
-    assert {s.key_header for s in catalog.segments_page("t1", "bkt", "big", "v9")} == {b"REWRAPPED"}
+    assert {s.placement.key_header for s in catalog.segments_page("t1", "bkt", "big", "v9")} == {b"REWRAPPED"}
     assert WrappedKey("part", ("up2", 2), b"KEY-t1/id1/q2", 2) in catalog.wrapped_below_page("tenant:t1", 3, 10)
 
 
 def test_every_catalog_method_is_served_by_the_plugin_and_its_proxy() -> None:
-    from actors.remote import RemoteCatalog
+    from actors.remote_services import RemoteCatalog
     from dwray.builtins.services import CatalogPlugin
 
     public = {name for name, value in vars(Catalog).items() if not name.startswith("_") and callable(value)}
     assert {"complete_upload", "segments_page", "tenant_stats"} <= public
     assert public - set(dir(CatalogPlugin)) == set()
-    # The proxy reaches commit_many through its group-commit queue (commit_object).
-    assert public - set(dir(RemoteCatalog)) == {"commit_many"}
+    assert public - set(dir(RemoteCatalog)) == set()

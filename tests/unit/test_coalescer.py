@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from actors.remote import Coalescer
+from actors.coalescer import Coalescer
 from dwray.errors import BucketNotFound
 
 

@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 
 from dwray.builtins.services import IdentityPlugin
-from dwray.core.identity import (
+from dwray.core.access_keys import (
     ACCESS_KEY_KEK,
     AccessKeys,
     BootstrapResult,
-    IdentityStore,
     NewAccessKey,
     ResolvedKey,
-    StoredAccessKey,
 )
+from dwray.core.identity import IdentityStore, StoredAccessKey
 from dwray.core.keyring import LocalKeyring
 from dwray.core.plugins import check_manifest, load_plugin_class
 from dwray.errors import (

@@ -1,39 +1,29 @@
-"""The catalog: which buckets and objects exist, and where their sealed bytes are.
-
-SQLite in WAL mode. A row in ``objects`` is the moment an object exists: the
-warehouse commits it only after the blob it points at is durable. Durability
-settings, and why:
-
-- ``journal_mode=WAL``: readers never block the writer, and a commit is one
-  append to the WAL rather than a rewrite of pages.
-- ``synchronous=FULL`` (default; ``EXTRA`` allowed): every commit fsyncs the WAL
-  before it returns, so an acknowledged write survives power loss, not only a
-  crash of the process (``NORMAL`` in WAL mode may lose the last commits on
-  power loss).
-- ``foreign_keys=ON`` and ``busy_timeout``: several processes may open the same
-  catalog; writers wait for each other instead of failing.
-
-A multipart object is an ``objects`` row without a placement of its own
-(``parts`` > 0) and one ``object_segments`` row per part, each a blob sealed
-under its own DEK; the segments go when the object row goes (``ON DELETE
-CASCADE``). Uploads in progress are ``multipart_uploads`` with their
-``multipart_parts``; ``completed_uploads`` remembers recent completions so a
-completion retried after a lost reply gets the same object back.
-
-Every row is scoped by tenant; no query reads across tenants except the
-sweeper's ``referenced_blobs``, the key rewrap's ``wrapped_below_page`` (both
-read placements and key headers only) and ``tenant_stats``.
-"""
+"""The SQLite catalog: buckets, object versions, multipart uploads and the keys that seal them."""
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from dwray.core.catalog.paging import PagedReads
+from dwray.core.catalog.records import (
+    BucketRecord,
+    DeleteOutcome,
+    ObjectRecord,
+    PartRecord,
+    SegmentRecord,
+    UploadRecord,
+    WrappedKey,
+)
+from dwray.core.catalog.schema import (
+    MIGRATIONS,
+    OBJECT_COLUMNS,
+    OBJECT_VALUES,
+    PART_COLUMNS,
+    SEGMENT_COLUMNS,
+    UPLOAD_COLUMNS,
+)
 from dwray.core.models import PartInfo
 from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
@@ -47,300 +37,10 @@ from dwray.errors import (
     UploadNotFound,
 )
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "BucketRecord",
-    "Catalog",
-    "DeleteOutcome",
-    "ObjectRecord",
-    "PagedReads",
-    "PartRecord",
-    "SegmentRecord",
-    "UploadRecord",
-    "WrappedKey",
-]
-
-# Each entry migrates the schema from version N to N + 1 (N = its index).
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE tenants (
-        name     TEXT PRIMARY KEY,
-        created  REAL NOT NULL
-    );
-    CREATE TABLE buckets (
-        tenant     TEXT NOT NULL REFERENCES tenants(name),
-        name       TEXT NOT NULL,
-        bucket_id  TEXT NOT NULL UNIQUE,
-        created    REAL NOT NULL,
-        versioning INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (tenant, name)
-    );
-    CREATE TABLE objects (
-        tenant        TEXT NOT NULL,
-        bucket        TEXT NOT NULL,
-        key           TEXT NOT NULL,
-        version_id    TEXT NOT NULL,
-        is_latest     INTEGER NOT NULL,
-        delete_marker INTEGER NOT NULL DEFAULT 0,
-        size          INTEGER NOT NULL,
-        etag          TEXT NOT NULL,
-        content_type  TEXT NOT NULL,
-        headers       TEXT NOT NULL DEFAULT '{}',
-        metadata      TEXT NOT NULL DEFAULT '{}',
-        created       REAL NOT NULL,
-        backend       TEXT,
-        blob_id       TEXT,
-        key_header    BLOB,
-        frame_table   BLOB,
-        kek_id        TEXT,
-        kek_version   INTEGER,
-        PRIMARY KEY (tenant, bucket, key, version_id),
-        FOREIGN KEY (tenant, bucket) REFERENCES buckets(tenant, name)
-    );
-    CREATE UNIQUE INDEX objects_latest ON objects (tenant, bucket, key) WHERE is_latest = 1;
-    CREATE INDEX objects_placement ON objects (backend, blob_id);
-    CREATE INDEX objects_kek ON objects (kek_id, kek_version);
-    CREATE TABLE multipart_uploads (
-        upload_id    TEXT PRIMARY KEY,
-        tenant       TEXT NOT NULL,
-        bucket       TEXT NOT NULL,
-        key          TEXT NOT NULL,
-        created      REAL NOT NULL,
-        content_type TEXT NOT NULL,
-        headers      TEXT NOT NULL DEFAULT '{}',
-        metadata     TEXT NOT NULL DEFAULT '{}',
-        FOREIGN KEY (tenant, bucket) REFERENCES buckets(tenant, name) ON DELETE CASCADE
-    );
-    CREATE INDEX multipart_uploads_key ON multipart_uploads (tenant, bucket, key, created);
-    CREATE TABLE multipart_parts (
-        upload_id    TEXT NOT NULL REFERENCES multipart_uploads(upload_id) ON DELETE CASCADE,
-        part_number  INTEGER NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
-        size         INTEGER NOT NULL,
-        etag         TEXT NOT NULL,
-        created      REAL NOT NULL,
-        backend      TEXT NOT NULL,
-        blob_id      TEXT NOT NULL,
-        key_header   BLOB NOT NULL,
-        frame_table  BLOB NOT NULL,
-        kek_id       TEXT NOT NULL,
-        kek_version  INTEGER NOT NULL,
-        PRIMARY KEY (upload_id, part_number)
-    );
-    CREATE INDEX multipart_parts_placement ON multipart_parts (backend, blob_id);
-    """,
-    # 2: multipart objects. ``objects.parts`` counts an object's segments (0: one
-    # blob of its own); ``part_version`` is the identity string a part's frames
-    # are sealed under (their AAD binds it), kept from part row to segment row.
-    """
-    ALTER TABLE objects ADD COLUMN parts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE multipart_parts ADD COLUMN part_version TEXT NOT NULL DEFAULT '';
-    CREATE INDEX multipart_parts_kek ON multipart_parts (kek_id, kek_version);
-    CREATE TABLE object_segments (
-        tenant       TEXT NOT NULL,
-        bucket       TEXT NOT NULL,
-        key          TEXT NOT NULL,
-        version_id   TEXT NOT NULL,
-        part_index   INTEGER NOT NULL,
-        part_offset  INTEGER NOT NULL,
-        size         INTEGER NOT NULL,
-        backend      TEXT NOT NULL,
-        blob_id      TEXT NOT NULL,
-        key_header   BLOB NOT NULL,
-        frame_table  BLOB NOT NULL,
-        kek_id       TEXT NOT NULL,
-        kek_version  INTEGER NOT NULL,
-        part_version TEXT NOT NULL,
-        PRIMARY KEY (tenant, bucket, key, version_id, part_index),
-        FOREIGN KEY (tenant, bucket, key, version_id)
-            REFERENCES objects(tenant, bucket, key, version_id) ON DELETE CASCADE
-    );
-    CREATE INDEX object_segments_placement ON object_segments (backend, blob_id);
-    CREATE INDEX object_segments_kek ON object_segments (kek_id, kek_version);
-    CREATE TABLE completed_uploads (
-        upload_id  TEXT PRIMARY KEY,
-        tenant     TEXT NOT NULL,
-        bucket     TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        version_id TEXT NOT NULL,
-        parts      TEXT NOT NULL,
-        etag       TEXT NOT NULL,
-        size       INTEGER NOT NULL,
-        created    REAL NOT NULL
-    );
-    CREATE INDEX completed_uploads_created ON completed_uploads (created);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+__all__ = ["Catalog"]
 
 #: how long a completed upload is remembered, so a retried completion gets its object back
 COMPLETION_RETENTION_SECONDS = 24 * 3600
-
-_OBJECT_COLUMNS = (
-    "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
-    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts"
-)
-_OBJECT_VALUES = ", ".join("?" * 19)
-_UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata"
-_PART_COLUMNS = ("upload_id, part_number, size, etag, created, backend, blob_id, key_header, frame_table, "
-                 "kek_id, kek_version, part_version")
-_SEGMENT_COLUMNS = ("part_index, part_offset, size, backend, blob_id, key_header, frame_table, kek_id, "
-                    "kek_version, part_version")
-
-
-@dataclass(frozen=True)
-class BucketRecord:
-    """One bucket of one tenant."""
-
-    tenant: str
-    name: str
-    bucket_id: str
-    created: float
-    versioning: bool
-
-
-@dataclass(frozen=True)
-class ObjectRecord:
-    """One version of one object (or a delete marker) and where its sealed bytes are."""
-
-    tenant: str
-    bucket: str
-    key: str
-    version_id: str
-    is_latest: bool
-    delete_marker: bool
-    size: int
-    etag: str
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-    created: float = 0.0
-    backend: str | None = None
-    blob_id: str | None = None
-    key_header: bytes | None = None
-    frame_table: bytes | None = None
-    kek_id: str | None = None
-    kek_version: int | None = None
-    #: how many segments (multipart parts) hold the bytes; 0: the one blob above
-    parts: int = 0
-
-    def __repr__(self) -> str:
-        return (f"ObjectRecord(tenant={self.tenant!r}, bucket={self.bucket!r}, key={self.key!r}, "
-                f"version_id={self.version_id!r}, size={self.size}, delete_marker={self.delete_marker}, "
-                f"parts={self.parts})")
-
-    @classmethod
-    def _from_row(cls, row: tuple[Any, ...]) -> ObjectRecord:
-        values = list(row)
-        values[4], values[5] = bool(values[4]), bool(values[5])
-        values[9], values[10] = json.loads(values[9]), json.loads(values[10])
-        return cls(*values)
-
-    def _to_row(self) -> tuple[Any, ...]:
-        return (self.tenant, self.bucket, self.key, self.version_id, int(self.is_latest),
-                int(self.delete_marker), self.size, self.etag, self.content_type,
-                json.dumps(self.headers, sort_keys=True), json.dumps(self.metadata, sort_keys=True),
-                self.created, self.backend, self.blob_id, self.key_header, self.frame_table,
-                self.kek_id, self.kek_version, self.parts)
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    """A multipart upload in progress: what the object will be once completed."""
-
-    tenant: str
-    bucket: str
-    key: str
-    upload_id: str
-    created: float
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def _from_row(cls, row: tuple[Any, ...]) -> UploadRecord:
-        return cls(*row[:6], json.loads(row[6]), json.loads(row[7]))
-
-
-@dataclass(frozen=True)
-class PartRecord:
-    """One uploaded part: its own blob, sealed under its own DEK and identity ``part_version``."""
-
-    upload_id: str
-    part_number: int
-    size: int
-    etag: str
-    created: float
-    backend: str
-    blob_id: str
-    key_header: bytes = field(repr=False)
-    frame_table: bytes = field(repr=False)
-    kek_id: str
-    kek_version: int
-    part_version: str
-
-
-@dataclass(frozen=True)
-class SegmentRecord:
-    """Part ``index`` of a multipart object: plaintext bytes ``[offset, offset + size)`` of it."""
-
-    index: int
-    offset: int
-    size: int
-    backend: str
-    blob_id: str
-    key_header: bytes = field(repr=False)
-    frame_table: bytes = field(repr=False)
-    kek_id: str
-    kek_version: int
-    part_version: str
-
-
-@dataclass(frozen=True)
-class WrappedKey:
-    """A DEK in a segment or part row, for the key rewrap (objects' own DEKs come as ``ObjectRecord``)."""
-
-    kind: Literal["segment", "part"]
-    #: the row's primary key: (tenant, bucket, key, version_id, index) or (upload_id, part_number)
-    row: tuple[Any, ...]
-    key_header: bytes = field(repr=False)
-    kek_version: int
-
-
-@dataclass(frozen=True)
-class DeleteOutcome:
-    """What a delete did: removed a version, added a delete marker, or found nothing."""
-
-    removed: ObjectRecord | None
-    delete_marker: ObjectRecord | None
-
-
-class PagedReads(ABC):
-    """Iteration built on the two paged queries, shared by ``Catalog`` and its remote proxy."""
-
-    @abstractmethod
-    def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
-        """Up to ``limit`` live latest versions under ``prefix``, from ``start`` on, in key order."""
-
-    @abstractmethod
-    def wrapped_below_page(self, kek_id: str, version: int,
-                           limit: int = 500) -> list[ObjectRecord | WrappedKey]:
-        """Up to ``limit`` rows whose DEK is wrapped under ``kek_id`` below ``version``."""
-
-    def iter_latest(self, tenant: str, bucket: str, *, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, batch: int = 1000) -> Iterator[ObjectRecord]:
-        """Every live latest version under ``prefix`` from ``start`` on, in key order, page by page."""
-        while True:
-            page = self.latest_page(tenant, bucket, prefix, start, inclusive, batch)
-            yield from page
-            if len(page) < batch:
-                return
-            start, inclusive = page[-1].key, False
-
-    def iter_wrapped_below(self, kek_id: str, version: int, batch: int = 500) -> Iterator[ObjectRecord | WrappedKey]:
-        """Rows wrapped below ``version``, re-queried until none is left (callers rewrap them)."""
-        while page := self.wrapped_below_page(kek_id, version, batch):
-            yield from page
 
 
 class Catalog(PagedReads, SqliteStore):
@@ -349,12 +49,24 @@ class Catalog(PagedReads, SqliteStore):
     label = "catalog"
     migrations = MIGRATIONS
 
+    def _migrate(self) -> None:
+        # Migration 3 rebuilds ``buckets``, which objects and uploads reference. With
+        # foreign keys on, dropping the old table would first delete its rows: refused
+        # while objects point at them, and cascading to every upload in progress. So
+        # they are off for the migration, as SQLite's procedure for altering a table
+        # says (the pragma does nothing inside a transaction, hence around it). The
+        # rows are copied as they are, so no reference breaks meanwhile.
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            super()._migrate()
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
+
     # Buckets ----------------------------------------------------------------
 
     def create_bucket(self, tenant: str, name: str, bucket_id: str, *, versioning: bool = False) -> BucketRecord:
         record = BucketRecord(tenant, name, bucket_id, time.time(), versioning)
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO tenants VALUES (?, ?)", (tenant, record.created))
             try:
                 db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?)",
                            (tenant, name, bucket_id, record.created, int(versioning)))
@@ -367,12 +79,12 @@ class Catalog(PagedReads, SqliteStore):
                           "WHERE tenant = ? AND name = ?", (tenant, name))
         if not rows:
             raise BucketNotFound(name)
-        return _bucket(rows[0])
+        return BucketRecord._from_row(rows[0])
 
     def list_buckets(self, tenant: str) -> list[BucketRecord]:
         rows = self._read("SELECT tenant, name, bucket_id, created, versioning FROM buckets "
                           "WHERE tenant = ? ORDER BY name", (tenant,))
-        return [_bucket(row) for row in rows]
+        return [BucketRecord._from_row(row) for row in rows]
 
     def delete_bucket(self, tenant: str, name: str) -> None:
         with self._write() as db:
@@ -414,9 +126,9 @@ class Catalog(PagedReads, SqliteStore):
             db.execute(f"UPDATE objects SET is_latest = 0 WHERE {where[0]} AND is_latest = 1", where[1])
         else:
             displaced = [ObjectRecord._from_row(row) for row in db.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
+                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
             db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
-        db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_OBJECT_VALUES})",
+        db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})",
                    record._to_row())
         return displaced
 
@@ -441,10 +153,10 @@ class Catalog(PagedReads, SqliteStore):
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
         """The latest live version, or the named version. ``ObjectNotFound`` otherwise."""
         if version_id is None:
-            rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
+            rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
                               "AND key = ? AND is_latest = 1 AND delete_marker = 0", (tenant, bucket, key))
         else:
-            rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
+            rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
                               "AND key = ? AND version_id = ?", (tenant, bucket, key, version_id))
         if not rows:
             self.get_bucket(tenant, bucket)
@@ -461,7 +173,7 @@ class Catalog(PagedReads, SqliteStore):
         if start is not None and start >= prefix:
             lower, include = start, inclusive
         rows = self._read(
-            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
+            f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
             f"AND delete_marker = 0 AND key {'>=' if include else '>'} ? ORDER BY key LIMIT {int(limit)}",
             (tenant, bucket, lower))
         page = []
@@ -486,7 +198,7 @@ class Catalog(PagedReads, SqliteStore):
                 raise BucketNotFound(bucket)
             base = ("tenant = ? AND bucket = ? AND key = ?", (tenant, bucket, key))
             if version_id is not None:
-                row = db.execute(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND version_id = ?",
+                row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND version_id = ?",
                                  (*base[1], version_id)).fetchone()
                 if row is None:
                     return DeleteOutcome(None, None)
@@ -499,17 +211,17 @@ class Catalog(PagedReads, SqliteStore):
                 return DeleteOutcome(removed, None)
             if versioned[0] and marker is not None:
                 db.execute(f"UPDATE objects SET is_latest = 0 WHERE {base[0]} AND is_latest = 1", base[1])
-                db.execute(f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_OBJECT_VALUES})",
+                db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})",
                            marker._to_row())
                 return DeleteOutcome(None, marker)
-            row = db.execute(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND is_latest = 1",
+            row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND is_latest = 1",
                              base[1]).fetchone()
             db.execute(f"DELETE FROM objects WHERE {base[0]}", base[1])
             return DeleteOutcome(ObjectRecord._from_row(row) if row else None, None)
 
     def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
         """Every version of one key, newest first."""
-        rows = self._read(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
+        rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
                           "ORDER BY created DESC, version_id DESC", (tenant, bucket, key))
         return [ObjectRecord._from_row(row) for row in rows]
 
@@ -520,7 +232,7 @@ class Catalog(PagedReads, SqliteStore):
         """Up to ``limit`` DEKs wrapped under ``kek_id`` at a version below ``version``:
         objects' own, then multipart objects' segments', then uploads' parts'."""
         rows: list[ObjectRecord | WrappedKey] = [ObjectRecord._from_row(row) for row in self._read(
-            f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? LIMIT {int(limit)}",
+            f"SELECT {OBJECT_COLUMNS} FROM objects WHERE kek_id = ? AND kek_version < ? LIMIT {int(limit)}",
             (kek_id, version))]
         if len(rows) < limit:
             rows += [WrappedKey("segment", tuple(row[:5]), row[5], row[6]) for row in self._read(
@@ -543,7 +255,9 @@ class Catalog(PagedReads, SqliteStore):
             params: tuple[Any, ...] = (*record.row, record.key_header)
         else:
             table, where = "objects", "tenant = ? AND bucket = ? AND key = ? AND version_id = ?"
-            params = (record.tenant, record.bucket, record.key, record.version_id, record.key_header)
+            # An object without a placement has no key header: it matches no row.
+            current = record.placement.key_header if record.placement is not None else None
+            params = (record.tenant, record.bucket, record.key, record.version_id, current)
         with self._write() as db:
             cursor = db.execute(f"UPDATE {table} SET key_header = ?, kek_version = ? WHERE {where} "
                                 "AND key_header = ?", (key_header, kek_version, *params))
@@ -581,10 +295,12 @@ class Catalog(PagedReads, SqliteStore):
         return {"objects": row[0], "bytes": row[1], "uploads": uploads[0], "upload_bytes": uploads[1]}
 
     def tenant_stats(self) -> dict[str, dict[str, int]]:
-        """For every tenant: its live objects (latest versions, delete markers aside) and their bytes."""
+        """For every tenant that owns a bucket: its live objects (latest versions, delete markers
+        aside) and their bytes. Tenants without buckets store nothing; the identity store lists them."""
         rows = self._read(
-            "SELECT t.name, COUNT(o.key), COALESCE(SUM(o.size), 0) FROM tenants t LEFT JOIN objects o "
-            "ON o.tenant = t.name AND o.is_latest = 1 AND o.delete_marker = 0 GROUP BY t.name ORDER BY t.name")
+            "SELECT b.tenant, COUNT(o.key), COALESCE(SUM(o.size), 0) FROM (SELECT DISTINCT tenant FROM buckets) b "
+            "LEFT JOIN objects o ON o.tenant = b.tenant AND o.is_latest = 1 AND o.delete_marker = 0 "
+            "GROUP BY b.tenant ORDER BY b.tenant")
         return {name: {"objects": count, "bytes": size} for name, count, size in rows}
 
     # Multipart uploads --------------------------------------------------------
@@ -601,14 +317,14 @@ class Catalog(PagedReads, SqliteStore):
                 if existing != (upload.tenant, upload.bucket, upload.key):
                     raise CatalogError("upload id collision")
                 return
-            db.execute(f"INSERT INTO multipart_uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute(f"INSERT INTO multipart_uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (upload.tenant, upload.bucket, upload.key, upload.upload_id, upload.created,
                         upload.content_type, json.dumps(upload.headers, sort_keys=True),
                         json.dumps(upload.metadata, sort_keys=True)))
 
     def get_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> UploadRecord:
         """The upload, if it belongs to this tenant, bucket and key; ``UploadNotFound`` otherwise."""
-        rows = self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ? AND tenant = ? "
+        rows = self._read(f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ? AND tenant = ? "
                           "AND bucket = ? AND key = ?", (upload_id, tenant, bucket, key))
         if not rows:
             self.get_bucket(tenant, bucket)
@@ -629,11 +345,9 @@ class Catalog(PagedReads, SqliteStore):
         """
         with self._write() as db:
             self._upload_in(db, tenant, bucket, key, part.upload_id)
-            db.execute(f"INSERT OR REPLACE INTO multipart_parts ({_PART_COLUMNS}) VALUES "
+            db.execute(f"INSERT OR REPLACE INTO multipart_parts ({PART_COLUMNS}) VALUES "
                        f"({', '.join('?' * 12)})",
-                       (part.upload_id, part.part_number, part.size, part.etag, part.created, part.backend,
-                        part.blob_id, part.key_header, part.frame_table, part.kek_id, part.kek_version,
-                        part.part_version))
+                       part._to_row())
 
     def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str, marker: int = 0,
                    limit: int = 1000) -> list[PartInfo]:
@@ -663,7 +377,7 @@ class Catalog(PagedReads, SqliteStore):
         elif key_marker is not None:
             where.append("key >= ?" if inclusive else "key > ?")
             params.append(key_marker)
-        rows = self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE {' AND '.join(where)} "
+        rows = self._read(f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE {' AND '.join(where)} "
                           f"ORDER BY key, created, upload_id LIMIT {int(limit)}", tuple(params))
         page = []
         for row in rows:
@@ -714,7 +428,7 @@ class Catalog(PagedReads, SqliteStore):
             offset = 0
             for index, (number, _) in enumerate(parts):
                 db.execute(
-                    f"INSERT INTO object_segments (tenant, bucket, key, version_id, {_SEGMENT_COLUMNS}) "
+                    f"INSERT INTO object_segments (tenant, bucket, key, version_id, {SEGMENT_COLUMNS}) "
                     "SELECT ?, ?, ?, ?, ?, ?, size, backend, blob_id, key_header, frame_table, kek_id, kek_version, "
                     "part_version FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
                     (record.tenant, record.bucket, record.key, record.version_id, index, offset, upload_id, number))
@@ -744,7 +458,7 @@ class Catalog(PagedReads, SqliteStore):
         if row is None or [tuple(part) for part in json.loads(row[1])] != [tuple(part) for part in parts]:
             return None
         version_id, _, etag, size, created = row
-        found = db.execute(f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
+        found = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
                            "AND version_id = ?", (tenant, bucket, key, version_id)).fetchone()
         if found is not None:
             return ObjectRecord._from_row(found)
@@ -756,11 +470,7 @@ class Catalog(PagedReads, SqliteStore):
                       limit: int = 64) -> list[SegmentRecord]:
         """Up to ``limit`` segments of a multipart object, in order, from the one holding
         plaintext byte ``start`` (or beginning at it: an empty last part) on."""
-        rows = self._read(f"SELECT {_SEGMENT_COLUMNS} FROM object_segments WHERE tenant = ? AND bucket = ? "
+        rows = self._read(f"SELECT {SEGMENT_COLUMNS} FROM object_segments WHERE tenant = ? AND bucket = ? "
                           "AND key = ? AND version_id = ? AND (part_offset + size > ? OR part_offset >= ?) "
                           f"ORDER BY part_index LIMIT {int(limit)}", (tenant, bucket, key, version_id, start, start))
-        return [SegmentRecord(*row) for row in rows]
-
-
-def _bucket(row: tuple[Any, ...]) -> BucketRecord:
-    return BucketRecord(row[0], row[1], row[2], row[3], bool(row[4]))
+        return [SegmentRecord._from_row(row) for row in rows]

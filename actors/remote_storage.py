@@ -1,15 +1,14 @@
-"""The warehouse's parts as seen from a driver: proxies to the plugin actors.
+"""Object bytes over the actors: the storage proxy and the frame engine.
 
-``RemoteBackend``, ``RemoteCatalog`` and ``RemoteKeyring`` have the interfaces
-of ``StorageBackend``, ``Catalog`` and ``LocalKeyring``, so the one
-``Warehouse`` class runs unchanged in one process or on Ray. ``RayFrameEngine``
-seals and opens frames in stage actors: plaintext goes into the object store
-once, in batches of several MiB; sealed records go from the stage actor to the
-storage actor as ObjectRefs and never pass through the driver.
+``RemoteBackend`` is a storage plugin actor behind the ``StorageBackend``
+contract, so the one ``Warehouse`` class runs unchanged in one process or on
+Ray. ``RayFrameEngine`` seals and opens frames in stage actors: plaintext goes
+into the object store once, in batches of several MiB; sealed records go from
+the stage actor to the storage actor as ObjectRefs and never pass through the
+driver.
 
-Which calls are idempotent (and so retried once after an actor restart) is
-decided here, per method: reads, deletes and catalog commits (a commit of a
-row that exists changes nothing) are; upload sessions are not.
+Reads and deletes are idempotent, so retried once after an actor restart;
+upload sessions are not.
 """
 from __future__ import annotations
 
@@ -17,15 +16,14 @@ import contextlib
 import hashlib
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import ray
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
+from actors.coalescer import Coalescer
 from actors.handles import PluginHandle
 from dwray.backends import backend_class
 from dwray.backends.base import (
@@ -35,22 +33,11 @@ from dwray.backends.base import (
     as_byte_view,
     validate_blob_id,
 )
-from dwray.core.catalog import (
-    BucketRecord,
-    DeleteOutcome,
-    ObjectRecord,
-    PagedReads,
-    PartRecord,
-    SegmentRecord,
-    UploadRecord,
-    WrappedKey,
-)
 from dwray.core.frames import FrameTable
-from dwray.core.models import PartInfo
 from dwray.core.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
 from dwray.errors import EntityTooLarge
 
-__all__ = ["Coalescer", "RayFrameEngine", "RemoteBackend", "RemoteCatalog", "RemoteKeyring"]
+__all__ = ["RayFrameEngine", "RemoteBackend"]
 
 BATCH_BYTES = 8 << 20
 #: objects up to this size are sealed and stored in batches shared by concurrent writers
@@ -113,10 +100,9 @@ class RemoteBackend(StorageBackend):
         return self.handle.call("finish_upload", upload_id)
 
     def abort_upload(self, upload_id: str) -> None:
-        try:
+        # A failure is ignored: the upload dies with its actor anyway.
+        with contextlib.suppress(Exception):
             self.handle.call("abort_upload", upload_id, idempotent=True)
-        except Exception:  # noqa: BLE001 - the upload dies with its actor anyway
-            pass
 
     def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
         # The contract returns bytes; the frame engines use start_read/get_blob_ref, which don't copy.
@@ -188,210 +174,6 @@ def _batches(chunks: Iterable[BytesLike], size: int) -> Iterator[list[np.ndarray
             batch, total = [], 0
     if batch:
         yield batch
-
-
-class Coalescer:
-    """Group calls made concurrently by many threads into one remote call.
-
-    The first caller to arrive becomes the leader: it sends everything queued
-    as one batch, then any batch that queued meanwhile, while the others wait
-    for their own result. Alone, a caller sends a batch of one at once, so
-    nothing waits on a timer. This is how the catalog's commits become a group
-    commit (one transaction, one fsync, for all the writers that arrived
-    together).
-    """
-
-    def __init__(self, send: Callable[[list[Any], list[dict[str, str]]], list[Any]], max_batch: int = 64,
-                 max_leaders: int = 1) -> None:
-        """``send(items, trace_contexts)`` makes the remote call for a batch and returns one result per item.
-
-        ``max_leaders`` batches may be in flight at once (more overlap, smaller batches).
-        """
-        self._send = send
-        self._max_batch = max_batch
-        self._max_leaders = max_leaders
-        self._lock = threading.Lock()
-        self._queue: list[tuple[Any, _Slot]] = []
-        self._leaders = 0
-
-    def __call__(self, item: Any) -> Any:
-        slot = _Slot()
-        # Each caller's trace context travels with its item, so the grouped
-        # call appears in every caller's trace, not only the leader's.
-        propagate.inject(slot.carrier)
-        with self._lock:
-            self._queue.append((item, slot))
-            lead = self._leaders < self._max_leaders
-            if lead:
-                self._leaders += 1
-        if lead:
-            self._lead()
-        slot.done.wait()
-        if isinstance(slot.value, BaseException):
-            raise slot.value
-        return slot.value
-
-    def _lead(self) -> None:
-        while True:
-            with self._lock:
-                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-                if not batch:
-                    self._leaders -= 1
-                    return
-            # The call runs in the first caller's trace; the host adds a span to each other's.
-            token = otel_context.attach(propagate.extract(batch[0][1].carrier))
-            try:
-                results = self._send([item for item, _ in batch], [slot.carrier for _, slot in batch])
-            except BaseException as exc:  # noqa: BLE001 - every waiter gets the batch's error
-                results = [exc] * len(batch)
-            finally:
-                otel_context.detach(token)
-            for (_, slot), value in zip(batch, results):
-                slot.value = value
-                slot.done.set()
-
-
-class _Slot:
-    __slots__ = ("carrier", "done", "value")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.carrier: dict[str, str] = {}
-
-
-class RemoteCatalog(PagedReads):
-    """The catalog service actor behind the ``Catalog`` interface."""
-
-    def __init__(self, handle: PluginHandle) -> None:
-        self.handle = handle
-        self._commits = Coalescer(lambda records, contexts: handle.call(
-            "commit_many", records, idempotent=True, _dwray_fanin=contexts))
-
-    def __repr__(self) -> str:
-        return f"RemoteCatalog({self.handle.child_id!r})"
-
-    def close(self) -> None:
-        """The catalog actor outlives this client."""
-
-    def create_bucket(self, tenant: str, name: str, bucket_id: str, *, versioning: bool = False) -> BucketRecord:
-        return self.handle.call("create_bucket", tenant, name, bucket_id, versioning=versioning)
-
-    def get_bucket(self, tenant: str, name: str) -> BucketRecord:
-        return self.handle.call("get_bucket", tenant, name, idempotent=True)
-
-    def list_buckets(self, tenant: str) -> list[BucketRecord]:
-        return self.handle.call("list_buckets", tenant, idempotent=True)
-
-    def delete_bucket(self, tenant: str, name: str) -> None:
-        self.handle.call("delete_bucket", tenant, name)
-
-    def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
-        """Commit through the group-commit queue (idempotent, so retried once after a restart)."""
-        return self._commits(record)
-
-    def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
-        return self.handle.call("get_object", tenant, bucket, key, version_id, idempotent=True)
-
-    def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
-                    inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
-        return self.handle.call("latest_page", tenant, bucket, prefix, start, inclusive, limit, idempotent=True)
-
-    def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
-                      marker: ObjectRecord | None) -> DeleteOutcome:
-        return self.handle.call("delete_object", tenant, bucket, key, version_id, marker)
-
-    def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
-        return self.handle.call("iter_versions", tenant, bucket, key, idempotent=True)
-
-    def wrapped_below_page(self, kek_id: str, version: int,
-                           limit: int = 500) -> list[ObjectRecord | WrappedKey]:
-        return self.handle.call("wrapped_below_page", kek_id, version, limit, idempotent=True)
-
-    def replace_key_header(self, record: ObjectRecord | WrappedKey, key_header: bytes, kek_version: int) -> bool:
-        return self.handle.call("replace_key_header", record, key_header, kek_version, idempotent=True)
-
-    def count_wrapped_below(self, kek_id: str, version: int) -> int:
-        return self.handle.call("count_wrapped_below", kek_id, version, idempotent=True)
-
-    def referenced_blobs(self, backend: str) -> set[str]:
-        return self.handle.call("referenced_blobs", backend, idempotent=True)
-
-    def is_referenced(self, backend: str, blob_id: str) -> bool:
-        return self.handle.call("is_referenced", backend, blob_id, idempotent=True)
-
-    def stats(self, tenant: str) -> dict[str, int]:
-        return self.handle.call("stats", tenant, idempotent=True)
-
-    def tenant_stats(self) -> dict[str, dict[str, int]]:
-        return self.handle.call("tenant_stats", idempotent=True)
-
-    # Multipart uploads. Creating one is idempotent (its id is chosen by the
-    # caller); so are part and completion commits (a repeat changes nothing or
-    # returns the remembered object). An abort is not: a repeat would report
-    # the upload it removed as missing.
-    def create_upload(self, upload: UploadRecord) -> None:
-        self.handle.call("create_upload", upload, idempotent=True)
-
-    def get_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> UploadRecord:
-        return self.handle.call("get_upload", tenant, bucket, key, upload_id, idempotent=True)
-
-    def commit_part(self, tenant: str, bucket: str, key: str, part: PartRecord) -> None:
-        self.handle.call("commit_part", tenant, bucket, key, part, idempotent=True)
-
-    def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str, marker: int = 0,
-                   limit: int = 1000) -> list[PartInfo]:
-        return self.handle.call("list_parts", tenant, bucket, key, upload_id, marker, limit, idempotent=True)
-
-    def uploads_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
-                     upload_id_marker: str | None = None, inclusive: bool = False,
-                     limit: int = 1000) -> list[UploadRecord]:
-        return self.handle.call("uploads_page", tenant, bucket, prefix, key_marker, upload_id_marker, inclusive,
-                                limit, idempotent=True)
-
-    def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
-        self.handle.call("abort_upload", tenant, bucket, key, upload_id)
-
-    def complete_upload(self, record: ObjectRecord, upload_id: str, parts: list[tuple[int, str]]) -> ObjectRecord:
-        return self.handle.call("complete_upload", record, upload_id, parts, idempotent=True)
-
-    def completed_upload(self, tenant: str, bucket: str, key: str, upload_id: str,
-                         parts: list[tuple[int, str]]) -> ObjectRecord | None:
-        return self.handle.call("completed_upload", tenant, bucket, key, upload_id, parts, idempotent=True)
-
-    def segments_page(self, tenant: str, bucket: str, key: str, version_id: str, start: int = 0,
-                      limit: int = 64) -> list[SegmentRecord]:
-        return self.handle.call("segments_page", tenant, bucket, key, version_id, start, limit, idempotent=True)
-
-
-class RemoteKeyring:
-    """The KMS plugin actor behind the ``LocalKeyring`` interface."""
-
-    def __init__(self, handle: PluginHandle) -> None:
-        self.handle = handle
-        self._wraps = Coalescer(lambda items, contexts: handle.call(
-            "wrap_many", items, idempotent=True, _dwray_fanin=contexts))
-
-    def __repr__(self) -> str:
-        return f"RemoteKeyring({self.handle.child_id!r})"
-
-    def ensure(self, kek_id: str) -> int:
-        return self.handle.call("ensure", kek_id, idempotent=True)
-
-    def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
-        return self._wraps((kek_id, dek))
-
-    def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes:
-        return self.handle.call("unwrap", kek_id, version, wrapped, idempotent=True)
-
-    def rotate(self, kek_id: str) -> int:
-        return self.handle.call("rotate", kek_id)
-
-    def retire_below(self, kek_id: str, minimum: int) -> None:
-        self.handle.call("retire_below", kek_id, minimum, idempotent=True)
-
-    def describe(self, kek_id: str) -> dict[str, Any]:
-        return self.handle.call("describe", kek_id, idempotent=True)
 
 
 class RayFrameEngine(FrameEngine):

@@ -1,0 +1,157 @@
+"""The catalog's rows as frozen records: they cross actors by pickle, so they stay plain data."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["BucketRecord", "DeleteOutcome", "ObjectRecord", "PartRecord", "Placement", "SegmentRecord",
+           "UploadRecord", "WrappedKey"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one sealed blob is and what opens it: its backend and blob id, the key header
+    (the DEK wrapped under KEK ``kek_id`` at ``kek_version``) and the frame table.
+
+    The fields are in the order of their columns in every table that holds a placement.
+    """
+
+    backend: str
+    blob_id: str
+    key_header: bytes = field(repr=False)
+    frame_table: bytes = field(repr=False)
+    kek_id: str
+    kek_version: int
+
+    def _to_row(self) -> tuple[str, str, bytes, bytes, str, int]:
+        return (self.backend, self.blob_id, self.key_header, self.frame_table, self.kek_id, self.kek_version)
+
+
+@dataclass(frozen=True)
+class BucketRecord:
+    """One bucket of one tenant."""
+
+    tenant: str
+    name: str
+    bucket_id: str
+    created: float
+    versioning: bool
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> BucketRecord:
+        return cls(row[0], row[1], row[2], row[3], bool(row[4]))
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One version of one object (or a delete marker) and where its sealed bytes are."""
+
+    tenant: str
+    bucket: str
+    key: str
+    version_id: str
+    is_latest: bool
+    delete_marker: bool
+    size: int
+    etag: str
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    #: the one blob holding the bytes; ``None`` for a delete marker and a multipart object
+    placement: Placement | None = None
+    #: how many segments (multipart parts) hold the bytes; 0: the placement above
+    parts: int = 0
+
+    def __repr__(self) -> str:
+        return (f"ObjectRecord(tenant={self.tenant!r}, bucket={self.bucket!r}, key={self.key!r}, "
+                f"version_id={self.version_id!r}, size={self.size}, delete_marker={self.delete_marker}, "
+                f"parts={self.parts})")
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> ObjectRecord:
+        # Rows written before placements were records may name a backend without a blob
+        # (multipart objects did): no blob id, no placement.
+        placement = Placement(*row[12:18]) if row[13] is not None else None
+        return cls(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7], row[8],
+                   json.loads(row[9]), json.loads(row[10]), row[11], placement, row[18])
+
+    def _to_row(self) -> tuple[Any, ...]:
+        placement = self.placement._to_row() if self.placement is not None else (None,) * 6
+        return (self.tenant, self.bucket, self.key, self.version_id, int(self.is_latest),
+                int(self.delete_marker), self.size, self.etag, self.content_type,
+                json.dumps(self.headers, sort_keys=True), json.dumps(self.metadata, sort_keys=True),
+                self.created, *placement, self.parts)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A multipart upload in progress: what the object will be once completed."""
+
+    tenant: str
+    bucket: str
+    key: str
+    upload_id: str
+    created: float
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> UploadRecord:
+        return cls(*row[:6], json.loads(row[6]), json.loads(row[7]))
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One uploaded part: its own blob, sealed under its own DEK and identity ``part_version``."""
+
+    upload_id: str
+    part_number: int
+    size: int
+    etag: str
+    created: float
+    placement: Placement
+    part_version: str
+
+    def _to_row(self) -> tuple[Any, ...]:
+        return (self.upload_id, self.part_number, self.size, self.etag, self.created, *self.placement._to_row(),
+                self.part_version)
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """Part ``index`` of a multipart object: plaintext bytes ``[offset, offset + size)`` of it."""
+
+    index: int
+    offset: int
+    size: int
+    placement: Placement
+    part_version: str
+
+    @classmethod
+    def _from_row(cls, row: tuple[Any, ...]) -> SegmentRecord:
+        return cls(row[0], row[1], row[2], Placement(*row[3:9]), row[9])
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A DEK in a segment or part row, for the key rewrap (objects' own DEKs come as ``ObjectRecord``).
+
+    Not a ``Placement``: the rewrap reads and swaps the key header alone.
+    """
+
+    kind: Literal["segment", "part"]
+    #: the row's primary key: (tenant, bucket, key, version_id, index) or (upload_id, part_number)
+    row: tuple[Any, ...]
+    key_header: bytes = field(repr=False)
+    kek_version: int
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What a delete did: removed a version, added a delete marker, or found nothing."""
+
+    removed: ObjectRecord | None
+    delete_marker: ObjectRecord | None

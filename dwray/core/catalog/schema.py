@@ -1,0 +1,149 @@
+"""The catalog's SQLite schema: its migrations, and the column lists its queries share."""
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+# Each entry migrates the schema from version N to N + 1 (N = its index).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tenants (
+        name     TEXT PRIMARY KEY,
+        created  REAL NOT NULL
+    );
+    CREATE TABLE buckets (
+        tenant     TEXT NOT NULL REFERENCES tenants(name),
+        name       TEXT NOT NULL,
+        bucket_id  TEXT NOT NULL UNIQUE,
+        created    REAL NOT NULL,
+        versioning INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, name)
+    );
+    CREATE TABLE objects (
+        tenant        TEXT NOT NULL,
+        bucket        TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        version_id    TEXT NOT NULL,
+        is_latest     INTEGER NOT NULL,
+        delete_marker INTEGER NOT NULL DEFAULT 0,
+        size          INTEGER NOT NULL,
+        etag          TEXT NOT NULL,
+        content_type  TEXT NOT NULL,
+        headers       TEXT NOT NULL DEFAULT '{}',
+        metadata      TEXT NOT NULL DEFAULT '{}',
+        created       REAL NOT NULL,
+        backend       TEXT,
+        blob_id       TEXT,
+        key_header    BLOB,
+        frame_table   BLOB,
+        kek_id        TEXT,
+        kek_version   INTEGER,
+        PRIMARY KEY (tenant, bucket, key, version_id),
+        FOREIGN KEY (tenant, bucket) REFERENCES buckets(tenant, name)
+    );
+    CREATE UNIQUE INDEX objects_latest ON objects (tenant, bucket, key) WHERE is_latest = 1;
+    CREATE INDEX objects_placement ON objects (backend, blob_id);
+    CREATE INDEX objects_kek ON objects (kek_id, kek_version);
+    CREATE TABLE multipart_uploads (
+        upload_id    TEXT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        bucket       TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        created      REAL NOT NULL,
+        content_type TEXT NOT NULL,
+        headers      TEXT NOT NULL DEFAULT '{}',
+        metadata     TEXT NOT NULL DEFAULT '{}',
+        FOREIGN KEY (tenant, bucket) REFERENCES buckets(tenant, name) ON DELETE CASCADE
+    );
+    CREATE INDEX multipart_uploads_key ON multipart_uploads (tenant, bucket, key, created);
+    CREATE TABLE multipart_parts (
+        upload_id    TEXT NOT NULL REFERENCES multipart_uploads(upload_id) ON DELETE CASCADE,
+        part_number  INTEGER NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
+        size         INTEGER NOT NULL,
+        etag         TEXT NOT NULL,
+        created      REAL NOT NULL,
+        backend      TEXT NOT NULL,
+        blob_id      TEXT NOT NULL,
+        key_header   BLOB NOT NULL,
+        frame_table  BLOB NOT NULL,
+        kek_id       TEXT NOT NULL,
+        kek_version  INTEGER NOT NULL,
+        PRIMARY KEY (upload_id, part_number)
+    );
+    CREATE INDEX multipart_parts_placement ON multipart_parts (backend, blob_id);
+    """,
+    # 2: multipart objects. ``objects.parts`` counts an object's segments (0: one
+    # blob of its own); ``part_version`` is the identity string a part's frames
+    # are sealed under (their AAD binds it), kept from part row to segment row.
+    """
+    ALTER TABLE objects ADD COLUMN parts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE multipart_parts ADD COLUMN part_version TEXT NOT NULL DEFAULT '';
+    CREATE INDEX multipart_parts_kek ON multipart_parts (kek_id, kek_version);
+    CREATE TABLE object_segments (
+        tenant       TEXT NOT NULL,
+        bucket       TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        version_id   TEXT NOT NULL,
+        part_index   INTEGER NOT NULL,
+        part_offset  INTEGER NOT NULL,
+        size         INTEGER NOT NULL,
+        backend      TEXT NOT NULL,
+        blob_id      TEXT NOT NULL,
+        key_header   BLOB NOT NULL,
+        frame_table  BLOB NOT NULL,
+        kek_id       TEXT NOT NULL,
+        kek_version  INTEGER NOT NULL,
+        part_version TEXT NOT NULL,
+        PRIMARY KEY (tenant, bucket, key, version_id, part_index),
+        FOREIGN KEY (tenant, bucket, key, version_id)
+            REFERENCES objects(tenant, bucket, key, version_id) ON DELETE CASCADE
+    );
+    CREATE INDEX object_segments_placement ON object_segments (backend, blob_id);
+    CREATE INDEX object_segments_kek ON object_segments (kek_id, kek_version);
+    CREATE TABLE completed_uploads (
+        upload_id  TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        bucket     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        parts      TEXT NOT NULL,
+        etag       TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created    REAL NOT NULL
+    );
+    CREATE INDEX completed_uploads_created ON completed_uploads (created);
+    """,
+    # 3: the identity store is the one registry of tenants. The catalog's ``tenants``
+    # table goes, and with it the foreign key from ``buckets`` to it, which SQLite
+    # drops only by rebuilding the table: a copy without it takes every row, then
+    # the name (its primary key and unique bucket id come with its definition;
+    # ``buckets`` has no other index). Tables that reference ``buckets`` name it,
+    # so they reference the rebuilt table. ``Catalog._migrate`` turns foreign keys
+    # off around the migration, as SQLite's procedure for altering a table asks.
+    """
+    CREATE TABLE buckets_rebuilt (
+        tenant     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        bucket_id  TEXT NOT NULL UNIQUE,
+        created    REAL NOT NULL,
+        versioning INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, name)
+    );
+    INSERT INTO buckets_rebuilt (tenant, name, bucket_id, created, versioning)
+        SELECT tenant, name, bucket_id, created, versioning FROM buckets;
+    DROP TABLE buckets;
+    ALTER TABLE buckets_rebuilt RENAME TO buckets;
+    DROP TABLE tenants;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+OBJECT_COLUMNS = (
+    "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
+    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts"
+)
+OBJECT_VALUES = ", ".join("?" * 19)
+UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata"
+PART_COLUMNS = ("upload_id, part_number, size, etag, created, backend, blob_id, key_header, frame_table, "
+                "kek_id, kek_version, part_version")
+SEGMENT_COLUMNS = ("part_index, part_offset, size, backend, blob_id, key_header, frame_table, kek_id, "
+                   "kek_version, part_version")

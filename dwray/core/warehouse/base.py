@@ -1,0 +1,121 @@
+"""What every part of the warehouse works on: its config, backend, catalog, keyring and frame
+engine, the tenant an operation runs for, and a short-lived cache of bucket records."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from dwray.backends import create_backend
+from dwray.backends.base import StorageBackend
+from dwray.config import DwrayConfig, load_config
+from dwray.core.catalog import BucketRecord, Catalog, ObjectRecord
+from dwray.core.contracts import KeyService, PagedCatalog
+from dwray.core.keyring import LocalKeyring
+from dwray.core.models import ObjectInfo, TenantContext
+from dwray.core.pipeline import FrameEngine, ThreadFrameEngine
+from dwray.core.warehouse.inputs import clean_metadata
+
+__all__ = ["BUCKET_CACHE_SECONDS", "TenantArg", "WarehouseBase", "object_info"]
+
+TenantArg = TenantContext | str | None
+BUCKET_CACHE_SECONDS = 5.0
+
+
+def object_info(record: ObjectRecord) -> ObjectInfo:
+    """An object version as callers see it: no placement, no key material."""
+    return ObjectInfo(record.bucket, record.key, record.version_id, record.size, record.etag,
+                      record.created, record.content_type, dict(record.metadata), dict(record.headers),
+                      record.delete_marker, record.is_latest)
+
+
+class WarehouseBase:
+    """The state of a warehouse and the few steps all its operations share."""
+
+    def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None,
+                 catalog: PagedCatalog | None = None, keyring: KeyService | None = None,
+                 engine: FrameEngine | None = None) -> None:
+        """Open the warehouse of ``config``; the Ray runtime passes remote ``backend``,
+        ``catalog``, ``keyring`` and ``engine`` objects that keep the same contracts."""
+        self.config = config if config is not None else load_config()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if backend is None:
+            if self.config.storage.backend == "local":
+                backend = create_backend("local", root=self.config.blob_root)
+            else:
+                backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
+        self.backend = backend
+        self.backend_name = backend.name or self.config.storage.backend
+        try:
+            self.catalog = catalog if catalog is not None else Catalog(
+                self.config.catalog_path, synchronous=self.config.catalog.synchronous,
+                busy_timeout_ms=self.config.catalog.busy_timeout_ms)
+        except BaseException:
+            backend.close()
+            raise
+        try:
+            self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
+        except BaseException:
+            self.catalog.close()
+            backend.close()
+            raise
+        self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
+        self._closed = threading.Event()
+        self._keks_ready: set[str] = set()
+        self._buckets: dict[tuple[str, str], tuple[float, BucketRecord]] = {}
+
+    @classmethod
+    def load(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
+             **overrides: Any) -> Self:
+        """A warehouse from the config file and environment, optionally with a data dir."""
+        config = load_config(config_path)
+        if data_dir is not None:
+            config = config.model_copy(update={"data_dir": Path(data_dir)})
+        if overrides:
+            config = config.model_copy(update=overrides)
+        return cls(config)
+
+    def __repr__(self) -> str:
+        return f"Warehouse(data_dir={str(self.config.data_dir)!r}, backend={self.backend_name!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.engine.close()
+        self.catalog.close()
+        self.backend.close()
+
+    def _tenant(self, tenant: TenantArg) -> TenantContext:
+        if isinstance(tenant, TenantContext):
+            return tenant
+        return TenantContext(tenant if tenant is not None else self.config.default_tenant)
+
+    def _check_metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        return clean_metadata(metadata, self.config.limits.max_metadata_bytes)
+
+    def _bucket(self, ctx: TenantContext, bucket: str) -> BucketRecord:
+        """The bucket's record, cached for a few seconds to spare writes a catalog round trip.
+
+        Safe because the commit checks that the bucket still exists; a stale
+        entry only means a blob path with an older bucket id, which nothing reads.
+        """
+        now = time.monotonic()
+        cached = self._buckets.get((ctx.tenant, bucket))
+        if cached is not None and now - cached[0] < BUCKET_CACHE_SECONDS:
+            return cached[1]
+        record = self.catalog.get_bucket(ctx.tenant, bucket)
+        self._buckets[(ctx.tenant, bucket)] = (now, record)
+        return record
+
+    def _forget_bucket(self, ctx: TenantContext, bucket: str) -> None:
+        """Drop the cached record of a bucket found gone (or being deleted)."""
+        self._buckets.pop((ctx.tenant, bucket), None)

@@ -1,0 +1,171 @@
+"""Writing objects: put, copy and delete, and sealing, the write path that parts share.
+
+Durability order for every write: the sealed blob is durable on the backend,
+then the catalog row is committed (the moment the object exists), then the
+caller is acknowledged. A crash between the first two leaves an unreferenced
+blob, which ``sweep`` removes after the grace period; never a visible partial.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dwray.core.catalog import BucketRecord, ObjectRecord, Placement
+from dwray.core.frames import FORMAT_VERSION, KeyHeader, ObjectIdentity, new_object_keys
+from dwray.core.models import DeleteResult, ObjectInfo, TenantContext
+from dwray.core.names import validate_bucket_name, validate_key
+from dwray.core.pipeline import ObjectCrypto, StoredBlob, plaintext_frames
+from dwray.core.warehouse.base import TenantArg, object_info
+from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
+from dwray.core.warehouse.reads import ObjectReads
+from dwray.core.warehouse.tracing import traced
+from dwray.errors import BucketNotFound, DwrayError
+
+__all__ = ["ObjectWrites", "Sealed", "new_version_id"]
+
+
+def new_version_id() -> str:
+    # Time-ordered (newest sorts last) and unguessable.
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A durable blob of sealed frames, not yet referenced by any catalog row."""
+
+    blob_id: str
+    header: KeyHeader
+    stored: StoredBlob
+
+    def placement(self, backend: str) -> Placement:
+        """Where the blob is, for the row that will reference it."""
+        return Placement(backend, self.blob_id, self.header.to_bytes(), self.stored.table.to_bytes(),
+                         self.header.kek_id, self.header.kek_version)
+
+
+class ObjectWrites(ObjectReads):
+    """The write operations of the warehouse (a copy reads its source, hence the reads)."""
+
+    @traced("put")
+    def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
+            metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+            tenant: TenantArg = None, finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectInfo:
+        """Store ``data`` (bytes, binary file object, or iterable of bytes chunks) under ``key``.
+
+        Returns once the object is durable and committed. ``finalize``, if given,
+        is called once all of ``data`` is stored and before the commit; it returns
+        headers known only then (checksums of the body) to store with the object.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        clean_metadata, clean_headers = self._check_metadata(metadata), check_headers(headers)
+        bucket_record = self._bucket(ctx, bucket)
+        try:
+            record = self._write_object(ctx, bucket_record, key,
+                                        plaintext_frames(data, self.config.pipeline.frame_size),
+                                        content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers,
+                                        finalize)
+        except BucketNotFound:
+            self._forget_bucket(ctx, bucket)
+            raise
+        return object_info(record)
+
+    def _seal(self, ctx: TenantContext, bucket: BucketRecord, key: str, version: str, frames: Any) -> Sealed:
+        """Seal ``frames`` under a fresh DEK and identity (tenant, bucket, key, ``version``) into a durable blob."""
+        # Folders by time (one per ~69 s of writes) rather than by hash: a
+        # durable put into an existing folder skips creating and fsyncing one.
+        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
+        keys = new_object_keys()
+        if ctx.kek_id not in self._keks_ready:
+            self.keyring.ensure(ctx.kek_id)
+            self._keks_ready.add(ctx.kek_id)
+        kek_version, wrapped = self.keyring.wrap(ctx.kek_id, keys.dek)
+        identity = ObjectIdentity(ctx.tenant, bucket.name, key, version)
+        frame_size = self.config.pipeline.frame_size
+        crypto = ObjectCrypto(identity, keys.dek, keys.nonce_prefix, frame_size, self.config.pipeline.zstd_level)
+        stored = self.engine.store(self.backend, blob_id, frames, crypto, self.config.limits.max_object_size)
+        header = KeyHeader(
+            format_version=FORMAT_VERSION, kek_id=ctx.kek_id, kek_version=kek_version, wrapped_dek=wrapped,
+            nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stored.size,
+            content_md5=stored.md5)
+        return Sealed(blob_id, header, stored)
+
+    def _forget_blob(self, blob_id: str) -> None:
+        """Remove a blob whose row was not committed, so nothing references it (best effort:
+        the sweeper gets it otherwise)."""
+        try:
+            self.backend.delete_blob(blob_id)
+        except DwrayError:
+            pass
+
+    def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
+                      content_type: str, metadata: dict[str, str], headers: dict[str, str],
+                      finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectRecord:
+        version_id = new_version_id()
+        sealed = self._seal(ctx, bucket, key, version_id, frames)
+        if finalize is not None:
+            try:
+                headers = {**headers, **check_headers(finalize())}
+            except BaseException:
+                self._forget_blob(sealed.blob_id)
+                raise
+        record = ObjectRecord(
+            tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
+            delete_marker=False, size=sealed.stored.size, etag=sealed.stored.md5.hex(), content_type=content_type,
+            headers=headers, metadata=metadata, created=time.time(), placement=sealed.placement(self.backend_name))
+        try:
+            self.catalog.commit_object(record)
+        except BaseException:
+            self._forget_blob(sealed.blob_id)
+            raise
+        return record
+
+    @traced("copy")
+    def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *,
+             version_id: str | None = None, content_type: str | None = None,
+             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+             tenant: TenantArg = None) -> ObjectInfo:
+        """Copy an object. Metadata, content type and headers are copied unless given (S3's REPLACE).
+
+        The copy is sealed afresh under its own DEK: the AAD binds each frame
+        to its key and version, so frames cannot be shared between objects.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(dst_bucket)
+        validate_key(dst_key)
+        replace = metadata is not None or content_type is not None or headers is not None
+        source = self.open(src_bucket, src_key, version_id=version_id, tenant=ctx)
+        with source:
+            info = source.info
+            dest = self._bucket(ctx, dst_bucket)
+            frames = plaintext_frames(iter(source), self.config.pipeline.frame_size)
+            record = self._write_object(
+                ctx, dest, dst_key, frames,
+                (content_type or DEFAULT_CONTENT_TYPE) if replace else info.content_type,
+                self._check_metadata(metadata) if replace else dict(info.metadata),
+                check_headers(headers) if replace else dict(info.headers))
+        return object_info(record)
+
+    @traced("delete")
+    def delete(self, bucket: str, key: str, *, version_id: str | None = None,
+               tenant: TenantArg = None) -> DeleteResult:
+        """Delete a key (S3 semantics: deleting a missing key succeeds).
+
+        In a versioned bucket without ``version_id`` a delete marker is added;
+        with ``version_id`` that version is removed for good.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        marker = ObjectRecord(ctx.tenant, bucket, key, new_version_id(), True, True, 0, "",
+                              DEFAULT_CONTENT_TYPE, created=time.time())
+        outcome = self.catalog.delete_object(ctx.tenant, bucket, key, version_id, marker)
+        if outcome.delete_marker is not None:
+            return DeleteResult(bucket, key, outcome.delete_marker.version_id, True, True)
+        removed = outcome.removed
+        return DeleteResult(bucket, key, removed.version_id if removed else version_id,
+                            bool(removed and removed.delete_marker), removed is not None)

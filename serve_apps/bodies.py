@@ -3,10 +3,13 @@
 The gateway's handlers are coroutines on Serve's event loop; the warehouse is
 blocking code. A PUT runs the warehouse's ``put`` on a worker thread that reads
 the body from a :class:`BodyPipe`, which the event loop fills as bytes arrive.
-The pipe holds a few pieces at most, so a 1 GiB body never sits in memory, and
-the body's checks (declared SHA-256, Content-MD5, flexible checksums, chunk
-signatures, length) run before the warehouse commits: a failed check raises
-inside the warehouse's read of the body, which aborts the put.
+The pipe holds a few batches of about a MiB at most, so a 1 GiB body never sits
+in memory, and the body's checks (declared SHA-256, Content-MD5, flexible
+checksums, chunk signatures, length) run before the warehouse commits: a failed
+check raises inside the warehouse's read of the body, which aborts the put.
+
+The received pieces travel by reference, never joined: the warehouse's frame
+cutter copies each byte once, into the frame that goes to the sealer.
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from typing import Any
 
 from dwray.s3.errors import S3Error
 
-__all__ = ["BodyPipe", "PIECE_SIZE", "pump_body", "stream_reader"]
+__all__ = ["BATCH_SIZE", "BodyPipe", "pump_body", "stream_reader"]
 
-# Bytes handed to the worker thread at a time: big enough that the hand-off
-# costs little per byte, small enough that a few in flight stay cheap.
-PIECE_SIZE = 1 << 20
+# Bytes of received pieces handed to the worker thread at a time: enough that
+# the hand-off (a wake-up of each side) costs little per byte, few enough that
+# the batches in flight stay cheap.
+BATCH_SIZE = 1 << 20
 _END = object()
 
 
@@ -33,21 +37,21 @@ class _Failed:
 
 
 class BodyPipe:
-    """A bounded hand-off from the event loop (``put``) to one worker thread (``iterate``)."""
+    """A bounded hand-off of batches of pieces from the event loop (``put``) to one worker thread (``iterate``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_pieces: int = 4) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_batches: int = 4) -> None:
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._max = max_pieces
+        self._max = max_batches
         self._pending = 0
         self._lock = threading.Lock()
         self._space = asyncio.Event()
         self.closed_by_reader = False
 
-    async def put(self, piece: Any) -> None:
-        """Hand ``piece`` over, waiting (without blocking the loop) while the pipe is full.
+    async def put(self, batch: list[Any]) -> None:
+        """Hand ``batch`` (pieces, in order) over, waiting (without blocking the loop) while the pipe is full.
 
-        Once the reader has stopped (it failed, or finished early) pieces are dropped.
+        Once the reader has stopped (it failed, or finished early) batches are dropped.
         """
         while True:
             with self._lock:
@@ -58,7 +62,7 @@ class BodyPipe:
                     break
                 self._space.clear()
             await self._space.wait()
-        self._queue.put(piece)
+        self._queue.put(batch)
 
     async def end(self, result: Any = None) -> None:
         """No more pieces; ``result`` (e.g. the trailers) reaches the reader's ``finish`` callback."""
@@ -69,7 +73,7 @@ class BodyPipe:
         self._queue.put(_Failed(error))
 
     def reader_gone(self) -> None:
-        """The reader stopped (it finished early or failed): pieces are dropped from now on.
+        """The reader stopped (it finished early or failed): batches are dropped from now on.
 
         Called on the event loop, e.g. from the writer's done-callback, so that a
         writer that fails before reading anything cannot leave the pump waiting.
@@ -84,7 +88,7 @@ class BodyPipe:
         self._loop.call_soon_threadsafe(self._space.set)
 
     def iterate(self, finish: Callable[[Any], None] | None = None) -> Iterator[Any]:
-        """The pieces, on the worker thread. At the end ``finish(result)`` runs and may raise.
+        """The pieces, one by one, on the worker thread. At the end ``finish(result)`` runs and may raise.
 
         Raising from here is what makes the warehouse abort instead of commit.
         """
@@ -98,7 +102,7 @@ class BodyPipe:
                         finish(item[1])
                     return
                 self._taken()
-                yield item
+                yield from item
         finally:
             with self._lock:
                 self.closed_by_reader = True
@@ -109,7 +113,7 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
                     decode: Callable[[bytes], list[Any]] | None = None,
                     finish: Callable[[], Any] | None = None,
                     limit: int | None = None) -> int:
-    """Copy the request body into ``pipe`` in pieces of about ``PIECE_SIZE``; return bytes received.
+    """Hand the request body to ``pipe`` in batches of about ``BATCH_SIZE``; return bytes received.
 
     ``decode`` turns wire bytes into payload pieces (aws-chunked); ``finish``
     returns what the reader's finish callback gets (the trailers). More than
@@ -117,9 +121,8 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
     """
     received = 0
     payload = 0
-    # Pieces are gathered and joined once (one copy) into about PIECE_SIZE bytes.
-    buffer: list[Any] = []
-    buffered = 0
+    batch: list[Any] = []
+    batched = 0
     try:
         async for data in receive:
             if not data:
@@ -130,18 +133,17 @@ async def pump_body(receive: AsyncIterator[bytes], pipe: BodyPipe, *,
                 payload += len(piece)
                 if limit is not None and payload > limit:
                     raise S3Error("EntityTooLarge", f"the body is over the maximum object size of {limit} bytes")
-                buffer.append(piece)
-                buffered += len(piece)
-            if buffered >= PIECE_SIZE:
-                await pipe.put(b"".join(buffer))
-                buffer.clear()
-                buffered = 0
+                batch.append(piece)
+                batched += len(piece)
+            if batched >= BATCH_SIZE:
+                await pipe.put(batch)
+                batch, batched = [], 0
             if pipe.closed_by_reader:
                 # The reader is gone (its own error is the one to report): stop
                 # reading, and do not judge a body nobody will finish reading.
                 return received
-        if buffer:
-            await pipe.put(b"".join(buffer))
+        if batch:
+            await pipe.put(batch)
         await pipe.end(finish() if finish is not None else None)
     except BaseException as error:  # the reader must learn of every way the body ends
         pipe.fail(error if isinstance(error, Exception) else S3Error(

@@ -45,7 +45,7 @@ def _from_file(handle: BinaryIO, frame_size: int) -> Iterator[Frame]:
                 if not count:
                     break
                 filled += count
-            frame: Frame = buffer if filled == frame_size else buffer[:filled]
+            frame: Frame = view if filled == frame_size else view[:filled]
         else:
             parts, filled = [], 0
             while filled < frame_size:
@@ -63,31 +63,59 @@ def _from_file(handle: BinaryIO, frame_size: int) -> Iterator[Frame]:
 
 
 def _from_chunks(chunks: Iterable[Frame], frame_size: int) -> Iterator[Frame]:
-    pending = bytearray()
+    """Frames cut exactly on frame boundaries, each plaintext byte copied at most once.
+
+    Chunks rarely line up with frames (a gateway receives 64-256 KiB at a
+    time), so a frame is usually gathered from several: its bytes are copied
+    once, straight into a buffer of one frame that then goes to the sealer
+    as it is and is never written again (the next frame gets a new buffer,
+    since the sealer may still be reading this one). Whole frames inside one
+    read-only chunk are used in place, uncopied. Read-only pieces smaller
+    than a frame are only held until it is known whether more follow: an
+    object of a single small chunk is then sealed from that chunk, and no
+    frame buffer is allocated for it.
+    """
+    held: list[memoryview] = []  # read-only pieces of the next frame, not copied yet
+    held_size = 0
+    buffer: memoryview | None = None  # the next frame, once its bytes are being copied
+    filled = 0
     for chunk in chunks:
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise InvalidArgument(f"object data chunks must be bytes-like, not {type(chunk).__name__}")
         view = as_byte_view(chunk)
-        # A writable chunk may be refilled by the caller as soon as we ask for the
-        # next one, while its frames are still being sealed: copy it. Read-only
-        # chunks (bytes) are used in place.
-        if not view.readonly:
-            view = memoryview(view.tobytes())
-        if pending:
-            take = min(frame_size - len(pending), len(view))
-            pending += view[:take]
+        while len(view):
+            if buffer is None and view.readonly:
+                if not held and len(view) >= frame_size:
+                    yield view[:frame_size]
+                    view = view[frame_size:]
+                    continue
+                if held_size + len(view) < frame_size:
+                    held.append(view)
+                    held_size += len(view)
+                    break
+            if buffer is None:
+                # The held pieces and this chunk fill a frame, or the chunk is
+                # writable (the caller may refill it as soon as the next one is
+                # asked for): copy them now.
+                buffer = memoryview(bytearray(frame_size))
+                for piece in held:
+                    buffer[filled:filled + len(piece)] = piece
+                    filled += len(piece)
+                held.clear()
+                held_size = 0
+            take = min(frame_size - filled, len(view))
+            buffer[filled:filled + take] = view[:take]
+            filled += take
             view = view[take:]
-            if len(pending) < frame_size:
-                continue
-            yield bytes(pending)
-            pending = bytearray()
-        # Whole frames straight from the caller's chunk: no copy.
-        while len(view) >= frame_size:
-            yield view[:frame_size]
-            view = view[frame_size:]
-        pending += view
-    if pending:
-        yield bytes(pending)
+            if filled == frame_size:
+                yield buffer
+                buffer, filled = None, 0
+    if buffer is not None:
+        yield buffer[:filled]
+    elif len(held) == 1:
+        yield held[0]
+    elif held:
+        yield b"".join(held)
 
 
 def plaintext_frames(data: Any, frame_size: int) -> Iterator[tuple[Frame, bool]]:

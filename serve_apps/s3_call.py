@@ -1,0 +1,143 @@
+"""One S3 request, parsed once: the operation it asks for, its bucket, key, headers and query.
+
+:func:`classify` names the S3 operation from the method, path and query;
+:class:`S3Call` carries what every operation handler needs. Also the small
+parsing helpers the handlers share (query parameters as SigV4 signs them,
+merged headers, integer parameters).
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from urllib.parse import unquote
+
+from starlette.requests import Request
+
+from dwray.s3 import http as s3http
+from dwray.s3.auth import AuthResult
+from dwray.s3.errors import S3Error
+
+__all__ = ["RESERVED_BUCKETS", "S3Call", "classify", "etag", "header_pairs", "int_param", "query_params",
+           "refuse_conditional_write"]
+
+# Query parameters that name S3 features dwray does not offer: answered 501, never mistaken for GET/PUT Object.
+UNSUPPORTED_SUBRESOURCES = frozenset({
+    "acl", "policy", "cors", "lifecycle", "tagging", "website", "replication", "logging", "notification",
+    "encryption", "object-lock", "legal-hold", "retention", "torrent", "requestPayment", "accelerate",
+    "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
+    "restore", "select", "attributes", "versions"})
+# Path-style names the gateway serves itself (/admin, /healthz, /metrics).
+RESERVED_BUCKETS = frozenset({"admin", "healthz", "metrics"})
+CONDITIONAL_WRITE_HEADERS = ("if-match", "if-none-match")
+
+
+def refuse_conditional_write(call: S3Call) -> None:
+    """Conditional writes need an atomic check in the commit, which dwray does not have yet:
+    refuse them clearly rather than ignore them (an ignored If-None-Match: * overwrites)."""
+    for name in CONDITIONAL_WRITE_HEADERS:
+        if name in call.headers:
+            raise S3Error("NotImplemented", f"conditional writes ({name}) are not supported by dwray yet")
+
+
+def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str],
+             headers: Mapping[str, str]) -> str:
+    """The S3 operation name a request asks for (``Unsupported`` for features dwray lacks)."""
+    if any(name in UNSUPPORTED_SUBRESOURCES for name in params):
+        return "Unsupported"
+    if bucket is None:
+        return "ListBuckets" if method == "GET" else "Unsupported"
+    if not key:
+        table = {
+            "GET": ("GetBucketLocation" if "location" in params else
+                    "ListMultipartUploads" if "uploads" in params else
+                    "GetBucketVersioning" if "versioning" in params else
+                    "ListObjectsV2" if params.get("list-type") == "2" else "ListObjects"),
+            "PUT": "Unsupported" if "versioning" in params else "CreateBucket",
+            "HEAD": "HeadBucket",
+            "DELETE": "DeleteBucket",
+            "POST": "DeleteObjects" if "delete" in params else "Unsupported",
+        }
+        return table.get(method, "Unsupported")
+    if method == "PUT":
+        if "uploadId" in params or "partNumber" in params:
+            return "UploadPartCopy" if "x-amz-copy-source" in headers else "UploadPart"
+        return "CopyObject" if "x-amz-copy-source" in headers else "PutObject"
+    if method == "GET":
+        return "ListParts" if "uploadId" in params else "GetObject"
+    if method == "HEAD":
+        return "HeadObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in params else "DeleteObject"
+    if method == "POST":
+        if "uploads" in params:
+            return "CreateMultipartUpload"
+        if "uploadId" in params:
+            return "CompleteMultipartUpload"
+    return "Unsupported"
+
+
+def etag(value: str) -> str:
+    """An ETag header value: the hex digest in double quotes."""
+    return f'"{value}"'
+
+
+def int_param(params: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+    """The query parameter ``name`` as an integer in ``[low, high]``; ``default`` when absent or empty."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        raise S3Error("InvalidArgument", f"{name} must be between {low} and {high if high is not None else 'any'}")
+    return value
+
+
+class S3Call:
+    """One request, parsed once: what every handler needs."""
+
+    def __init__(self, request: Request, domain: str | None) -> None:
+        scope = request.scope
+        self.request = request
+        self.method = request.method.upper()
+        raw = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+        self.raw_path = raw.decode("latin-1")
+        self.raw_query = scope.get("query_string", b"").decode("latin-1")
+        self.header_list: list[tuple[str, str]] = [
+            (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
+        self.headers = merged = header_pairs(self.header_list)
+        self.params = query_params(self.raw_query)
+        self.bucket, self.key = s3http.bucket_and_key(merged.get("host"), raw, domain)
+        self.operation = classify(self.method, self.bucket, self.key, self.params, merged)
+        # As sent (percent-encoded): a decoded key may hold characters XML cannot carry.
+        self.resource = self.raw_path
+        self.request_id = secrets.token_hex(8).upper()
+        self.auth: AuthResult | None = None
+        self.bytes_in = 0
+
+    @property
+    def tenant(self) -> str:
+        assert self.auth is not None
+        return self.auth.identity.tenant
+
+
+def query_params(raw_query: str) -> dict[str, str]:
+    """Query parameters decoded as SigV4 signs them: ``+`` is a plus, not a space (unlike form decoding)."""
+    params: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        params[unquote(name)] = unquote(value)
+    return params
+
+
+def header_pairs(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Lowercased headers, repeated ones joined with commas."""
+    merged: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        merged[name] = f"{merged[name]},{value}" if name in merged else value
+    return merged

@@ -47,7 +47,10 @@ def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_c
 
         folder = Path(tempfile.mkdtemp(prefix="dwray-bench-"))
         gateway = config.gateway.model_copy(update={"port": free_port(), "host": "127.0.0.1"})
-        temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}))
+        # A Ray of its own: joining a Ray already on this machine would redeploy that
+        # cluster's gateway app (Serve has one app of this name per cluster).
+        temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}),
+                                  address="local")
         admin = discover(temporary.config)
     access_key_id, secret = _bench_key(admin)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from actors.bootstrap import find_supervisor, start_supervisor
+from actors.bootstrap import find_supervisor, release_data_dir, start_supervisor
 from actors.handles import PluginHandle
 from actors.remote_services import RemoteCatalog, RemoteKeyring
 from actors.remote_storage import RayFrameEngine, RemoteBackend
@@ -72,6 +72,7 @@ class RayWarehouse(Warehouse):
                 ray.get(self.supervisor.stop.remote(), timeout=120)
             finally:
                 ray.kill(self.supervisor)
+                release_data_dir(self.config)
         if self._owns_ray:
             ray.shutdown()
 
@@ -115,7 +116,7 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
     if started:
         if not start:
             raise NotReady(f"no warehouse runs in Ray namespace {runtime.namespace!r}")
-        supervisor = start_supervisor(config)
+        supervisor = start_supervisor(config, started_by="dwray.connect()")
     else:
         ready, reason = ray.get(supervisor.ready.remote())
         if not ready:

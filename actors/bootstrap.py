@@ -7,21 +7,46 @@ The tree, in start order (stopped in reverse):
   kms:local        key-encryption keys
   storage:<name>   the storage backend
   stage:frames:N   frame stage workers (unless stages run in the caller)
+
+Beside the tree, not in it, runs the data dir's lock holder: it takes the data
+dir's lock (``dwray.core.datadir_lock``) before any plugin opens a file there
+and keeps it for as long as the supervisor lives. Plugins restart and the
+supervisor may restart the whole tree, but the lock stays put, so an
+in-process ``Warehouse`` (``dw`` commands, ``Warehouse.load``) is refused the
+data dir for the whole time a Ray warehouse serves it, with no window between
+a plugin's death and its restart.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.supervisor import create_supervisor
 from dwray.config import DwrayConfig
+from dwray.core.datadir_lock import DataDirLock, LockHolder, RayEndpoint
 from dwray.core.supervision import ChildSpec, SupervisorSpec
+from dwray.errors import DwrayError
 
 if TYPE_CHECKING:
     from dwray.core.gateway_files import GatewayFiles
 
-__all__ = ["bootstrap_identity", "find_supervisor", "start_supervisor", "supervisor_spec", "warehouse_children"]
+__all__ = ["DataDirLockHolder", "bootstrap_identity", "find_supervisor", "lock_holder_name", "release_data_dir",
+           "start_supervisor", "supervisor_spec", "warehouse_children"]
+
+# How long the lock holder waits for the data dir's lock: a holder of a warehouse
+# stopped a moment ago may still be exiting, and an in-process 'dw' command may be
+# finishing. Then the start fails with DataDirInUse naming who has it.
+LOCK_WAIT = 10.0
+# How often the lock holder checks that its supervisor is still there.
+WATCH_INTERVAL = 0.25
 
 
 def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_config: dict[str, Any],
@@ -75,15 +100,138 @@ def find_supervisor(config: DwrayConfig) -> Any | None:
         return None
 
 
-def start_supervisor(config: DwrayConfig, *, detached: bool = False) -> Any:
-    """Create the supervisor, start the plugin tree, and return the supervisor's handle."""
+def start_supervisor(config: DwrayConfig, *, detached: bool = False,
+                     started_by: str = "start_supervisor()") -> Any:
+    """Create the supervisor, take the data dir's lock, start the plugin tree, and return the supervisor.
+
+    ``started_by`` says how the warehouse was started (``"dw up"``, ``"dwray.connect()"``);
+    a second opener of the data dir sees it in its ``DataDirInUse``.
+    """
+    # The supervisor first: its name is what tells two racing starters apart
+    # (the loser gets ValueError and attaches), before either touches the lock.
     supervisor = create_supervisor(supervisor_spec(config), namespace=config.runtime.namespace, detached=detached)
+    holder = None
     try:
+        holder = _hold_data_dir(config, detached=detached, started_by=started_by)
         ray.get(supervisor.start.remote())
     except BaseException:
         ray.kill(supervisor)
+        if holder is not None:
+            _release(holder)
         raise
     return supervisor
+
+
+def lock_holder_name(config: DwrayConfig) -> str:
+    """The Ray name of the data dir's lock holder of the warehouse ``config`` names."""
+    return f"{config.runtime.supervisor_name}:datadir-lock"
+
+
+@ray.remote(num_cpus=0, max_concurrency=2, max_restarts=0, max_task_retries=0)
+class DataDirLockHolder:
+    """Holds a Ray warehouse's data dir lock for as long as its supervisor lives.
+
+    Not a supervised plugin: plugins restart, and a lock that restarted with one
+    would leave the data dir open to another writer between death and restart.
+    It goes when it is released (the warehouse stops) or, should the supervisor
+    be killed without that, when it finds the supervisor gone.
+    """
+
+    def __init__(self, data_dir: str) -> None:
+        self._lock = DataDirLock(Path(data_dir))
+        self._released = threading.Event()
+
+    def acquire(self, holder: LockHolder, namespace: str, supervisor_name: str, wait: float) -> LockHolder:
+        context = ray.get_runtime_context()
+        # The cluster's workers run with the mode the cluster was started with.
+        token_auth = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+        served = holder.served_by(RayEndpoint(context.gcs_address, namespace, supervisor_name, os.getpid(),
+                                              token_auth))
+        self._lock.acquire(served, wait=wait)
+        return served
+
+    def watch(self, supervisor_name: str, namespace: str, interval: float) -> None:
+        """Until released, check that the supervisor is there; then let the lock go and exit."""
+        while not self._released.wait(interval):
+            try:
+                ray.get_actor(supervisor_name, namespace=namespace)
+            except ValueError:  # its name is gone: the supervisor is dead
+                break
+        self.release()
+        ray.actor.exit_actor()
+
+    def release(self) -> None:
+        self._lock.release()
+        self._released.set()
+
+
+def _hold_data_dir(config: DwrayConfig, *, detached: bool, started_by: str) -> Any:
+    """Start the lock holder for ``config``'s data dir and take the lock (``DataDirInUse`` if taken)."""
+    runtime = config.runtime
+    options: dict[str, Any] = {"name": lock_holder_name(config), "namespace": runtime.namespace}
+    if detached:
+        options["lifetime"] = "detached"
+    # The lock must be taken on the host whose disk holds the catalog, so the
+    # holder goes where the catalog's plugin is placed; an unplaced catalog goes
+    # where Ray puts it, so then prefer this node (the one 'dw up' runs on).
+    placement = config.plugin_options("catalog")
+    if placement.node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(placement.node_id, soft=False)
+    if placement.node_labels:
+        options["label_selector"] = dict(placement.node_labels)
+    if placement.resources:
+        options["resources"] = dict(placement.resources)
+    if placement.node_id is None and not placement.node_labels and not placement.resources:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                        soft=True)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            holder = DataDirLockHolder.options(**options).remote(str(config.data_dir.resolve()))
+            break
+        except ValueError:
+            # The name is taken: the holder of a supervisor that died (ours was just
+            # created, so no live one has this name) is letting go within its watch interval.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(WATCH_INTERVAL)
+    try:
+        # Beyond the lock's own wait: the time Ray takes to start a worker on a busy machine.
+        ray.get(holder.acquire.remote(LockHolder.this_process(started_by), runtime.namespace,
+                                      runtime.supervisor_name, LOCK_WAIT), timeout=LOCK_WAIT + 120)
+    except RayTaskError as error:
+        ray.kill(holder)
+        if isinstance(error.cause, DwrayError):
+            raise error.cause from None
+        raise
+    except BaseException:
+        ray.kill(holder)
+        raise
+    holder.watch.remote(runtime.supervisor_name, runtime.namespace, WATCH_INTERVAL)
+    return holder
+
+
+def _release(holder: Any) -> None:
+    """Let the lock go now (not when Ray gets round to killing the actor), then end the holder."""
+    try:
+        # A holder that already died holds nothing: the kernel dropped its lock.
+        with contextlib.suppress(RayActorError):
+            ray.get(holder.release.remote(), timeout=30)
+    finally:
+        ray.kill(holder)
+
+
+def release_data_dir(config: DwrayConfig) -> None:
+    """After the warehouse of ``config`` has stopped: give its data dir's lock back at once.
+
+    Call it once the plugins have stopped (they had the files open). Without it the
+    lock goes anyway once the supervisor is gone, a moment later.
+    """
+    try:
+        holder = ray.get_actor(lock_holder_name(config), namespace=config.runtime.namespace)
+    except ValueError:
+        return
+    _release(holder)
 
 
 def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:

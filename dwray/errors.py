@@ -35,6 +35,7 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── TenantAlreadyExists              a tenant of that name exists
     │   └── BlobExists                       blobs are immutable; that id is taken
     ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
+    ├── DataDirInUse(OSError)                another warehouse holds the data dir's lock
     ├── StorageError(OSError)                a backend failed to store or return bytes
     │   ├── StorageFull                      no space left (ENOSPC, EFBIG, memory cap)
     │   └── DurabilityError                  fsync failed: the write is not durable
@@ -66,6 +67,7 @@ __all__ = [
     "BucketNotFound",
     "CatalogError",
     "ConfigError",
+    "DataDirInUse",
     "DependencyMissing",
     "DurabilityError",
     "DwrayError",
@@ -318,6 +320,13 @@ class BucketNotEmpty(DwrayError, OSError):
 
     fields = ("bucket",)
     template = "bucket {bucket!r} is not empty"
+
+
+class DataDirInUse(DwrayError, OSError):
+    """Another warehouse holds the data dir's lock: one writer per data dir."""
+
+    fields = ("data_dir", "holder")
+    template = "data dir {data_dir} is in use by {holder}"
 
 
 class StorageError(DwrayError, OSError):

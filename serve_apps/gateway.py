@@ -192,7 +192,7 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     supervisor = find_supervisor(config)
     if supervisor is None:
         try:
-            supervisor = start_supervisor(config, detached=True)
+            supervisor = start_supervisor(config, detached=True, started_by="serve run")
         except ValueError:  # another replica started it first
             supervisor = find_supervisor(config)
     elif not settings:

@@ -1,14 +1,16 @@
 """Start and stop a whole warehouse with its gateway: what ``dw up`` and ``dw down`` do.
 
 Start: Ray (a local one unless an address is given or one runs here), the
-supervisor and its plugins, the gateway coordinator, the first tenant, access
-key and admin token (only on the first start), then the Serve application. The
-running gateway leaves ``gateway.json`` (address, pid) and ``admin-token``
-(0600) in ``DATA_DIR/gateway`` for other ``dw`` commands on this machine.
+supervisor, the data dir's lock and the plugins, the gateway coordinator, the
+first tenant, access key and admin token (only on the first start), then the
+Serve application. The running gateway leaves ``gateway.json`` (address, pid)
+and ``admin-token`` (0600) in ``DATA_DIR/gateway`` for other ``dw`` commands
+on this machine, before it can report ready.
 
 Stop (drain): the coordinator turns draining on, so readiness turns 503 and new
 requests are refused; in-flight requests get ``gateway.drain_timeout``
-seconds; then Serve is shut down and the plugins stop in reverse start order.
+seconds; then Serve is shut down, the plugins stop in reverse start order and
+the data dir's lock is given back.
 """
 from __future__ import annotations
 
@@ -141,8 +143,13 @@ def wait_ready(endpoint: str, timeout: float = READY_TIMEOUT) -> None:
     raise NotReady(f"the gateway at {endpoint} did not become ready in {timeout:.0f} s ({last})")
 
 
-def start_gateway(config: DwrayConfig, *, address: str | None = None) -> RunningGateway:
-    """Start everything ``config`` describes and return once ``/healthz/ready`` answers 200."""
+def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by: str = "dw up") -> RunningGateway:
+    """Start everything ``config`` describes and return once ``/healthz/ready`` answers 200.
+
+    ``gateway.json`` is written before the Serve application is deployed, so by
+    the time readiness can answer 200 a ``dw`` command finds the gateway.
+    """
+    import psutil
     from ray import serve
 
     from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
@@ -155,23 +162,25 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
     owns_ray = _init_ray(config, address, env)
     supervisor = find_supervisor(config)
     if supervisor is None:
-        supervisor = start_supervisor(config)
+        supervisor = start_supervisor(config, started_by=started_by)
     first_start = bootstrap_identity(config, supervisor, files)
     coordinator = find_coordinator(config.runtime.namespace)
     if coordinator is None:
         coordinator = create_coordinator(config.runtime.namespace)
     gateway = config.gateway
-    serve.start(http_options={"host": gateway.host, "port": gateway.port})
-    serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
     endpoint = f"http://{host}:{gateway.port}"
-    wait_ready(endpoint)
-    import psutil
-
     # The process's start time goes with its pid, so that 'dw down' never signals
     # another process that later got the same pid.
     files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
                        "started": time.time(), "process_started": psutil.Process().create_time()})
+    try:
+        serve.start(http_options={"host": gateway.host, "port": gateway.port})
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        wait_ready(endpoint)
+    except BaseException:
+        files.state.unlink(missing_ok=True)
+        raise
     extra = {"haproxy_dir": env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]} if env else {}
     return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start, extra)
 
@@ -179,6 +188,8 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None) -> Running
 def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> dict[str, Any]:
     """Drain, then stop Serve, the plugins (reverse order) and the Ray this process started."""
     from ray import serve
+
+    from actors.bootstrap import release_data_dir
 
     timeout = running.config.gateway.drain_timeout if timeout is None else timeout
     report: dict[str, Any] = {"drained": False}
@@ -204,8 +215,13 @@ def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> di
             running.files.state.unlink()
         except FileNotFoundError:
             pass
-        if running.owns_ray:
-            ray.shutdown()
-            if "haproxy_dir" in running.extra:
-                shutil.rmtree(running.extra["haproxy_dir"], ignore_errors=True)
+        # Once the plugins are stopped, and before a Ray this process owns goes: the
+        # data dir is free for the next opener the moment 'dw up' returns.
+        try:
+            release_data_dir(running.config)
+        finally:
+            if running.owns_ray:
+                ray.shutdown()
+                if "haproxy_dir" in running.extra:
+                    shutil.rmtree(running.extra["haproxy_dir"], ignore_errors=True)
     return report

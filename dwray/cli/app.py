@@ -1,4 +1,8 @@
-"""``dw``: bucket and object commands on the local warehouse, the demo and the benchmark.
+"""``dw``: bucket and object commands on the data dir's warehouse, the demo and the benchmark.
+
+The warehouse is the one running for that data dir (``dw up``, ``dwray.connect()``),
+reached through its actors, when one runs; else the data dir is opened in the
+command's own process (see ``State.warehouse``).
 
 Every command takes ``--json`` for machine-readable output. Errors print one
 line naming what was wrong (or ``{"error": ...}`` with ``--json``) and exit 1;

@@ -50,7 +50,7 @@ def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_c
         # A Ray of its own: joining a Ray already on this machine would redeploy that
         # cluster's gateway app (Serve has one app of this name per cluster).
         temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}),
-                                  address="local")
+                                  address="local", started_by="dw bench --mode s3")
         admin = discover(temporary.config)
     access_key_id, secret = _bench_key(admin)
     try:

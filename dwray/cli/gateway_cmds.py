@@ -20,7 +20,7 @@ from rich.table import Table
 from dwray.cli.app import cli
 from dwray.cli.output import emit, print_table, stderr, stdout
 from dwray.cli.state import State, command, command_config
-from dwray.errors import InvalidArgument, NotReady
+from dwray.errors import DataDirInUse, InvalidArgument, NotReady
 
 __all__ = ["down", "up"]
 
@@ -62,6 +62,7 @@ def _pid_alive(state: dict[str, Any]) -> bool:
 def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
        replicas: int | None, address: str | None) -> None:
     """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop."""
+    from dwray.core.datadir_lock import DataDirLock
     from dwray.core.gateway_files import GatewayFiles
     from serve_apps.launch import start_gateway, stop_gateway
 
@@ -74,6 +75,11 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     if running_state is not None and _pid_alive(running_state):
         raise NotReady(f"a gateway already runs for {config.data_dir} (pid {running_state['pid']}, "
                        f"{running_state.get('endpoint')}); stop it with 'dw down'")
+    # Said now rather than after Ray has started. A Ray warehouse holding the data dir
+    # is left to start_gateway: in this Ray namespace it is the one the gateway serves.
+    holder = DataDirLock(config.data_dir).holder()
+    if holder is not None and holder.ray is None:
+        raise DataDirInUse(str(config.data_dir), holder.describe())
     stop = threading.Event()
     with stderr.status("starting Ray, the warehouse and the gateway ..."):
         running = start_gateway(config, address=address)

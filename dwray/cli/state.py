@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,18 +20,78 @@ class State:
     def __init__(self, data_dir: Path | None, config: Path | None, tenant: str | None) -> None:
         self.data_dir, self.config, self.tenant = data_dir, config, tenant
         self._warehouse: Any = None
+        self._joined_ray = False
 
     @property
     def warehouse(self) -> Any:
-        if self._warehouse is None:
-            from dwray.core.warehouse import Warehouse
+        """The data dir's warehouse: the running one when one serves it, else opened here.
 
-            self._warehouse = Warehouse.load(self.data_dir, self.config)
+        A Ray warehouse (``dw up``, ``dwray.connect()``) holds the data dir's lock and
+        says in it where it runs; commands then go through its plugin actors, like a
+        driver, so the data dir keeps one writer. With no holder the data dir is
+        opened in this process, which takes the lock for the command's duration.
+        """
+        if self._warehouse is None:
+            self._warehouse = self._open(command_config(self))
         return self._warehouse
 
+    def _open(self, config: Any) -> Any:
+        from dwray.core.datadir_lock import DataDirLock
+        from dwray.core.warehouse import Warehouse
+        from dwray.errors import DataDirInUse
+
+        lock = DataDirLock(config.data_dir)
+        holder = lock.holder()
+        if holder is None:
+            try:
+                return Warehouse(config)
+            except DataDirInUse:
+                # Taken between the look and the open: by whom decides what to do.
+                holder = lock.holder()
+                if holder is None:
+                    raise
+        if holder.ray is None:
+            raise DataDirInUse(str(config.data_dir), holder.describe())
+        return self._attach(config, holder.ray)
+
+    def _attach(self, config: Any, ray_endpoint: Any) -> Any:
+        """The Ray warehouse at ``ray_endpoint`` (a ``RayEndpoint``), reached as a driver of its cluster."""
+        import ray
+
+        from dwray.client import connect
+        from dwray.errors import NotReady
+
+        if not ray.is_initialized():
+            if ray_endpoint.token_auth and "RAY_AUTH_MODE" not in os.environ:
+                # Ray turns token auth on by itself only for a cluster it finds on its own,
+                # never for an explicit address, and reads the mode once: set it, then
+                # have Ray read its config again (as Ray does for a cluster it finds).
+                from ray._raylet import Config
+
+                os.environ["RAY_AUTH_MODE"] = "token"
+                Config.initialize("")
+            # Not log_to_driver: the plugins' logs are the warehouse's, not this command's output.
+            try:
+                ray.init(address=ray_endpoint.address, namespace=ray_endpoint.namespace, configure_logging=False,
+                         log_to_driver=False, logging_level="ERROR")
+            except ConnectionError as error:
+                raise NotReady(f"the Ray warehouse serving {config.data_dir} (Ray namespace "
+                               f"{ray_endpoint.namespace!r} at {ray_endpoint.address}) cannot be reached: "
+                               f"{error}") from None
+            self._joined_ray = True
+        runtime = config.runtime.model_copy(update={"namespace": ray_endpoint.namespace,
+                                                    "supervisor_name": ray_endpoint.supervisor})
+        return connect(config=config.model_copy(update={"runtime": runtime}), start=False)
+
     def close(self) -> None:
-        if self._warehouse is not None:
-            self._warehouse.close()
+        try:
+            if self._warehouse is not None:
+                self._warehouse.close()
+        finally:
+            if self._joined_ray:
+                import ray
+
+                ray.shutdown()
 
 
 def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
@@ -56,8 +117,6 @@ def command(group: click.Group, name: str | None = None) -> Callable[[Callable[.
                 state.close()
         return run
     return decorate
-
-
 
 
 def command_config(state: State, **gateway: Any) -> Any:

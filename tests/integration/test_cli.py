@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,34 @@ def test_python_module_entry_is_the_same_cli(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", "from dwray.cli import main; main()", "--help"],
                             capture_output=True, timeout=60)
     assert result.returncode == 0 and b"dwray" in result.stdout
+
+
+def test_a_data_dir_held_by_another_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """One writer per data dir: while one ``dw`` command has it open, another is refused."""
+    from dwray.core.datadir_lock import DataDirLock
+
+    data = tmp_path / "data"
+    dw(data, "mb", "sales")
+    # 'dw put -' has the data dir open while it waits for its standard input.
+    env = {**os.environ, "DWRAY_DATA_DIR": str(data)}
+    writer = subprocess.Popen(["dw", "put", "-", "sales/slow.bin"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while DataDirLock(data).holder() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = dw(data, "ls", "--json", check=False)
+        assert refused.returncode == 1
+        error = json.loads(refused.stdout)["error"]
+        assert error["type"] == "DataDirInUse"
+        assert error["message"].startswith(f"data dir {data} is in use by an in-process Warehouse "
+                                           f"(pid {writer.pid} on ")
+        assert error["message"].endswith("command: dw put - sales/slow.bin)")
+        _, err = writer.communicate(b"slow but sure", timeout=60)
+        assert writer.returncode == 0, err
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(30)
+    # Released when the writer exits: the next command opens the data dir.
+    assert dw(data, "get", "sales/slow.bin").stdout == b"slow but sure"

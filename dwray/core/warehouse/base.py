@@ -2,6 +2,7 @@
 engine, the tenant an operation runs for, and a short-lived cache of bucket records."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from dwray.backends.base import StorageBackend
 from dwray.config import DwrayConfig, load_config
 from dwray.core.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.core.contracts import KeyService, PagedCatalog
+from dwray.core.datadir_lock import DataDirLock, LockHolder
 from dwray.core.keyring import LocalKeyring
 from dwray.core.models import ObjectInfo, TenantContext
 from dwray.core.pipeline import FrameEngine, ThreadFrameEngine
@@ -41,26 +43,29 @@ class WarehouseBase:
         ``catalog``, ``keyring`` and ``engine`` objects that keep the same contracts."""
         self.config = config if config is not None else load_config()
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if backend is None:
-            if self.config.storage.backend == "local":
-                backend = create_backend("local", root=self.config.blob_root)
-            else:
-                backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
-        self.backend = backend
-        self.backend_name = backend.name or self.config.storage.backend
-        try:
+        with contextlib.ExitStack() as undo:  # closes what was opened if a later part fails
+            # One writer per data dir: a warehouse that opens the data dir's own files holds
+            # its lock until close(). The Ray runtime passes remote parts; there the plugin
+            # tree's lock holder has it (actors.bootstrap).
+            self._datadir_lock = None
+            if backend is None or catalog is None or keyring is None:
+                self._datadir_lock = DataDirLock(self.config.data_dir).acquire(
+                    LockHolder.this_process("an in-process Warehouse"))
+                undo.callback(self._datadir_lock.release)
+            if backend is None:
+                if self.config.storage.backend == "local":
+                    backend = create_backend("local", root=self.config.blob_root)
+                else:
+                    backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
+            undo.callback(backend.close)
+            self.backend = backend
+            self.backend_name = backend.name or self.config.storage.backend
             self.catalog = catalog if catalog is not None else Catalog(
                 self.config.catalog_path, synchronous=self.config.catalog.synchronous,
                 busy_timeout_ms=self.config.catalog.busy_timeout_ms)
-        except BaseException:
-            backend.close()
-            raise
-        try:
+            undo.callback(self.catalog.close)
             self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
-        except BaseException:
-            self.catalog.close()
-            backend.close()
-            raise
+            undo.pop_all()
         self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()
         self._keks_ready: set[str] = set()
@@ -90,9 +95,13 @@ class WarehouseBase:
         if self._closed.is_set():
             return
         self._closed.set()
-        self.engine.close()
-        self.catalog.close()
-        self.backend.close()
+        try:
+            self.engine.close()
+            self.catalog.close()
+            self.backend.close()
+        finally:
+            if self._datadir_lock is not None:
+                self._datadir_lock.release()
 
     def _tenant(self, tenant: TenantArg) -> TenantContext:
         if isinstance(tenant, TenantContext):

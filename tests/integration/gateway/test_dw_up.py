@@ -204,3 +204,17 @@ def test_serve_run_of_the_serve_config_starts_a_working_gateway(tmp_path: Path) 
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(30)
+
+
+def test_dw_up_is_refused_a_data_dir_another_process_has_open(data_dir: Path) -> None:
+    """Said at once, before Ray starts, naming the holder."""
+    from dwray.core.datadir_lock import DataDirLock, LockHolder
+
+    with DataDirLock(data_dir).acquire(LockHolder.this_process("an in-process Warehouse")):
+        refused = subprocess.run(
+            [sys.executable, "-m", "dwray.cli", "up", "--data-dir", str(data_dir), "--port", str(free_port()),
+             "--address", "local"], capture_output=True, text=True, timeout=60, env=dw_env(data_dir), check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith(
+        f"error: data dir {data_dir} is in use by an in-process Warehouse (pid {os.getpid()} on ")
+    assert not (data_dir / "gateway" / "gateway.json").exists()

@@ -87,18 +87,9 @@ def ray_running_locally() -> bool:
 
 
 def attach_or_start(address: str | None = None, *, data_dir: str | Path | None = None,
-            config_path: str | Path | None = None, config: DwrayConfig | None = None,
-            stage_placement: str | None = None, start: bool = True) -> RayWarehouse:
-    """Attach to the running warehouse, or start the embedded one.
-
-    ``address``: a Ray address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
-    ``None`` attaches to a Ray already running on this machine or starts a
-    local one. ``data_dir``/``config_path``/``config`` configure an embedded
-    warehouse; an attached client takes the running warehouse's settings.
-    ``stage_placement="caller"`` runs the trusted built-in stages on threads in
-    this process instead of in stage actors. ``start=False`` refuses to start
-    one (``NotReady``) when none is running.
-    """
+                    config_path: str | Path | None = None, config: DwrayConfig | None = None,
+                    stage_placement: str | None = None, start: bool = True) -> RayWarehouse:
+    """What ``dwray.connect()`` does (its docstring explains the arguments)."""
     if config is None:
         config = load_config(config_path)
     if data_dir is not None:

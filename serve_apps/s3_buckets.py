@@ -98,8 +98,9 @@ class BucketOperations(S3Operations):
             max_uploads=max_uploads, encoding_type=encoding))
 
     async def delete_objects(self, call: S3Call) -> Response:
-        if "content-md5" not in call.headers and not any(h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
-                                                         for h in call.headers):
+        checksummed = any(h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm"
+                          for h in call.headers)
+        if "content-md5" not in call.headers and not checksummed:
             raise S3Error("InvalidRequest", "DeleteObjects needs a Content-MD5 or x-amz-checksum header")
         quiet, targets = s3xml.parse_delete_objects(await self._xml_body(call), max_bytes=MAX_XML_BODY)
         deleted: list[tuple[str, str | None, bool, str | None]] = []

@@ -109,7 +109,8 @@ class S3Operations:
                 continue
             if name == "content-encoding":
                 # aws-chunked describes this request's framing, not the object (S3 drops it too).
-                value = ",".join(part for part in (p.strip() for p in value.split(",")) if part and part != "aws-chunked")
+                codings = (part.strip() for part in value.split(","))
+                value = ",".join(part for part in codings if part and part != "aws-chunked")
                 if not value:
                     continue
             headers[name] = value

@@ -78,7 +78,8 @@ def test_errors_are_one_clear_line_and_exit_1(tmp_path: Path) -> None:
     assert json.loads(bad.stdout)["error"]["type"] == "InvalidBucketName"
     unreadable = dw(data, "put", str(tmp_path / "absent.bin"), "sales/x", check=False)
     assert unreadable.returncode == 1
-    assert unreadable.stderr.decode().strip() == f"error: cannot read {tmp_path / 'absent.bin'}: No such file or directory"
+    assert unreadable.stderr.decode().strip() == (
+        f"error: cannot read {tmp_path / 'absent.bin'}: No such file or directory")
     no_key = dw(data, "get", "sales", check=False)
     assert no_key.returncode == 1 and b"names no object key" in no_key.stderr
     bad_range = dw(data, "get", "sales/x", "--range", "abc", check=False)

@@ -76,7 +76,8 @@ def test_a_second_opener_in_the_same_process_is_refused_with_the_holder_named(da
 
 
 def test_the_lock_file_and_folder_are_private_and_describe_the_holder(data_dir: Path) -> None:
-    holder = LockHolder.this_process("dw up").served_by(RayEndpoint("10.0.0.1:6379", "ns", "dwray:supervisor", 42, True))
+    endpoint = RayEndpoint("10.0.0.1:6379", "ns", "dwray:supervisor", 42, True)
+    holder = LockHolder.this_process("dw up").served_by(endpoint)
     with DataDirLock(data_dir).acquire(holder) as lock:
         assert data_dir.stat().st_mode & 0o777 == 0o700
         assert lock.path == data_dir / LOCK_FILE

@@ -51,7 +51,8 @@ VIOLATIONS = {
                                  "dwray.backends is not allowed to import dwray.core"),
     "actors import the edge": ("actors/gateway_coordinator.py", "import serve_apps.metrics",
                                "actors is not allowed to import serve_apps"),
-    "edge imports a face": ("serve_apps/admin.py", "def _face():\n    from dwray.client import connect\n    return connect",
+    "edge imports a face": ("serve_apps/admin.py",
+                            "def _face():\n    from dwray.client import connect\n    return connect",
                             "serve_apps is not allowed to import dwray.client"),
 }
 

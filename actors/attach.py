@@ -22,7 +22,7 @@ from dwray.core.pipeline import ThreadFrameEngine
 from dwray.core.warehouse import Warehouse
 from dwray.errors import NotReady
 
-__all__ = ["RayWarehouse", "attach_or_start", "ray_running_locally"]
+__all__ = ["RayWarehouse", "attach_or_start", "join_ray", "leave_ray", "ray_running_locally"]
 
 
 class RayWarehouse(Warehouse):
@@ -119,3 +119,32 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
         config = config.model_copy(update={"runtime": config.runtime.model_copy(
             update={"stage_placement": stage_placement})})
     return RayWarehouse(config, supervisor, owns_ray=owns_ray, owns_warehouse=started)
+
+
+def join_ray(address: str, namespace: str, *, token_auth: bool, serving: str) -> bool:
+    """Join the Ray cluster at ``address`` as a driver; False if this process already has Ray.
+
+    ``serving`` names what runs there, for the error when it cannot be reached.
+    """
+    if ray.is_initialized():
+        return False
+    if token_auth and "RAY_AUTH_MODE" not in os.environ:
+        # Ray turns token auth on by itself only for a cluster it finds on its own,
+        # never for an explicit address, and reads the mode once: set it, then have
+        # Ray read its config again (as Ray does for a cluster it finds).
+        from ray._raylet import Config
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")
+    # Not log_to_driver: the plugins' logs are the warehouse's, not this process's output.
+    try:
+        ray.init(address=address, namespace=namespace, configure_logging=False, log_to_driver=False,
+                 logging_level="ERROR")
+    except ConnectionError as error:
+        raise NotReady(f"{serving} (Ray namespace {namespace!r} at {address}) cannot be reached: {error}") from None
+    return True
+
+
+def leave_ray() -> None:
+    """Disconnect a driver that ``join_ray`` connected."""
+    ray.shutdown()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,29 +55,12 @@ class State:
 
     def _attach(self, config: Any, ray_endpoint: Any) -> Any:
         """The Ray warehouse at ``ray_endpoint`` (a ``RayEndpoint``), reached as a driver of its cluster."""
-        import ray
-
+        from actors.attach import join_ray
         from dwray.client import connect
-        from dwray.errors import NotReady
 
-        if not ray.is_initialized():
-            if ray_endpoint.token_auth and "RAY_AUTH_MODE" not in os.environ:
-                # Ray turns token auth on by itself only for a cluster it finds on its own,
-                # never for an explicit address, and reads the mode once: set it, then
-                # have Ray read its config again (as Ray does for a cluster it finds).
-                from ray._raylet import Config
-
-                os.environ["RAY_AUTH_MODE"] = "token"
-                Config.initialize("")
-            # Not log_to_driver: the plugins' logs are the warehouse's, not this command's output.
-            try:
-                ray.init(address=ray_endpoint.address, namespace=ray_endpoint.namespace, configure_logging=False,
-                         log_to_driver=False, logging_level="ERROR")
-            except ConnectionError as error:
-                raise NotReady(f"the Ray warehouse serving {config.data_dir} (Ray namespace "
-                               f"{ray_endpoint.namespace!r} at {ray_endpoint.address}) cannot be reached: "
-                               f"{error}") from None
-            self._joined_ray = True
+        self._joined_ray = join_ray(ray_endpoint.address, ray_endpoint.namespace,
+                                    token_auth=ray_endpoint.token_auth,
+                                    serving=f"the Ray warehouse serving {config.data_dir}")
         runtime = config.runtime.model_copy(update={"namespace": ray_endpoint.namespace,
                                                     "supervisor_name": ray_endpoint.supervisor})
         return connect(config=config.model_copy(update={"runtime": runtime}), start=False)
@@ -89,9 +71,9 @@ class State:
                 self._warehouse.close()
         finally:
             if self._joined_ray:
-                import ray
+                from actors.attach import leave_ray
 
-                ray.shutdown()
+                leave_ray()
 
 
 def command(group: click.Group, name: str | None = None) -> Callable[[Callable[..., Any]], Any]:

@@ -1,10 +1,12 @@
 """The SQLite catalog: buckets, object versions, multipart uploads and the keys that seal them."""
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.records import (
@@ -38,6 +40,8 @@ from dwray.errors import (
 )
 
 __all__ = ["Catalog"]
+
+R = TypeVar("R", ObjectRecord, UploadRecord)
 
 #: how long a completed upload is remembered, so a retried completion gets its object back
 COMPLETION_RETENTION_SECONDS = 24 * 3600
@@ -176,13 +180,7 @@ class Catalog(PagedReads, SqliteStore):
             f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
             f"AND delete_marker = 0 AND key {'>=' if include else '>'} ? ORDER BY key LIMIT {int(limit)}",
             (tenant, bucket, lower))
-        page = []
-        for row in rows:
-            record = ObjectRecord._from_row(row)
-            if not record.key.startswith(prefix):
-                break
-            page.append(record)
-        return page
+        return _under_prefix(rows, ObjectRecord._from_row, prefix)
 
     def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       marker: ObjectRecord | None) -> DeleteOutcome:
@@ -379,13 +377,7 @@ class Catalog(PagedReads, SqliteStore):
             params.append(key_marker)
         rows = self._read(f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE {' AND '.join(where)} "
                           f"ORDER BY key, created, upload_id LIMIT {int(limit)}", tuple(params))
-        page = []
-        for row in rows:
-            upload = UploadRecord._from_row(row)
-            if not upload.key.startswith(prefix):
-                break
-            page.append(upload)
-        return page
+        return _under_prefix(rows, UploadRecord._from_row, prefix)
 
     def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
         """Forget an upload and its parts; their blobs are left for the sweeper."""
@@ -474,3 +466,8 @@ class Catalog(PagedReads, SqliteStore):
                           "AND key = ? AND version_id = ? AND (part_offset + size > ? OR part_offset >= ?) "
                           f"ORDER BY part_index LIMIT {int(limit)}", (tenant, bucket, key, version_id, start, start))
         return [SegmentRecord._from_row(row) for row in rows]
+
+
+def _under_prefix(rows: Any, from_row: Callable[[Any], R], prefix: str) -> list[R]:
+    """Records of ``rows`` (in key order) up to the first whose key leaves ``prefix``."""
+    return list(itertools.takewhile(lambda record: record.key.startswith(prefix), map(from_row, rows)))

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from actors.bootstrap import find_supervisor, release_data_dir, start_supervisor
-from actors.handles import PluginHandle
+from actors.handles import PluginHandle, plugin_handle, running_config
 from actors.remote_services import RemoteCatalog, RemoteKeyring
 from actors.remote_storage import RayFrameEngine, RemoteBackend
 from dwray.config import DwrayConfig, load_config
@@ -38,8 +38,7 @@ class RayWarehouse(Warehouse):
         runtime = config.runtime
 
         def handle(child_id: str) -> PluginHandle:
-            return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
-                                supervisor_name=runtime.supervisor_name)
+            return plugin_handle(config, supervisor, child_id)
 
         backend_id = f"storage:{config.storage.backend}"
         if runtime.stage_placement == "actors":
@@ -112,9 +111,7 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
         ready, reason = ray.get(supervisor.ready.remote())
         if not ready:
             raise NotReady(reason)
-        settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
-                                        supervisor_name=runtime.supervisor_name).submit("settings"))
-        config = DwrayConfig.model_validate(settings)
+        config = running_config(config, supervisor)
     if stage_placement is not None:
         config = config.model_copy(update={"runtime": config.runtime.model_copy(
             update={"stage_placement": stage_placement})})

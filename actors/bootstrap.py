@@ -236,17 +236,12 @@ def release_data_dir(config: DwrayConfig) -> None:
 
 def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
     """First start: the default tenant, its first access key and the admin token."""
-    from actors.handles import PluginHandle
+    from actors.handles import plugin_handle
     from actors.remote_services import RemoteIdentity, RemoteKeyring
     from dwray.core.access_keys import AccessKeys
 
-    runtime = config.runtime
-
-    def handle(child_id: str) -> PluginHandle:
-        return PluginHandle(child_id, supervisor=supervisor, namespace=runtime.namespace,
-                            supervisor_name=runtime.supervisor_name)
-
-    keys = AccessKeys(RemoteIdentity(handle("identity")), RemoteKeyring(handle("kms:local")))
+    keys = AccessKeys(RemoteIdentity(plugin_handle(config, supervisor, "identity")),
+                      RemoteKeyring(plugin_handle(config, supervisor, "kms:local")))
     result = keys.bootstrap(config.default_tenant)
     if result is not None:
         files.write_admin_token(result.admin_token)

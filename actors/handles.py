@@ -34,9 +34,11 @@ import ray
 from opentelemetry import propagate
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from dwray.config import DwrayConfig
 from dwray.errors import DwrayError, PluginTimeout, PluginUnavailable
 
-__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle", "death_reason"]
+__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle", "death_reason", "plugin_handle",
+           "running_config"]
 
 DEFAULT_NAMESPACE = "dwray"
 DEFAULT_SUPERVISOR = "dwray:supervisor"
@@ -206,3 +208,14 @@ class PluginHandle:
         except _ActorGone as gone:
             raise PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
                                                    "retried, submit them again") from None
+
+
+def plugin_handle(config: DwrayConfig, supervisor: Any, child_id: str) -> PluginHandle:
+    """The handle of plugin ``child_id`` in the warehouse that ``config`` and ``supervisor`` run."""
+    return PluginHandle(child_id, supervisor=supervisor, namespace=config.runtime.namespace,
+                        supervisor_name=config.runtime.supervisor_name)
+
+
+def running_config(config: DwrayConfig, supervisor: Any) -> DwrayConfig:
+    """The config the running warehouse was started with, from its ``settings`` plugin."""
+    return DwrayConfig.model_validate(ray.get(plugin_handle(config, supervisor, "settings").submit("settings")))

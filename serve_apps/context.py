@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from actors.handles import PluginHandle
+from actors.handles import PluginHandle, plugin_handle
 from actors.remote_services import RemoteIdentity
 from dwray.config import DwrayConfig
 from dwray.core.access_keys import AccessKeys
@@ -84,9 +84,7 @@ class GatewayContext:
         self._reporter.start()
 
     def handle(self, child_id: str) -> PluginHandle:
-        runtime = self.config.runtime
-        return PluginHandle(child_id, supervisor=self.supervisor, namespace=runtime.namespace,
-                            supervisor_name=runtime.supervisor_name)
+        return plugin_handle(self.config, self.supervisor, child_id)
 
     # Identities, cached -------------------------------------------------------------
 

@@ -184,7 +184,7 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     """
     from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
     from actors.gateway_coordinator import create_coordinator, find_coordinator
-    from actors.handles import PluginHandle
+    from actors.handles import running_config
 
     deployed_by_dw_up = bool(settings)
     config = DwrayConfig.model_validate(settings) if settings else load_config()
@@ -196,9 +196,7 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
         except ValueError:  # another replica started it first
             supervisor = find_supervisor(config)
     elif not settings:
-        settings = ray.get(PluginHandle("settings", supervisor=supervisor, namespace=runtime.namespace,
-                                        supervisor_name=runtime.supervisor_name).submit("settings"))
-        config = DwrayConfig.model_validate(settings)
+        config = running_config(config, supervisor)
     if not deployed_by_dw_up:
         from dwray.core.gateway_files import GatewayFiles
 

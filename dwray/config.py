@@ -23,10 +23,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from dwray.errors import ConfigError
+from dwray.secret_ref import SecretRefField
 
 __all__ = [
     "CatalogConfig",
     "DwrayConfig",
+    "KeysConfig",
+    "KmsConfig",
+    "SecretsConfig",
     "LimitsConfig",
     "PipelineConfig",
     "PluginOptions",
@@ -161,6 +165,13 @@ class RateLimitConfig(_Section):
     tenants: dict[str, TenantRate] = Field(default_factory=dict)
 
 
+class AuthFailureLimit(_Section):
+    """Per source address: how many unauthenticated or failing requests per second (and burst) before 503 SlowDown."""
+
+    rate: float = Field(5.0, ge=0, description="0 = unlimited")
+    burst: float = Field(50.0, gt=0)
+
+
 class GatewayConfig(_Section):
     """The HTTP gateway on Ray Serve: S3 protocol, admin API, health and metrics."""
 
@@ -174,6 +185,85 @@ class GatewayConfig(_Section):
     max_header_bytes: Size = Field(16 << 10, ge=1024)
     drain_timeout: float = Field(30.0, ge=0, description="seconds in-flight requests get on shutdown")
     rate_limit: RateLimitConfig = RateLimitConfig()
+    auth_failures: AuthFailureLimit = AuthFailureLimit()
+    # TLS: both or neither. Without them the gateway speaks plain HTTP, which
+    # it allows only on a loopback address unless allow_plain_http is set.
+    tls_cert: Path | None = Field(None, description="PEM certificate chain")
+    tls_key: Path | None = Field(None, description="PEM private key (a file, 0600)")
+    allow_plain_http: bool = Field(False, description="serve plain HTTP on a non-loopback address")
+    # /metrics: tenant names appear as labels only when asked for; a bearer
+    # token (a secret reference) may be required to scrape.
+    metrics_tenant_labels: bool = False
+    metrics_token: SecretRefField | None = None
+
+
+class KeysConfig(_Section):
+    """The master key that seals the local keyring (KEK material at rest)."""
+
+    # None: the key file $XDG_CONFIG_HOME/dwray/master.key (~/.config/dwray/
+    # master.key), created 0600 on first start. Never inside the data dir.
+    master: SecretRefField | None = None
+
+
+class KmsConfig(_Section):
+    """Which key service holds the KEKs: the sealed local keyring or Vault/OpenBao Transit."""
+
+    plugin: Literal["local", "vault-transit"] = "local"
+    address: str | None = Field(None, description="Vault/OpenBao URL, for vault-transit")
+    token: SecretRefField | None = None
+    mount: str = "transit"
+    key_prefix: str = Field("dwray-", description="transit key name = prefix + KEK id, ':' made '-'")
+    namespace: str | None = None
+    ca_cert: Path | None = None
+    timeout: float = Field(10.0, gt=0)
+
+
+class LocalSecretsConfig(_Section):
+    """The encrypted local secret store (``secret://local/NAME``)."""
+
+    path: Path | None = Field(None, description="default: $XDG_CONFIG_HOME/dwray/secrets.json")
+    # Its data key is wrapped under one of: a key derived from a passphrase
+    # (scrypt), or a 256-bit key file (default: the master key file).
+    passphrase: SecretRefField | None = None
+    key_file: Path | None = None
+
+
+class VaultSecretsConfig(_Section):
+    """Vault/OpenBao KV v2 (``secret://vault/PATH#FIELD``)."""
+
+    address: str | None = None
+    mount: str = "secret"
+    namespace: str | None = None
+    ca_cert: Path | None = None
+    # Token auth, or AppRole auth (role_id and secret_id). The token must come
+    # from env or file: it cannot be kept in the Vault it opens.
+    token: SecretRefField | None = None
+    role_id: SecretRefField | None = None
+    secret_id: SecretRefField | None = None
+    approle_mount: str = "approle"
+    timeout: float = Field(10.0, gt=0)
+
+
+class AwsSecretsConfig(_Section):
+    """AWS Secrets Manager (``secret://aws/NAME[#FIELD]``); credentials from boto3's chain unless given."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key_id: SecretRefField | None = None
+    secret_access_key: SecretRefField | None = None
+
+
+class SecretsConfig(_Section):
+    """Secret managers, and how rotations reach the plugins that use a secret."""
+
+    # After a rotation the previous value keeps working this long where the
+    # manager keeps versions (local, vault, aws).
+    grace_seconds: float = Field(3600.0, ge=0)
+    # How often the supervisor asks the managers whether a used secret changed.
+    watch_interval: float = Field(30.0, gt=0)
+    local: LocalSecretsConfig = LocalSecretsConfig()
+    vault: VaultSecretsConfig = VaultSecretsConfig()
+    aws: AwsSecretsConfig = AwsSecretsConfig()
 
 
 class DwrayConfig(_Section):
@@ -188,6 +278,9 @@ class DwrayConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     gateway: GatewayConfig = GatewayConfig()
+    keys: KeysConfig = KeysConfig()
+    kms: KmsConfig = KmsConfig()
+    secrets: SecretsConfig = SecretsConfig()
     plugins: dict[str, PluginOptions] = Field(default_factory=dict)
 
     def plugin_options(self, child_id: str) -> PluginOptions:

@@ -42,7 +42,14 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     ├── IntegrityError(ValueError)           stored bytes fail authentication; never returned
     ├── KeyringError(RuntimeError)           key-encryption keys are missing or unusable
     │   ├── KeyNotFound                      no such KEK id or version
-    │   └── KeyRetired                       KEK version is below the minimum for decryption
+    │   ├── KeyRetired                       KEK version is below the minimum for decryption
+    │   ├── MasterKeyMissing                 the master key that seals the keyring is not there
+    │   ├── KeyShredded                      the KEK was destroyed (crypto-shredding): data is gone
+    │   └── KmsUnavailable                   the key service (e.g. Vault Transit) cannot be reached
+    ├── SecretError(RuntimeError)            a secret reference cannot be resolved or stored
+    │   ├── SecretNotFound                   no such secret (or version, or field)
+    │   ├── SecretConflict                   a check-and-set write lost to another writer
+    │   └── SecretUnavailable                the secret manager cannot be reached or refused access
     ├── CatalogError(RuntimeError)           the catalog database failed or is inconsistent
     │   └── SchemaVersionError               catalog was written by a newer dwray
     ├── PluginError(RuntimeError)            a plugin raised something that is not a dwray error
@@ -97,6 +104,13 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "StorageFull",
+    "KeyShredded",
+    "KmsUnavailable",
+    "MasterKeyMissing",
+    "SecretConflict",
+    "SecretError",
+    "SecretNotFound",
+    "SecretUnavailable",
     "TenantAlreadyExists",
     "TenantNotFound",
     "UploadNotFound",
@@ -374,6 +388,52 @@ class KeyRetired(KeyringError):
         "key-encryption key {kek_id!r} version {version} is retired "
         "(minimum decryption version is {minimum})"
     )
+
+
+class MasterKeyMissing(KeyringError):
+    """The master key that seals the keyring cannot be found or does not open it."""
+
+    fields = ("source", "reason")
+    template = "the master key {source} is not usable: {reason}"
+
+
+class KeyShredded(KeyringError):
+    """The KEK was destroyed on purpose (crypto-shredding); what it wrapped is unreadable for good."""
+
+    fields = ("kek_id",)
+    template = "key-encryption key {kek_id!r} was destroyed (crypto-shredded); its data cannot be decrypted"
+
+
+class KmsUnavailable(KeyringError):
+    """The key service cannot be reached or refused the call; nothing was wrapped or unwrapped."""
+
+    fields = ("service", "reason")
+    template = "key service {service} is unavailable: {reason}"
+
+
+class SecretError(DwrayError, RuntimeError):
+    """A secret reference cannot be resolved or a secret cannot be stored. Never carries a value."""
+
+
+class SecretNotFound(SecretError, LookupError):
+    """No such secret, version or field."""
+
+    fields = ("ref", "reason")
+    template = "secret {ref} not found: {reason}"
+
+
+class SecretConflict(SecretError):
+    """A check-and-set write found another version than it expected."""
+
+    fields = ("ref", "reason")
+    template = "secret {ref} was changed by another writer: {reason}"
+
+
+class SecretUnavailable(SecretError):
+    """The secret manager cannot be reached, or refused access."""
+
+    fields = ("ref", "reason")
+    template = "secret {ref} is unavailable: {reason}"
 
 
 class CatalogError(DwrayError, RuntimeError):

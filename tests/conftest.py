@@ -1,6 +1,8 @@
 """Fixtures shared by every test: warehouses on real backends in temp folders."""
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,13 @@ import pytest
 
 from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
 from dwray.core.warehouse import Warehouse
+
+# The master key's default home is $XDG_CONFIG_HOME/dwray: the tests (and the
+# Ray workers and dw processes they start, which inherit the environment) keep
+# theirs in a folder of their own, never in the user's ~/.config.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="dwray-test-xdg-")
+
+pytest_plugins = ["tests.servers"]
 
 # Small frames so that every test crosses frame boundaries without big data.
 TEST_FRAME_SIZE = 4096

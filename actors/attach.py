@@ -46,7 +46,7 @@ class RayWarehouse(Warehouse):
         else:
             engine = ThreadFrameEngine(config.worker_threads)
         super().__init__(config, backend=RemoteBackend(handle(backend_id), config.storage.backend),
-                         catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle("kms:local")),
+                         catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle(config.kms_child_id)),
                          engine=engine)
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ The tree, in start order (stopped in reverse):
   settings         the running warehouse's config, for attaching clients
   catalog          the SQLite catalog (its file is its state)
   identity         tenants, access keys and admin-token hashes (SQLite)
-  kms:local        key-encryption keys
+  kms:<plugin>     key-encryption keys: kms:local (the sealed keyring) or kms:vault-transit
   storage:<name>   the storage backend
   stage:frames:N   frame stage workers (unless stages run in the caller)
 
@@ -75,13 +75,27 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
                {"path": str(config.catalog_path.resolve()), "synchronous": config.catalog.synchronous,
                 "busy_timeout_ms": config.catalog.busy_timeout_ms}),
         _child(config, "identity", "service.identity", "service", {"path": str(config.identity_path.resolve())}),
-        _child(config, "kms:local", "kms.local", "kms", {"path": str(config.keyring_path.resolve())}),
+        _kms_child(config),
         _child(config, f"storage:{backend}", f"storage.{backend}", "storage", storage_config),
     ]
     if config.runtime.stage_placement == "actors":
         children += [_child(config, f"stage:frames:{n}", "stage.frames", "stage", {})
                      for n in range(config.runtime.stage_workers)]
     return children
+
+
+def _kms_child(config: DwrayConfig) -> ChildSpec:
+    """The key service's child. It gets secret *references* only and resolves them in its own actor."""
+    if config.kms.plugin == "vault-transit":
+        kms = config.kms
+        return _child(config, config.kms_child_id, "kms.vault-transit", "kms", {
+            "address": kms.address, "token": kms.token, "mount": kms.mount, "key_prefix": kms.key_prefix,
+            "namespace": kms.namespace, "ca_cert": str(kms.ca_cert) if kms.ca_cert else None,
+            "timeout": kms.timeout})
+    return _child(config, config.kms_child_id, "kms.local", "kms", {
+        "path": str(config.keyring_path.resolve()), "master": config.master_key_ref,
+        # The default key file is made on first start; a configured reference must already exist.
+        "create_master": config.keys.master is None})
 
 
 def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
@@ -241,7 +255,7 @@ def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles
     from dwray.core.access_keys import AccessKeys
 
     keys = AccessKeys(RemoteIdentity(plugin_handle(config, supervisor, "identity")),
-                      RemoteKeyring(plugin_handle(config, supervisor, "kms:local")))
+                      RemoteKeyring(plugin_handle(config, supervisor, config.kms_child_id)))
     result = keys.bootstrap(config.default_tenant)
     if result is not None:
         files.write_admin_token(result.admin_token)

@@ -37,6 +37,7 @@ __all__ = [
     "RuntimeConfig",
     "StorageConfig",
     "SweeperConfig",
+    "default_master_key_path",
     "load_config",
     "parse_size",
 ]
@@ -300,6 +301,16 @@ class DwrayConfig(_Section):
         return self.data_dir / "keys" / "keyring.json"
 
     @property
+    def master_key_ref(self) -> str:
+        """The master key's reference: ``[keys] master``, else the default key file (see ``default_master_key_path``)."""
+        return self.keys.master or f"secret://file/{default_master_key_path()}"
+
+    @property
+    def kms_child_id(self) -> str:
+        """The supervisor's child id of the configured key service: ``kms:local`` or ``kms:vault-transit``."""
+        return f"kms:{self.kms.plugin}"
+
+    @property
     def identity_path(self) -> Path:
         return self.data_dir / "identity.db"
 
@@ -311,6 +322,18 @@ class DwrayConfig(_Section):
     @property
     def worker_threads(self) -> int:
         return self.pipeline.threads or min(4, os.cpu_count() or 1)
+
+
+def default_master_key_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CONFIG_HOME/dwray/master.key``, or ``~/.config/dwray/master.key`` when that is unset or relative.
+
+    Outside every data dir on purpose: a copy of the data dir without it
+    decrypts nothing. Read at call time, so a process's environment decides.
+    """
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return root / "dwray" / "master.key"
 
 
 def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:

@@ -328,6 +328,22 @@ class KeyService(Protocol):
         """Set the lowest version that may still unwrap (1..primary); it may be lowered again."""
 
     @idempotent
+    def rewrap(self, kek_id: str, version: int, wrapped: bytes) -> tuple[int, bytes]:
+        """Re-wrap a DEK wrapped under ``version`` under the primary version; return ``(primary, wrapped)``.
+
+        The DEK never leaves the service (Vault Transit's rewrap; the local
+        keyring unwraps and wraps inside it). Errors as ``unwrap``.
+        """
+
+    def destroy(self, kek_id: str) -> None:
+        """Destroy every version of ``kek_id`` for good (crypto-shredding).
+
+        Whatever it wrapped can never be unwrapped again, by anyone: later
+        calls for it raise ``KeyShredded``. Destroying a destroyed or unknown
+        KEK id is not an error.
+        """
+
+    @idempotent
     def describe(self, kek_id: str) -> dict[str, Any]:
         """Versions, primary and minimum of ``kek_id``; never key material."""
 

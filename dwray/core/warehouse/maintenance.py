@@ -3,16 +3,20 @@ blobs, and usage figures."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from dwray.core.catalog import WrappedKey
+from dwray.core.catalog import ObjectRecord, WrappedKey
 from dwray.core.frames import KeyHeader
 from dwray.core.models import SweepReport
 from dwray.core.warehouse.base import TenantArg, WarehouseBase
 from dwray.core.warehouse.tracing import traced
-from dwray.errors import DwrayError, KeyringError
+from dwray.errors import DwrayError, InvalidArgument, KeyringError, KeyShredded
 
-__all__ = ["Maintenance"]
+__all__ = ["REWRAP_BATCH", "Maintenance"]
+
+# DEKs a rewrap reads per catalog page (and reports progress after).
+REWRAP_BATCH = 500
 
 
 class Maintenance(WarehouseBase):
@@ -25,37 +29,84 @@ class Maintenance(WarehouseBase):
         self.keyring.ensure(ctx.kek_id)
         return self.keyring.rotate(ctx.kek_id)
 
+    @traced("rotate_all_keys")
+    def rotate_all_keys(self) -> dict[str, int]:
+        """Rotate every live KEK the key service holds (tenants' and the system's); return each new primary.
+
+        A KEK shredded meanwhile (a tenant removed with ``--shred``) is passed over.
+        """
+        rotated = {}
+        for kek_id in self.keyring.kek_ids():
+            try:
+                rotated[kek_id] = self.keyring.rotate(kek_id)
+            except KeyShredded:
+                continue
+        return rotated
+
     @traced("rewrap")
-    def rewrap(self, *, tenant: TenantArg = None) -> int:
-        """Re-wrap every DEK under the tenant's primary KEK version, touching no data; return how many."""
+    def rewrap(self, *, tenant: TenantArg = None, batch: int = REWRAP_BATCH,
+               progress: Callable[[int, int], None] | None = None) -> int:
+        """Re-wrap every DEK of the tenant under its primary KEK version; return how many moved.
+
+        Only the DEKs change (``KeyService.rewrap``: inside Vault for Transit),
+        never object data. It works ``batch`` rows at a time, each row's new key
+        header committed on its own (compare and set, so a row changed meanwhile
+        is left to the next pass), so an interrupted run loses nothing and a
+        second run continues with the rows still below the primary.
+        ``progress(done, total)`` is called after each batch.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidArgument(f"rewrap batch must be a positive int, not {batch!r}")
         ctx = self._tenant(tenant)
         primary = self.keyring.ensure(ctx.kek_id)
-        count = 0
-        for record in self.catalog.iter_wrapped_below(ctx.kek_id, primary):
-            if isinstance(record, WrappedKey):
-                sealed_header = record.key_header
-            else:
-                # An object row wrapped under a KEK holds the one blob of its own.
-                assert record.placement is not None
-                sealed_header = record.placement.key_header
-            header = KeyHeader.from_bytes(sealed_header)
-            dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
-            version, wrapped = self.keyring.wrap(ctx.kek_id, dek)
-            if self.catalog.replace_key_header(record, header.with_wrapped(version, wrapped).to_bytes(), version):
-                count += 1
-        return count
+        total = self.catalog.count_wrapped_below(ctx.kek_id, primary)
+        if progress is not None:
+            progress(0, total)
+        done = 0
+        previous: list[bytes] = []
+        while page := self.catalog.wrapped_below_page(ctx.kek_id, primary, batch):
+            headers = [_sealed_header(record) for record in page]
+            if headers == previous:
+                # The same rows, unchanged, after a whole pass: they cannot be moved.
+                raise KeyringError(f"rewrap of tenant {ctx.tenant!r} makes no progress on {len(page)} row(s) "
+                                   f"still wrapped below version {primary}")
+            previous = headers
+            for record, sealed in zip(page, headers, strict=True):
+                header = KeyHeader.from_bytes(sealed)
+                version, wrapped = self.keyring.rewrap(header.kek_id, header.kek_version, header.wrapped_dek)
+                if self.catalog.replace_key_header(record, header.with_wrapped(version, wrapped).to_bytes(), version):
+                    done += 1
+            if progress is not None:
+                progress(done, max(total, done))
+        return done
+
+    def wrapped_by_version(self, below: int, *, tenant: TenantArg = None) -> dict[int, int]:
+        """How many DEKs (of objects, segments and parts) are wrapped under each KEK version below ``below``."""
+        if isinstance(below, bool) or not isinstance(below, int) or below < 1:
+            raise InvalidArgument(f"a KEK version must be a positive int, not {below!r}")
+        ctx = self._tenant(tenant)
+        counts, under = {}, 0
+        for version in range(1, below):
+            # Counts below version+1 include those below version: the difference is this version's.
+            up_to = self.catalog.count_wrapped_below(ctx.kek_id, version + 1)
+            counts[version] = up_to - under
+            under = up_to
+        return counts
 
     def retire_keys(self, minimum: int, *, tenant: TenantArg = None) -> None:
         """Refuse to decrypt with KEK versions below ``minimum`` from now on.
 
         Refused while any object's DEK is still wrapped under such a version
-        (run ``rewrap`` first), so retiring never makes data unreadable.
+        (run ``rewrap`` first), so retiring never makes data unreadable; the
+        refusal says how many are left under each version.
         """
         ctx = self._tenant(tenant)
-        remaining = self.catalog.count_wrapped_below(ctx.kek_id, minimum)
+        remaining = {version: count for version, count in self.wrapped_by_version(minimum, tenant=ctx).items()
+                     if count}
         if remaining:
-            raise KeyringError(f"{remaining} object(s) of tenant {ctx.tenant!r} are still wrapped under KEK "
-                               f"versions below {minimum}; run rewrap first")
+            where = ", ".join(f"{count} under version {version}" for version, count in sorted(remaining.items()))
+            raise KeyringError(f"{sum(remaining.values())} object(s) of tenant {ctx.tenant!r} are still wrapped "
+                               f"under KEK versions below {minimum} ({where}); run rewrap first")
         self.keyring.retire_below(ctx.kek_id, minimum)
 
     @traced("sweep")
@@ -97,3 +148,13 @@ class Maintenance(WarehouseBase):
         """Where a local backend keeps blobs (for ``dw demo``), else ``None``."""
         root = getattr(self.backend, "root", None)
         return Path(root) if root is not None else None
+
+
+def _sealed_header(record: ObjectRecord | WrappedKey) -> bytes:
+    """The key header a row holds: a segment's or part's own, or an object's one blob's."""
+    if isinstance(record, WrappedKey):
+        return record.key_header
+    # An object row wrapped under a KEK holds the one blob of its own.
+    if record.placement is None:
+        raise KeyringError(f"object {record.bucket}/{record.key} has a KEK but no placement")
+    return record.placement.key_header

@@ -1,14 +1,20 @@
-"""The admin API: JSON under ``/admin``, behind its own bearer token.
+"""The admin API: JSON under ``/admin``, behind its own bearer tokens.
 
-Tenants, access keys (create, list, revoke), plugin status and restart, and
+Tenants (create, list, delete, crypto-shred), access keys (create, list,
+revoke), admin tokens (create, list, revoke), plugin status and restart, and
 key rotation. FastAPI derives the OpenAPI schema (``/admin/openapi.json``)
-from the models here. An access key's secret appears in exactly one response:
-the one that creates it.
+from the models here. An access key's secret and an admin token each appear in
+exactly one response: the one that creates it.
+
+Every request needs ``Authorization: Bearer <admin token>``; a missing,
+unknown, revoked or expired token gets 401 (an expired one says so, naming
+the token and when it expired, never the token itself).
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
 
@@ -17,7 +23,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from dwray.core.identity import TenantHasActiveKeys
+from dwray.core.access_keys import parse_expiry
+from dwray.core.identity import AdminTokenInfo, TenantHasActiveKeys
+from dwray.core.warehouse.tenants import ShredReport, TenantHasBuckets, shred_tenant
 from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
 from serve_apps.context import GatewayContext, current
 
@@ -29,16 +37,19 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 class AdminError(Exception):
     """An admin request that fails: HTTP status, code and message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(code, message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def admin_error(error: AdminError) -> JSONResponse:
-    return JSONResponse({"error": {"code": error.code, "message": error.message}}, status_code=error.status)
+    return JSONResponse({"error": {"code": error.code, "message": error.message}}, status_code=error.status,
+                        headers=error.headers)
 
 
 def _from_dwray(error: DwrayError) -> AdminError:
+    if isinstance(error, (TenantHasBuckets, TenantHasActiveKeys)):
+        return AdminError(409, "TenantNotEmpty", str(error))
     if isinstance(error, NotFound):
         return AdminError(404, type(error).__name__, str(error))
     if isinstance(error, AlreadyExists):
@@ -62,10 +73,15 @@ async def admin_context(request: Request) -> GatewayContext:
         raise AdminError(503, "ServiceUnavailable", "the gateway is shutting down")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if not hmac.compare_digest(scheme.lower(), "bearer") or not token.strip():
-        raise AdminError(401, "Unauthorized", "send the admin token as 'Authorization: Bearer <token>'")
-    valid = await asyncio.get_running_loop().run_in_executor(ctx.executor, ctx.check_admin_token, token.strip())
-    if not valid:
-        raise AdminError(403, "Forbidden", "the admin token is not valid")
+        raise AdminError(401, "Unauthorized", "send an admin token as 'Authorization: Bearer <token>'",
+                         {"WWW-Authenticate": 'Bearer realm="dwray-admin"'})
+    info = await asyncio.get_running_loop().run_in_executor(ctx.executor, ctx.find_admin_token, token.strip())
+    invalid = {"WWW-Authenticate": 'Bearer realm="dwray-admin", error="invalid_token"'}
+    if info is None:
+        raise AdminError(401, "Unauthorized", "the admin token is not valid (unknown or revoked)", invalid)
+    if info.expired():
+        raise AdminError(401, "TokenExpired", f"the admin token {info.name!r} expired at {_iso(info.expires)}; "
+                         "ask for a new one ('dw admin-token create')", invalid)
     return ctx
 
 
@@ -102,6 +118,38 @@ class NewKeyOut(BaseModel):
     tenant: str
 
 
+class AdminTokenIn(BaseModel):
+    name: str = Field(description="1-64 letters, digits, '.', '_', '@' or '-'; unique")
+    expires: str | None = Field(None, description="a duration counted by the gateway's clock ('30d', '12h') "
+                                                  "or an ISO 8601 time ('2030-01-31T18:00Z'); none: never")
+    description: str = Field("", max_length=256)
+    replace: bool = Field(False, description="revoke the token that has this name now, in the same step")
+
+
+class AdminTokenOut(BaseModel):
+    name: str
+    id: str
+    created: float
+    expires: float | None = None
+    last_used: float | None = Field(None, description="to the minute; none: never used")
+    expired: bool = False
+    description: str = ""
+
+
+class NewAdminTokenOut(AdminTokenOut):
+    token: str = Field(description="shown once; dwray keeps only its SHA-256")
+
+
+class ShredOut(BaseModel):
+    tenant: str
+    kek_id: str
+    kek_versions_destroyed: list[int]
+    access_keys_removed: int
+    buckets_removed: list[str]
+    object_versions_removed: int
+    blobs_deleted: int
+
+
 class RotationOut(BaseModel):
     tenant: str
     kek_version: int
@@ -110,6 +158,15 @@ class RotationOut(BaseModel):
 
 def _tenant(info: Any) -> TenantOut:
     return TenantOut(name=info.name, created=info.created, description=getattr(info, "description", "") or "")
+
+
+def _admin_token(info: AdminTokenInfo) -> dict[str, Any]:
+    return {"name": info.name, "id": info.token_id, "created": info.created, "expires": info.expires,
+            "last_used": info.last_used, "expired": info.expired(), "description": info.description}
+
+
+def _iso(moment: float | None) -> str:
+    return "never" if moment is None else datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
 def _key(info: Any) -> KeyOut:
@@ -154,15 +211,32 @@ async def delete_tenant(name: str, ctx: GatewayContext = Admin) -> None:
     # A bucket needs an active key to be created, and the store refuses the delete
     # (atomically) while the tenant has one, so no bucket can appear after the check above
     # unless a key is revoked concurrently with this request.
-    try:
-        await _run(ctx, ctx.identity.delete_tenant, name)
-    except AdminError as error:
-        if error.code == TenantHasActiveKeys.__name__:
-            raise AdminError(409, "TenantNotEmpty", error.message) from None
-        raise
+    await _run(ctx, ctx.identity.delete_tenant, name)  # 409 TenantNotEmpty while it has active keys
     # The tenant's KEK stays in the keyring and a tenant created later with the same
-    # name reuses it. That is harmless: no data wrapped under it remains.
+    # name reuses it. That is harmless: no data wrapped under it remains. (A shred
+    # destroys the KEK instead, and the name goes with it.)
     ctx.identities_changed()
+
+
+@router.post("/tenants/{name}/shred", response_model=ShredOut)
+async def shred(name: str, force: bool = False, ctx: GatewayContext = Admin) -> ShredOut:
+    """Crypto-shred a tenant: remove it and its access keys, destroy every version of its KEK.
+
+    Afterwards none of its data can be decrypted by anyone, from the store or
+    from any copy. 409 ``TenantNotEmpty`` while it owns buckets, unless
+    ``force=true``: then its buckets go too, with every object version and
+    upload in them, and its blobs are deleted. Its name can never be used
+    again. 404 if there is no such tenant; 409 for the default tenant. A shred
+    that stopped half-way (503 ``ShredIncomplete``) finishes when run again.
+    """
+    if name == ctx.config.default_tenant:
+        raise AdminError(409, "TenantNotEmpty", f"tenant {name!r} is the default tenant and cannot be shredded")
+    try:
+        report: ShredReport = await _run(ctx, shred_tenant, ctx.warehouse, ctx.identity, name, force=force)
+    finally:
+        # Whatever part was done, its keys may be gone: no replica may keep them cached.
+        ctx.identities_changed()
+    return ShredOut(**report.as_json())
 
 
 def _still_holds(name: str, buckets: list[str]) -> str:
@@ -187,6 +261,35 @@ async def create_key(body: KeyIn, ctx: GatewayContext = Admin) -> NewKeyOut:
 @router.delete("/keys/{access_key_id}", status_code=204)
 async def revoke_key(access_key_id: str, ctx: GatewayContext = Admin) -> None:
     await _run(ctx, ctx.access_keys.revoke, access_key_id)
+    ctx.identities_changed()
+
+
+@router.get("/admin-tokens", response_model=list[AdminTokenOut])
+async def list_admin_tokens(ctx: GatewayContext = Admin) -> list[dict[str, Any]]:
+    """Every admin token, expired ones included: names, ids and times, never a token."""
+    return [_admin_token(info) for info in await _run(ctx, ctx.access_keys.list_admin_tokens)]
+
+
+@router.post("/admin-tokens", response_model=NewAdminTokenOut, status_code=201)
+async def create_admin_token(body: AdminTokenIn, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    """A new named admin token, shown in this response only. 409 if the name is taken (unless ``replace``)."""
+    expires = None
+    if body.expires is not None:
+        try:
+            expires = parse_expiry(body.expires)
+        except InvalidArgument as error:
+            raise AdminError(400, "InvalidArgument", str(error)) from None
+    new = await _run(ctx, ctx.access_keys.create_admin_token, body.name, expires=expires,
+                     description=body.description, replace=body.replace)
+    if body.replace:
+        ctx.identities_changed()
+    return {**_admin_token(new.info), "token": new.token}
+
+
+@router.delete("/admin-tokens/{name}", status_code=204)
+async def revoke_admin_token(name: str, ctx: GatewayContext = Admin) -> None:
+    """Revoke an admin token for good (this very token may revoke itself). 404 if there is none of that name."""
+    await _run(ctx, ctx.access_keys.revoke_admin_token, name)
     ctx.identities_changed()
 
 

@@ -1,8 +1,11 @@
-"""A client for the gateway's admin API, and how local ``dw`` commands find the gateway.
+"""A client for the gateway's admin API, and how local ``dw`` commands find the gateway and a token.
 
 A gateway started by ``dw up`` leaves its address in ``DATA_DIR/gateway/gateway.json``
-and the admin token in ``DATA_DIR/gateway/admin-token`` (0600). ``--endpoint`` and
-``--admin-token`` (or ``DWRAY_ENDPOINT`` and ``DWRAY_ADMIN_TOKEN``) point elsewhere.
+and an admin token in ``DATA_DIR/gateway/admin-token`` (0600). ``--endpoint``
+(``DWRAY_ENDPOINT``) points elsewhere. The token is never taken from the command
+line, where other users see it (``ps``) and shells keep it (history): it comes
+from ``--admin-token-file PATH`` (``DWRAY_ADMIN_TOKEN_FILE``; the file must be
+0600 or 0400), else the ``DWRAY_ADMIN_TOKEN`` variable, else the file ``dw up`` left.
 """
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from dwray.config import DwrayConfig
-from dwray.core.gateway_files import GatewayFiles
+from dwray.core.gateway_files import GatewayFiles, read_token_file
 from dwray.errors import DwrayError, InvalidArgument, NotReady
 
-__all__ = ["AdminClient", "AdminError", "discover"]
+__all__ = ["AdminClient", "AdminError", "admin_token", "discover"]
 
 
 class AdminError(DwrayError, RuntimeError):
@@ -64,7 +67,7 @@ class AdminClient:
         return self.request("DELETE", path)
 
 
-def discover(config: DwrayConfig, *, endpoint: str | None = None, token: str | None = None) -> AdminClient:
+def discover(config: DwrayConfig, *, endpoint: str | None = None, token_file: Path | None = None) -> AdminClient:
     """The admin client for the gateway that ``config``'s data dir (or the flags) name."""
     files = GatewayFiles(Path(config.gateway_dir))
     endpoint = endpoint or os.environ.get("DWRAY_ENDPOINT")
@@ -74,8 +77,21 @@ def discover(config: DwrayConfig, *, endpoint: str | None = None, token: str | N
             raise NotReady(f"no running gateway found in {files.folder} (start one with 'dw up', "
                            "or pass --endpoint)")
         endpoint = state["endpoint"]
-    token = token or os.environ.get("DWRAY_ADMIN_TOKEN") or files.read_admin_token()
-    if not token:
-        raise InvalidArgument(f"no admin token: none in {files.admin_token}; pass --admin-token "
+    return AdminClient(endpoint, admin_token(files, token_file))
+
+
+def admin_token(files: GatewayFiles, token_file: Path | None = None) -> str:
+    """The admin token to send: from ``token_file``, else ``DWRAY_ADMIN_TOKEN``, else the one ``dw up`` left."""
+    if token_file is not None:
+        try:
+            return read_token_file(token_file)
+        except FileNotFoundError:
+            raise InvalidArgument(f"admin token file {token_file} does not exist") from None
+    token = os.environ.get("DWRAY_ADMIN_TOKEN", "").strip()
+    if token:
+        return token
+    token = files.read_admin_token()
+    if token is None:
+        raise InvalidArgument(f"no admin token: none in {files.admin_token}; pass --admin-token-file PATH "
                               "or set DWRAY_ADMIN_TOKEN")
-    return AdminClient(endpoint, token)
+    return token

@@ -6,27 +6,38 @@ process, ``actors.remote_services.RemoteIdentity`` on Ray) and a key service:
 - an access key's secret is 32 random bytes, stored only wrapped (AES-256-GCM)
   under the KEK ``system:access-keys``; the client sees it as unpadded
   base64url (43 characters), once, when the key is created;
-- an admin token is stored only as its SHA-256.
+- an admin token is 256 random bits (unpadded base64url, 43 characters),
+  handed out once and stored only as its SHA-256, under a name, with an
+  optional expiry (``parse_expiry`` reads ``30d`` or an ISO time).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import re
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from dwray.core.contracts import IdentityService, KeyService
-from dwray.core.identity import AccessKeyInfo
+from dwray.core.identity import AccessKeyInfo, AdminTokenInfo, validate_token_name
 from dwray.core.names import validate_tenant_name
+from dwray.errors import InvalidArgument
 
-__all__ = ["ACCESS_KEY_KEK", "AccessKeys", "BootstrapResult", "NewAccessKey", "ResolvedKey"]
+__all__ = ["ACCESS_KEY_KEK", "AccessKeys", "BootstrapResult", "NewAccessKey", "NewAdminToken", "ResolvedKey",
+           "parse_expiry"]
 
 ACCESS_KEY_KEK = "system:access-keys"
 _SECRET_BYTES = 32
 _KEY_ID_PREFIX = "DW"
 _KEY_ID_LENGTH = 20
 _KEY_ID_ALPHABET = string.ascii_uppercase + string.digits
+_TOKEN_BYTES = 32
+_DURATION = re.compile(r"^([0-9]{1,9})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,14 @@ class ResolvedKey:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     tenant: str = ""
+
+
+@dataclass(frozen=True)
+class NewAdminToken:
+    """An admin token just created: the only time the token itself is handed out."""
+
+    info: AdminTokenInfo
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -115,30 +134,80 @@ class AccessKeys:
 
     # Admin tokens -----------------------------------------------------------
 
-    def create_admin_token(self, description: str = "") -> str:
-        """A new admin token, returned now and never again; only its hash is stored."""
-        token = secrets.token_urlsafe(32)
-        self.store.add_admin_token_hash(_token_hash(token), description)
-        return token
+    def create_admin_token(self, name: str, *, expires: float | None = None, description: str = "",
+                           replace: bool = False) -> NewAdminToken:
+        """A new admin token named ``name``, returned now and never again; only its hash is stored.
+
+        ``expires`` is a time in epoch seconds (``parse_expiry`` reads one);
+        ``replace`` revokes the token that has the name now, in the same step.
+        """
+        validate_token_name(name)
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        info = self.store.add_admin_token(_token_hash(token), name, expires, description, replace=replace)
+        return NewAdminToken(info, token)
+
+    def find_admin_token(self, token: str) -> AdminTokenInfo | None:
+        """The admin token ``token`` is, expired or not (the caller says which was refused), or ``None``."""
+        if not isinstance(token, str) or not token:
+            return None
+        return self.store.find_admin_token(_token_hash(token))
 
     def check_admin_token(self, token: str) -> bool:
-        """Whether ``token`` is a valid admin token."""
-        if not isinstance(token, str) or not token:
-            return False
-        return self.store.has_admin_token_hash(_token_hash(token))
+        """Whether ``token`` is a valid admin token: known, not revoked, not expired."""
+        info = self.find_admin_token(token)
+        return info is not None and not info.expired()
 
-    def bootstrap(self, default_tenant: str) -> BootstrapResult | None:
+    def list_admin_tokens(self) -> list[AdminTokenInfo]:
+        return self.store.list_admin_tokens()
+
+    def revoke_admin_token(self, name: str) -> AdminTokenInfo:
+        return self.store.revoke_admin_token(name)
+
+    def bootstrap(self, default_tenant: str, token_name: str = "admin") -> BootstrapResult | None:
         """On the first start (no admin token and no key yet) create the default tenant,
-        a key for it and an admin token, and return them; on later starts, ``None``.
+        a key for it and an admin token named ``token_name``, and return them; on
+        later starts, ``None``.
         """
         validate_tenant_name(default_tenant)
+        validate_token_name(token_name)
         secret, version, wrapped = self._wrap_new_secret()
-        access_key_id, token = _new_key_id(), secrets.token_urlsafe(32)
+        access_key_id, token = _new_key_id(), secrets.token_urlsafe(_TOKEN_BYTES)
         if not self.store.bootstrap(default_tenant, access_key_id, ACCESS_KEY_KEK, version, wrapped,
-                                    _token_hash(token)):
+                                    _token_hash(token), token_name):
             return None
         return BootstrapResult(default_tenant, NewAccessKey(access_key_id, _encode_secret(secret), default_tenant),
                                token)
+
+
+def parse_expiry(text: str, now: float | None = None) -> float:
+    """An expiry as epoch seconds, from a duration (``90s``, ``15m``, ``12h``, ``30d``, ``2w``) counted
+    from ``now``, or an ISO 8601 time (``2030-01-31``, ``2030-01-31T18:00:00+01:00``; UTC unless it
+    says otherwise). It must lie in the future.
+
+    Durations are counted by the gateway's clock, not the caller's, so a
+    client with a wrong clock still gets the lifetime it asked for.
+    """
+    now = time.time() if now is None else now
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgument("an expiry is a duration such as '30d' or an ISO time such as '2030-01-31T18:00Z'")
+    text = text.strip()
+    duration = _DURATION.match(text)
+    if duration:
+        seconds = int(duration.group(1)) * _UNIT_SECONDS[duration.group(2)]
+        if seconds <= 0:
+            raise InvalidArgument(f"expiry {text!r}: a duration must be longer than zero")
+        return now + seconds
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(f"expiry {text!r} is neither a duration (a number and s, m, h, d or w: '30d') "
+                              "nor an ISO time ('2030-01-31T18:00Z')") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    expires = moment.timestamp()
+    if not math.isfinite(expires) or expires <= now:
+        raise InvalidArgument(f"expiry {text!r} is not in the future")
+    return expires
 
 
 def _new_key_id() -> str:

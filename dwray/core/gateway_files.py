@@ -1,13 +1,38 @@
-"""The files a running gateway leaves for local ``dw`` commands: its address and the admin token."""
+"""The files a running gateway leaves for local ``dw`` commands: its address and an admin token.
+
+The admin token in ``DATA_DIR/gateway/admin-token`` (0600, in a 0700 folder)
+is a named token, ``dw-up@<host>``, issued on every start of a gateway on that
+host and replacing (revoking) the one issued before under that name. So a lost
+or copied file holds a token that the next start revokes, and that
+``dw admin-token revoke dw-up@<host>`` revokes at once: no orphan stays valid.
+
+Token files, this one and those that ``dw admin-token create --output-file``
+writes or ``--admin-token-file`` reads, must be private to their owner: one
+that others may read is refused rather than used.
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
+import socket
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GatewayFiles"]
+from dwray.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from dwray.core.access_keys import AccessKeys, BootstrapResult
+
+__all__ = ["GatewayFiles", "issue_local_admin_token", "local_token_name", "read_token_file", "write_private_file"]
+
+LOCAL_TOKEN_PREFIX = "dw-up@"
+_MAX_TOKEN_FILE = 4096
 
 
 @dataclass(frozen=True)
@@ -37,20 +62,111 @@ class GatewayFiles:
             return None
 
     def write_admin_token(self, token: str) -> None:
-        """The admin token, readable by the owner only (0600 from creation, never wider)."""
+        """The admin token, readable by the owner only (0600 from creation, never wider), in a 0700 folder."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
-        temp = self.admin_token.with_suffix(".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, token.encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.admin_token)
+        write_private_file(self.admin_token, token)
 
     def read_admin_token(self) -> str | None:
+        """The token in ``admin-token``, or ``None`` if there is none; refused if others may read the file."""
         try:
-            return self.admin_token.read_text().strip() or None
+            return read_token_file(self.admin_token)
         except FileNotFoundError:
             return None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold this folder's ``.lock`` (flock): gateway replicas starting together on one host issue
+        and write the local token one at a time, so the file always ends with the newest token."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, created 0600 (never wider, whatever the umask), and fsynced."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8") + b"\n")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (a file of one line).
+
+    Refused, naming the file and what is wrong, unless it is a regular file
+    owned by this user (or root) that nobody else may read or write (mode
+    0600 or 0400): a token in a file others can read is a token others may have.
+    ``FileNotFoundError`` if there is no such file.
+    """
+    path = Path(path)
+    # The checks are on the open file (fstat), so the file cannot be swapped between check and read.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise InvalidArgument(f"cannot read admin token file {path}: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidArgument(f"admin token file {path} is not a regular file")
+        if info.st_uid not in (os.getuid(), 0):
+            raise InvalidArgument(f"admin token file {path} belongs to user id {info.st_uid}, not to you")
+        if info.st_mode & 0o077:
+            raise InvalidArgument(f"admin token file {path} may be read or written by others "
+                                  f"(mode {stat.S_IMODE(info.st_mode):04o}); make it private: chmod 600 {path}")
+        raw = os.read(fd, _MAX_TOKEN_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_TOKEN_FILE:
+        raise InvalidArgument(f"admin token file {path} is too long to hold a token")
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"admin token file {path} does not hold a token (not ASCII text)") from None
+    if not token or any(ch.isspace() for ch in token):
+        raise InvalidArgument(f"admin token file {path} does not hold a token (empty, or more than one word)")
+    return token
+
+
+def local_token_name(host: str | None = None) -> str:
+    """``dw-up@<host>``: the name of the token a gateway on ``host`` (default: this one) leaves in its files."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", host if host is not None else socket.gethostname()).strip(".-_")
+    return LOCAL_TOKEN_PREFIX + (host[:64 - len(LOCAL_TOKEN_PREFIX)] or "localhost")
+
+
+def issue_local_admin_token(keys: AccessKeys, files: GatewayFiles, default_tenant: str,
+                            host: str | None = None) -> BootstrapResult | None:
+    """On a gateway's start: the first start's tenant, key and token, or a fresh local token.
+
+    The first start (no admin token and no access key yet) creates the default
+    tenant, its first access key and the token ``dw-up@<host>``, and returns
+    them to be shown once. Every later start issues a new ``dw-up@<host>``
+    token that replaces the previous one of that name, and returns ``None``.
+    The token goes to ``files.admin_token`` either way.
+    """
+    name = local_token_name(host)
+    with files.locked():
+        first = keys.bootstrap(default_tenant, name)
+        if first is not None:
+            files.write_admin_token(first.admin_token)
+            return first
+        new = keys.create_admin_token(name, description="the token 'dw up' leaves for local dw commands; "
+                                                        "replaced on every start", replace=True)
+        files.write_admin_token(new.token)
+        return None

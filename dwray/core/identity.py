@@ -1,4 +1,4 @@
-"""Who may talk to the gateway: tenants, their S3 access keys, and admin-token hashes.
+"""Who may talk to the gateway: tenants, their S3 access keys, and admin tokens (as hashes).
 
 ``IdentityStore`` keeps them in SQLite (WAL, ``synchronous=FULL``, like the
 catalog) at ``DATA_DIR/identity.db``; the ``service.identity`` plugin serves it
@@ -7,7 +7,10 @@ and ``actors.remote_services.RemoteIdentity`` is its proxy, both an
 makes and resolves the keys over either.
 
 - an access key's secret is stored only wrapped under a KEK;
-- an admin token is stored only as its SHA-256;
+- an admin token is stored only as its SHA-256, under a unique *name*
+  (``ops-laptop``, ``dw-up@host``), with an optional expiry; listings show
+  names, ids and times, never a token or its hash. A revoked token's row is
+  deleted: the name is free again and nothing can match the token;
 - every change bumps an *epoch* in the same transaction, so gateway replicas
   that cache resolved keys can drop their cache when it moves.
 
@@ -17,37 +20,57 @@ wrapped secret is erased, so nothing can ever resolve it again.
 Deleting a tenant is refused while it has active access keys: revoke them
 first. The identity store knows nothing of buckets; whoever deletes a tenant
 (the admin API) checks the catalog for its buckets.
+
+Shredding a tenant (``shred_tenant``, the identity part of crypto-shredding,
+``dwray.core.warehouse.tenants``) removes it with all its keys and leaves a
+tombstone: its KEK is destroyed, and a new tenant of the same name would get
+the same KEK id, so the name can never be used again.
 """
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import math
 import re
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dwray.core.models import TenantContext
 from dwray.core.names import validate_tenant_name
 from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
     AccessKeyNotFound,
     AlreadyExists,
     InvalidArgument,
+    NotFound,
     TenantAlreadyExists,
     TenantNotFound,
 )
 
 __all__ = [
     "AccessKeyInfo",
+    "AdminTokenExists",
+    "AdminTokenInfo",
+    "AdminTokenNotFound",
     "IdentityStore",
+    "ShreddedTenant",
     "StoredAccessKey",
     "TenantHasActiveKeys",
     "TenantInfo",
+    "TenantShredded",
+    "validate_token_name",
 ]
 
 # AWS allows 16 to 128 word characters; anything else is refused before a query.
 _KEY_ID = re.compile(r"^[A-Za-z0-9_]{16,128}$")
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _MAX_DESCRIPTION = 1024
+# A token's last use is written at most this often (seconds): it is for "which tokens
+# are idle?", and a write per admin request would cost more than that answer is worth.
+LAST_USED_RESOLUTION = 60.0
 
 
 class TenantHasActiveKeys(InvalidArgument):
@@ -58,6 +81,28 @@ class TenantHasActiveKeys(InvalidArgument):
 
     fields = ("tenant", "count")
     template = "tenant {tenant!r} still has {count} active access key(s); revoke them first"
+
+
+class TenantShredded(AlreadyExists):
+    """A shredded tenant's name cannot be used again: a new tenant would get its (destroyed) KEK id."""
+
+    fields = ("tenant",)
+    template = ("tenant {tenant!r} was crypto-shredded and its key destroyed; "
+                "its name cannot be used again, choose another")
+
+
+class AdminTokenNotFound(NotFound):
+    """No admin token of that name (never made, or revoked)."""
+
+    fields = ("name",)
+    template = "no admin token named {name!r} (see 'dw admin-token list')"
+
+
+class AdminTokenExists(AlreadyExists):
+    """An admin token of that name exists; names are unique so that revoking one is unambiguous."""
+
+    fields = ("name",)
+    template = "an admin token named {name!r} exists; revoke it first or replace it"
 
 # Each entry migrates the schema from version N to N + 1 (N = its index).
 MIGRATIONS: tuple[str, ...] = (
@@ -90,10 +135,29 @@ MIGRATIONS: tuple[str, ...] = (
         description  TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: named admin tokens with an expiry and a last use, and the tombstones of shredded
+    # tenants. Tokens made before have no name: each gets 'legacy-<its new id>', so that
+    # it can be listed and revoked like any other.
+    """
+    ALTER TABLE admin_tokens ADD COLUMN token_id TEXT;
+    ALTER TABLE admin_tokens ADD COLUMN name TEXT;
+    ALTER TABLE admin_tokens ADD COLUMN expires REAL;
+    ALTER TABLE admin_tokens ADD COLUMN last_used REAL;
+    UPDATE admin_tokens SET token_id = lower(hex(randomblob(8)));
+    UPDATE admin_tokens SET name = 'legacy-' || token_id;
+    CREATE UNIQUE INDEX admin_tokens_name ON admin_tokens (name);
+    CREATE UNIQUE INDEX admin_tokens_id ON admin_tokens (token_id);
+    CREATE TABLE shredded_tenants (
+        name      TEXT PRIMARY KEY,
+        shredded  REAL NOT NULL,
+        kek_id    TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _KEY_COLUMNS = "access_key_id, tenant, created, revoked, description, kek_id, kek_version"
+_TOKEN_COLUMNS = "token_id, name, created, expires, last_used, description"
 
 
 # Data ------------------------------------------------------------------------
@@ -135,6 +199,32 @@ class StoredAccessKey:
     wrapped_secret: bytes = field(repr=False)
 
 
+@dataclass(frozen=True)
+class AdminTokenInfo:
+    """What may be shown about an admin token: never the token or its hash."""
+
+    token_id: str
+    name: str
+    created: float
+    expires: float | None
+    last_used: float | None
+    description: str = ""
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the token has passed its expiry (a token without one never expires)."""
+        return self.expires is not None and (time.time() if now is None else now) >= self.expires
+
+
+@dataclass(frozen=True)
+class ShreddedTenant:
+    """The tombstone of a shredded tenant, and how many access keys went with it (0 on a repeat)."""
+
+    name: str
+    kek_id: str
+    shredded: float
+    access_keys_removed: int = 0
+
+
 # The store -------------------------------------------------------------------
 
 class IdentityStore(SqliteStore):
@@ -158,6 +248,8 @@ class IdentityStore(SqliteStore):
         validate_tenant_name(name)
         tenant = TenantInfo(name, time.time(), _check_description(description))
         with self._write() as db:
+            if db.execute("SELECT 1 FROM shredded_tenants WHERE name = ?", (name,)).fetchone():
+                raise TenantShredded(name)
             try:
                 db.execute("INSERT INTO tenants VALUES (?, ?, ?)", (name, tenant.created, tenant.description))
             except sqlite3.IntegrityError:
@@ -186,6 +278,28 @@ class IdentityStore(SqliteStore):
             db.execute("DELETE FROM access_keys WHERE tenant = ?", (name,))
             db.execute("DELETE FROM tenants WHERE name = ?", (name,))
             self._bump(db)
+
+    def shred_tenant(self, name: str) -> ShreddedTenant:
+        """Remove a tenant with every access key it has, active or not, and leave its tombstone.
+
+        One transaction: afterwards none of its keys resolves and its name is
+        refused by ``create_tenant``. Shredding a shredded tenant returns its
+        tombstone (``access_keys_removed`` 0), so an interrupted shred may be
+        run again; ``TenantNotFound`` if there never was such a tenant.
+        """
+        with self._write() as db:
+            tombstone = db.execute("SELECT name, kek_id, shredded FROM shredded_tenants WHERE name = ?",
+                                   (name,)).fetchone()
+            if tombstone is not None:
+                return ShreddedTenant(*tombstone)
+            if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise TenantNotFound(name)
+            removed = db.execute("DELETE FROM access_keys WHERE tenant = ?", (name,)).rowcount
+            db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+            shredded = ShreddedTenant(name, TenantContext(name).kek_id, time.time(), removed)
+            db.execute("INSERT INTO shredded_tenants VALUES (?, ?, ?)", (name, shredded.shredded, shredded.kek_id))
+            self._bump(db)
+        return shredded
 
     # Access keys ------------------------------------------------------------
 
@@ -273,28 +387,75 @@ class IdentityStore(SqliteStore):
 
     # Admin tokens -----------------------------------------------------------
 
-    def add_admin_token_hash(self, token_hash: str, description: str = "") -> None:
-        """Remember an admin token by its hash. Adding a known hash changes nothing."""
-        _check_token_hash(token_hash)
-        with self._write() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO admin_tokens VALUES (?, ?, ?)",
-                                (token_hash, time.time(), _check_description(description)))
-            if cursor.rowcount:
-                self._bump(db)
+    def add_admin_token(self, token_hash: str, name: str, expires: float | None = None, description: str = "",
+                        *, replace: bool = False) -> AdminTokenInfo:
+        """Remember an admin token by its hash under ``name``, valid until ``expires`` (epoch seconds) if given.
 
-    def has_admin_token_hash(self, token_hash: str) -> bool:
-        """Whether ``token_hash`` is a known admin token's hash.
+        ``AdminTokenExists`` if another token has that name, unless ``replace``:
+        then that token is revoked in the same transaction. Adding the very
+        same token again changes nothing and returns it (a lost answer may be retried).
+        """
+        _check_token_hash(token_hash)
+        validate_token_name(name)
+        now = time.time()
+        expires = _check_expiry(expires, now)
+        description = _check_description(description)
+        with self._write() as db:
+            same = db.execute(f"SELECT name, {_TOKEN_COLUMNS} FROM admin_tokens WHERE token_hash = ?",
+                              (token_hash,)).fetchone()
+            if same is not None:
+                if same[0] != name:
+                    raise AlreadyExists("that admin token is stored already, under another name")
+                return AdminTokenInfo(*same[1:])
+            if db.execute("SELECT 1 FROM admin_tokens WHERE name = ?", (name,)).fetchone():
+                if not replace:
+                    raise AdminTokenExists(name)
+                db.execute("DELETE FROM admin_tokens WHERE name = ?", (name,))
+            info = AdminTokenInfo(secrets.token_hex(8), name, now, expires, None, description)
+            db.execute(f"INSERT INTO admin_tokens (token_hash, {_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (token_hash, info.token_id, info.name, info.created, info.expires, None, info.description))
+            self._bump(db)
+        return info
+
+    def find_admin_token(self, token_hash: str) -> AdminTokenInfo | None:
+        """The admin token whose hash is ``token_hash`` (expired or not), or ``None``.
 
         Every stored hash is compared in constant time, with no early exit, so
-        the answer's timing tells nothing about how close a guess was.
+        the answer's timing tells nothing about how close a guess was. A token
+        found unexpired has its last use recorded (at most once a minute, and
+        without moving the epoch: it changes nobody's rights).
         """
         if not isinstance(token_hash, str):
-            return False
+            return None
         probe = token_hash.encode("ascii", "replace")
-        found = False
-        for (stored,) in self._read("SELECT token_hash FROM admin_tokens"):
-            found |= hmac.compare_digest(stored.encode("ascii"), probe)
-        return found
+        found = None
+        for row in self._read(f"SELECT token_hash, {_TOKEN_COLUMNS} FROM admin_tokens"):
+            if hmac.compare_digest(row[0].encode("ascii"), probe):
+                found = row
+        if found is None:
+            return None
+        info = AdminTokenInfo(*found[1:])
+        now = time.time()
+        if not info.expired(now) and (info.last_used is None or now - info.last_used >= LAST_USED_RESOLUTION):
+            with self._write() as db:
+                db.execute("UPDATE admin_tokens SET last_used = ? WHERE token_id = ?", (now, info.token_id))
+            info = dataclasses.replace(info, last_used=now)
+        return info
+
+    def list_admin_tokens(self) -> list[AdminTokenInfo]:
+        """Every admin token (expired ones included), by name: never a token or its hash."""
+        return [AdminTokenInfo(*row) for row in
+                self._read(f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens ORDER BY name")]
+
+    def revoke_admin_token(self, name: str) -> AdminTokenInfo:
+        """Revoke the admin token ``name`` for good (its row goes); ``AdminTokenNotFound`` if there is none."""
+        with self._write() as db:
+            row = db.execute(f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise AdminTokenNotFound(name)
+            db.execute("DELETE FROM admin_tokens WHERE name = ?", (name,))
+            self._bump(db)
+        return AdminTokenInfo(*row)
 
     def count_admin_tokens(self) -> int:
         return self._read("SELECT COUNT(*) FROM admin_tokens")[0][0]
@@ -302,14 +463,16 @@ class IdentityStore(SqliteStore):
     # First start ------------------------------------------------------------
 
     def bootstrap(self, tenant: str, access_key_id: str, kek_id: str, kek_version: int, wrapped_secret: bytes,
-                  token_hash: str) -> bool:
+                  token_hash: str, token_name: str) -> bool:
         """In one transaction: if there is no admin token and no access key yet, create
-        ``tenant`` (unless it exists), this key for it and this admin token. Returns
-        whether it did; a store that was set up already is left alone.
+        ``tenant`` (unless it exists), this key for it and this admin token (named
+        ``token_name``, no expiry). Returns whether it did; a store that was set up
+        already is left alone.
         """
         validate_tenant_name(tenant)
         _check_key_id(access_key_id)
         _check_token_hash(token_hash)
+        validate_token_name(token_name)
         now = time.time()
         with self._write() as db:
             if db.execute("SELECT EXISTS (SELECT 1 FROM admin_tokens) OR EXISTS (SELECT 1 FROM access_keys)"
@@ -318,7 +481,8 @@ class IdentityStore(SqliteStore):
             db.execute("INSERT OR IGNORE INTO tenants VALUES (?, ?, ?)", (tenant, now, "created on first start"))
             self._insert_key(db, AccessKeyInfo(access_key_id, tenant, now, None, "created on first start", kek_id,
                                                int(kek_version)), bytes(wrapped_secret))
-            db.execute("INSERT INTO admin_tokens VALUES (?, ?, ?)", (token_hash, now, "created on first start"))
+            db.execute(f"INSERT INTO admin_tokens (token_hash, {_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (token_hash, secrets.token_hex(8), token_name, now, None, None, "created on first start"))
             self._bump(db)
         return True
 
@@ -334,6 +498,24 @@ def _check_key_id(access_key_id: object) -> None:
 def _check_token_hash(token_hash: object) -> None:
     if not isinstance(token_hash, str) or not re.fullmatch(r"[0-9a-f]{64}", token_hash):
         raise InvalidArgument("an admin token hash must be 64 lowercase hex digits (SHA-256)")
+
+
+def validate_token_name(name: object) -> str:
+    """An admin token's name: 1 to 64 letters, digits and ``. _ @ -``, starting with a letter or digit."""
+    if not isinstance(name, str) or not _TOKEN_NAME.match(name):
+        raise InvalidArgument(f"invalid admin token name {name!r}: use 1 to 64 letters, digits, '.', '_', '@' "
+                              "or '-', starting with a letter or digit")
+    return name
+
+
+def _check_expiry(expires: object, now: float) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires):
+        raise InvalidArgument(f"an admin token's expiry must be a time in epoch seconds, not {expires!r}")
+    if expires <= now:
+        raise InvalidArgument("an admin token's expiry must be in the future")
+    return float(expires)
 
 
 def _check_description(description: object) -> str:

@@ -29,6 +29,9 @@ BUILTIN = {
     "DependencyMissing": ImportError, "DwrayError": Exception, "PluginNotFound": LookupError,
     "PluginError": RuntimeError, "PluginRefused": RuntimeError, "PluginTimeout": TimeoutError,
     "PluginUnavailable": ConnectionError, "NotReady": RuntimeError,
+    "MasterKeyMissing": RuntimeError, "KeyShredded": RuntimeError, "KmsUnavailable": RuntimeError,
+    "SecretError": RuntimeError, "SecretNotFound": LookupError, "SecretConflict": RuntimeError,
+    "SecretUnavailable": RuntimeError,
 }
 
 

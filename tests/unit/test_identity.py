@@ -230,7 +230,11 @@ def test_every_change_moves_the_epoch_and_reads_do_not(keys: AccessKeys, store: 
     keys.lookup(new.access_key_id), keys.list(), store.list_tenants(), store.get_tenant("acme")
     keys.check_admin_token("nope")
     assert not moved()
-    keys.create_admin_token("ops")
+    made = keys.create_admin_token("ops")
+    assert moved()
+    assert keys.check_admin_token(made.token)  # records its last use: no one's rights change
+    assert not moved()
+    keys.revoke_admin_token("ops")
     assert moved()
     keyring.rotate(ACCESS_KEY_KEK)
     keys.rewrap()
@@ -261,21 +265,21 @@ def test_the_epoch_is_shared_by_every_process_on_the_file(store: IdentityStore, 
 
 def test_admin_tokens_are_checked_by_hash(keys: AccessKeys, store: IdentityStore, tmp_path: Path) -> None:
     assert store.count_admin_tokens() == 0
-    token = keys.create_admin_token("ops laptop")
-    assert len(token) == 43 and store.count_admin_tokens() == 1
+    token = keys.create_admin_token("ops-laptop").token
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token) and store.count_admin_tokens() == 1
     assert keys.check_admin_token(token)
     assert not keys.check_admin_token(token[:-1])
     assert not keys.check_admin_token(token + "x")
     assert not keys.check_admin_token("")
     assert not keys.check_admin_token(None)  # type: ignore[arg-type]
     assert not keys.check_admin_token("é" * 43)
-    second = keys.create_admin_token()
+    second = keys.create_admin_token("ci").token
     assert keys.check_admin_token(second) and keys.check_admin_token(token)
     with sqlite3.connect(tmp_path / "identity.db") as db:
         stored = {row[0] for row in db.execute("SELECT token_hash FROM admin_tokens")}
     assert stored == {hashlib.sha256(t.encode()).hexdigest() for t in (token, second)}
     with pytest.raises(InvalidArgument, match="SHA-256"):
-        store.add_admin_token_hash(token)
+        store.add_admin_token(token, "raw")
 
 
 def test_bootstrap_happens_once(keys: AccessKeys, store: IdentityStore) -> None:
@@ -298,7 +302,7 @@ def test_bootstrap_does_nothing_once_keys_or_tokens_exist(tmp_path: Path, keyrin
     with_key.create("acme")
     assert with_key.bootstrap("default") is None
     with_token = AccessKeys(IdentityStore(tmp_path / "b.db"), keyring)
-    with_token.create_admin_token()
+    with_token.create_admin_token("ops")
     assert with_token.bootstrap("default") is None
     assert with_token.store.list_tenants() == []
 
@@ -336,7 +340,7 @@ def test_no_secret_in_any_repr_str_or_error(keys: AccessKeys, store: IdentitySto
     stored = store.get_access_key(new.access_key_id)
     errors: list[BaseException] = []
     for attempt in (lambda: store.add_access_key(new.access_key_id, "default", ACCESS_KEY_KEK, 1, b"\0" * 60),
-                    lambda: store.add_admin_token_hash(result.admin_token)):
+                    lambda: store.add_admin_token(result.admin_token, "raw")):
         with pytest.raises((AlreadyExists, InvalidArgument)) as caught:
             attempt()
         errors.append(caught.value)
@@ -390,7 +394,7 @@ def test_the_plugin_is_registered_and_serves_the_store(tmp_path: Path) -> None:
     plugin.create_tenant("acme")
     assert plugin.get_tenant("acme").name == "acme"
     assert plugin.epoch() == 1
-    assert plugin.health() == {"ok": True, "schema_version": 1}
+    assert plugin.health() == {"ok": True, "schema_version": 2}
     plugin.close()
 
 

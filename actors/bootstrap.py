@@ -34,6 +34,7 @@ from dwray.config import DwrayConfig
 from dwray.core.datadir_lock import DataDirLock, LockHolder, RayEndpoint
 from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.errors import DwrayError
+from dwray.secrets import resolver_settings
 
 if TYPE_CHECKING:
     from dwray.core.gateway_files import GatewayFiles
@@ -91,11 +92,11 @@ def _kms_child(config: DwrayConfig) -> ChildSpec:
         return _child(config, config.kms_child_id, "kms.vault-transit", "kms", {
             "address": kms.address, "token": kms.token, "mount": kms.mount, "key_prefix": kms.key_prefix,
             "namespace": kms.namespace, "ca_cert": str(kms.ca_cert) if kms.ca_cert else None,
-            "timeout": kms.timeout})
+            "timeout": kms.timeout, "secret_settings": resolver_settings(config)})
     return _child(config, config.kms_child_id, "kms.local", "kms", {
         "path": str(config.keyring_path.resolve()), "master": config.master_key_ref,
         # The default key file is made on first start; a configured reference must already exist.
-        "create_master": config.keys.master is None})
+        "create_master": config.keys.master is None, "secret_settings": resolver_settings(config)})
 
 
 def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
@@ -249,17 +250,18 @@ def release_data_dir(config: DwrayConfig) -> None:
 
 
 def bootstrap_identity(config: DwrayConfig, supervisor: Any, files: GatewayFiles) -> Any:
-    """First start: the default tenant, its first access key and the admin token."""
+    """On every gateway start: the first start's tenant, key and admin token, or a fresh local token.
+
+    Either way ``files.admin_token`` gets a new ``dw-up@<host>`` token that
+    revokes the one this host's previous start left
+    (``dwray.core.gateway_files.issue_local_admin_token``). Returns the first
+    start's credentials (to be shown once), else ``None``.
+    """
     from actors.handles import plugin_handle
     from actors.remote_services import RemoteIdentity, RemoteKeyring
     from dwray.core.access_keys import AccessKeys
+    from dwray.core.gateway_files import issue_local_admin_token
 
     keys = AccessKeys(RemoteIdentity(plugin_handle(config, supervisor, "identity")),
                       RemoteKeyring(plugin_handle(config, supervisor, config.kms_child_id)))
-    result = keys.bootstrap(config.default_tenant)
-    if result is not None:
-        files.write_admin_token(result.admin_token)
-    elif files.read_admin_token() is None:
-        # The token file was lost (a new data dir for the gateway files?): issue another.
-        files.write_admin_token(keys.create_admin_token("replacement for a lost admin-token file"))
-    return result
+    return issue_local_admin_token(keys, files, config.default_tenant)

@@ -54,8 +54,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted under the root must fail fast, not hang.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_FOLDER_MODE = 0o750
-_BLOB_MODE = 0o440
+# Private: only the owner may list the blobs, and a blob is read-only even to it.
+_FOLDER_MODE = 0o700
+_BLOB_MODE = 0o400
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 # A delete prunes folders it empties; a put that loses that race retries.
 _PUT_ATTEMPTS = 16
@@ -156,6 +157,19 @@ def _pread(fd: int, start: int, stop: int, blob_id: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _make_root_private(root: str) -> None:
+    """Close a root an older release left open to its group (0750), when it is ours.
+
+    The folders under it keep their mode; behind a 0700 root no one else can reach them.
+    """
+    st = os.stat(root)
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(root, stat.S_IMODE(st.st_mode) & _FOLDER_MODE)
+    elif st.st_mode & 0o077:
+        _log.warning("storage root %s is mode %o and owned by uid %d, not by this process: others may list "
+                     "its blobs (sealed, but still)", root, stat.S_IMODE(st.st_mode), st.st_uid)
+
+
 class LocalDiskBackend(StorageBackend):
     """Blobs as read-only files under ``root``, published atomically and durably."""
 
@@ -166,6 +180,7 @@ class LocalDiskBackend(StorageBackend):
         path = os.path.realpath(os.fspath(root))
         try:
             os.makedirs(path, mode=_FOLDER_MODE, exist_ok=True)
+            _make_root_private(path)
         except OSError as exc:
             raise _storage_error("open", path, exc) from exc
         self.root = Path(path)

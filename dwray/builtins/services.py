@@ -14,6 +14,7 @@ from dwray.core.contracts import CatalogService, IdentityService, KmsService, de
 from dwray.core.identity import IdentityStore
 from dwray.core.keyring import LocalKeyring
 from dwray.core.plugins import Manifest, Plugin
+from dwray.secrets import SecretResolver
 
 __all__ = ["CatalogPlugin", "IdentityPlugin", "LocalKmsPlugin", "SettingsPlugin"]
 
@@ -40,15 +41,28 @@ class CatalogPlugin(Plugin):
 
 @delegate(KmsService, to="keyring")
 class LocalKmsPlugin(Plugin):
-    """Key-encryption keys from the local keyring file (0600)."""
+    """Key-encryption keys from the local keyring file (0600), sealed under the master key.
+
+    Its config names the master key by reference (``master``, a ``secret://``
+    string) and the actor loads the key itself: the key is never an actor
+    argument, where the Ray dashboard would show it.
+    """
 
     manifest = Manifest(
-        name="kms.local", kind="kms", version="1.0.0", capabilities=("wrap", "unwrap", "rotate"),
-        config_schema={"type": "object", "properties": {"path": _PATH_SCHEMA}, "required": ["path"],
-                       "additionalProperties": False})
+        name="kms.local", kind="kms", version="1.0.0",
+        capabilities=("wrap", "unwrap", "rotate", "rewrap", "destroy"),
+        config_schema={"type": "object", "properties": {
+            "path": _PATH_SCHEMA, "master": {"type": "string", "pattern": "^secret://"},
+            "create_master": {"type": "boolean"}, "secret_settings": {"type": "object"}},
+            "required": ["path"], "additionalProperties": False})
 
-    def __init__(self, path: str) -> None:
-        self.keyring = LocalKeyring(Path(path))
+    def __init__(self, path: str, master: str | None = None, create_master: bool = True,
+                 secret_settings: dict[str, Any] | None = None) -> None:
+        # A master key kept in Vault, AWS or the local store is resolved with the
+        # starting process's [secrets] settings (references only), not this
+        # actor's own environment.
+        config = SecretResolver.from_settings(secret_settings).config if secret_settings else None
+        self.keyring = LocalKeyring(Path(path), master, create_master, config=config)
 
     def wrap_many(self, items: list[tuple[str, bytes]]) -> list[tuple[int, bytes]]:
         return [self.keyring.wrap(kek_id, dek) for kek_id, dek in items]

@@ -39,8 +39,8 @@ def run_demo(wh: Warehouse, *, tenant: str | None = None) -> dict[str, Any]:
     if blob_path is not None:
         steps.append(f"blob: {blob_path} ({len(stored)} bytes on disk for {info.size} bytes of data)")
         steps.append(f"plaintext found in blob: {'YES (bug!)' if found_plaintext else 'no'}")
-    steps.append(f"sealed with AES-256-GCM under a per-object data key, wrapped by KEK "
-                 f"{kek_id} version {kek_version} (keyring {wh.config.keyring_path}, mode 0600)")
+    steps.append("sealed with AES-256-GCM under a per-object data key, "
+                 + _how_the_key_is_kept(wh, kek_id, kek_version))
     steps.append(f"frames of {wh.config.pipeline.frame_size} bytes, zstd level {wh.config.pipeline.zstd_level}")
     return {
         "bucket": DEMO_BUCKET,
@@ -55,3 +55,13 @@ def run_demo(wh: Warehouse, *, tenant: str | None = None) -> dict[str, Any]:
         "kek": {"id": kek_id, "version": kek_version, "primary": header.get("primary")},
         "steps": steps,
     }
+
+
+def _how_the_key_is_kept(wh: Warehouse, kek_id: str | None, kek_version: int | None) -> str:
+    """How the data key is wrapped, and what keeps the KEK away from the data dir: the master key or Vault."""
+    if wh.config.kms.plugin == "vault-transit":
+        return (f"wrapped by Vault Transit under KEK {kek_id} version {kek_version}, which never leaves "
+                f"Vault at {wh.config.kms.address}")
+    return (f"wrapped with AES-KWP by KEK {kek_id} version {kek_version}, kept in {wh.config.keyring_path} "
+            f"(mode 0600) only sealed under the master key {wh.config.master_key_ref}, which lives outside "
+            f"the data dir")

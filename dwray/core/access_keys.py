@@ -125,8 +125,8 @@ class AccessKeys:
         moved = 0
         while page := self.store.keys_wrapped_below(ACCESS_KEY_KEK, primary, batch):
             for stored in page:
-                secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
-                version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
+                # Inside the key service: the secret never reaches this process (Transit rewraps in Vault).
+                version, wrapped = self.keyring.rewrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
                 moved += self.store.replace_wrapped_secret(stored, wrapped, version)
             if len(page) < batch:
                 break

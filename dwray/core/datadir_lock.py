@@ -14,6 +14,9 @@ and a file without a live lock on it holds nothing. ``flock`` locks belong to
 the open file, not to the process, so two openers in one process exclude each
 other too. The descriptor is close-on-exec: a program this process starts
 does not inherit the lock (a bare ``fork`` does, as it shares the open file).
+
+Taking the lock also makes the data dir private: created 0700, or tightened
+to 0700 if it exists looser and is ours (``dwray.core.private_files``).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Self
 
+from dwray.core.private_files import make_private_dir, tighten
 from dwray.errors import DataDirInUse
 
 __all__ = ["LOCK_FILE", "DataDirLock", "LockHolder", "RayEndpoint"]
@@ -136,7 +140,8 @@ class DataDirLock:
         The wait covers a holder that is going away (a closing warehouse, a process
         the kernel is still tearing down) and another opener's probe (``holder()``).
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.data_dir)
+        tighten(self.data_dir, 0o700, "data dir")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             deadline = time.monotonic() + wait

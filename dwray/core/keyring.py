@@ -1,130 +1,193 @@
-"""A local keyring of key-encryption keys (KEKs) that wrap objects' data keys.
+"""The local keyring: key-encryption keys (KEKs), kept only sealed under a master key.
 
 Each KEK id (one per tenant, e.g. ``"tenant:default"``) has numbered versions
-1, 2, ...; the *primary* version wraps new data keys and versions below the
-*minimum* may no longer unwrap. The keyring is one JSON file::
+1, 2, ...; the *primary* version wraps new data keys (DEKs) and versions below
+the *minimum* may no longer unwrap. The keyring is one JSON file in the data
+dir (``keys/keyring.json``, 0600 in a 0700 folder), the format
+``dwray.core.keyring_file`` describes: every KEK sealed under the master key
+(``dwray.core.master_key``), which never lives in the data dir, so a copy of
+the data dir, a disk image or a backup decrypts nothing on its own.
 
-    {"format": 1,
-     "keks": {"tenant:default": {"primary": 2, "minimum": 1,
-                                 "versions": {"1": "<base64>", "2": "<base64>"}}}}
+A keyring from before the sealing (format 1, KEKs in base64) is sealed in
+place the first time it is opened: written to a temp file, fsynced, renamed
+over the old file and the folder fsynced, so a crash at any point leaves
+either the old plaintext file or the sealed one, both readable; temp files of
+writers that died are removed, so no plaintext copy stays in the keys folder.
+(Blocks the filesystem freed may still hold the old bytes: a disk image taken
+before the migration is as exposed as it always was.)
 
-Why a local file: dwray must encrypt from its first run with no external
-service to configure. The file is 0600 and written atomically; moving KEK
-material into Vault or a KMS (keys that never leave it) is the planned
-successor; every key service keeps the ``KeyService`` contract (dwray.core.contracts).
+DEKs are wrapped with AES-KWP (RFC 5649) under a key derived from the KEK
+version with HKDF-SHA256 (info: purpose, KEK id, version), so a wrapped DEK
+opens only under the KEK id and version it was wrapped for, and, KWP being
+deterministic, there is no nonce and no limit on wraps per KEK version. DEKs
+wrapped by earlier releases (``nonce || AES-256-GCM``, 60 bytes, KEK id and
+version as AAD) still unwrap; ``rewrap`` moves them to KWP.
 
-A wrapped DEK is ``nonce (12 bytes) || AES-256-GCM(KEK, DEK)`` with the KEK id
-and version bound as AAD, so it cannot be unwrapped under any other key.
+``destroy`` crypto-shreds a KEK id: every version's sealed material leaves the
+file (rewritten atomically, stale temp files removed) and a tombstone stays,
+so every later call for it raises ``KeyShredded`` and ``ensure`` refuses to
+bring it back. The KEK is destroyed rather than the data because erasing data
+is not something a filesystem can promise (copy-on-write, SSD wear levelling,
+backups keep old blocks); 32 bytes of KEK, themselves only ever written
+sealed, are the one thing whose loss makes every copy of the data unreadable.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
-import json
 import os
 import stat
-import struct
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap_with_padding,
+    aes_key_wrap_with_padding,
+)
 
+from dwray.config import default_master_key_path
+from dwray.core.keyring_file import SEALED_FORMAT, Kek, KeyringState, decode, encode, read_format
+from dwray.core.master_key import load_master_key
+from dwray.core.private_files import fsync_dir, make_private_dir
 from dwray.errors import (
     IntegrityError,
     InvalidArgument,
     KeyNotFound,
     KeyRetired,
     KeyringError,
+    KeyShredded,
+    MasterKeyMissing,
 )
+
+if TYPE_CHECKING:
+    from dwray.config import DwrayConfig
 
 __all__ = ["LocalKeyring"]
 
-_FILE_FORMAT = 1
-_WRAP_TAG = b"dwray-kek-wrap-v1"
-_NONCE_SIZE = 12
 _DEK_SIZE = 32
-_KEK_SIZE = 32
-_WRAPPED_SIZE = _NONCE_SIZE + _DEK_SIZE + 16
-
-
-class _Kek:
-    """One KEK id's versions. Key material lives only here, as bytes."""
-
-    __slots__ = ("minimum", "primary", "versions")
-
-    def __init__(self, versions: dict[int, bytes], primary: int, minimum: int) -> None:
-        self.versions = versions
-        self.primary = primary
-        self.minimum = minimum
+_KWP_WRAPPED_SIZE = _DEK_SIZE + 8
+# Wrapped by releases before the sealed keyring: nonce (12) || AES-256-GCM(KEK, DEK) || tag (16).
+_GCM_NONCE_SIZE = 12
+_GCM_WRAPPED_SIZE = _GCM_NONCE_SIZE + _DEK_SIZE + 16
+_GCM_AAD_TAG = b"dwray-kek-wrap-v1"
 
 
 class LocalKeyring:
-    """KEKs kept in a 0600 JSON file. Thread-safe; processes may share the file.
+    """KEKs sealed in a 0600 JSON file. Thread-safe; processes may share the file.
+
+    ``master_ref`` names the master key (a ``secret://`` reference; default:
+    the key file ``$XDG_CONFIG_HOME/dwray/master.key``). ``create_master``
+    makes that key file on first start; it is never made while a sealed
+    keyring exists, since a new key could not open it. A missing or wrong
+    master key is ``MasterKeyMissing``, raised here, at open.
 
     Every call first re-reads the file if another writer replaced it (a cheap
     ``stat``), and every change is a read-modify-write under an exclusive
     ``flock`` on ``<file>.lock``, so concurrent processes never lose a version.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, master_ref: str | None = None, create_master: bool = True, *,
+                 config: DwrayConfig | None = None) -> None:
         self.path = Path(path)
+        self.master_ref = master_ref or f"secret://file/{default_master_key_path()}"
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._mutex = threading.RLock()
-        self._keks: dict[str, _Kek] = {}
+        self._state = KeyringState()
         self._seen: tuple[int, ...] | None = None
+        self._on_disk_format: int | None = None
+        sealed_exists = _peek_format(self.path) == SEALED_FORMAT
+        try:
+            self._master = load_master_key(self.master_ref, create=create_master and not sealed_exists,
+                                           config=config)
+        except MasterKeyMissing as exc:
+            if not sealed_exists:
+                raise
+            raise MasterKeyMissing(exc.source, f"{exc.reason}; the keyring {self.path} is sealed under it: restore "
+                                               f"the key from your backup, or name it with [keys] master "
+                                               f"(DWRAY_KEYS__MASTER)") from None
         with self._mutex:
-            self._refresh()
+            if self.path.parent.is_dir():
+                # Seal a plaintext keyring, and remove temp files a dead writer left (they
+                # may hold KEKs in an older format).
+                with self._exclusive():
+                    _remove_stale_temps(self.path)
+                    if self._on_disk_format is not None and self._on_disk_format != SEALED_FORMAT:
+                        self._commit(self._state)
+            else:
+                self._refresh()
 
     # Public API ------------------------------------------------------------
 
     def ensure(self, kek_id: str) -> int:
-        """Create version 1 of ``kek_id`` if it has none; return its primary version."""
+        """Create version 1 of ``kek_id`` if it has none; return its primary version.
+
+        ``KeyShredded`` if ``kek_id`` was destroyed: it is never recreated
+        silently (a new tenant of the same name needs a KEK id of its own).
+        """
         _check_kek_id(kek_id)
         with self._mutex:
             self._refresh()
-            if kek_id in self._keks:
-                return self._keks[kek_id].primary
+            if kek_id in self._state.keks:
+                return self._state.keks[kek_id].primary
             with self._exclusive():
-                if kek_id not in self._keks:
-                    self._store(kek_id, _Kek({1: AESGCM.generate_key(bit_length=256)}, 1, 1))
-                return self._keks[kek_id].primary
+                if kek_id in self._state.shredded:
+                    raise KeyShredded(kek_id)
+                if kek_id not in self._state.keks:
+                    self._commit(self._state.with_kek(kek_id, Kek({1: AESGCM.generate_key(bit_length=256)}, 1, 1)))
+                return self._state.keks[kek_id].primary
 
     def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
-        """Wrap ``dek`` under the primary version; return ``(version, wrapped)``."""
+        """Wrap ``dek`` under the primary version with AES-KWP; return ``(version, wrapped)``."""
         if len(dek) != _DEK_SIZE:
             raise InvalidArgument(f"a DEK must be {_DEK_SIZE} bytes, not {len(dek)}")
         with self._mutex:
             self._refresh()
             kek = self._get(kek_id)
-            version, key = kek.primary, kek.versions[kek.primary]
-        nonce = os.urandom(_NONCE_SIZE)
-        return version, nonce + AESGCM(key).encrypt(nonce, bytes(dek), _wrap_aad(kek_id, version))
+            version = kek.primary
+            key = kek.wrapping_key(kek_id, version)
+        return version, aes_key_wrap_with_padding(key, bytes(dek))
 
     def unwrap(self, kek_id: str, version: int, wrapped: bytes) -> bytes:
         """Recover a DEK wrapped under ``kek_id`` ``version``.
 
         Raises ``KeyNotFound`` if that version is absent, ``KeyRetired`` if it is
-        below the minimum, ``IntegrityError`` if ``wrapped`` was altered.
+        below the minimum, ``KeyShredded`` if the KEK was destroyed,
+        ``IntegrityError`` if ``wrapped`` was altered.
         """
         with self._mutex:
             self._refresh()
             kek = self._get(kek_id)
-            key = kek.versions.get(version)
-            if key is None:
+            material = kek.versions.get(version)
+            if material is None:
                 raise KeyNotFound(kek_id, version)
             if version < kek.minimum:
                 raise KeyRetired(kek_id, version, kek.minimum)
+            key = kek.wrapping_key(kek_id, version)
         what = f"DEK wrapped under {kek_id!r} version {version}"
-        if len(wrapped) != _WRAPPED_SIZE:
-            raise IntegrityError(what, f"wrapped DEK is {len(wrapped)} bytes, expected {_WRAPPED_SIZE}")
-        view = memoryview(wrapped)
-        try:
-            return AESGCM(key).decrypt(view[:_NONCE_SIZE], view[_NONCE_SIZE:], _wrap_aad(kek_id, version))
-        except InvalidTag:
-            raise IntegrityError(what, "authentication failed (tampered or wrapped under another key)") from None
+        if len(wrapped) == _KWP_WRAPPED_SIZE:
+            try:
+                return aes_key_unwrap_with_padding(key, bytes(wrapped))
+            except InvalidUnwrap:
+                raise IntegrityError(what, "authentication failed (tampered or wrapped under another key)") from None
+        if len(wrapped) == _GCM_WRAPPED_SIZE:
+            view = memoryview(wrapped)
+            try:
+                return AESGCM(material).decrypt(view[:_GCM_NONCE_SIZE], view[_GCM_NONCE_SIZE:],
+                                                _gcm_aad(kek_id, version))
+            except InvalidTag:
+                raise IntegrityError(what, "authentication failed (tampered or wrapped under another key)") from None
+        raise IntegrityError(what, f"wrapped DEK is {len(wrapped)} bytes, expected {_KWP_WRAPPED_SIZE} "
+                                   f"(or {_GCM_WRAPPED_SIZE} from an earlier release)")
+
+    def rewrap(self, kek_id: str, version: int, wrapped: bytes) -> tuple[int, bytes]:
+        """Re-wrap a DEK wrapped under ``version`` under the primary version; return ``(primary, wrapped)``.
+
+        The DEK is unwrapped and wrapped again here: it never leaves the keyring.
+        """
+        return self.wrap(kek_id, self.unwrap(kek_id, version, wrapped))
 
     def rotate(self, kek_id: str) -> int:
         """Add a new version of ``kek_id``, make it primary and return it."""
@@ -133,7 +196,7 @@ class LocalKeyring:
             kek = self._get(kek_id)
             version = max(kek.versions) + 1
             versions = {**kek.versions, version: AESGCM.generate_key(bit_length=256)}
-            self._store(kek_id, _Kek(versions, version, kek.minimum))
+            self._commit(self._state.with_kek(kek_id, Kek(versions, version, kek.minimum)))
             return version
 
     def retire_below(self, kek_id: str, minimum: int) -> None:
@@ -148,34 +211,47 @@ class LocalKeyring:
                 raise InvalidArgument(
                     f"minimum version for {kek_id!r} must be 1..{kek.primary} (the primary), not {minimum}"
                 )
-            self._store(kek_id, _Kek(kek.versions, kek.primary, minimum))
+            self._commit(self._state.with_kek(kek_id, Kek(kek.versions, kek.primary, minimum)))
+
+    def destroy(self, kek_id: str) -> None:
+        """Crypto-shred ``kek_id``: remove every version's material for good and leave a tombstone.
+
+        Later calls for it raise ``KeyShredded``. Destroying an unknown id
+        leaves a tombstone too (the id is dead either way); destroying a
+        destroyed one changes nothing.
+        """
+        _check_kek_id(kek_id)
+        with self._mutex, self._exclusive():
+            if kek_id in self._state.shredded:
+                return
+            self._commit(self._state.without_kek(kek_id))
 
     def describe(self, kek_id: str) -> dict[str, Any]:
-        """Versions, primary and minimum of ``kek_id``; never key material."""
+        """Versions, primary and minimum of ``kek_id``, and whether it was shredded; never key material."""
         with self._mutex:
             self._refresh()
+            if kek_id in self._state.shredded:
+                return {"kek_id": kek_id, "versions": [], "primary": None, "minimum": None, "shredded": True}
             kek = self._get(kek_id)
-            return {
-                "kek_id": kek_id,
-                "versions": sorted(kek.versions),
-                "primary": kek.primary,
-                "minimum": kek.minimum,
-            }
+            return {"kek_id": kek_id, "versions": sorted(kek.versions), "primary": kek.primary,
+                    "minimum": kek.minimum, "shredded": False}
 
     def kek_ids(self) -> list[str]:
-        """Every KEK id in the keyring, sorted."""
+        """Every live KEK id in the keyring, sorted (shredded ones are not keys any more)."""
         with self._mutex:
             self._refresh()
-            return sorted(self._keks)
+            return sorted(self._state.keks)
 
     def __repr__(self) -> str:
         return f"LocalKeyring({str(self.path)!r})"
 
     # Storage ---------------------------------------------------------------
 
-    def _get(self, kek_id: str) -> _Kek:
-        kek = self._keks.get(kek_id)
+    def _get(self, kek_id: str) -> Kek:
+        kek = self._state.keks.get(kek_id)
         if kek is None:
+            if kek_id in self._state.shredded:
+                raise KeyShredded(kek_id)
             raise KeyNotFound(kek_id, "any")
         return kek
 
@@ -193,7 +269,7 @@ class LocalKeyring:
             return
         if _identity(st) == self._seen:
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             _check_private(self.path, st)
@@ -201,46 +277,32 @@ class LocalKeyring:
                 raw = src.read()
         finally:
             os.close(fd)
-        self._keks = _parse(self.path, raw)
+        self._on_disk_format, self._state = decode(self.path, raw, self._master)
         self._seen = _identity(st)
 
-    def _store(self, kek_id: str, kek: _Kek) -> None:
-        """Write the keyring with ``kek`` in place, then adopt it.
+    def _commit(self, state: KeyringState) -> None:
+        """Write ``state`` sealed, then adopt it.
 
         Memory changes only after the file is durable, so a failed write never
         leaves a key in use that the file does not hold.
         """
-        keks = {**self._keks, kek_id: kek}
         try:
-            self._write(keks)
+            self._write(encode(state, self._master))
         except OSError as exc:
             raise KeyringError(f"could not write keyring {self.path}: {exc.strerror or exc}") from exc
-        self._keks = keks
+        self._state = state
+        self._on_disk_format = SEALED_FORMAT
 
-    def _write(self, keks: dict[str, _Kek]) -> None:
+    def _write(self, body: bytes) -> None:
         """Write the keyring atomically: temp file, fsync, rename, fsync dir."""
-        body = json.dumps(
-            {
-                "format": _FILE_FORMAT,
-                "keks": {
-                    kek_id: {
-                        "primary": kek.primary,
-                        "minimum": kek.minimum,
-                        "versions": {str(v): base64.b64encode(k).decode("ascii") for v, k in kek.versions.items()},
-                    }
-                    for kek_id, kek in sorted(keks.items())
-                },
-            },
-            indent=1,
-        ).encode("utf-8")
         # Writers hold the file lock, so a temp file found now was left by a
-        # writer that died: remove it (it holds key material) before writing.
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        # writer that died: remove it (it may hold key material) before writing.
+        _remove_stale_temps(self.path)
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             try:
+                os.fchmod(fd, 0o600)
                 view = memoryview(body)
                 while view:
                     view = view[os.write(fd, view):]
@@ -251,7 +313,7 @@ class LocalKeyring:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._seen = _identity(os.stat(self.path))
 
 
@@ -263,9 +325,10 @@ class _FileLock:
         self._fd = -1
 
     def __enter__(self) -> None:
-        _make_private_dir(self._keyring.path.parent)
-        self._fd = os.open(self._keyring._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        make_private_dir(self._keyring.path.parent)
+        self._fd = os.open(self._keyring._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(self._fd, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._keyring._refresh()
         except BaseException:
@@ -275,6 +338,20 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         # Closing the descriptor releases the flock.
         os.close(self._fd)
+
+
+def _peek_format(path: Path) -> int | None:
+    """The format of the keyring file at ``path`` (``None``: absent or unreadable), read without keys."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return read_format(raw)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -287,9 +364,9 @@ def _check_kek_id(kek_id: str) -> None:
         raise InvalidArgument(f"a KEK id must be a non-empty str of at most 256 characters, not {kek_id!r}")
 
 
-def _wrap_aad(kek_id: str, version: int) -> bytes:
+def _gcm_aad(kek_id: str, version: int) -> bytes:
     encoded = kek_id.encode("utf-8")
-    return _WRAP_TAG + struct.pack(">I", len(encoded)) + encoded + struct.pack(">Q", version)
+    return _GCM_AAD_TAG + len(encoded).to_bytes(4, "big") + encoded + version.to_bytes(8, "big")
 
 
 def _check_private(path: Path, st: os.stat_result) -> None:
@@ -301,45 +378,3 @@ def _check_private(path: Path, st: os.stat_result) -> None:
             f"run: chmod 600 {path}"
         )
 
-
-def _parse(path: Path, raw: bytes) -> dict[str, _Kek]:
-    """Decode the keyring file; any malformation is a ``KeyringError`` naming the path."""
-    try:
-        doc = json.loads(raw)
-        if doc.get("format") != _FILE_FORMAT:
-            raise KeyringError(f"keyring {path} has unsupported format {doc.get('format')!r}")
-        keks = {}
-        for kek_id, entry in doc["keks"].items():
-            versions = {int(v): base64.b64decode(k, validate=True) for v, k in entry["versions"].items()}
-            primary, minimum = int(entry["primary"]), int(entry["minimum"])
-            if primary not in versions or not 1 <= minimum <= primary:
-                raise KeyringError(f"keyring {path}: {kek_id!r} has inconsistent primary/minimum versions")
-            if any(len(k) != _KEK_SIZE for k in versions.values()):
-                raise KeyringError(f"keyring {path}: {kek_id!r} holds a key that is not {_KEK_SIZE} bytes")
-            keks[kek_id] = _Kek(versions, primary, minimum)
-        return keks
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-        # The exception text could quote file contents, i.e. key material.
-        raise KeyringError(f"keyring {path} is malformed ({type(exc).__name__})") from None
-
-
-def _make_private_dir(folder: Path) -> None:
-    """Create missing parent folders as 0700; leave existing ones alone."""
-    if folder.is_dir():
-        return
-    missing = []
-    probe = folder
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for created in missing:
-        os.chmod(created, 0o700)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

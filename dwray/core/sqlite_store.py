@@ -6,6 +6,11 @@ on request), foreign keys on, one connection shared by the process's threads
 under a lock, writes in ``BEGIN IMMEDIATE`` transactions, and a schema
 migrated forward from ``PRAGMA user_version`` (a newer file than the code is
 refused). Every SQLite error becomes a ``CatalogError`` naming the store.
+
+The database, its ``-wal`` and ``-shm`` are 0600 whoever creates them first
+and whatever the umask: the database file is created 0600 before SQLite
+opens it, and SQLite gives the files it adds the database file's mode. Files
+an older dwray left looser are tightened when they are ours.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
+from dwray.core.private_files import create_private_file, make_private_dir, tighten
 from dwray.errors import CatalogError, SchemaVersionError
 
 __all__ = ["SqliteStore"]
@@ -32,8 +38,14 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        try:
+            make_private_dir(self.path.parent)
+            create_private_file(self.path, self.label)
+            for companion in ("-wal", "-shm", "-journal"):
+                tighten(self.path.with_name(self.path.name + companion), 0o600, self.label)
+        except OSError as exc:
+            raise CatalogError(f"cannot open {self.label} {self.path}: {exc.strerror or exc}") from None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                        timeout=busy_timeout_ms / 1000)
@@ -74,9 +86,8 @@ class SqliteStore:
             if found > latest:
                 raise SchemaVersionError(found, latest)
             for version in range(found, latest):
-                for statement in self.migrations[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(self.migrations[version]):
+                    db.execute(statement)
             if found < latest:
                 # Only when something changed: writing the same value still
                 # appends to the WAL, and on a full disk that would make the
@@ -86,6 +97,22 @@ class SqliteStore:
     @property
     def schema_version(self) -> int:
         return self._read("PRAGMA user_version")[0][0]
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration, split at the semicolons that end one: a trigger's
+    ``BEGIN ... END`` holds semicolons of its own (``executescript`` would split right,
+    but it commits first, and a migration must run inside the store's transaction)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                statements.append(pending)
+            pending = ""
+    if pending.strip(" \t\n;"):
+        statements.append(pending)  # unfinished: SQLite's error names it
+    return statements
 
 
 class _Transaction:

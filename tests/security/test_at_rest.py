@@ -9,13 +9,15 @@ before any sweep. Keys and user metadata are catalog metadata, stored in clear
 by design, so the canary is only ever in object data.
 
 Key material: the keyring file is 0600 in a 0700 folder and the data dir is not
-world-accessible, even under umask 0; KEKs (taken from the keyring object) and
-DEKs (unwrapped from the catalog's key headers) never appear in any repr or
-error message, and DEKs never appear in any file.
+world-accessible, even under umask 0; KEKs (taken from the keyring object), the
+master key and DEKs (unwrapped from the catalog's key headers) never appear in
+any repr or error message, DEKs never appear in any file, and KEKs appear in
+no file either: the keyring holds them only sealed under the master key.
 """
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pickle
 import secrets
@@ -35,6 +37,7 @@ from dwray.core.frames import (
     new_object_keys,
 )
 from dwray.core.keyring import LocalKeyring
+from dwray.core.master_key import load_master_key
 from dwray.core.warehouse import Warehouse
 from dwray.errors import (
     DwrayError,
@@ -240,13 +243,14 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
         wh.rotate_keys()
         wh.put(BUCKET, "three", b"after rotation")
 
-        keks = list(wh.keyring._keks[KEK_ID].versions.values())
+        keks = list(wh.keyring._state.keks[KEK_ID].versions.values())
         assert len(keks) == 2 and all(len(k) == 32 for k in keks)
         records = [wh.catalog.get_object("default", BUCKET, key) for key in ("one", "two", "three")]
         headers = [KeyHeader.from_bytes(record.placement.key_header) for record in records]
         deks = [wh.keyring.unwrap(h.kek_id, h.kek_version, h.wrapped_dek) for h in headers]
         assert len({*deks}) == 3 and all(len(d) == 32 for d in deks)
-        secrets_ = keks + deks
+        master = load_master_key(wh.keyring.master_ref).reveal_bytes()
+        secrets_ = keks + deks + [master]
 
         texts: dict[str, str] = {
             "warehouse": f"{wh!r} {wh}",
@@ -316,10 +320,10 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
         # The records hold wrapped DEKs only; the wrapped bytes are not the DEK.
         assert all(isinstance(r, ObjectRecord) and d not in r.placement.key_header for r, d in zip(records, deks))
 
-    # DEKs are never stored; KEKs only (base64) in the keyring file.
-    keyring_file = data_dir / "keys" / "keyring.json"
+    # DEKs are never stored; KEKs and the master key are in no file under the data dir,
+    # the keyring included (it holds the KEKs sealed).
     for n, dek in enumerate(deks + [fresh.dek]):
         assert find_in_files(data_dir, dek) == [], f"DEK #{n} is stored in clear"
-    for n, kek in enumerate(keks):
-        assert find_in_files(data_dir, kek, skip=(keyring_file,)) == [], f"KEK #{n} is outside the keyring"
-        assert base64.b64encode(kek) in keyring_file.read_bytes()  # sanity: we hold the right KEKs
+    for n, key in enumerate(keks + [master]):
+        assert find_in_files(data_dir, key) == [], f"key #{n} is in clear under the data dir"
+    assert len(json.loads((data_dir / "keys" / "keyring.json").read_bytes())["keks"][KEK_ID]["versions"]) == 2

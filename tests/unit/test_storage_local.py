@@ -71,7 +71,7 @@ def test_blob_is_a_read_only_file_under_root(backend: LocalDiskBackend) -> None:
     backend.put_blob("a/b/c", [b"on ", b"disk"])
     path = backend.root / "a" / "b" / "c"
     assert path.read_bytes() == b"on disk"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o440
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
     assert path.stat().st_nlink == 1  # the temp name was unlinked
     assert dot_files(backend.root) == []
 

@@ -29,6 +29,16 @@ Memory cap (``ChildSpec.memory_cap``):
   hierarchy) it is the only enforcement; on v2 it gives the supervisor the
   reason when it wins the race with the kernel.
 
+Secret rotation, without a restart:
+- ``secret_rotated(ref)`` (from the supervisor, which ``dw secret rotate``
+  tells) drops the secret from this process's shared resolvers
+  (``dwray.secrets.invalidate_shared``) and calls the plugin's
+  ``on_secret_rotated(ref)``;
+- a plugin with a ``secret_resolver`` is also watched: every ``[secrets]
+  watch_interval`` seconds the host asks for the current version of each of
+  its ``secret_refs()`` and calls the same hook when one changed (a rotation
+  made elsewhere: another host, the Vault UI, the AWS console).
+
 Tracing: ``call`` takes the caller's OpenTelemetry context in the reserved
 keyword ``_dwray_trace`` and runs the method in a span ``<child id>.<method>``.
 With ``DWRAY_TRACE_MEMORY=1`` in the host's environment, finished spans are
@@ -52,6 +62,8 @@ from opentelemetry import propagate, trace
 from dwray.core.plugins import Manifest, Plugin, check_manifest, load_plugin_class
 from dwray.core.supervision import ChildSpec
 from dwray.errors import DwrayError, InvalidArgument, PluginError, PluginUnavailable
+from dwray.secret_ref import parse_secret_ref
+from dwray.secrets.resolver import invalidate_shared
 
 __all__ = [
     "CONTROL_GROUP",
@@ -60,6 +72,7 @@ __all__ = [
     "TRACE_KWARG",
     "PluginHost",
     "RssWatchdog",
+    "SecretWatch",
     "cgroup_v2_memory_available",
     "place_in_memory_cgroup",
 ]
@@ -146,6 +159,60 @@ class RssWatchdog(threading.Thread):
         self._stopped.set()
 
 
+def _same_secret(ref: str, other: str) -> bool:
+    """Whether two references name the same secret (fields aside)."""
+    a, b = parse_secret_ref(ref), parse_secret_ref(other)
+    return (a.scheme, a.name) == (b.scheme, b.name)
+
+
+class SecretWatch(threading.Thread):
+    """Polls the versions of a plugin's ``secret_refs()`` and calls ``on_rotated(ref)`` when one changes.
+
+    The interval is the plugin resolver's ``watch_interval``. A manager that
+    cannot be reached is logged (reference and reason, never a value) and
+    asked again next time; the plugin keeps its cached value meanwhile.
+    """
+
+    def __init__(self, child_id: str, plugin: Plugin, on_rotated: Callable[[str], None]) -> None:
+        super().__init__(name="dwray-secret-watch", daemon=True)
+        self._child_id = child_id
+        self._plugin = plugin
+        self._on_rotated = on_rotated
+        self._stopped = threading.Event()
+        self._versions: dict[str, str] = {}
+
+    def check(self) -> list[str]:
+        """Ask once for every watched reference's version; return (and report) the ones that changed."""
+        resolver = self._plugin.secret_resolver
+        if resolver is None:
+            return []
+        changed = []
+        for ref in list(self._plugin.secret_refs()):
+            try:
+                version = str(resolver.version(ref))
+            except DwrayError as exc:
+                logger.warning("child %s: cannot check secret %s for rotation: %s", self._child_id, ref, exc)
+                continue
+            if ref in self._versions and self._versions[ref] != version:
+                changed.append(ref)
+                self._on_rotated(ref)
+            self._versions[ref] = version
+        return changed
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the watch must outlive a plugin's bad hook
+                logger.exception("child %s: the secret watch failed once", self._child_id)
+            resolver = self._plugin.secret_resolver
+            if self._stopped.wait(resolver.watch_interval if resolver is not None else 60.0):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 def _install_memory_tracing() -> Any:
     """Keep this process's finished spans in memory (``DWRAY_TRACE_MEMORY=1``); return the exporter.
 
@@ -202,6 +269,7 @@ class PluginHost:
         self._tracer = trace.get_tracer("dwray.plugin_host")
         self._enforcement = "none"
         self._watchdog: RssWatchdog | None = None
+        self._secret_watch: SecretWatch | None = None
         if spec.memory_cap is not None:
             self._enforce_memory_cap(spec.memory_cap, Path(cgroup_root))
 
@@ -264,6 +332,9 @@ class PluginHost:
                 raise PluginError(spec.id, "handshake", _reason(exc)) from None
             plugin._dwray_stop_hook = self._stop_requested
             self._plugin, self._manifest = plugin, manifest
+            if plugin.secret_resolver is not None:
+                self._secret_watch = SecretWatch(spec.id, plugin, self._rotated)
+                self._secret_watch.start()
             return manifest
 
     def _stop_requested(self, reason: str) -> None:
@@ -287,6 +358,26 @@ class PluginHost:
         except Exception as exc:  # noqa: BLE001
             raise PluginError(self._spec.id, "health", _reason(exc)) from None
 
+    def _rotated(self, ref: str) -> None:
+        """Forget the secret ``ref`` names in this process and tell the plugin."""
+        invalidate_shared(ref)
+        plugin = self._started("on_secret_rotated")
+        try:
+            plugin.on_secret_rotated(ref)
+        except DwrayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(self._spec.id, "on_secret_rotated", _reason(exc)) from None
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def secret_rotated(self, ref: str) -> bool:
+        """A rotation event for the secret ``ref`` names: drop it from the caches here and call the plugin's
+        ``on_secret_rotated``. Returns whether the plugin declares that it uses the secret."""
+        parse_secret_ref(ref)
+        self._rotated(ref)
+        plugin = self._started("secret_refs")
+        return any(_same_secret(ref, used) for used in plugin.secret_refs())
+
     @ray.method(concurrency_group=CONTROL_GROUP)
     def shutdown(self) -> None:
         """Orderly stop: refuse new calls, let the calls in flight finish, then ``close()`` the plugin.
@@ -302,6 +393,8 @@ class PluginHost:
             return
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._secret_watch is not None:
+            self._secret_watch.stop()
         try:
             plugin.close()
         except DwrayError:

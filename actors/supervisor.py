@@ -28,6 +28,14 @@ logic in ``dwray.core.supervision``; this async actor applies them to Ray actors
   every child is stopped, ``ready()`` answers ``(False, reason)`` and
   ``handle()`` raises ``NotReady``.
 
+Secret rotation: ``secret_rotated(ref)`` tells every running child's host
+that the secret ``ref`` names has a new value (``dw secret rotate`` calls it
+when a warehouse runs for the data dir); each host drops the cached value and
+calls its plugin's ``on_secret_rotated`` hook, so plugins pick up the new
+value without a restart. Hosts also watch their plugin's secrets
+periodically (``actors.plugin_host.SecretWatch``) for rotations made outside
+dwray.
+
 The supervisor is never on the data path: callers get ``(actor handle,
 generation)`` once from ``handle()`` and call the plugin host directly
 (``actors.handles.PluginHandle``).
@@ -69,6 +77,7 @@ from dwray.errors import (
     PluginRefused,
     PluginUnavailable,
 )
+from dwray.secret_ref import parse_secret_ref
 
 __all__ = ["DEFAULT_NAMESPACE", "Supervisor", "create_supervisor", "host_options"]
 
@@ -407,6 +416,32 @@ class Supervisor:
             if child.state != "running":
                 raise PluginRefused(child_id, child.last_failure or f"the child is {child.state}")
             return child.generation
+
+    async def secret_rotated(self, ref: str) -> dict[str, Any]:
+        """Tell every running child that the secret ``ref`` names was rotated.
+
+        Returns ``{"ref", "told": [child ids], "using": [ids of those that use
+        it], "failed": {child id: reason}}``; a child that does not answer
+        within ``ping_timeout`` is listed as failed (its host's watch still
+        notices the new version within ``[secrets] watch_interval``).
+        """
+        ref = str(parse_secret_ref(ref))
+        running = [child for child in self._children.values() if child.state == "running" and child.host is not None]
+
+        async def tell(child: SupervisedChild) -> bool:
+            return await asyncio.wait_for(child.host.secret_rotated.remote(ref), self._spec.ping_timeout)
+        results = await asyncio.gather(*(tell(child) for child in running), return_exceptions=True)
+        told, using, failed = [], [], {}
+        for child, result in zip(running, results, strict=True):
+            if isinstance(result, BaseException):
+                failed[child.id] = ("no answer within ping_timeout" if isinstance(result, TimeoutError)
+                                    else str(unwrap_task_error(result)))
+                continue
+            told.append(child.id)
+            if result:
+                using.append(child.id)
+        self._event("secret_rotated", None, ref, told=told, using=using, failed=sorted(failed))
+        return {"ref": ref, "told": told, "using": using, "failed": failed}
 
     async def status(self) -> dict[str, Any]:
         """The supervision tree as plain data."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from dwray.cli.output import claim_stdout_for_json, emit, stderr
 from dwray.errors import DwrayError
@@ -93,7 +94,7 @@ def command(group: click.Group, name: str | None = None) -> Callable[[Callable[.
                 if as_json:
                     emit(True, {"error": {"type": type(exc).__name__, "message": str(exc)}}, lambda: None)
                 else:
-                    stderr.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+                    stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
                 sys.exit(1)
             finally:
                 state.close()

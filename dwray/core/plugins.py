@@ -20,12 +20,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from dwray.errors import InvalidArgument, PluginNotFound, PluginRefused
+
+if TYPE_CHECKING:
+    from dwray.secrets.resolver import SecretResolver
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -63,7 +66,19 @@ class Plugin:
     Hooks the host calls:
       ``health()``  -- cheap liveness check for the supervisor's pings; return
                        ``{"ok": False, ...}`` (or raise) to be restarted;
-      ``close()``   -- release resources on orderly shutdown.
+      ``close()``   -- release resources on orderly shutdown;
+      ``secret_refs()`` -- the ``secret://`` references the plugin uses; with a
+                       ``secret_resolver`` set, the host polls their versions
+                       every ``[secrets] watch_interval`` seconds;
+      ``on_secret_rotated(ref)`` -- a secret was rotated (an event through the
+                       supervisor, ``dw secret rotate``, or the host's watch saw a
+                       new version): the default drops it from ``secret_resolver``'s
+                       cache, so the next read gets the new value, no restart.
+
+    A plugin that uses secrets takes their *references* in its config (never
+    values: the config is the actor's arguments, which the Ray dashboard shows)
+    and resolves them in its own process, with a ``SecretResolver`` it keeps
+    in ``secret_resolver``.
 
     A plugin that has finished its work calls ``request_stop(reason)``: the
     supervisor then stops it as a *normal* exit, so a transient child stays
@@ -73,6 +88,8 @@ class Plugin:
     manifest: ClassVar[Manifest]
     # Set by the plugin host after instantiation; None outside a host.
     _dwray_stop_hook: Callable[[str], None] | None = None
+    #: the plugin's resolver of secret references, if it uses secrets (see ``secret_refs``)
+    secret_resolver: SecretResolver | None = None
 
     def health(self) -> dict[str, Any]:
         """Report liveness; the default says the plugin is fine."""
@@ -80,6 +97,15 @@ class Plugin:
 
     def close(self) -> None:
         """Release resources. The default holds none."""
+
+    def secret_refs(self) -> list[str]:
+        """The secret references this plugin uses, for its host to watch. The default: none."""
+        return []
+
+    def on_secret_rotated(self, ref: str) -> None:
+        """The secret ``ref`` names was rotated: forget its cached value (the default does, in ``secret_resolver``)."""
+        if self.secret_resolver is not None:
+            self.secret_resolver.invalidate(ref)
 
     def request_stop(self, reason: str = "the plugin asked to stop") -> None:
         """Ask the supervisor to stop this plugin as a normal exit."""

@@ -1,0 +1,93 @@
+"""256-bit key files: reading them in any of the usual spellings, and creating one safely.
+
+A key file holds 32 bytes of key material as the raw bytes, as 64 hex digits
+or as base64 (what ``create_key_file`` writes, with a newline, so the file is
+also a valid ``secret://file/`` value). Like every secret file it must be
+private (0600): ``read_key_file`` refuses one that others may read.
+
+``create_key_file`` is race-safe between processes: the key is written and
+synced under a temporary name and then hard-linked into place, which fails
+if the name exists, so a second creator never sees a half-written key; it
+reads the winner's instead. Its folder is made 0700.
+
+The master key file (``dwray.config.default_master_key_path``) is one of
+these, and by default also the key the local secret store's data key is
+wrapped under.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from dwray.errors import SecretUnavailable
+from dwray.secrets.file import read_secret_file
+
+__all__ = ["KEY_BYTES", "create_key_file", "fsync_dir", "make_private_dir", "parse_key_material", "read_key_file"]
+
+KEY_BYTES = 32
+
+
+def parse_key_material(raw: bytes) -> bytes | None:
+    """The 32 key bytes ``raw`` spells (raw, hex or base64), or ``None`` when it is none of them."""
+    if len(raw) == KEY_BYTES:
+        return raw
+    text = raw.strip()
+    if len(text) == 2 * KEY_BYTES:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text.decode("ascii"))
+    with contextlib.suppress(binascii.Error, ValueError):
+        decoded = base64.b64decode(text, validate=True)
+        if len(decoded) == KEY_BYTES:
+            return decoded
+    return None
+
+
+def read_key_file(path: Path, ref: str) -> bytes:
+    """The 32-byte key in the private file ``path``; errors name ``ref`` and the path, never the contents."""
+    key = parse_key_material(read_secret_file(path, ref))
+    if key is None:
+        raise SecretUnavailable(ref, f"{path} does not hold a 256-bit key (32 raw bytes, 64 hex digits "
+                                     f"or base64 of 32 bytes)")
+    return key
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create ``folder`` (and its parents) 0700; tighten it to 0700 if it exists, is ours and is looser."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        folder.chmod(0o700)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or link in ``folder`` durable."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def create_key_file(path: Path, ref: str) -> bytes:
+    """Create ``path`` holding a new random 256-bit key (0600, folder 0700) unless it exists; return the key."""
+    make_private_dir(path.parent)
+    key = secrets.token_bytes(KEY_BYTES)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(base64.b64encode(key) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return read_key_file(path, ref)
+        fsync_dir(path.parent)
+        return key
+    finally:
+        temp.unlink(missing_ok=True)

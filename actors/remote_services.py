@@ -93,9 +93,10 @@ class RemoteKeyring(_ServiceProxy):
 class RemoteIdentity(_ServiceProxy):
     """The identity service actor, as an ``IdentityService``.
 
-    Reads and the writes that are safe to repeat (adding the same key or token
-    hash, revoking, compare-and-set) are retried once after an actor restart;
-    creating or deleting a tenant and bootstrapping are not.
+    Reads and the writes that are safe to repeat (adding the same key or admin
+    token, revoking an access key, shredding a tenant, compare-and-set) are
+    retried once after an actor restart; creating or deleting a tenant,
+    revoking an admin token and bootstrapping are not.
     """
 
     def close(self) -> None:

@@ -44,7 +44,8 @@ __all__ = [
 
 ENV_PREFIX = "DWRAY_"
 # Variables with the prefix that are not config fields.
-_ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG"})
+# Variables of the dw commands, not config fields (the admin ones: dwray.cli.admin_client).
+_ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG", "DWRAY_ENDPOINT", "DWRAY_ADMIN_TOKEN", "DWRAY_ADMIN_TOKEN_FILE"})
 _UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -302,7 +303,7 @@ class DwrayConfig(_Section):
 
     @property
     def master_key_ref(self) -> str:
-        """The master key's reference: ``[keys] master``, else the default key file (see ``default_master_key_path``)."""
+        """The master key's reference: ``[keys] master``, else the default key file (``default_master_key_path``)."""
         return self.keys.master or f"secret://file/{default_master_key_path()}"
 
     @property

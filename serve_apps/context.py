@@ -6,6 +6,15 @@ threads, so object bytes go from the HTTP socket through the pipeline to the
 storage actor without another hop. A background thread reports the replica's
 metrics and in-flight count to the gateway coordinator and learns from it
 whether the gateway is draining and whether access keys changed.
+
+Access keys are cached by the replica, known and unknown alike: a known key
+for ``KEY_CACHE_SECONDS``, an unknown one for ``UNKNOWN_KEY_CACHE_SECONDS``,
+so a client repeating a made-up key id costs the identity service nothing
+after its first try. Both caches are dropped when an admin change (a key
+created or revoked) is made through any replica (the coordinator's epoch
+reaches the others within ``REPORT_INTERVAL``); the short bound on unknown
+keys covers keys created elsewhere (a driver's ``dwray.connect()``). Unknown
+keys have a table of their own, so a flood of them cannot evict known keys.
 """
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,8 +33,10 @@ from actors.handles import PluginHandle, plugin_handle
 from actors.remote_services import RemoteIdentity
 from dwray.config import DwrayConfig
 from dwray.core.access_keys import AccessKeys
-from dwray.core.ratelimit import RateLimiter
+from dwray.core.identity import AdminTokenInfo
+from dwray.core.ratelimit import AuthFailureLimiter, RateLimiter
 from dwray.s3.auth import SigningIdentity, SigV4Verifier
+from serve_apps.haproxy_hardening import ENV_HARDENED
 
 __all__ = ["GatewayContext", "current", "install"]
 
@@ -32,8 +44,9 @@ log = logging.getLogger("dwray.gateway")
 
 REPORT_INTERVAL = 0.5
 KEY_CACHE_SECONDS = 30.0
-UNKNOWN_KEY_CACHE_SECONDS = 2.0  # long enough to blunt a flood of made-up key ids, short for new keys
+UNKNOWN_KEY_CACHE_SECONDS = 5.0  # a repeated made-up key id costs no lookup; a key made elsewhere waits this long
 MAX_CACHED_KEYS = 10_000
+MAX_UNKNOWN_KEYS = 10_000
 WORKER_THREADS = 32
 BODY_THREADS = 256  # one per body in transfer; the deployment's max_ongoing_requests
 
@@ -72,12 +85,16 @@ class GatewayContext:
         self.metrics = GatewayMetrics()
         gateway = config.gateway
         self.limiter = RateLimiter.from_config(config, gateway.replicas)
+        self.auth_failures = AuthFailureLimiter.from_config(config, gateway.replicas)
+        # HAProxy started through dwray-haproxy sets the client's address header; nothing else may be believed.
+        self.forwarded_client = os.environ.get(ENV_HARDENED) == "1"
         self.verifier = SigV4Verifier(self.lookup_key, region=gateway.region, max_skew=gateway.max_clock_skew)
         self.draining = False
         self._epoch: int | None = None
-        self._keys: dict[str, tuple[float, SigningIdentity | None]] = {}
+        self._keys: dict[str, tuple[float, SigningIdentity]] = {}
+        self._unknown_keys: OrderedDict[str, float] = OrderedDict()
         self._generation = 0  # moves when caches are dropped; a lookup begun before must not be cached
-        self._admin_tokens: dict[str, tuple[float, bool]] = {}
+        self._admin_tokens: dict[str, tuple[float, AdminTokenInfo | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reporter = threading.Thread(target=self._report_loop, name="dwray-gateway-report", daemon=True)
@@ -89,46 +106,82 @@ class GatewayContext:
     # Identities, cached -------------------------------------------------------------
 
     def lookup_key(self, access_key_id: str) -> SigningIdentity | None:
-        """The signing identity of an access key; cached until an admin change or 30 s pass."""
+        """The signing identity of an access key (None: no such key), cached (see the module docstring)."""
         now = time.monotonic()
         with self._lock:
             cached = self._keys.get(access_key_id)
+            unknown_since = self._unknown_keys.get(access_key_id)
             generation = self._generation
-        if cached is not None:
-            age = now - cached[0]
-            if age < (KEY_CACHE_SECONDS if cached[1] is not None else UNKNOWN_KEY_CACHE_SECONDS):
-                return cached[1]
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            self.metrics.key_lookup("cache")
+            return cached[1]
+        if unknown_since is not None and now - unknown_since < UNKNOWN_KEY_CACHE_SECONDS:
+            self.metrics.key_lookup("cache")
+            return None
+        self.metrics.key_lookup("service")
         resolved = self.access_keys.lookup(access_key_id)
         identity = None if resolved is None else SigningIdentity(
             resolved.access_key_id, resolved.secret_access_key, resolved.tenant)
         with self._lock:
             if generation == self._generation:
                 self._keys.pop(access_key_id, None)
-                self._keys[access_key_id] = (now, identity)
-                while len(self._keys) > MAX_CACHED_KEYS:  # the oldest entries go first
-                    self._keys.pop(next(iter(self._keys)))
+                self._unknown_keys.pop(access_key_id, None)
+                if identity is None:
+                    self._unknown_keys[access_key_id] = now
+                    while len(self._unknown_keys) > MAX_UNKNOWN_KEYS:  # the oldest go first
+                        self._unknown_keys.popitem(last=False)
+                else:
+                    self._keys[access_key_id] = (now, identity)
+                    while len(self._keys) > MAX_CACHED_KEYS:
+                        self._keys.pop(next(iter(self._keys)))
         return identity
 
-    def check_admin_token(self, token: str) -> bool:
+    def metrics_token_accepts(self, authorization: str | None) -> bool:
+        """Whether ``Authorization: Bearer <token>`` carries the metrics token (``[gateway] metrics_token``).
+
+        The reference is resolved here, in the replica, through the shared
+        secret resolver: the current value and, after a rotation, the previous
+        one for the grace period. Every accepted value is compared, in constant
+        time, whichever matches.
+        """
+        from dwray.secrets import shared_resolver
+
+        ref = self.config.gateway.metrics_token
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if ref is None or scheme.lower() != "bearer" or not token:
+            return False
+        matches = [value == token for value in shared_resolver(self.config).accepted(ref)]
+        return any(matches)
+
+    def find_admin_token(self, token: str) -> AdminTokenInfo | None:
+        """The admin token ``token`` is (expired or not: the caller checks), or ``None``; cached like keys.
+
+        The cache keeps the token's record, expiry included, so a cached token
+        is refused the moment it expires; a revocation drops every replica's cache.
+        """
         import hashlib
 
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             cached = self._admin_tokens.get(digest)
+            generation = self._generation
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        valid = self.access_keys.check_admin_token(token)
+        info = self.access_keys.find_admin_token(token)
         with self._lock:
-            if len(self._admin_tokens) > 1000:
-                self._admin_tokens.clear()
-            self._admin_tokens[digest] = (now, valid)
-        return valid
+            if generation == self._generation:
+                if len(self._admin_tokens) > 1000:
+                    self._admin_tokens.clear()
+                self._admin_tokens[digest] = (now, info)
+        return info
 
     def forget_identities(self) -> None:
         with self._lock:
             self._generation += 1
             self._keys.clear()
+            self._unknown_keys.clear()
             self._admin_tokens.clear()
 
     def identities_changed(self) -> None:

@@ -8,11 +8,18 @@ with its own settings (:func:`build_app`). Routes:
 - ``/healthz/startup``: the supervisor has admitted every required plugin.
 - ``/healthz/ready``: catalog and storage answer, no required plugin failed,
   and the gateway is not draining.
-- ``/metrics``: Prometheus exposition of every replica plus warehouse-wide figures.
+- ``/metrics``: Prometheus exposition of every replica plus warehouse-wide figures
+  (tenant names only with ``[gateway] metrics_tenant_labels``; a bearer token
+  when ``[gateway] metrics_token`` names one).
 - ``/admin/...``: the admin API (bearer token); schema at ``/admin/openapi.json``.
 - everything else: the S3 protocol (path style, or virtual-hosted style under
   ``gateway.domain``). Bucket names ``admin``, ``healthz`` and ``metrics`` are
   therefore reserved in path style.
+
+A source address whose requests keep failing authentication (S3 signatures,
+the admin token, the metrics token) is refused with 503 SlowDown before
+anything is looked up, for as long as its bucket in ``[gateway]
+auth_failures`` stays empty (:class:`dwray.core.ratelimit.AuthFailureLimiter`).
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,6 +38,7 @@ from dwray.config import DwrayConfig, load_config
 from serve_apps import admin
 from serve_apps.context import GatewayContext, current, install
 from serve_apps.s3_api import S3Api
+from serve_apps.s3_call import client_address
 from serve_apps.serve_patches import bound_request_bodies
 
 __all__ = ["Gateway", "app", "build_app", "fastapi_app"]
@@ -47,6 +55,12 @@ def _gateway_route(scope: Scope) -> bool:
     if path.startswith("/admin/"):
         return True
     return scope.get("method") in ("GET", "HEAD") and (path == "/metrics" or path.startswith("/healthz/"))
+
+
+def _guarded_route(scope: Scope) -> bool:
+    """The gateway's own routes that take a credential (admin and metrics tokens)."""
+    path = scope.get("path", "")
+    return path.startswith("/admin/") or path == "/metrics"
 
 
 def _virtual_host(scope: Scope, domain: str | None) -> bool:
@@ -78,13 +92,39 @@ class Dispatch:
         ctx.metrics.begin()
         try:
             if _gateway_route(scope) and not _virtual_host(scope, ctx.config.gateway.domain):
-                await self.app(scope, receive, send)
+                if _guarded_route(scope):
+                    await _guarded(ctx, self.app, scope, receive, send)
+                else:
+                    await self.app(scope, receive, send)
             else:
                 # Everything else is S3's, including <bucket>.<domain>/metrics (a key)
                 # and PUT /metrics (a bucket name the gateway reserves).
                 await s3(scope, receive, send)
         finally:
             ctx.metrics.end()
+
+
+async def _guarded(ctx: GatewayContext, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """An admin or metrics request: refused while its address's failures are used up; a 401 or 403 spends."""
+    source = client_address(scope, forwarded=ctx.forwarded_client)
+    wait = ctx.auth_failures.check(source)
+    if wait is not None:
+        ctx.metrics.rate_limited("source")
+        refusal = JSONResponse({"error": {"code": "SlowDown", "message": "too many requests from your address "
+                                          "failed authentication; retry later"}}, status_code=503,
+                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        await refusal(scope, receive, send)
+        return
+    status: list[int] = []
+
+    async def watching(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        await send(message)
+
+    await app(scope, receive, watching)
+    if status and status[0] in (401, 403):
+        ctx.auth_failures.failed(source)
 
 
 fastapi_app = FastAPI(title="dwray gateway", openapi_url="/admin/openapi.json", docs_url="/admin/docs",
@@ -144,19 +184,31 @@ async def ready() -> JSONResponse:
 
 
 @fastapi_app.get("/metrics", include_in_schema=False)
-async def metrics() -> PlainTextResponse:
+async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from serve_apps.metrics import render
 
     ctx = current()
+    gateway = ctx.config.gateway
+    if gateway.metrics_token is not None:
+        authorization = request.headers.get("authorization")
+        try:
+            allowed = await _blocking(lambda: ctx.metrics_token_accepts(authorization))
+        except Exception as error:  # noqa: BLE001 - the secret manager is down: no page, and no secret in the log
+            log.warning("the metrics token could not be resolved (%s)", type(error).__name__)
+            return PlainTextResponse("the metrics token cannot be checked right now\n", status_code=503)
+        if not allowed:
+            return PlainTextResponse("send the metrics token as 'Authorization: Bearer <token>'\n", status_code=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="dwray metrics"'})
 
     def gather() -> bytes:
         ctx.report()
         snapshots = ray.get(ctx.coordinator.snapshots.remote(), timeout=5)
         plugins = ray.get(ctx.supervisor.status.remote(), timeout=5)["children"]
-        tenants = ctx.warehouse.catalog.tenant_stats()
-        return render(snapshots, plugins=plugins, tenants=tenants, draining=ctx.draining)
+        tenants = ctx.warehouse.catalog.tenant_stats()  # one row per tenant, kept by the catalog: no scan
+        return render(snapshots, plugins=plugins, tenants=tenants, draining=ctx.draining,
+                      tenant_labels=gateway.metrics_tenant_labels)
 
     body = await _blocking(gather, timeout=10)
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
@@ -227,7 +279,8 @@ class Gateway:
                        max_header_bytes=config.gateway.max_header_bytes, limiter=ctx.limiter,
                        metrics=ctx.metrics, domain=config.gateway.domain, region=config.gateway.region,
                        max_object_size=config.limits.max_object_size,
-                       max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining)
+                       max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining,
+                       auth_failures=ctx.auth_failures, forwarded_client=ctx.forwarded_client)
         install(ctx)
         self.ctx = ctx
         log.info("gateway replica %s ready in %.1f s", ctx.replica_id, time.monotonic() - started)

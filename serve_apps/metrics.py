@@ -10,9 +10,17 @@ every replica's sample carries a ``replica`` label.
 
 Label values are kept to bounded sets so a client cannot grow the number of
 series: operations are S3 operation names (anything else counts as
-``unknown``), statuses are HTTP status codes, rate-limit scopes are ``tenant``
-or ``key`` (never the tenant's name or the key id), and auth failures are S3
-error codes. No label ever carries a key id, a secret or a signature.
+``unknown``), statuses are HTTP status codes, rate-limit scopes are ``tenant``,
+``key`` or ``source`` (never the tenant's name, the key id or the address),
+auth failures are S3 error codes. No label ever carries a key id, a secret or
+a signature.
+
+Who stores what is itself worth hiding from whoever can scrape: tenant names
+appear (``dwray_tenant_objects{tenant=...}``) only when ``[gateway]
+metrics_tenant_labels`` is on; otherwise the page has the warehouse's totals
+(objects, bytes, tenants storing) and nothing per tenant. The counts come from
+``Catalog.tenant_stats``, kept by the catalog as objects change, so a scrape
+costs one row per tenant, not a scan of the objects.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "OPERATIONS",
     "PLUGIN_STATES",
+    "KEY_LOOKUP_SOURCES",
     "RATE_LIMIT_SCOPES",
     "GatewayMetrics",
     "normalise_operation",
@@ -60,7 +69,10 @@ OPERATIONS: frozenset[str] = frozenset({
     "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
     "admin", "health", "metrics", "unknown",
 })
-RATE_LIMIT_SCOPES: frozenset[str] = frozenset({"tenant", "key"})
+# "source": a source address whose requests keep failing authentication (see dwray.core.ratelimit).
+RATE_LIMIT_SCOPES: frozenset[str] = frozenset({"tenant", "key", "source"})
+# Where an access key's identity came from: this replica's cache (known or unknown key) or the identity service.
+KEY_LOOKUP_SOURCES: frozenset[str] = frozenset({"cache", "service"})
 # From 1 ms (a HEAD served from cache) to 60 s (a multi-GiB PUT).
 DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -71,13 +83,14 @@ PLUGIN_STATES: tuple[str, ...] = (
 )
 # Every label name the merged exposition may carry ("le" is the histogram's).
 ALLOWED_LABELS: frozenset[str] = frozenset({
-    "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant",
+    "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant", "source",
 })
 _OTHER_CODE = "other"
 # Families render() adds itself; a replica's snapshot may not define them.
 _WAREHOUSE_FAMILIES = frozenset({
     "dwray_plugin_restarts", "dwray_plugin_state", "dwray_tenant_objects",
-    "dwray_tenant_bytes", "dwray_gateway_draining", "dwray_gateway_replicas",
+    "dwray_tenant_bytes", "dwray_stored_objects", "dwray_stored_bytes", "dwray_storing_tenants",
+    "dwray_gateway_draining", "dwray_gateway_replicas",
 })
 
 
@@ -106,6 +119,9 @@ class GatewayMetrics:
                                       registry=registry)
         self._auth_failures = Counter("dwray_auth_failures_total", "Requests refused by authentication.",
                                       ["code"], registry=registry)
+        self._key_lookups = Counter("dwray_access_key_lookups_total",
+                                    "Access key lookups, answered by the replica's cache or the identity service.",
+                                    ["source"], registry=registry)
         # The gauge has no public getter; the count is kept here for report().
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -129,6 +145,12 @@ class GatewayMetrics:
         if scope not in RATE_LIMIT_SCOPES:
             raise InvalidArgument(f"rate limit scope must be one of {sorted(RATE_LIMIT_SCOPES)}, got {scope!r}")
         self._rate_limited.labels(scope).inc()
+
+    def key_lookup(self, source: str) -> None:
+        """Count one access key lookup answered from ``"cache"`` or by the identity ``"service"``."""
+        if source not in KEY_LOOKUP_SOURCES:
+            raise InvalidArgument(f"key lookup source must be one of {sorted(KEY_LOOKUP_SOURCES)}, got {source!r}")
+        self._key_lookups.labels(source).inc()
 
     def auth_failed(self, code: str) -> None:
         """Count one authentication failure by its S3 error code (unknown codes count as ``other``)."""
@@ -171,19 +193,21 @@ class GatewayMetrics:
 
 
 def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
-           tenants: Mapping[str, Mapping[str, int]], draining: bool) -> bytes:
+           tenants: Mapping[str, Mapping[str, int]], draining: bool, tenant_labels: bool = False) -> bytes:
     """Merge the replicas' expositions and add the warehouse-wide families.
 
     ``snapshots`` maps replica id to that replica's :meth:`GatewayMetrics.exposition`;
     ``plugins`` is the supervisor's ``status()["children"]``; ``tenants`` maps a
-    tenant name to ``{"objects": n, "bytes": n}``. A snapshot that does not parse
-    is left out (and logged) so one bad replica cannot take the page down.
+    tenant name to ``{"objects": n, "bytes": n}``: summed into totals always,
+    and shown per tenant, names as labels, only with ``tenant_labels``. A
+    snapshot that does not parse is left out (and logged) so one bad replica
+    cannot take the page down.
     """
     families: list[Metric] = []
     merged, replicas = _merge_replicas(snapshots)
     families.extend(merged.values())
     families.extend(_plugin_families(plugins))
-    families.extend(_tenant_families(tenants))
+    families.extend(_tenant_families(tenants, tenant_labels))
     families.append(GaugeMetricFamily("dwray_gateway_draining", "1 while the gateway drains for shutdown.",
                                       value=1.0 if draining else 0.0))
     families.append(GaugeMetricFamily("dwray_gateway_replicas", "Gateway replicas whose metrics are on this page.",
@@ -256,13 +280,26 @@ def _plugin_families(plugins: list[dict[str, Any]]) -> list[Metric]:
     return [restarts, state]
 
 
-def _tenant_families(tenants: Mapping[str, Mapping[str, int]]) -> list[Metric]:
-    objects = GaugeMetricFamily("dwray_tenant_objects", "Objects stored per tenant.", labels=["tenant"])
-    size = GaugeMetricFamily("dwray_tenant_bytes", "Bytes stored per tenant (object sizes).", labels=["tenant"])
+def _tenant_families(tenants: Mapping[str, Mapping[str, int]], labelled: bool) -> list[Metric]:
+    counts: list[tuple[str, int, int]] = []
     for tenant in sorted(tenants):
         if not isinstance(tenant, str) or not tenant:
             raise InvalidArgument(f"tenant names must be non-empty strings, got {tenant!r}")
         where = f"tenant {tenant!r}"
-        objects.add_metric([tenant], float(_field(tenants[tenant], "objects", int, where)))
-        size.add_metric([tenant], float(_field(tenants[tenant], "bytes", int, where)))
-    return [objects, size]
+        counts.append((tenant, _field(tenants[tenant], "objects", int, where),
+                       _field(tenants[tenant], "bytes", int, where)))
+    families: list[Metric] = [
+        GaugeMetricFamily("dwray_stored_objects", "Objects stored (latest versions), all tenants.",
+                          value=float(sum(objects for _, objects, _ in counts))),
+        GaugeMetricFamily("dwray_stored_bytes", "Bytes stored (object sizes), all tenants.",
+                          value=float(sum(size for _, _, size in counts))),
+        GaugeMetricFamily("dwray_storing_tenants", "Tenants that own a bucket.", value=float(len(counts))),
+    ]
+    if labelled:
+        objects = GaugeMetricFamily("dwray_tenant_objects", "Objects stored per tenant.", labels=["tenant"])
+        size = GaugeMetricFamily("dwray_tenant_bytes", "Bytes stored per tenant (object sizes).", labels=["tenant"])
+        for tenant, count, stored in counts:
+            objects.add_metric([tenant], float(count))
+            size.add_metric([tenant], float(stored))
+        families += [objects, size]
+    return families

@@ -1,9 +1,10 @@
 """The S3 protocol over HTTP: one request in, one S3 response out.
 
-:class:`S3Api` authenticates a request (SigV4 in headers or a presigned
-query), rate-limits it, finds the operation from the method, path and query
-(:mod:`serve_apps.s3_call`), runs it on the warehouse for the caller's tenant,
-and answers with S3's XML or streamed bytes. The operations live by purpose:
+:class:`S3Api` refuses a request whose source address keeps failing
+authentication (before any lookup), authenticates it (SigV4 in headers or a
+presigned query), rate-limits it, finds the operation from the method, path
+and query (:mod:`serve_apps.s3_call`), runs it on the warehouse for the
+caller's tenant, and answers with S3's XML or streamed bytes. The operations live by purpose:
 buckets and listings (:mod:`serve_apps.s3_buckets`), objects
 (:mod:`serve_apps.s3_objects`), multipart uploads
 (:mod:`serve_apps.s3_multipart`), on a shared base that streams request bodies
@@ -25,7 +26,7 @@ from dwray.errors import DwrayError
 from dwray.s3 import xml as s3xml
 from dwray.s3.errors import S3Error, from_dwray_error
 from serve_apps.s3_buckets import BucketOperations
-from serve_apps.s3_call import S3Call
+from serve_apps.s3_call import S3Call, client_address
 from serve_apps.s3_multipart import MultipartOperations
 from serve_apps.s3_objects import ObjectOperations
 
@@ -57,7 +58,9 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         call: S3Call | None = None
+        source = client_address(request.scope, forwarded=self.forwarded_client)
         try:
+            self._refuse_failing_source(source)  # before anything reaches an actor
             call = S3Call(request, self.domain)
             header_bytes = sum(len(name) + len(value) + 4 for name, value in call.header_list)
             if header_bytes > self.max_header_bytes:
@@ -66,7 +69,7 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
             if self.is_draining():
                 raise S3Error("ServiceUnavailable", "the gateway is shutting down", headers={"Retry-After": "5"})
             call.auth = await self.run(self.verifier.verify, call.method, call.raw_path, call.raw_query,
-                                       call.header_list)
+                                       call.header_list, host_bucket=call.host_bucket)
             self._rate_limit(call)
             if call.operation == "Unsupported":
                 raise S3Error("NotImplemented", "dwray does not implement this S3 operation")
@@ -78,6 +81,9 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
         except Exception:  # noqa: BLE001 - the client gets an opaque error; the log gets the trace
             log.exception("request %s failed", call.request_id if call else "?")
             response = self._error(call, S3Error("InternalError", "We encountered an internal error."))
+        if self.auth_failures is not None and (call is None or call.auth is None) \
+                and 400 <= response.status_code < 500:
+            self.auth_failures.failed(source)  # unauthenticated and failing: spends from the address's bucket
         operation = call.operation if call else "unknown"
         response.headers["x-amz-request-id"] = call.request_id if call else secrets.token_hex(8).upper()
         if self.metrics is not None:
@@ -87,6 +93,15 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
             self.metrics.observe(operation, response.status_code, time.perf_counter() - started,
                                  call.bytes_in if call else 0, sent)
         return response
+
+    def _refuse_failing_source(self, source: str) -> None:
+        """503 SlowDown for an address whose failed authentications used up its bucket."""
+        wait = None if self.auth_failures is None else self.auth_failures.check(source)
+        if wait is not None:
+            if self.metrics is not None:
+                self.metrics.rate_limited("source")
+            raise S3Error("SlowDown", "Too many requests from your address failed authentication; "
+                          "please reduce your request rate.", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
 
     def _rate_limit(self, call: S3Call) -> None:
         if self.limiter is None or call.auth is None:

@@ -12,13 +12,16 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from dwray.s3 import http as s3http
 from dwray.s3.auth import AuthResult
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import parse_decimal
+from serve_apps.haproxy_hardening import CLIENT_ADDRESS_HEADER
 
-__all__ = ["RESERVED_BUCKETS", "S3Call", "classify", "etag", "header_pairs", "int_param", "query_params",
-           "refuse_conditional_write"]
+__all__ = ["RESERVED_BUCKETS", "S3Call", "classify", "client_address", "etag", "header_pairs", "int_param",
+           "query_params", "refuse_conditional_write"]
 
 # Query parameters that name S3 features dwray does not offer: answered 501, never mistaken for GET/PUT Object.
 UNSUPPORTED_SUBRESOURCES = frozenset({
@@ -76,23 +79,37 @@ def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str
     return "Unsupported"
 
 
+def client_address(scope: Scope, *, forwarded: bool) -> str:
+    """The address the request came from, for the per-address limit on failed authentication.
+
+    Behind dwray's HAProxy (``forwarded``) the connection is HAProxy's own,
+    and the client's address is in the header HAProxy sets (replacing any a
+    client sent); without it, or elsewhere, the connection's peer.
+    """
+    if forwarded:
+        wanted = CLIENT_ADDRESS_HEADER.encode("latin-1")
+        for name, value in scope.get("headers", ()):
+            if name == wanted:
+                return value.decode("latin-1")[:64]
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 def etag(value: str) -> str:
     """An ETag header value: the hex digest in double quotes."""
     return f'"{value}"'
 
 
 def int_param(params: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
-    """The query parameter ``name`` as an integer in ``[low, high]``; ``default`` when absent or empty."""
+    """The query parameter ``name`` as an integer in ``[low, high]``; ``default`` when absent or empty.
+
+    ASCII digits only, at most 19 of them (:func:`dwray.s3.numbers.parse_decimal`):
+    anything else is ``InvalidArgument``, never a 500.
+    """
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", f"{name} must be an integer") from None
-    if value < low or (high is not None and value > high):
-        raise S3Error("InvalidArgument", f"{name} must be between {low} and {high if high is not None else 'any'}")
-    return value
+    return parse_decimal(raw, name, low=low, high=high)
 
 
 class S3Call:
@@ -109,6 +126,8 @@ class S3Call:
             (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
         self.headers = merged = header_pairs(self.header_list)
         self.params = query_params(self.raw_query)
+        # Virtual-hosted style names the bucket in the Host; SigV2 must sign it (see dwray.s3.sigv2).
+        self.host_bucket = s3http.virtual_host_bucket(merged.get("host"), domain)
         self.bucket, self.key = s3http.bucket_and_key(merged.get("host"), raw, domain)
         self.operation = classify(self.method, self.bucket, self.key, self.params, merged)
         # As sent (percent-encoded): a decoded key may hold characters XML cannot carry.

@@ -19,10 +19,12 @@ from typing import Any
 
 from starlette.responses import Response
 
+from dwray.core.ratelimit import AuthFailureLimiter
 from dwray.s3.auth import SigV4Verifier
 from dwray.s3.checksums import BodyVerifier
 from dwray.s3.chunked import AwsChunkedDecoder
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import parse_decimal
 from serve_apps.bodies import BodyPipe, pump_body
 from serve_apps.s3_call import S3Call
 
@@ -46,8 +48,8 @@ class S3Operations:
     def __init__(self, warehouse: Any, verifier: SigV4Verifier, *, executor: ThreadPoolExecutor,
                  body_executor: ThreadPoolExecutor | None = None, max_header_bytes: int = 16 << 10,
                  limiter: Any = None, metrics: Any = None, domain: str | None = None, region: str = "us-east-1",
-                 max_object_size: int, max_metadata_bytes: int, is_draining: Callable[[], bool] = lambda: False
-                 ) -> None:
+                 max_object_size: int, max_metadata_bytes: int, is_draining: Callable[[], bool] = lambda: False,
+                 auth_failures: AuthFailureLimiter | None = None, forwarded_client: bool = False) -> None:
         self.wh = warehouse
         self.verifier = verifier
         # Short calls (auth, metadata) and long ones (a body being read or
@@ -63,6 +65,9 @@ class S3Operations:
         self.max_object_size = max_object_size
         self.max_metadata_bytes = max_metadata_bytes
         self.is_draining = is_draining
+        # Unauthenticated and failing requests, per source address (see dwray.core.ratelimit).
+        self.auth_failures = auth_failures
+        self.forwarded_client = forwarded_client
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A blocking call on the gateway's thread pool."""
@@ -75,7 +80,7 @@ class S3Operations:
     async def _xml_body(self, call: S3Call) -> bytes:
         """A small request body (an XML document), whole and verified."""
         declared = call.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_XML_BODY:
+        if declared is not None and parse_decimal(declared, "Content-Length") > MAX_XML_BODY:
             raise S3Error("MalformedXML", "the XML body is too large")
         body = bytearray()
         async for data in call.request.stream():
@@ -129,9 +134,7 @@ class S3Operations:
             if "chunked" in call.headers.get("transfer-encoding", "").lower():
                 return None
             raise S3Error("MissingContentLength", "You must provide the Content-Length HTTP header.")
-        if not raw.strip().isdigit():
-            raise S3Error("InvalidArgument", "Content-Length must be a non-negative integer")
-        length = int(raw)
+        length = parse_decimal(raw, "x-amz-decoded-content-length" if mode in STREAMING_MODES else "Content-Length")
         if length > self.max_object_size:
             raise S3Error("EntityTooLarge", f"the object is over the maximum size of {self.max_object_size} bytes")
         return length

@@ -1,7 +1,7 @@
 """A client for the gateway's admin API, and how local ``dw`` commands find the gateway and a token.
 
 A gateway started by ``dw up`` leaves its address in ``DATA_DIR/gateway/gateway.json``
-and an admin token in ``DATA_DIR/gateway/admin-token`` (0600). ``--endpoint``
+and an admin token (0600, beside the master key: see ``GatewayFiles.admin_token``). ``--endpoint``
 (``DWRAY_ENDPOINT``) points elsewhere. The token is never taken from the command
 line, where other users see it (``ps``) and shells keep it (history): it comes
 from ``--admin-token-file PATH`` (``DWRAY_ADMIN_TOKEN_FILE``; the file must be

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import click
 from rich.table import Table
 
+from dwray.cli.keys_cmds import keys_group
 from dwray.cli.output import (
     PROGRESS_THRESHOLD,
     CountingReader,
@@ -28,7 +29,8 @@ from dwray.cli.output import (
     stderr,
     stdout,
 )
-from dwray.cli.state import State, command
+from dwray.cli.secret_cmds import secret_group
+from dwray.cli.state import State, command, command_config
 from dwray.errors import InvalidArgument
 
 
@@ -252,31 +254,7 @@ def sweep_command(state: State, as_json: bool, grace: float | None) -> None:
         f"{report.temp_files} stale temp file(s) removed", highlight=False))
 
 
-@cli.group("keys")
-def keys_group() -> None:
-    """Key-encryption keys: rotate, rewrap, retire."""
-
-
-@command(keys_group, "rotate")
-def keys_rotate(state: State, as_json: bool) -> None:
-    """New primary KEK version for new writes."""
-    version = state.warehouse.rotate_keys(tenant=state.tenant)
-    emit(as_json, {"primary": version}, lambda: stdout.print(f"new primary KEK version {version}"))
-
-
-@command(keys_group, "rewrap")
-def keys_rewrap(state: State, as_json: bool) -> None:
-    """Re-wrap every object's data key under the primary KEK version (data untouched)."""
-    count = state.warehouse.rewrap(tenant=state.tenant)
-    emit(as_json, {"rewrapped": count}, lambda: stdout.print(f"re-wrapped {count} data key(s)"))
-
-
-@command(keys_group, "retire")
-@click.argument("minimum", type=int)
-def keys_retire(state: State, as_json: bool, minimum: int) -> None:
-    """Refuse decryption with KEK versions below MINIMUM (refused while objects still use them)."""
-    state.warehouse.retire_keys(minimum, tenant=state.tenant)
-    emit(as_json, {"minimum": minimum}, lambda: stdout.print(f"KEK versions below {minimum} retired"))
+cli.add_command(keys_group)
 
 
 @command(cli, "status")
@@ -354,7 +332,7 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
     except ValueError as exc:
         raise InvalidArgument(f"--size: {exc}") from None
     result = run_bench(size_bytes, folder=folder, small_count=small_count, repeat=repeat, mode=mode,
-                       placement=placement, writers=writers)
+                       placement=placement, writers=writers, keys_from=command_config(state))
 
     def human() -> None:
         table = Table(title=f"dw bench ({mode}, {size_bytes >> 20} MiB corpus)")
@@ -366,3 +344,5 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
         print_table(table)
     emit(as_json, result, human)
 
+
+cli.add_command(secret_group)

@@ -1,9 +1,10 @@
 """``dw up`` / ``dw down`` and the commands that call the running gateway's admin API.
 
 ``dw up`` runs in the foreground until Ctrl-C or SIGTERM, then drains and
-stops. ``dw tenant``, ``dw key`` and ``dw plugin`` find the gateway started
-from the same data dir (``gateway.json`` and the 0600 ``admin-token`` in
-``DATA_DIR/gateway``), or take ``--endpoint`` and ``--admin-token``.
+stops. ``dw tenant``, ``dw key``, ``dw admin-token`` and ``dw plugin`` find the
+gateway started from the same data dir (``gateway.json`` in ``DATA_DIR/gateway``
+and the 0600 token file ``GatewayFiles.admin_token``, outside the data dir), or take ``--endpoint`` and
+``--admin-token-file`` (or ``DWRAY_ADMIN_TOKEN``): never a token on the command line.
 """
 from __future__ import annotations
 
@@ -59,8 +60,12 @@ def _pid_alive(state: dict[str, Any]) -> bool:
 @click.option("--replicas", type=int, default=None, help="gateway replicas (env DWRAY_GATEWAY__REPLICAS)")
 @click.option("--address", default=None,
               help="Ray cluster to run on (default: the one on this machine, else a new local one)")
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM certificate chain: serve HTTPS (env DWRAY_GATEWAY__TLS_CERT)")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PEM private key of --tls-cert, mode 0600 (env DWRAY_GATEWAY__TLS_KEY)")
 def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
-       replicas: int | None, address: str | None) -> None:
+       replicas: int | None, address: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop."""
     from dwray.core.datadir_lock import DataDirLock
     from dwray.core.gateway_files import GatewayFiles
@@ -68,7 +73,7 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
 
     if up_data_dir is not None:
         state.data_dir = up_data_dir
-    config = command_config(state, host=host, port=port, replicas=replicas)
+    config = command_config(state, host=host, port=port, replicas=replicas, tls_cert=tls_cert, tls_key=tls_key)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running_state = files.read_state()
     # A stale gateway.json (its 'dw up' was killed) is simply overwritten by this start.
@@ -115,8 +120,8 @@ def _print_up(info: dict[str, Any]) -> None:
         stdout.print(f"  tenant             {first['tenant']}", highlight=False)
         stdout.print(f"  access key id      {first['access_key_id']}", highlight=False)
         stdout.print(f"  secret access key  {first['secret_access_key']}", highlight=False)
-        stdout.print(f"  admin token        {first['admin_token']}  (also in {info['admin_token_file']}, 0600)",
-                     highlight=False)
+        stdout.print(f"  admin token        {first['admin_token']}  (in {info['admin_token_file']}, 0600; "
+                     "replaced on every start: make lasting ones with 'dw admin-token create')", highlight=False)
     stdout.print("Ctrl-C or 'dw down' stops it", highlight=False)
 
 
@@ -148,16 +153,19 @@ def down(state: State, as_json: bool, timeout: float) -> None:
 
 
 def admin_options(func: Any) -> Any:
+    """``--endpoint`` and ``--admin-token-file``: the command gets ``endpoint`` and ``admin_token_file``."""
     func = click.option("--endpoint", default=None, help="gateway URL (default: the one 'dw up' started here; "
                                                           "env DWRAY_ENDPOINT)")(func)
-    return click.option("--admin-token", default=None, help="admin token (default: DATA_DIR/gateway/admin-token; "
-                                                            "env DWRAY_ADMIN_TOKEN)")(func)
+    return click.option("--admin-token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                        envvar="DWRAY_ADMIN_TOKEN_FILE",
+                        help="file holding the admin token, mode 0600 (env DWRAY_ADMIN_TOKEN_FILE; else env "
+                             "DWRAY_ADMIN_TOKEN; else the token file dw up left)")(func)
 
 
-def _admin(state: State, endpoint: str | None, admin_token: str | None) -> Any:
+def _admin(state: State, endpoint: str | None, admin_token_file: Path | None) -> Any:
     from dwray.cli.admin_client import discover
 
-    return discover(command_config(state), endpoint=endpoint, token=admin_token)
+    return discover(command_config(state), endpoint=endpoint, token_file=admin_token_file)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -179,27 +187,47 @@ def tenant_group() -> None:
 @click.option("--description", default="")
 @admin_options
 def tenant_create(state: State, as_json: bool, name: str, description: str, endpoint: str | None,
-                  admin_token: str | None) -> None:
+                  admin_token_file: Path | None) -> None:
     """Create a tenant."""
-    tenant = _admin(state, endpoint, admin_token).post("/tenants", {"name": name, "description": description})
+    tenant = _admin(state, endpoint, admin_token_file).post("/tenants", {"name": name, "description": description})
     emit(as_json, tenant, lambda: stdout.print(f"created tenant {tenant['name']}", highlight=False))
 
 
 @command(tenant_group, "list")
 @admin_options
-def tenant_list(state: State, as_json: bool, endpoint: str | None, admin_token: str | None) -> None:
+def tenant_list(state: State, as_json: bool, endpoint: str | None, admin_token_file: Path | None) -> None:
     """List tenants."""
-    tenants = _admin(state, endpoint, admin_token).get("/tenants")
+    tenants = _admin(state, endpoint, admin_token_file).get("/tenants")
     emit(as_json, tenants, lambda: _table(tenants, ["name", "created", "description"]))
 
 
 @command(tenant_group, "rm")
 @click.argument("name")
+@click.option("--shred", is_flag=True,
+              help="crypto-shred: remove the tenant with all its access keys and destroy every version of its "
+                   "key, so that none of its data can ever be decrypted; its name cannot be used again")
+@click.option("--force", is_flag=True, help="with --shred: also delete the tenant's buckets and all in them")
 @admin_options
-def tenant_remove(state: State, as_json: bool, name: str, endpoint: str | None, admin_token: str | None) -> None:
-    """Delete a tenant (refused for the default tenant, and while it owns buckets or active access keys)."""
-    _admin(state, endpoint, admin_token).delete(f"/tenants/{name}")
-    emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted tenant {name}", highlight=False))
+def tenant_remove(state: State, as_json: bool, name: str, shred: bool, force: bool, endpoint: str | None,
+                  admin_token_file: Path | None) -> None:
+    """Delete a tenant (refused for the default tenant, and while it owns buckets or active access keys),
+    or crypto-shred it with --shred."""
+    if force and not shred:
+        raise InvalidArgument("--force goes with --shred: a plain 'dw tenant rm' never deletes data")
+    if not shred:
+        _admin(state, endpoint, admin_token_file).delete(f"/tenants/{name}")
+        emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted tenant {name}", highlight=False))
+        return
+    report = _admin(state, endpoint, admin_token_file).post(f"/tenants/{name}/shred", force=str(force).lower())
+    emit(as_json, report, lambda: _print_shred(report))
+
+
+def _print_shred(report: dict[str, Any]) -> None:
+    versions = ", ".join(str(version) for version in report["kek_versions_destroyed"]) or "none left"
+    stdout.print(f"shredded tenant {report['tenant']}: key {report['kek_id']} destroyed (versions: {versions}); "
+                 f"{report['access_keys_removed']} access key(s), {len(report['buckets_removed'])} bucket(s), "
+                 f"{report['object_versions_removed']} object version(s) and {report['blobs_deleted']} blob(s) "
+                 "removed; what is left of its data, anywhere, cannot be decrypted", highlight=False)
 
 
 @command(tenant_group, "rotate")
@@ -207,9 +235,9 @@ def tenant_remove(state: State, as_json: bool, name: str, endpoint: str | None, 
 @click.option("--rewrap", is_flag=True, help="also rewrap every data key under the new version now")
 @admin_options
 def tenant_rotate(state: State, as_json: bool, name: str, rewrap: bool, endpoint: str | None,
-                  admin_token: str | None) -> None:
+                  admin_token_file: Path | None) -> None:
     """Rotate a tenant's key-encryption key."""
-    result = _admin(state, endpoint, admin_token).post(f"/tenants/{name}/rotate", rewrap=str(rewrap).lower())
+    result = _admin(state, endpoint, admin_token_file).post(f"/tenants/{name}/rotate", rewrap=str(rewrap).lower())
     emit(as_json, result, lambda: stdout.print(
         f"tenant {name}: KEK version {result['kek_version']}, {result['rewrapped']} data keys rewrapped",
         highlight=False))
@@ -225,9 +253,9 @@ def key_group() -> None:
 @click.option("--description", default="")
 @admin_options
 def key_create(state: State, as_json: bool, key_tenant: str, description: str, endpoint: str | None,
-               admin_token: str | None) -> None:
+               admin_token_file: Path | None) -> None:
     """Create an access key; its secret is printed once."""
-    new = _admin(state, endpoint, admin_token).post("/keys", {"tenant": key_tenant, "description": description})
+    new = _admin(state, endpoint, admin_token_file).post("/keys", {"tenant": key_tenant, "description": description})
     emit(as_json, {"access_key_id": new["access_key_id"], "secret_access_key": new["secret_access_key"]},
          lambda: stdout.print(f"access key id      {new['access_key_id']}\n"
                               f"secret access key  {new['secret_access_key']}\n"
@@ -238,9 +266,9 @@ def key_create(state: State, as_json: bool, key_tenant: str, description: str, e
 @click.option("--tenant", "key_tenant", default=None, help="only this tenant's keys")
 @admin_options
 def key_list(state: State, as_json: bool, key_tenant: str | None, endpoint: str | None,
-             admin_token: str | None) -> None:
+             admin_token_file: Path | None) -> None:
     """List access keys (never their secrets)."""
-    keys = _admin(state, endpoint, admin_token).get("/keys", tenant=key_tenant)
+    keys = _admin(state, endpoint, admin_token_file).get("/keys", tenant=key_tenant)
     emit(as_json, keys, lambda: _table(keys, ["access_key_id", "tenant", "revoked", "created", "description"]))
 
 
@@ -248,11 +276,11 @@ def key_list(state: State, as_json: bool, key_tenant: str | None, endpoint: str 
 @click.argument("access_key_id")
 @admin_options
 def key_revoke(state: State, as_json: bool, access_key_id: str, endpoint: str | None,
-               admin_token: str | None) -> None:
+               admin_token_file: Path | None) -> None:
     """Revoke an access key."""
     if not access_key_id.strip():
         raise InvalidArgument("name the access key id to revoke")
-    _admin(state, endpoint, admin_token).delete(f"/keys/{access_key_id}")
+    _admin(state, endpoint, admin_token_file).delete(f"/keys/{access_key_id}")
     emit(as_json, {"revoked": access_key_id}, lambda: stdout.print(f"revoked {access_key_id}", highlight=False))
 
 
@@ -263,9 +291,9 @@ def plugin_group() -> None:
 
 @command(plugin_group, "list")
 @admin_options
-def plugin_list(state: State, as_json: bool, endpoint: str | None, admin_token: str | None) -> None:
+def plugin_list(state: State, as_json: bool, endpoint: str | None, admin_token_file: Path | None) -> None:
     """Each plugin's state, generation and restarts."""
-    tree = _admin(state, endpoint, admin_token).get("/plugins")
+    tree = _admin(state, endpoint, admin_token_file).get("/plugins")
     emit(as_json, tree, lambda: _table(tree["children"], ["id", "plugin", "state", "generation", "restarts",
                                                           "last_failure"]))
 
@@ -273,8 +301,9 @@ def plugin_list(state: State, as_json: bool, endpoint: str | None, admin_token: 
 @command(plugin_group, "restart")
 @click.argument("child_id")
 @admin_options
-def plugin_restart(state: State, as_json: bool, child_id: str, endpoint: str | None, admin_token: str | None) -> None:
+def plugin_restart(state: State, as_json: bool, child_id: str, endpoint: str | None,
+                   admin_token_file: Path | None) -> None:
     """Restart one plugin."""
-    result = _admin(state, endpoint, admin_token).post(f"/plugins/{child_id}/restart")
+    result = _admin(state, endpoint, admin_token_file).post(f"/plugins/{child_id}/restart")
     emit(as_json, result, lambda: stdout.print(f"restarted {child_id} (generation {result['generation']})",
                                                highlight=False))

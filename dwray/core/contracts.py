@@ -43,7 +43,7 @@ from dwray.core.catalog import (
     UploadRecord,
     WrappedKey,
 )
-from dwray.core.identity import AccessKeyInfo, StoredAccessKey, TenantInfo
+from dwray.core.identity import AccessKeyInfo, AdminTokenInfo, ShreddedTenant, StoredAccessKey, TenantInfo
 from dwray.core.models import PartInfo
 from dwray.errors import DwrayError
 
@@ -154,6 +154,12 @@ class CatalogService(Protocol):
         """Delete an empty bucket; ``BucketNotEmpty`` while it holds objects or uploads."""
 
     @idempotent
+    def drop_bucket(self, tenant: str, name: str) -> int:
+        """Delete a bucket with everything in it (object versions, segments, uploads, parts); return the
+        object versions removed. Blobs are left to the sweeper. For shredding a tenant; a gone bucket gives 0.
+        """
+
+    @idempotent
     def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
         """Make ``record`` the latest version of its key; return the versions it displaced.
 
@@ -221,7 +227,10 @@ class CatalogService(Protocol):
 
     @idempotent
     def tenant_stats(self) -> dict[str, dict[str, int]]:
-        """For every tenant: its live objects (latest versions, delete markers aside) and their bytes."""
+        """For every tenant: its live objects (latest versions, delete markers aside) and their bytes.
+
+        Kept as the objects change, never counted on demand: it is read on every
+        ``/metrics`` scrape, so its cost grows with tenants, not objects."""
 
     @idempotent
     def create_upload(self, upload: UploadRecord) -> None:
@@ -335,12 +344,13 @@ class KeyService(Protocol):
         keyring unwraps and wraps inside it). Errors as ``unwrap``.
         """
 
+    @idempotent
     def destroy(self, kek_id: str) -> None:
         """Destroy every version of ``kek_id`` for good (crypto-shredding).
 
         Whatever it wrapped can never be unwrapped again, by anyone: later
         calls for it raise ``KeyShredded``. Destroying a destroyed or unknown
-        KEK id is not an error.
+        KEK id is not an error (so a repeat is safe).
         """
 
     @idempotent
@@ -368,7 +378,7 @@ class KmsService(KeyService, Protocol):
 # Identity --------------------------------------------------------------------
 
 class IdentityService(Protocol):
-    """Tenants, their S3 access keys (secrets stored only wrapped) and admin-token hashes.
+    """Tenants, their S3 access keys (secrets stored only wrapped) and named admin tokens (hashes only).
 
     Every change moves an *epoch* in the same transaction, so gateway replicas
     that cache resolved keys drop their cache when it moves.
@@ -391,6 +401,14 @@ class IdentityService(Protocol):
 
     def delete_tenant(self, name: str) -> None:
         """Remove a tenant and its revoked keys; ``TenantHasActiveKeys`` while it has active ones."""
+
+    @idempotent
+    def shred_tenant(self, name: str) -> ShreddedTenant:
+        """Remove a tenant with all its keys and keep a tombstone that refuses its name from now on.
+
+        A shredded tenant's repeat returns the tombstone; ``TenantNotFound`` if
+        there never was such a tenant.
+        """
 
     @idempotent
     def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
@@ -418,20 +436,37 @@ class IdentityService(Protocol):
         """Swap a key's wrapped secret if it is still the one in ``key`` (compare and set)."""
 
     @idempotent
-    def add_admin_token_hash(self, token_hash: str, description: str = "") -> None:
-        """Remember an admin token by its SHA-256; a known hash changes nothing."""
+    def add_admin_token(self, token_hash: str, name: str, expires: float | None = None, description: str = "",
+                        *, replace: bool = False) -> AdminTokenInfo:
+        """Remember an admin token by its SHA-256 under a unique ``name``, valid until ``expires`` if given.
+
+        ``AdminTokenExists`` if the name is taken, unless ``replace`` (which
+        revokes that token in the same transaction); the very same token again
+        changes nothing.
+        """
 
     @idempotent
-    def has_admin_token_hash(self, token_hash: str) -> bool:
-        """Whether ``token_hash`` is a known admin token's hash, compared in constant time."""
+    def find_admin_token(self, token_hash: str) -> AdminTokenInfo | None:
+        """The token whose SHA-256 is ``token_hash`` (expired or not), compared in constant time; else ``None``.
+
+        Records the token's last use when it is unexpired.
+        """
+
+    @idempotent
+    def list_admin_tokens(self) -> list[AdminTokenInfo]:
+        """Every admin token by name: never a token or its hash."""
+
+    def revoke_admin_token(self, name: str) -> AdminTokenInfo:
+        """Revoke the token ``name`` for good; ``AdminTokenNotFound`` if there is none (so a repeat fails)."""
 
     @idempotent
     def count_admin_tokens(self) -> int:
         """How many admin tokens exist."""
 
     def bootstrap(self, tenant: str, access_key_id: str, kek_id: str, kek_version: int, wrapped_secret: bytes,
-                  token_hash: str) -> bool:
-        """On a store with no admin token and no key: create ``tenant``, this key and this token; say whether it did.
+                  token_hash: str, token_name: str) -> bool:
+        """On a store with no admin token and no key: create ``tenant``, this key and this token (named
+        ``token_name``); say whether it did.
 
         Not safe to repeat: after a lost ``True`` a repeat answers ``False``
         and the new secrets would be lost.

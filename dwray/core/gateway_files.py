@@ -1,8 +1,10 @@
 """The files a running gateway leaves for local ``dw`` commands: its address and an admin token.
 
-The admin token in ``DATA_DIR/gateway/admin-token`` (0600, in a 0700 folder)
-is a named token, ``dw-up@<host>``, issued on every start of a gateway on that
-host and replacing (revoking) the one issued before under that name. So a lost
+The admin token file (0600, in a 0700 folder) is kept outside the data dir,
+at ``$XDG_CONFIG_HOME/dwray/admin-tokens/<digest of the data dir's path>``,
+because a copy of the data dir must hold no credential. It is a named token,
+``dw-up@<host>``, issued on every start of a gateway on that host and
+replacing (revoking) the one issued before under that name. So a lost
 or copied file holds a token that the next start revokes, and that
 ``dw admin-token revoke dw-up@<host>`` revokes at once: no orphan stays valid.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dwray.config import default_master_key_path
 from dwray.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -47,7 +51,9 @@ class GatewayFiles:
 
     @property
     def admin_token(self) -> Path:
-        return self.folder / "admin-token"
+        """Beside the master key, not in the data dir: one file per data dir, named by its path's digest."""
+        digest = hashlib.sha256(str(self.folder.resolve()).encode("utf-8")).hexdigest()[:32]
+        return default_master_key_path().parent / "admin-tokens" / digest
 
     def write_state(self, state: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -63,8 +69,10 @@ class GatewayFiles:
 
     def write_admin_token(self, token: str) -> None:
         """The admin token, readable by the owner only (0600 from creation, never wider), in a 0700 folder."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
+        folder = self.admin_token.parent
+        for created in (folder.parent, folder):
+            created.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(created, 0o700)
         write_private_file(self.admin_token, token)
 
     def read_admin_token(self) -> str | None:

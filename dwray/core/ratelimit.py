@@ -1,9 +1,18 @@
-"""Request rate limits for the gateway: token buckets per tenant and per access key.
+"""Request rate limits for the gateway: token buckets per tenant and per access key, and
+per source address for requests that fail authentication.
 
 Each gateway replica keeps its own buckets in memory and takes an equal share
 of the configured rates (``share = 1 / replicas``), so the sum over replicas
 holds without any shared state on the request path. A refused request gets
 ``503 SlowDown`` with ``Retry-After`` set from the delay ``check`` returns.
+
+:class:`AuthFailureLimiter` guards what comes before authentication: every
+unauthenticated or failing request (no or bad signature, unknown key, expired
+URL, bad admin or metrics token) takes a token from its source address's
+bucket, and while that bucket is empty every request from the address is
+refused before any lookup reaches an actor. Guessing keys or tokens is thus
+held to ``rate`` tries per second per address; clients that authenticate
+never spend from it.
 
 Hand-written rather than taken from a library: the rule is a dozen lines, and
 the limiters on PyPI either sleep (we must answer at once with a delay) or keep
@@ -11,6 +20,7 @@ their state in Redis (we want none on the request path).
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -20,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dwray.config import DwrayConfig
 from dwray.errors import InvalidArgument
 
-__all__ = ["RateLimiter", "TokenBucket"]
+__all__ = ["AuthFailureLimiter", "RateLimiter", "TokenBucket", "source_key"]
 
 Clock = Callable[[], float]
 
@@ -159,3 +169,88 @@ class RateLimiter:
         while len(self._buckets) > self.max_entries:
             self._buckets.popitem(last=False)
         return bucket
+
+
+def source_key(address: str) -> str:
+    """The bucket a source address counts against: the address for IPv4, its /64 for IPv6.
+
+    One IPv6 client typically holds a whole /64, so counting per address would
+    give it 2**64 buckets. An address that does not parse (a Unix socket, a
+    test client's name) counts as itself, cut to a bounded length.
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+class AuthFailureLimiter:
+    """Per source address: ``burst`` failed authentications, refilled at ``rate`` per second.
+
+    ``check`` says whether an address may be served now (it takes nothing);
+    ``failed`` spends one token for a request that failed authentication. A
+    rate of 0 means unlimited. ``share`` and ``max_entries`` as for
+    :class:`RateLimiter`: an evicted address starts again with a full bucket.
+    """
+
+    def __init__(self, *, rate: float, burst: float, share: float = 1.0, max_entries: int = 100_000,
+                 clock: Clock = time.monotonic) -> None:
+        if not (isinstance(share, int | float) and 0 < share <= 1):
+            raise InvalidArgument(f"an auth failure limiter's share must be in (0, 1], not {share!r}")
+        if not (isinstance(max_entries, int) and max_entries >= 1):
+            raise InvalidArgument(f"an auth failure limiter's max_entries must be an int >= 1, not {max_entries!r}")
+        TokenBucket(rate, burst, clock)  # fail now, on bad numbers
+        self._limits = (rate * share, max(burst * share, 1.0))
+        self.max_entries = max_entries
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: DwrayConfig, replicas: int | None = None, *,
+                    clock: Clock = time.monotonic) -> AuthFailureLimiter:
+        """The limiter of ``[gateway] auth_failures`` for one of ``replicas`` replicas."""
+        replicas = config.gateway.replicas if replicas is None else replicas
+        if not (isinstance(replicas, int) and replicas >= 1):
+            raise InvalidArgument(f"replicas must be an int >= 1, not {replicas!r}")
+        limits = config.gateway.auth_failures
+        return cls(rate=limits.rate, burst=limits.burst, share=1.0 / replicas, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"AuthFailureLimiter({self._limits[0]:g}/s burst {self._limits[1]:g}, entries={len(self._buckets)})"
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def check(self, address: str) -> float | None:
+        """``None`` if ``address`` may be served now, else the seconds until it may try again."""
+        if self._limits[0] == 0:
+            return None
+        key = source_key(address)
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return None  # never failed (or long forgotten): a full bucket
+            self._buckets.move_to_end(key)
+            wait = bucket.delay()
+        return wait if wait > 0 else None
+
+    def failed(self, address: str) -> None:
+        """One request from ``address`` failed authentication: spend a token (none left: nothing more)."""
+        if self._limits[0] == 0:
+            return
+        key = source_key(address)
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(*self._limits, self._clock)
+                while len(self._buckets) > self.max_entries:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            bucket.take()

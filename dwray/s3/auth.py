@@ -118,8 +118,14 @@ class SigV4Verifier:
         self._clock = clock
 
     def verify(self, method: str, raw_path: str, raw_query: str,
-               headers: Sequence[tuple[str, str]]) -> AuthResult:
-        """Authenticate one request, or raise the S3Error the client should get."""
+               headers: Sequence[tuple[str, str]], *, host_bucket: str | None = None) -> AuthResult:
+        """Authenticate one request, or raise the S3Error the client should get.
+
+        ``host_bucket`` is the bucket a virtual-hosted request names in its
+        ``Host`` header (None for path style). SigV4 signs the Host header
+        itself; SigV2 does not, so its signature is checked over the bucket too
+        (:mod:`dwray.s3.sigv2`).
+        """
         check_raw_path(raw_path)
         params = parse_query(raw_query)
         header_map: dict[str, list[str]] = {}
@@ -138,7 +144,8 @@ class SigV4Verifier:
         if query_v4:
             return self._verify_query(method, raw_path, params, header_map)
         if query_v2:
-            return verify_sigv2_presigned(method, raw_path, raw_query, header_map, self._identity, self._clock)
+            return verify_sigv2_presigned(method, raw_path, raw_query, header_map, self._identity, self._clock,
+                                          host_bucket=host_bucket)
         raise S3Error("AccessDenied", "Access Denied: the request carries no credentials")
 
     def _verify_header(self, method: str, raw_path: str, params: list[tuple[str, str]],

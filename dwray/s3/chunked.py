@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 from dwray.s3.auth import AuthResult, ChunkSigner
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import parse_decimal, parse_hex
 
 __all__ = ["MAX_CHUNK_HEADER", "MAX_TRAILER_SECTION", "AwsChunkedDecoder", "parse_trailer_names"]
 
@@ -31,7 +32,6 @@ MAX_CHUNK_HEADER = 4096  # bytes in one "<size>;chunk-signature=..." line
 MAX_TRAILER_SECTION = 16384  # bytes in all trailing header lines together
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
-_SIZE = re.compile(r"[0-9a-fA-F]{1,16}\Z")
 _SIGNATURE_EXT = re.compile(r"chunk-signature=([0-9a-f]{64})\Z")
 _HEADER, _DATA, _DATA_END, _TRAILERS, _DONE = range(5)
 
@@ -79,10 +79,8 @@ class AwsChunkedDecoder:
         if not auth.streaming:
             return None
         length = headers.get("x-amz-decoded-content-length")
-        if length is not None and not (length.isascii() and length.isdigit()):
-            raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be a non-negative integer")
         return cls(signer=auth.chunk_signer, trailer_names=parse_trailer_names(headers.get("x-amz-trailer")),
-                   decoded_length=None if length is None else int(length))
+                   decoded_length=None if length is None else parse_decimal(length, "x-amz-decoded-content-length"))
 
     @property
     def decoded_bytes(self) -> int:
@@ -188,9 +186,7 @@ class AwsChunkedDecoder:
         except UnicodeDecodeError:
             raise S3Error("InvalidRequest", f"Chunk {self._chunks} has a non-ASCII header") from None
         size_text, _, extension = text.partition(";")
-        if not _SIZE.match(size_text.strip()):
-            raise S3Error("InvalidRequest", f"Chunk {self._chunks} has an invalid size {size_text[:32]!r}")
-        size = int(size_text, 16)
+        size = parse_hex(size_text.strip(), f"The size of chunk {self._chunks}", code="InvalidRequest")
         if self._decoded_length is not None and self._decoded + size > self._decoded_length:
             raise S3Error("IncompleteBody", "The body is longer than x-amz-decoded-content-length "
                           f"({self._decoded_length})")

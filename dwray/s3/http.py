@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from urllib.parse import unquote, unquote_to_bytes
 
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import MAX_DECIMAL_DIGITS, is_decimal
 
 __all__ = [
     "bucket_and_key", "check_conditions", "check_copy_source_conditions", "http_date", "iso8601",
     "metadata_headers", "parse_copy_range", "parse_copy_source", "parse_http_date", "parse_range",
-    "quote_etag", "response_overrides", "user_metadata",
+    "quote_etag", "response_overrides", "user_metadata", "virtual_host_bucket",
 ]
 
 META_PREFIX = "x-amz-meta-"
@@ -38,8 +39,9 @@ _OVERRIDES: dict[str, str] = {
 # Characters that would split or end a header line if echoed into a response.
 _HEADER_BREAKERS = re.compile(r"[\r\n\x00]")
 
-_RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-_COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+# ASCII digits only ([0-9], never \d, which matches every script's digits); OWS is space or tab.
+_RANGE_SPEC = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*\Z")
+_COPY_RANGE = re.compile(rf"bytes=([0-9]{{1,{MAX_DECIMAL_DIGITS}}})-([0-9]{{1,{MAX_DECIMAL_DIGITS}}})\Z")
 # One entity-tag in a list (RFC 9110 §8.8.3), optionally weak. Unquoted tags are
 # accepted too because S3 accepts ``If-Match: <hex>`` from clients that strip quotes.
 _ETAG_ITEM = re.compile(r'\s*(W/)?("[^"]*"|[^,\s]+)\s*(?:,|$)')
@@ -61,11 +63,11 @@ def parse_http_date(value: str | None) -> float | None:
     RFC 9110 §5.6.7 asks recipients to accept all three forms; dates without a
     zone are GMT by definition.
     """
-    if not value:
-        return None
+    if not value or not value.isascii():
+        return None  # the email parser would read digits of any script
     try:
         parsed = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a huge year overflows
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
@@ -88,10 +90,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     several ranges (S3 does not serve multipart/byteranges; it answers 200 with
     the whole object). An end past the object is clamped. A range that starts
     past the end, or a zero-length suffix, is unsatisfiable: ``InvalidRange``
-    (416) with ``Content-Range: bytes */size``.
+    (416) with ``Content-Range: bytes */size``. Non-ASCII characters (digits of
+    another script, which Python's ``int()`` would read) and positions of more
+    than ``MAX_DECIMAL_DIGITS`` digits are ``InvalidArgument`` (400): a range
+    other parsers may read differently is refused, not guessed at.
     """
     if header is None:
         return None
+    if not header.isascii():
+        raise S3Error("InvalidArgument", "The Range header must be ASCII (bytes=first-last, digits 0-9)")
     unit, sep, spec = header.partition("=")
     if not sep or unit.strip().lower() != "bytes" or "," in spec:
         return None
@@ -99,6 +106,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None or (not match.group(1) and not match.group(2)):
         return None
     first, last = match.group(1), match.group(2)
+    if any(position and not is_decimal(position) for position in (first, last)):
+        raise S3Error("InvalidArgument", f"The Range header's positions must be at most {MAX_DECIMAL_DIGITS} "
+                      "digits")
     if not first:
         suffix = int(last)
         if suffix == 0:
@@ -126,7 +136,7 @@ def parse_copy_range(value: str, size: int) -> tuple[int, int]:
     Unlike GET's Range, S3 accepts only the full ``first-last`` form and only
     within the source object; both failures are ``InvalidArgument``, as S3 sends.
     """
-    match = _COPY_RANGE.match(value.strip())
+    match = _COPY_RANGE.match(value.strip(" \t"))
     if match is None:
         raise S3Error("InvalidArgument", _COPY_RANGE_FORM)
     start, end = int(match.group(1)), int(match.group(2))
@@ -309,7 +319,7 @@ def bucket_and_key(host: str | None, raw_path: str | bytes, domain: str | None) 
     raw = raw_path if isinstance(raw_path, bytes) else raw_path.encode("utf-8")
     if not raw.startswith(b"/"):
         raise S3Error("InvalidURI", "The request path must start with /")
-    bucket = _virtual_host_bucket(host, domain)
+    bucket = virtual_host_bucket(host, domain)
     if bucket is not None:
         return bucket, _decode_path(raw[1:])
     first, _, rest = raw[1:].partition(b"/")
@@ -320,7 +330,8 @@ def bucket_and_key(host: str | None, raw_path: str | bytes, domain: str | None) 
     return _decode_path(first), _decode_path(rest)
 
 
-def _virtual_host_bucket(host: str | None, domain: str | None) -> str | None:
+def virtual_host_bucket(host: str | None, domain: str | None) -> str | None:
+    """The bucket a ``Host`` of ``<bucket>.<domain>[:port]`` names (virtual-hosted style), else None."""
     if not host or not domain:
         return None
     name = host.strip().lower()

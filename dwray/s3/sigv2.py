@@ -10,6 +10,16 @@ included); other query parameters (a list prefix, say) are not covered, which
 is acceptable for presigned object GET/PUT/HEAD/DELETE. So a SigV2 presigned
 request carrying any other query parameter is refused, and nothing unsigned
 can change what it means.
+
+SigV2 does not sign the ``Host`` header, so under virtual-hosted style the
+bucket must be put into what is signed, or a URL presigned for ``/public/x``
+would also open key ``public/x`` of whatever bucket the ``Host`` names. S3's
+canonical resource is ``/<bucket>/<key>`` in both styles, and botocore signs
+exactly that (its ``auth_path``): path style sends it as the path, virtual-hosted
+style sends ``/<key>`` with the bucket in the host. So the gateway checks the
+signature over ``/<host bucket><path>`` for a virtual-hosted request, over the
+path as sent otherwise: the same URL signs the same bucket whichever way it
+arrives, and no other.
 """
 from __future__ import annotations
 
@@ -25,13 +35,15 @@ from dwray.s3.auth_result import UNSIGNED_PAYLOAD, AuthResult, SigningIdentity
 from dwray.s3.canonical import (
     MAX_PRESIGN_EXPIRES,
     SIGNATURE_MISMATCH,
+    check_raw_path,
     decode,
     path_candidates,
     single_header,
 )
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import parse_decimal
 
-__all__ = ["verify_sigv2_presigned"]
+__all__ = ["canonical_resources", "verify_sigv2_presigned"]
 
 _AUTH_PARAMS = ("AWSAccessKeyId", "Expires", "Signature")
 _SIGNED_SUBRESOURCES = frozenset(HmacV1Auth.QSAOfInterest)
@@ -53,29 +65,30 @@ class _QuerySigner(HmacV1QueryAuth):
 
 def verify_sigv2_presigned(method: str, raw_path: str, raw_query: str, header_map: dict[str, list[str]],
                            identity_of: Callable[[str], SigningIdentity],
-                           clock: Callable[[], float]) -> AuthResult:
+                           clock: Callable[[], float], *, host_bucket: str | None = None) -> AuthResult:
     """Authenticate a SigV2 presigned request, or raise the S3Error the client should get.
 
     ``identity_of`` resolves the access key (raising for an unknown one);
     ``clock`` is read once, after that lookup, for the expiry checks.
+    ``host_bucket`` is the bucket a virtual-hosted request names in its
+    ``Host`` (None for path style); it is part of what the signature must cover.
     """
     code = "AuthorizationQueryParametersError"
     pairs = _raw_query_pairs(raw_query)
     auth = _auth_params(pairs)
     _refuse_unsigned_params(pairs, header_map)
     expires_at = auth["Expires"]
-    if not (expires_at.isascii() and expires_at.isdigit()):
-        raise S3Error(code, "Expires must be an integer number of seconds since the epoch")
+    expiry = parse_decimal(expires_at, "Expires (seconds since the epoch)", code=code)
     identity = identity_of(auth["AWSAccessKeyId"])
     now = clock()
-    if now > int(expires_at):
+    if now > expiry:
         raise S3Error("AccessDenied", "Request has expired")
-    if int(expires_at) - now > MAX_PRESIGN_EXPIRES:
+    if expiry - now > MAX_PRESIGN_EXPIRES:
         raise S3Error(code, "Expires must be less than a week (in seconds) that is "
                       f"{MAX_PRESIGN_EXPIRES} from now")
     signer = _QuerySigner(Credentials(identity.access_key_id, identity.secret_access_key), expires_at)
     signature = auth["Signature"].encode("utf-8")
-    for path in path_candidates(raw_path):
+    for path in canonical_resources(raw_path, host_bucket):
         # botocore picks the signed sub-resources out of the raw query itself,
         # by their names as sent, exactly as it did when signing.
         split = SplitResult("http", "dwray.invalid", path, raw_query, "")
@@ -83,6 +96,21 @@ def verify_sigv2_presigned(method: str, raw_path: str, raw_query: str, header_ma
         if hmac.compare_digest(expected.encode("ascii"), signature):
             return AuthResult(identity, True, UNSIGNED_PAYLOAD)
     raise S3Error("SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+
+
+def canonical_resources(raw_path: str, host_bucket: str | None) -> list[str]:
+    """The paths a SigV2 signature may cover for this request: always ``/<bucket>/<key>`` as S3 names it.
+
+    For a bucket-level virtual-hosted request (path ``/``) botocore signs
+    ``/<bucket>`` (older releases ``/<bucket>/``); both name the same bucket.
+    """
+    if host_bucket is None:
+        return path_candidates(raw_path)
+    check_raw_path(raw_path)
+    candidates = path_candidates(f"/{host_bucket}{raw_path}")
+    if raw_path == "/":
+        candidates.insert(0, f"/{host_bucket}")
+    return candidates
 
 
 def _raw_query_pairs(raw_query: str) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 
 from dwray.s3.canonical import MAX_PRESIGN_EXPIRES, single_header
 from dwray.s3.errors import S3Error
+from dwray.s3.numbers import MAX_DECIMAL_DIGITS, is_decimal
 
 __all__ = [
     "ALGORITHM",
@@ -45,7 +46,7 @@ UNSUPPORTED_MECHANISM = ("The authorization mechanism you have provided is not s
                          "Please use AWS4-HMAC-SHA256 (boto3: Config(signature_version='s3v4')).")
 _QUERY_AUTH_PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                       "X-Amz-SignedHeaders", "X-Amz-Signature")
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z\Z")
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z\Z")  # ASCII digits: \d takes any script's
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
 
 
@@ -133,8 +134,9 @@ def header_timestamp(header_map: dict[str, list[str]]) -> str:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     date = single_header(header_map, "date")
     try:
-        parsed = parsedate_to_datetime(date) if date is not None else None
-    except (TypeError, ValueError):
+        # ASCII only: the email parser reads digits of any script.
+        parsed = parsedate_to_datetime(date) if date is not None and date.isascii() else None
+    except (TypeError, ValueError, OverflowError):  # a huge year overflows
         parsed = None
     if parsed is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
@@ -166,8 +168,9 @@ def query_auth_params(params: list[tuple[str, str]]) -> dict[str, str]:
 
 def parse_expires(value: str) -> int:
     """X-Amz-Expires in seconds, at most S3's one week."""
-    if not value.isdigit() or not value.isascii():
-        raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires should be a number")
+    if not is_decimal(value):
+        raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires should be a number "
+                      f"(1 to {MAX_DECIMAL_DIGITS} ASCII digits)")
     expires = int(value)
     if expires > MAX_PRESIGN_EXPIRES:
         raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be less than a week "

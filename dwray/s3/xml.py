@@ -13,6 +13,7 @@ return UTF-8 bytes with an XML declaration and the S3 namespace on the root
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from urllib.parse import quote_plus
@@ -35,6 +36,8 @@ S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BYTES = 4 * 1024 * 1024
 MAX_DELETE_OBJECTS = 1000
 MAX_PART_NUMBER = 10_000
+# An integer as XML Schema writes one, in ASCII digits (str.isdigit() is also true for "²", which int() refuses).
+_INTEGER = re.compile(r"-?[0-9]+\Z")
 # No S3 request body is deeper than four levels; a complete-multipart body of
 # 10,000 parts with checksums has under 70,000 elements.
 _MAX_DEPTH = 8
@@ -133,7 +136,7 @@ def parse_complete_multipart(body: bytes, *, max_bytes: int = MAX_XML_BYTES) -> 
     for part in _children(root, "Part"):
         number_text = _text(_one(part, "PartNumber", required=True)).strip()
         etag = _text(_one(part, "ETag", required=True)).strip().strip('"')
-        if not number_text.lstrip("-").isdigit() or not etag:
+        if _INTEGER.match(number_text) is None or not etag:
             raise S3Error("MalformedXML", _MALFORMED + " (a Part needs an integer PartNumber and an ETag)")
         # Length first: int() of thousands of digits is slow and then refused by Python.
         number = int(number_text) if len(number_text) <= 12 else MAX_PART_NUMBER + 1

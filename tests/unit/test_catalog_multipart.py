@@ -74,7 +74,7 @@ def test_version_1_catalog_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     version_1_catalog(path)
     catalog = Catalog(path)
-    assert SCHEMA_VERSION == 3 and catalog.schema_version == 3
+    assert catalog.schema_version == SCHEMA_VERSION
     old = catalog.get_object("t1", "bkt", "old")
     assert (old.placement, old.parts) == (Placement("local", "t1/id1/old-blob", b"H", b"T", "tenant:t1", 1), 0)
     assert catalog.get_upload("t1", "bkt", "big", "up1").content_type == "text/plain"
@@ -93,14 +93,15 @@ def test_version_1_catalog_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
     assert catalog._db.execute("PRAGMA foreign_key_check").fetchall() == []
     catalog.close()
     again = Catalog(path)  # reopening runs no migration twice
-    assert again.schema_version == 3 and again.get_object("t1", "bkt", "old").version_id == "v1"
+    assert again.schema_version == SCHEMA_VERSION and again.get_object("t1", "bkt", "old").version_id == "v1"
 
 
 def test_migration_one_is_unchanged_and_later_ones_are_appended() -> None:
-    assert len(MIGRATIONS) == 3
+    assert len(MIGRATIONS) == 4
     assert "CREATE TABLE multipart_parts" in MIGRATIONS[0] and "object_segments" not in MIGRATIONS[0]
     assert "CREATE TABLE object_segments" in MIGRATIONS[1] and "tenants" not in MIGRATIONS[1]
     assert "DROP TABLE tenants" in MIGRATIONS[2]
+    assert "CREATE TABLE tenant_usage" in MIGRATIONS[3]
 
 
 # Uploads and parts ----------------------------------------------------------------------

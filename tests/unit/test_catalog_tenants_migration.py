@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dwray.core.catalog import MIGRATIONS, Catalog, Placement
+from dwray.core.catalog import MIGRATIONS, SCHEMA_VERSION, Catalog, Placement
 from dwray.errors import BucketNotEmpty, CatalogError, UploadNotFound
 
 PLACEMENT_COLUMNS = "'local', 't1/id1/{}', X'48', X'54', 'tenant:t1', 1"
@@ -61,12 +61,12 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
     before.close()
 
     catalog = Catalog(path)
-    assert catalog.schema_version == 3
+    assert catalog.schema_version == SCHEMA_VERSION
     new_schema = schema(catalog._db)
-    assert new_schema["table"] == old_schema["table"] - {"tenants"}
+    assert new_schema["table"] == old_schema["table"] - {"tenants"} | {"tenant_usage"}  # 4 adds usage counts
     assert new_schema["index"] == old_schema["index"]  # every index kept
     assert {table: catalog._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in new_schema["table"]} == counts
+            for table in counts} == counts
     # Buckets keep their rows, primary key and unique ids, and refer to no tenants table.
     assert [(b.name, b.bucket_id, b.created, b.versioning) for b in catalog.list_buckets("t1")] == [
         ("bkt", "id1", 1.0, False), ("versioned", "id2", 2.0, True)]
@@ -112,7 +112,7 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
                                       "t2": {"objects": 1, "bytes": 4}}
     catalog.close()
     again = Catalog(path)  # reopening migrates nothing twice
-    assert again.schema_version == 3 and [b.name for b in again.list_buckets("new-tenant")] == ["fresh"]
+    assert again.schema_version == SCHEMA_VERSION and [b.name for b in again.list_buckets("new-tenant")] == ["fresh"]
     again.close()
 
 

@@ -16,6 +16,7 @@ from actors.remote_services import RemoteCatalog, RemoteIdentity, RemoteKeyring
 from actors.remote_storage import RemoteBackend
 from dwray.backends import BACKENDS, backend_class
 from dwray.backends.base import StorageBackend
+from dwray.builtins.kms_transit import VaultTransitKmsPlugin
 from dwray.builtins.services import CatalogPlugin, IdentityPlugin, LocalKmsPlugin
 from dwray.core.catalog import Catalog
 from dwray.core.contracts import (
@@ -30,11 +31,13 @@ from dwray.core.contracts import (
 from dwray.core.identity import IdentityStore
 from dwray.core.keyring import LocalKeyring
 from dwray.core.plugins import Plugin
+from dwray.core.transit_keyring import TransitKeyring
 from dwray.errors import CatalogError
 
 PARTS = [
     (PagedCatalog, Catalog), (CatalogService, CatalogPlugin), (PagedCatalog, RemoteCatalog),
     (KeyService, LocalKeyring), (KmsService, LocalKmsPlugin), (KmsService, RemoteKeyring),
+    (KmsService, TransitKeyring), (KmsService, VaultTransitKmsPlugin),
     (IdentityService, IdentityStore), (IdentityService, IdentityPlugin), (IdentityService, RemoteIdentity),
 ]
 CONTRACTS = [CatalogService, PagedCatalog, KeyService, KmsService, IdentityService]
@@ -87,7 +90,8 @@ def test_the_retry_policy_is_the_contracts() -> None:
     assert not_repeatable(CatalogService) == {"create_bucket", "delete_bucket", "delete_object", "abort_upload",
                                               "close"}
     assert not_repeatable(KmsService) == {"rotate"}
-    assert not_repeatable(IdentityService) == {"create_tenant", "delete_tenant", "bootstrap", "close"}
+    assert not_repeatable(IdentityService) == {"create_tenant", "delete_tenant", "revoke_admin_token", "bootstrap",
+                                                "close"}
 
 
 class RecordingHandle:
@@ -176,3 +180,15 @@ def test_storage_backends_keep_the_base_classes_signatures(backend: type[Storage
         declared = getattr(StorageBackend, name, None)
         if not name.startswith("_") and callable(method) and declared is not None:
             assert shape(method) == shape(declared), f"{backend.__name__}.{name}"
+
+
+@pytest.mark.parametrize("plugin", ["local", "vault-transit"])
+def test_each_key_service_plugin_takes_the_config_the_bootstrap_gives_it(plugin: str, tmp_path: Path) -> None:
+    from actors.bootstrap import warehouse_children
+    from dwray.config import DwrayConfig, KmsConfig
+    from dwray.core.plugins import check_manifest, load_plugin_class
+
+    kms = KmsConfig(plugin=plugin, address="http://127.0.0.1:8200", token="secret://env/BAO_TOKEN")  # type: ignore[arg-type]
+    (child,) = [c for c in warehouse_children(DwrayConfig(data_dir=tmp_path, kms=kms)) if c.kind == "kms"]
+    assert (child.id, child.plugin) == (f"kms:{plugin}", f"kms.{plugin}")
+    check_manifest(child.id, load_plugin_class(child.plugin).manifest, "kms", child.config)

@@ -134,6 +134,44 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE buckets_rebuilt RENAME TO buckets;
     DROP TABLE tenants;
     """,
+    # 4: each tenant's live objects (latest versions, delete markers aside) and their
+    # bytes, kept by triggers in the transaction of every change to ``objects``, so
+    # ``/metrics`` reads one row per tenant instead of scanning every object per
+    # scrape. A tenant has a row while it owns a bucket (objects need one). A later
+    # migration that rebuilds ``objects`` or ``buckets`` must create these triggers again.
+    """
+    CREATE TABLE tenant_usage (
+        tenant  TEXT PRIMARY KEY,
+        objects INTEGER NOT NULL DEFAULT 0,
+        bytes   INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO tenant_usage (tenant, objects, bytes)
+        SELECT b.tenant, COUNT(o.key), COALESCE(SUM(o.size), 0) FROM (SELECT DISTINCT tenant FROM buckets) b
+        LEFT JOIN objects o ON o.tenant = b.tenant AND o.is_latest = 1 AND o.delete_marker = 0
+        GROUP BY b.tenant;
+    CREATE TRIGGER tenant_usage_bucket_created AFTER INSERT ON buckets BEGIN
+        INSERT OR IGNORE INTO tenant_usage (tenant) VALUES (NEW.tenant);
+    END;
+    CREATE TRIGGER tenant_usage_bucket_deleted AFTER DELETE ON buckets
+    WHEN NOT EXISTS (SELECT 1 FROM buckets WHERE tenant = OLD.tenant) BEGIN
+        DELETE FROM tenant_usage WHERE tenant = OLD.tenant;
+    END;
+    CREATE TRIGGER tenant_usage_object_added AFTER INSERT ON objects
+    WHEN NEW.is_latest = 1 AND NEW.delete_marker = 0 BEGIN
+        UPDATE tenant_usage SET objects = objects + 1, bytes = bytes + NEW.size WHERE tenant = NEW.tenant;
+    END;
+    CREATE TRIGGER tenant_usage_object_removed AFTER DELETE ON objects
+    WHEN OLD.is_latest = 1 AND OLD.delete_marker = 0 BEGIN
+        UPDATE tenant_usage SET objects = objects - 1, bytes = bytes - OLD.size WHERE tenant = OLD.tenant;
+    END;
+    CREATE TRIGGER tenant_usage_object_changed AFTER UPDATE OF tenant, is_latest, delete_marker, size ON objects
+    BEGIN
+        UPDATE tenant_usage SET objects = objects - 1, bytes = bytes - OLD.size
+            WHERE tenant = OLD.tenant AND OLD.is_latest = 1 AND OLD.delete_marker = 0;
+        UPDATE tenant_usage SET objects = objects + 1, bytes = bytes + NEW.size
+            WHERE tenant = NEW.tenant AND NEW.is_latest = 1 AND NEW.delete_marker = 0;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -101,6 +101,23 @@ class Catalog(PagedReads, SqliteStore):
             # Uploads in progress go with the bucket (cascade); so do memories of completed ones.
             db.execute("DELETE FROM completed_uploads WHERE tenant = ? AND bucket = ?", (tenant, name))
 
+    def drop_bucket(self, tenant: str, name: str) -> int:
+        """Delete a bucket with everything in it, in one transaction; return the object versions removed.
+
+        Only for shredding a tenant (``dwray.core.warehouse.tenants``), whose key
+        is destroyed next: the rows' blobs are left to the sweeper.
+        """
+        where, params = "tenant = ? AND bucket = ?", (tenant, name)
+        with self._write() as db:
+            db.execute(f"DELETE FROM object_segments WHERE {where}", params)
+            removed = db.execute(f"DELETE FROM objects WHERE {where}", params).rowcount
+            db.execute(f"DELETE FROM multipart_parts WHERE upload_id IN "
+                       f"(SELECT upload_id FROM multipart_uploads WHERE {where})", params)
+            db.execute(f"DELETE FROM multipart_uploads WHERE {where}", params)
+            db.execute(f"DELETE FROM completed_uploads WHERE {where}", params)
+            db.execute("DELETE FROM buckets WHERE tenant = ? AND name = ?", params)
+        return removed
+
     # Objects ----------------------------------------------------------------
 
     def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
@@ -294,11 +311,12 @@ class Catalog(PagedReads, SqliteStore):
 
     def tenant_stats(self) -> dict[str, dict[str, int]]:
         """For every tenant that owns a bucket: its live objects (latest versions, delete markers
-        aside) and their bytes. Tenants without buckets store nothing; the identity store lists them."""
-        rows = self._read(
-            "SELECT b.tenant, COUNT(o.key), COALESCE(SUM(o.size), 0) FROM (SELECT DISTINCT tenant FROM buckets) b "
-            "LEFT JOIN objects o ON o.tenant = b.tenant AND o.is_latest = 1 AND o.delete_marker = 0 "
-            "GROUP BY b.tenant ORDER BY b.tenant")
+        aside) and their bytes. Tenants without buckets store nothing; the identity store lists them.
+
+        One row per tenant, kept by triggers in the same transaction as every object change
+        (schema migration 4): ``/metrics`` calls this on every scrape, so it never scans objects.
+        """
+        rows = self._read("SELECT tenant, objects, bytes FROM tenant_usage ORDER BY tenant")
         return {name: {"objects": count, "bytes": size} for name, count, size in rows}
 
     # Multipart uploads --------------------------------------------------------

@@ -15,7 +15,7 @@ from dwray.config import DwrayConfig, load_config
 from dwray.core.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.core.contracts import KeyService, PagedCatalog
 from dwray.core.datadir_lock import DataDirLock, LockHolder
-from dwray.core.keyring import LocalKeyring
+from dwray.core.key_services import open_key_service
 from dwray.core.models import ObjectInfo, TenantContext
 from dwray.core.pipeline import FrameEngine, ThreadFrameEngine
 from dwray.core.warehouse.inputs import clean_metadata
@@ -64,7 +64,7 @@ class WarehouseBase:
                 self.config.catalog_path, synchronous=self.config.catalog.synchronous,
                 busy_timeout_ms=self.config.catalog.busy_timeout_ms)
             undo.callback(self.catalog.close)
-            self.keyring = keyring if keyring is not None else LocalKeyring(self.config.keyring_path)
+            self.keyring = keyring if keyring is not None else open_key_service(self.config)
             undo.pop_all()
         self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()

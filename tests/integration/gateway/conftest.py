@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from dwray.config import (
+    AuthFailureLimit,
     DwrayConfig,
     GatewayConfig,
     LimitsConfig,
@@ -71,7 +72,10 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
         gateway=GatewayConfig(
             port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, max_header_bytes=MAX_HEADER_BYTES,
-            rate_limit=RateLimitConfig(tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)})),
+            rate_limit=RateLimitConfig(tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)}),
+            # The negative tests fail authentication on purpose, all from 127.0.0.1: a limit far
+            # above theirs. The limit itself is tested on a gateway of its own (test_gateway_tls.py).
+            auth_failures=AuthFailureLimit(rate=100, burst=2000)),
     )
 
 

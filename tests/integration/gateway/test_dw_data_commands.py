@@ -22,6 +22,7 @@ import requests
 from botocore.config import Config
 
 from dwray.core.datadir_lock import DataDirLock
+from dwray.core.gateway_files import GatewayFiles
 from dwray.core.ports import free_port
 from dwray.errors import DataDirInUse
 from tests.helpers import wait_until
@@ -96,6 +97,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         wait_until(ready, timeout=START_TIMEOUT, what="dw up to become ready", interval=0.05)
         # What a dw command started right now can find (starting one takes a second).
         files_at_ready = {path.name for path in (data_dir / "gateway").iterdir()}
+        if GatewayFiles(data_dir / "gateway").admin_token.exists():
+            files_at_ready.add("admin-token")
         key_create = subprocess.run(
             [sys.executable, "-m", "dwray.cli", "--data-dir", str(data_dir), "key", "create", "--tenant", "default",
              "--json"], capture_output=True, timeout=120, env=dw_env(data_dir), check=False)

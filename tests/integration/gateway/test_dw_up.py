@@ -22,6 +22,7 @@ import requests
 import yaml
 from botocore.config import Config
 
+from dwray.core.gateway_files import GatewayFiles
 from dwray.core.ports import free_port
 from tests.helpers import wait_until
 from tests.integration.gateway.clients import random_bytes
@@ -83,7 +84,7 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     try:
         first = up.info["first_start"]
         assert up.info["endpoint"] == up.endpoint
-        token_file = data_dir / "gateway" / "admin-token"
+        token_file = GatewayFiles(data_dir / "gateway").admin_token
         assert token_file.stat().st_mode & 0o777 == 0o600
         assert token_file.read_text().strip() == first["admin_token"]
         s3 = up.client(first["access_key_id"], first["secret_access_key"])
@@ -135,6 +136,11 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     again = DwUp(data_dir, free_port(), "--replicas", "2")
     try:
         assert "first_start" not in again.info
+        # The start replaced the dw-up@<host> token: the first one (printed, and in the file then) is revoked.
+        renewed = (GatewayFiles(data_dir / "gateway").admin_token).read_text().strip()
+        for token, status in ((first["admin_token"], 401), (renewed, 200)):
+            assert requests.get(f"{again.endpoint}/admin/tenants", headers={"Authorization": f"Bearer {token}"},
+                                timeout=60).status_code == status
         s3 = again.client(first["access_key_id"], first["secret_access_key"])
         assert s3.get_object(Bucket="drain", Key="big")["Body"].read() == body
 
@@ -185,7 +191,7 @@ def test_serve_run_of_the_serve_config_starts_a_working_gateway(tmp_path: Path) 
                 return process.poll() is not None
         wait_until(ready, timeout=START_TIMEOUT, what="serve run to become ready", interval=0.5)
         assert process.poll() is None
-        token = (data_dir / "gateway" / "admin-token").read_text().strip()
+        token = (GatewayFiles(data_dir / "gateway").admin_token).read_text().strip()
         created = requests.post(f"{endpoint}/admin/keys", json={"tenant": "default"},
                                 headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert created.status_code == 201, created.text

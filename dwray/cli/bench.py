@@ -14,7 +14,10 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dwray.config import DwrayConfig
 
 FRAME = 1 << 20
 
@@ -98,12 +101,25 @@ def yardstick_small_puts(folder: Path, count: int) -> float:
     return count / seconds
 
 
-def dwray_inprocess(data: bytes, folder: Path, small_count: int) -> dict[str, float]:
-    """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk."""
+def _bench_config(folder: Path, keys_from: DwrayConfig | None, **sections: Any) -> DwrayConfig:
+    """A fresh warehouse in ``folder``, with the key service (``[kms]``, ``[keys]``, ``[secrets]``) of ``keys_from``.
+
+    So ``DWRAY_KMS__PLUGIN=vault-transit dw bench`` measures Transit, and the
+    default measures the sealed local keyring.
+    """
     from dwray.config import DwrayConfig
+
+    if keys_from is not None:
+        sections.update(kms=keys_from.kms, keys=keys_from.keys, secrets=keys_from.secrets)
+    return DwrayConfig(data_dir=folder / "dwray", **sections)
+
+
+def dwray_inprocess(data: bytes, folder: Path, small_count: int,
+                    keys_from: DwrayConfig | None = None) -> dict[str, float]:
+    """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk."""
     from dwray.core.warehouse import Warehouse
 
-    with Warehouse(DwrayConfig(data_dir=folder / "dwray")) as wh:
+    with Warehouse(_bench_config(folder, keys_from)) as wh:
         return _measure(wh, data, small_count, 1)
 
 
@@ -136,25 +152,28 @@ def _measure(wh: Any, data: bytes, small_count: int, writers: int) -> dict[str, 
             "small_put_ops": small_count / small_seconds}
 
 
-def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, writers: int) -> dict[str, float]:
+def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, writers: int,
+              keys_from: DwrayConfig | None = None) -> dict[str, float]:
     """The same work from a driver through the supervised plugin actors on a local Ray."""
     import uuid
 
     from dwray.client import connect
-    from dwray.config import DwrayConfig, RuntimeConfig
+    from dwray.config import RuntimeConfig
 
     runtime = RuntimeConfig(namespace=f"dwray-bench-{uuid.uuid4().hex[:8]}", stage_placement=placement)
-    with connect(config=DwrayConfig(data_dir=folder / "dwray", runtime=runtime)) as wh:
+    with connect(config=_bench_config(folder, keys_from, runtime=runtime)) as wh:
         return _measure(wh, data, small_count, writers)
 
 
 def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, repeat: int = 1,
-              mode: str = "inprocess", placement: str = "actors", writers: int | None = None) -> dict[str, Any]:
+              mode: str = "inprocess", placement: str = "actors", writers: int | None = None,
+              keys_from: DwrayConfig | None = None) -> dict[str, Any]:
     """Measure the yardstick and dwray alternately, ``repeat`` times each; keep the best of each.
 
     ``mode="ray"`` drives the warehouse's actors from this process (stages in
     actors, or in this process with ``placement="caller"``); small puts then
-    come from ``writers`` threads (default 8).
+    come from ``writers`` threads (default 8). The key service is the one
+    ``keys_from`` configures (default: the sealed local keyring).
     """
     data = corpus(size)
     if writers is None:
@@ -168,13 +187,14 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
             yard = {"put_MBps": put, "get_MBps": get, "small_put_ops": small}
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             if mode == "ray":
-                ours = dwray_ray(data, Path(scratch), small_count, placement, writers)
+                ours = dwray_ray(data, Path(scratch), small_count, placement, writers, keys_from)
             else:
-                ours = dwray_inprocess(data, Path(scratch), small_count)
+                ours = dwray_inprocess(data, Path(scratch), small_count, keys_from)
         for name in yard:
             best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
             best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
-    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1), "writers": writers}
+    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1), "writers": writers,
+                              "kms": keys_from.kms.plugin if keys_from is not None else "local"}
     if mode == "ray":
         result["placement"] = placement
     result.update({name: round(value, 1) for name, value in best_dw.items()})

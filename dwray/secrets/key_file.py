@@ -32,17 +32,19 @@ KEY_BYTES = 32
 
 
 def parse_key_material(raw: bytes) -> bytes | None:
-    """The 32 key bytes ``raw`` spells (raw, hex or base64), or ``None`` when it is none of them."""
+    """The 32 key bytes ``raw`` spells (raw, hex, or base64 in either alphabet, padded or not), else ``None``."""
     if len(raw) == KEY_BYTES:
-        return raw
-    text = raw.strip()
+        return bytes(raw)
+    text = bytes(raw).strip()
     if len(text) == 2 * KEY_BYTES:
         with contextlib.suppress(ValueError):
             return bytes.fromhex(text.decode("ascii"))
-    with contextlib.suppress(binascii.Error, ValueError):
-        decoded = base64.b64decode(text, validate=True)
-        if len(decoded) == KEY_BYTES:
-            return decoded
+    if len(text) in (43, 44):  # base64 of 32 bytes, padded or not, standard or URL-safe alphabet
+        padded = text.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(text) % 4)
+        with contextlib.suppress(binascii.Error, ValueError):
+            decoded = base64.b64decode(padded, validate=True)
+            if len(decoded) == KEY_BYTES:
+                return decoded
     return None
 
 
@@ -56,8 +58,15 @@ def read_key_file(path: Path, ref: str) -> bytes:
 
 
 def make_private_dir(folder: Path) -> None:
-    """Create ``folder`` (and its parents) 0700; tighten it to 0700 if it exists, is ours and is looser."""
+    """Create ``folder`` and every missing parent 0700 (whatever the umask); tighten ``folder`` if ours and looser."""
+    missing = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for created in missing:
+        os.chmod(created, 0o700)
     info = folder.stat()
     if info.st_mode & 0o077 and info.st_uid == os.getuid():
         folder.chmod(0o700)
@@ -73,21 +82,43 @@ def fsync_dir(folder: Path) -> None:
 
 
 def create_key_file(path: Path, ref: str) -> bytes:
-    """Create ``path`` holding a new random 256-bit key (0600, folder 0700) unless it exists; return the key."""
+    """Create ``path`` holding a new random 256-bit key (0600, folder 0700) unless it exists; return the key.
+
+    Temp files of creators that died (their key was never published) are removed first.
+    """
     make_private_dir(path.parent)
+    _remove_dead_temps(path)
     key = secrets.token_bytes(KEY_BYTES)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(base64.b64encode(key) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            os.link(temp, path)
+            os.link(temp, path, follow_symlinks=False)
         except FileExistsError:
             return read_key_file(path, ref)
         fsync_dir(path.parent)
         return key
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _remove_dead_temps(path: Path) -> None:
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -532,7 +532,8 @@ def test_default_master_key_is_the_xdg_key_file(tmp_path: Path, monkeypatch: pyt
     keyring.ensure(KEK)
     key_file = tmp_path / "xdg" / "dwray" / "master.key"
     assert keyring.master_ref == f"secret://file/{key_file}"
-    assert len(key_file.read_bytes()) == 32 and mode(key_file) == 0o600 and mode(key_file.parent) == 0o700
+    assert len(base64.b64decode(key_file.read_bytes())) == 32
+    assert mode(key_file) == 0o600 and mode(key_file.parent) == 0o700
 
 
 # Migration ------------------------------------------------------------------------

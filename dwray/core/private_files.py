@@ -15,21 +15,11 @@ import os
 import stat
 from pathlib import Path
 
+from dwray.secrets.key_file import fsync_dir, make_private_dir
+
 __all__ = ["create_private_file", "fsync_dir", "make_private_dir", "tighten"]
 
 _log = logging.getLogger(__name__)
-
-
-def make_private_dir(folder: Path) -> None:
-    """Create ``folder`` and every missing parent as 0700; existing folders are left as they are."""
-    missing = []
-    probe = folder
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for created in missing:
-        os.chmod(created, 0o700)
 
 
 def create_private_file(path: Path, what: str) -> None:
@@ -67,12 +57,3 @@ def _tighten_fd(fd: int, path: Path, mode: int, what: str) -> None:
         return
     _log.warning("%s %s is mode %o and owned by uid %d, not by this process (uid %d): others may read it; "
                  "its owner should run: chmod %o %s", what, path, current, st.st_uid, os.geteuid(), mode, path)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make the names in ``folder`` (a rename, a new file) durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -58,7 +58,12 @@ def read_key_file(path: Path, ref: str) -> bytes:
 
 
 def make_private_dir(folder: Path) -> None:
-    """Create ``folder`` and every missing parent 0700 (whatever the umask); tighten ``folder`` if ours and looser."""
+    """Create ``folder`` and every missing parent 0700, whatever the umask.
+
+    Folders that exist are left as they are: one may be shared (a configured
+    path's parent), and changing it is for its owner (see
+    ``dwray.core.private_files.tighten`` for the data dir's own).
+    """
     missing = []
     probe = folder
     while not probe.exists():
@@ -67,9 +72,6 @@ def make_private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for created in missing:
         os.chmod(created, 0o700)
-    info = folder.stat()
-    if info.st_mode & 0o077 and info.st_uid == os.getuid():
-        folder.chmod(0o700)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -89,13 +89,17 @@ def test_a_missing_file_is_not_made_unless_asked(tmp_path: Path) -> None:
     assert not path.parent.exists()
 
 
-def test_a_key_file_made_by_dwray_is_refused_when_others_may_read_it(tmp_path: Path) -> None:
+def test_a_key_file_is_refused_when_others_may_read_it(tmp_path: Path) -> None:
     ref = f"secret://file/{tmp_path / 'master.key'}"
     load_master_key(ref, create=True)
     (tmp_path / "master.key").chmod(0o644)
     with pytest.raises(MasterKeyMissing, match=f"chmod 600 {tmp_path / 'master.key'}"):
         load_master_key(ref, create=True)
-    # A key file the operator named (say, a mounted orchestrator secret) is theirs to guard.
+    # One the operator named is held to the same rule as every secret://file/ reference
+    # (a Kubernetes secret volume needs defaultMode 0400).
+    with pytest.raises(MasterKeyMissing, match="chmod 600"):
+        load_master_key(ref, create=False)
+    (tmp_path / "master.key").chmod(0o400)
     assert len(load_master_key(ref, create=False).reveal_bytes()) == 32
 
 

@@ -109,6 +109,11 @@ class LimitsConfig(_Section):
     max_parts: int = Field(10_000, ge=1, le=10_000)
     # User metadata (x-amz-meta-*), names and values together; S3 allows 2 KiB.
     max_metadata_bytes: Size = Field(2048, ge=0)
+    # Incomplete multipart uploads begun longer ago than this are aborted by
+    # ``dw sweep`` (``Warehouse.expire_uploads``), so an abandoned upload cannot
+    # hold parts (and quota) forever. Seconds; 0 turns expiry off. S3 leaves this
+    # to a lifecycle rule; a bounded tenant needs it on by default.
+    multipart_upload_expiry: float = Field(7 * 24 * 3600.0, ge=0, description="seconds; 0 = never expire")
 
 
 class PluginOptions(_Section):
@@ -157,12 +162,18 @@ class RateLimitConfig(_Section):
 
     A rate of 0 means unlimited. Each gateway replica keeps its own buckets and
     takes an equal share (rate / replicas), so the sum over replicas holds.
+
+    The defaults are on, not unlimited, so one tenant or one leaked key cannot
+    starve the others out of the box, and high enough that real clients (sync
+    tools, parallel multipart uploads) never meet them: per tenant 1000/s with
+    a burst of 2000, per access key 500/s with a burst of 1000. Raise them, or
+    set a rate to 0, for a deliberate load (``dw bench`` on its own gateway).
     """
 
-    tenant_rate: float = Field(0.0, ge=0)
-    tenant_burst: float = Field(100.0, gt=0)
-    key_rate: float = Field(0.0, ge=0)
-    key_burst: float = Field(100.0, gt=0)
+    tenant_rate: float = Field(1000.0, ge=0)
+    tenant_burst: float = Field(2000.0, gt=0)
+    key_rate: float = Field(500.0, ge=0)
+    key_burst: float = Field(1000.0, gt=0)
     # Per-tenant limits that replace tenant_rate/tenant_burst for that tenant.
     tenants: dict[str, TenantRate] = Field(default_factory=dict)
 

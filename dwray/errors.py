@@ -36,6 +36,7 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   └── BlobExists                       blobs are immutable; that id is taken
     ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
     ├── DataDirInUse(OSError)                another warehouse holds the data dir's lock
+    ├── QuotaExceeded(PermissionError)       a write would take a tenant or bucket over its quota
     ├── StorageError(OSError)                a backend failed to store or return bytes
     │   ├── StorageFull                      no space left (ENOSPC, EFBIG, memory cap)
     │   └── DurabilityError                  fsync failed: the write is not durable
@@ -101,6 +102,7 @@ __all__ = [
     "PluginRefused",
     "PluginTimeout",
     "PluginUnavailable",
+    "QuotaExceeded",
     "SchemaVersionError",
     "StorageError",
     "StorageFull",
@@ -334,6 +336,18 @@ class BucketNotEmpty(DwrayError, OSError):
 
     fields = ("bucket",)
     template = "bucket {bucket!r} is not empty"
+
+
+class QuotaExceeded(DwrayError, PermissionError):
+    """A write would take a tenant or a bucket over one of its hard quotas; nothing was committed.
+
+    Checked in the catalog transaction that commits the write, so concurrent
+    writers cannot overstep it together. ``scope`` is ``tenant 'T'`` or
+    ``bucket 'B' of tenant 'T'``; ``what`` is ``bytes``, ``objects`` or ``buckets``.
+    """
+
+    fields = ("scope", "what", "limit", "usage")
+    template = "quota exceeded: {scope} may hold at most {limit} {what}; this write would make it {usage}"
 
 
 class DataDirInUse(DwrayError, OSError):

@@ -1,8 +1,8 @@
 """The admin API: JSON under ``/admin``, behind its own bearer tokens.
 
 Tenants (create, list, delete, crypto-shred), access keys (create, list,
-revoke), admin tokens (create, list, revoke), plugin status and restart, and
-key rotation. FastAPI derives the OpenAPI schema (``/admin/openapi.json``)
+revoke), admin tokens (create, list, revoke), plugin status and restart, key
+rotation, and quotas (``/admin/quotas``). FastAPI derives the OpenAPI schema (``/admin/openapi.json``)
 from the models here. An access key's secret and an admin token each appear in
 exactly one response: the one that creates it.
 
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from dwray.core.access_keys import parse_expiry
+from dwray.core.catalog.quotas import LIMITS, parse_limit
 from dwray.core.identity import AdminTokenInfo, TenantHasActiveKeys
 from dwray.core.warehouse.tenants import ShredReport, TenantHasBuckets, shred_tenant
 from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
@@ -212,6 +213,7 @@ async def delete_tenant(name: str, ctx: GatewayContext = Admin) -> None:
     # (atomically) while the tenant has one, so no bucket can appear after the check above
     # unless a key is revoked concurrently with this request.
     await _run(ctx, ctx.identity.delete_tenant, name)  # 409 TenantNotEmpty while it has active keys
+    await _run(ctx, ctx.warehouse.set_quota, name, None, max_bytes=None, max_objects=None, max_buckets=None)
     # The tenant's KEK stays in the keyring and a tenant created later with the same
     # name reuses it. That is harmless: no data wrapped under it remains. (A shred
     # destroys the KEK instead, and the name goes with it.)
@@ -319,3 +321,57 @@ async def status(ctx: GatewayContext = Admin) -> dict[str, Any]:
     tree = await _run(ctx, lambda: ray.get(ctx.supervisor.status.remote(), timeout=10))
     return {"supervisor": tree, "gateway": {"replica": ctx.replica_id, "draining": ctx.draining,
                                             "replicas": ctx.config.gateway.replicas}}
+
+
+class QuotaIn(BaseModel):
+    """Limits to change: a field left out stays, ``null``, 0 or ``"none"`` clears it.
+
+    ``max_bytes`` takes a number or a size (``"10MiB"``); ``max_buckets`` is for tenants only.
+    """
+
+    max_bytes: int | str | None = None
+    max_objects: int | str | None = None
+    max_buckets: int | str | None = None
+
+
+def _limits(body: QuotaIn) -> dict[str, int | None]:
+    try:
+        return {name: parse_limit(name, getattr(body, name)) for name in LIMITS if name in body.model_fields_set}
+    except InvalidArgument as error:
+        raise AdminError(400, "InvalidArgument", str(error)) from None
+
+
+@router.get("/quotas")
+async def list_quotas(ctx: GatewayContext = Admin) -> list[dict[str, Any]]:
+    """Limits and usage of every tenant that owns a bucket or has a quota."""
+    tenants = await _run(ctx, ctx.warehouse.catalog.quota_tenants)
+    return [await _run(ctx, ctx.warehouse.quota, tenant) for tenant in tenants]
+
+
+@router.get("/quotas/{tenant}")
+async def get_quota(tenant: str, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    """A tenant's limits and usage (every stored version and the parts of uploads in progress), with its buckets'."""
+    await _run(ctx, ctx.identity.get_tenant, tenant)
+    return await _run(ctx, ctx.warehouse.quota, tenant)
+
+
+@router.put("/quotas/{tenant}")
+async def set_quota(tenant: str, body: QuotaIn, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    """Change a tenant's limits; writes that would pass them get 403 ``QuotaExceeded``."""
+    limits = _limits(body)
+    await _run(ctx, ctx.identity.get_tenant, tenant)
+    return await _run(ctx, ctx.warehouse.set_quota, tenant, None, **limits)
+
+
+@router.get("/quotas/{tenant}/buckets/{bucket}")
+async def get_bucket_quota(tenant: str, bucket: str, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    await _run(ctx, ctx.identity.get_tenant, tenant)
+    return await _run(ctx, ctx.warehouse.quota, tenant, bucket)
+
+
+@router.put("/quotas/{tenant}/buckets/{bucket}")
+async def set_bucket_quota(tenant: str, bucket: str, body: QuotaIn, ctx: GatewayContext = Admin) -> dict[str, Any]:
+    """Change a bucket's limits (``max_bytes``, ``max_objects``); 404 if the tenant has no such bucket."""
+    limits = _limits(body)
+    await _run(ctx, ctx.identity.get_tenant, tenant)
+    return await _run(ctx, ctx.warehouse.set_quota, tenant, bucket, **limits)

@@ -246,12 +246,16 @@ def copy_command(state: State, as_json: bool, source: str, target: str) -> None:
 
 @command(cli, "sweep")
 @click.option("--grace", type=float, default=None, help="seconds an unreferenced blob must age (default: config)")
-def sweep_command(state: State, as_json: bool, grace: float | None) -> None:
-    """Delete blobs that no committed object references."""
+@click.option("--upload-expiry", type=click.FloatRange(min=0), default=None,
+              help="abort multipart uploads begun more than this many seconds ago (default: config; "
+                   "0 here aborts every upload in progress)")
+def sweep_command(state: State, as_json: bool, grace: float | None, upload_expiry: float | None) -> None:
+    """Abort expired multipart uploads, then delete blobs that no committed object references."""
+    expired = state.warehouse.expire_uploads(upload_expiry)
     report = state.warehouse.sweep(grace_seconds=grace)
-    emit(as_json, asdict(report), lambda: stdout.print(
-        f"deleted {report.deleted} unreferenced blob(s); {report.young} too young; "
-        f"{report.temp_files} stale temp file(s) removed", highlight=False))
+    emit(as_json, {**asdict(report), "expired_uploads": expired}, lambda: stdout.print(
+        f"expired {expired} multipart upload(s); deleted {report.deleted} unreferenced blob(s); "
+        f"{report.young} too young; {report.temp_files} stale temp file(s) removed", highlight=False))
 
 
 cli.add_command(keys_group)

@@ -46,7 +46,10 @@ def run_gateway_bench(state: Any, *, endpoint: str | None, threads: int, small_c
         from serve_apps.launch import start_gateway
 
         folder = Path(tempfile.mkdtemp(prefix="dwray-bench-"))
-        gateway = config.gateway.model_copy(update={"port": free_port(), "host": "127.0.0.1"})
+        # Its own gateway, so no rate limit: the bench drives load on purpose (the defaults would cap it).
+        unlimited = config.gateway.rate_limit.model_copy(update={"tenant_rate": 0.0, "key_rate": 0.0, "tenants": {}})
+        gateway = config.gateway.model_copy(update={"port": free_port(), "host": "127.0.0.1",
+                                                    "rate_limit": unlimited})
         # A Ray of its own: joining a Ray already on this machine would redeploy that
         # cluster's gateway app (Serve has one app of this name per cluster).
         temporary = start_gateway(config.model_copy(update={"data_dir": folder / "data", "gateway": gateway}),

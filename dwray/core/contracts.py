@@ -178,6 +178,24 @@ class CatalogService(Protocol):
         """
 
     @idempotent
+    def set_quota(self, tenant: str, bucket: str | None, limits: dict[str, int | None]) -> dict[str, Any]:
+        """Set some of ``max_bytes``, ``max_objects``, ``max_buckets`` (tenant only) of a tenant's or a
+        bucket's quota (``None`` or 0 clears one); return the quota as ``quota`` does. Writes that would
+        pass a limit raise ``QuotaExceeded`` in the transaction that would commit them."""
+
+    @idempotent
+    def quota(self, tenant: str, bucket: str | None = None) -> dict[str, Any]:
+        """A tenant's (with its buckets') or one bucket's limits and usage (``BucketNotFound`` if gone)."""
+
+    @idempotent
+    def quota_tenants(self) -> list[str]:
+        """Every tenant that owns a bucket or has a quota set."""
+
+    @idempotent
+    def recount_usage(self, tenant: str) -> dict[str, int]:
+        """A tenant's stored object versions and bytes (parts included), recounted from the rows."""
+
+    @idempotent
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
         """The latest live version, or the named version; ``ObjectNotFound`` otherwise."""
 
@@ -254,6 +272,11 @@ class CatalogService(Protocol):
                      upload_id_marker: str | None = None, inclusive: bool = False,
                      limit: int = 1000) -> list[UploadRecord]:
         """Up to ``limit`` uploads under ``prefix`` in (key, initiation time) order, after the markers."""
+
+    @idempotent
+    def uploads_initiated_before(self, cutoff: float, limit: int = 1000,
+                                 tenant: str | None = None) -> list[UploadRecord]:
+        """Up to ``limit`` uploads begun before ``cutoff`` (epoch seconds), oldest first, of ``tenant`` or all."""
 
     def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
         """Forget an upload and its parts (blobs are left for the sweeper).

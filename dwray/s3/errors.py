@@ -14,6 +14,7 @@ __all__ = ["S3Error", "STATUS", "from_dwray_error"]
 # reference's error code list).
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
+    "QuotaExceeded": 403,
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
@@ -101,6 +102,7 @@ _MAPPING: tuple[tuple[type[BaseException], str], ...] = (
     (dw.AccessKeyNotFound, "InvalidAccessKeyId"),
     (dw.BucketAlreadyExists, "BucketAlreadyOwnedByYou"),
     (dw.BucketNotEmpty, "BucketNotEmpty"),
+    (dw.QuotaExceeded, "QuotaExceeded"),
     (dw.StorageFull, "ServiceUnavailable"),
     (dw.PluginUnavailable, "ServiceUnavailable"),
     (dw.PluginTimeout, "ServiceUnavailable"),

@@ -63,7 +63,8 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
     catalog = Catalog(path)
     assert catalog.schema_version == SCHEMA_VERSION
     new_schema = schema(catalog._db)
-    assert new_schema["table"] == old_schema["table"] - {"tenants"} | {"tenant_usage"}  # 4 adds usage counts
+    # 4 adds usage counts; 5 quotas and per-bucket usage
+    assert new_schema["table"] == old_schema["table"] - {"tenants"} | {"tenant_usage", "quotas", "bucket_usage"}
     assert new_schema["index"] == old_schema["index"]  # every index kept
     assert {table: catalog._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in counts} == counts

@@ -159,7 +159,8 @@ def test_from_config_shares_the_configured_rates_among_replicas() -> None:
     alone = RateLimiter.from_config(config, replicas=1, clock=clock)
     assert all(alone.check("t", "A") is None for _ in range(4))
     assert alone.check("t", "A") == pytest.approx(0.25)
-    assert RateLimiter.from_config(DwrayConfig()).unlimited  # rates default to 0: unlimited
+    unlimited = RateLimitConfig(tenant_rate=0, key_rate=0)  # 0 = unlimited (the defaults are not)
+    assert RateLimiter.from_config(DwrayConfig(gateway=GatewayConfig(rate_limit=unlimited))).unlimited
     with pytest.raises(InvalidArgument, match="replicas"):
         RateLimiter.from_config(config, replicas=0)
 
@@ -169,13 +170,13 @@ def test_a_tenant_override_replaces_the_default_tenant_rate_for_that_tenant_only
 
     clock = Clock()
     config = DwrayConfig(gateway=GatewayConfig(rate_limit=RateLimitConfig(
-        tenants={"throttled": TenantRate(rate=1.0, burst=2.0)})))
+        tenant_rate=0, key_rate=0, tenants={"throttled": TenantRate(rate=1.0, burst=2.0)})))
     limiter = RateLimiter.from_config(config, clock=clock)
     assert limiter.check("throttled", "K1") is None
     assert limiter.check("throttled", "K1") is None
     wait = limiter.check("throttled", "K2")
     assert wait is not None and wait == pytest.approx(1.0)
-    # Everyone else stays unlimited (the default tenant rate is 0).
+    # Everyone else stays unlimited (this config's tenant rate is 0).
     assert all(limiter.check("other", "K3") is None for _ in range(1000))
     clock.advance(1.0)
     assert limiter.check("throttled", "K1") is None

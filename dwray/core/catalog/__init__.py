@@ -26,9 +26,14 @@ read placements and key headers only) and ``tenant_stats``. Tenants themselves
 are registered in the identity store alone; the catalog knows a tenant by the
 buckets it owns.
 
+Hard quotas (``quotas``) are checked in the transaction that commits each
+write: usage per bucket (every stored version, and uploaded parts) is kept by
+triggers, so no number of concurrent writers can pass a limit together.
+
 Modules: ``schema`` (migrations), ``records`` (the rows as frozen records, each
 blob's ``Placement``), ``paging`` (iteration over paged queries, shared with
-the remote proxy) and ``store`` (the ``Catalog`` and its queries).
+the remote proxy), ``quotas`` (limits, usage and their checks) and ``store``
+(the ``Catalog`` and its queries).
 """
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.records import (

@@ -172,6 +172,74 @@ MIGRATIONS: tuple[str, ...] = (
             WHERE tenant = NEW.tenant AND NEW.is_latest = 1 AND NEW.delete_marker = 0;
     END;
     """,
+    # 5: hard quotas. ``quotas`` holds the limits, per tenant (bucket '') and per
+    # bucket; NULL is no limit. ``bucket_usage`` is what each bucket holds against
+    # them: every stored version (delete markers aside, they hold no bytes) and the
+    # bytes of uploaded multipart parts, kept by triggers in the transaction of each
+    # change, so a write checks its quota in the transaction that commits it. A
+    # tenant's usage is the sum over its buckets. Parts are released in a trigger
+    # before their upload row goes (deleting it cascades to them, but by then the
+    # upload naming their bucket would be gone). ``commit_part`` deletes a replaced
+    # part before inserting its successor: REPLACE fires no delete trigger.
+    """
+    CREATE TABLE quotas (
+        tenant      TEXT NOT NULL,
+        bucket      TEXT NOT NULL DEFAULT '',
+        max_bytes   INTEGER,
+        max_objects INTEGER,
+        max_buckets INTEGER,
+        PRIMARY KEY (tenant, bucket)
+    );
+    CREATE TABLE bucket_usage (
+        tenant  TEXT NOT NULL,
+        bucket  TEXT NOT NULL,
+        objects INTEGER NOT NULL DEFAULT 0,
+        bytes   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, bucket)
+    );
+    INSERT INTO bucket_usage (tenant, bucket, objects, bytes)
+        SELECT b.tenant, b.name,
+            (SELECT COUNT(*) FROM objects o WHERE o.tenant = b.tenant AND o.bucket = b.name
+                AND o.delete_marker = 0),
+            (SELECT COALESCE(SUM(o.size), 0) FROM objects o WHERE o.tenant = b.tenant AND o.bucket = b.name
+                AND o.delete_marker = 0)
+            + (SELECT COALESCE(SUM(p.size), 0) FROM multipart_parts p JOIN multipart_uploads u
+                ON u.upload_id = p.upload_id WHERE u.tenant = b.tenant AND u.bucket = b.name)
+        FROM buckets b;
+    CREATE TRIGGER bucket_usage_bucket_created AFTER INSERT ON buckets BEGIN
+        INSERT OR IGNORE INTO bucket_usage (tenant, bucket) VALUES (NEW.tenant, NEW.name);
+    END;
+    CREATE TRIGGER bucket_usage_bucket_deleted AFTER DELETE ON buckets BEGIN
+        DELETE FROM bucket_usage WHERE tenant = OLD.tenant AND bucket = OLD.name;
+        DELETE FROM quotas WHERE tenant = OLD.tenant AND bucket = OLD.name;
+    END;
+    CREATE TRIGGER bucket_usage_object_added AFTER INSERT ON objects WHEN NEW.delete_marker = 0 BEGIN
+        UPDATE bucket_usage SET objects = objects + 1, bytes = bytes + NEW.size
+            WHERE tenant = NEW.tenant AND bucket = NEW.bucket;
+    END;
+    CREATE TRIGGER bucket_usage_object_removed AFTER DELETE ON objects WHEN OLD.delete_marker = 0 BEGIN
+        UPDATE bucket_usage SET objects = objects - 1, bytes = bytes - OLD.size
+            WHERE tenant = OLD.tenant AND bucket = OLD.bucket;
+    END;
+    CREATE TRIGGER bucket_usage_object_changed AFTER UPDATE OF tenant, bucket, delete_marker, size ON objects
+    BEGIN
+        UPDATE bucket_usage SET objects = objects - 1, bytes = bytes - OLD.size
+            WHERE tenant = OLD.tenant AND bucket = OLD.bucket AND OLD.delete_marker = 0;
+        UPDATE bucket_usage SET objects = objects + 1, bytes = bytes + NEW.size
+            WHERE tenant = NEW.tenant AND bucket = NEW.bucket AND NEW.delete_marker = 0;
+    END;
+    CREATE TRIGGER bucket_usage_part_added AFTER INSERT ON multipart_parts BEGIN
+        UPDATE bucket_usage SET bytes = bytes + NEW.size WHERE (tenant, bucket) =
+            (SELECT tenant, bucket FROM multipart_uploads WHERE upload_id = NEW.upload_id);
+    END;
+    CREATE TRIGGER bucket_usage_part_removed AFTER DELETE ON multipart_parts BEGIN
+        UPDATE bucket_usage SET bytes = bytes - OLD.size WHERE (tenant, bucket) =
+            (SELECT tenant, bucket FROM multipart_uploads WHERE upload_id = OLD.upload_id);
+    END;
+    CREATE TRIGGER bucket_usage_upload_removed BEFORE DELETE ON multipart_uploads BEGIN
+        DELETE FROM multipart_parts WHERE upload_id = OLD.upload_id;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dwray.core.catalog.paging import PagedReads
+from dwray.core.catalog.quotas import QuotaQueries, Usage, check_buckets_in, check_in, usage_in
 from dwray.core.catalog.records import (
     BucketRecord,
     DeleteOutcome,
@@ -47,7 +48,7 @@ R = TypeVar("R", ObjectRecord, UploadRecord)
 COMPLETION_RETENTION_SECONDS = 24 * 3600
 
 
-class Catalog(PagedReads, SqliteStore):
+class Catalog(QuotaQueries, PagedReads, SqliteStore):
     """The SQLite catalog. Thread-safe; several processes may share one file."""
 
     label = "catalog"
@@ -76,6 +77,7 @@ class Catalog(PagedReads, SqliteStore):
                            (tenant, name, bucket_id, record.created, int(versioning)))
             except sqlite3.IntegrityError:
                 raise BucketAlreadyExists(name) from None
+            check_buckets_in(db, tenant)
         return record
 
     def get_bucket(self, tenant: str, name: str) -> BucketRecord:
@@ -130,10 +132,16 @@ class Catalog(PagedReads, SqliteStore):
         answer it lost.
         """
         with self._write() as db:
-            return self._commit_in(db, record)
+            return self._commit_in(db, record, usage_in(db, record.tenant, record.bucket))
 
     @staticmethod
-    def _commit_in(db: sqlite3.Connection, record: ObjectRecord) -> list[ObjectRecord]:
+    def _commit_in(db: sqlite3.Connection, record: ObjectRecord, before: Usage | None = None) -> list[ObjectRecord]:
+        """Commit ``record`` within ``db``'s transaction; ``QuotaExceeded`` if it passes a quota.
+
+        ``before`` is the usage the quota check compares with; a caller that
+        changes more rows in the same transaction (a multipart completion)
+        passes ``None`` and checks itself once all are changed.
+        """
         if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? AND key = ? AND version_id = ?",
                       (record.tenant, record.bucket, record.key, record.version_id)).fetchone():
             return []
@@ -151,6 +159,8 @@ class Catalog(PagedReads, SqliteStore):
             db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
         db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})",
                    record._to_row())
+        if before is not None:
+            check_in(db, record.tenant, record.bucket, before)
         return displaced
 
     def commit_many(self, records: list[ObjectRecord]) -> list[list[ObjectRecord] | DwrayError]:
@@ -164,7 +174,7 @@ class Catalog(PagedReads, SqliteStore):
             for number, record in enumerate(records):
                 db.execute(f"SAVEPOINT commit_{number}")
                 try:
-                    results.append(self._commit_in(db, record))
+                    results.append(self._commit_in(db, record, usage_in(db, record.tenant, record.bucket)))
                 except DwrayError as exc:
                     db.execute(f"ROLLBACK TO commit_{number}")
                     results.append(exc)
@@ -361,9 +371,15 @@ class Catalog(PagedReads, SqliteStore):
         """
         with self._write() as db:
             self._upload_in(db, tenant, bucket, key, part.upload_id)
-            db.execute(f"INSERT OR REPLACE INTO multipart_parts ({PART_COLUMNS}) VALUES "
+            before = usage_in(db, tenant, bucket)
+            # Deleted first, not replaced: REPLACE fires no delete trigger, and the
+            # replaced part's bytes must leave the usage (schema migration 5).
+            db.execute("DELETE FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
+                       (part.upload_id, part.part_number))
+            db.execute(f"INSERT INTO multipart_parts ({PART_COLUMNS}) VALUES "
                        f"({', '.join('?' * 12)})",
                        part._to_row())
+            check_in(db, tenant, bucket, before)
 
     def list_parts(self, tenant: str, bucket: str, key: str, upload_id: str, marker: int = 0,
                    limit: int = 1000) -> list[PartInfo]:
@@ -396,6 +412,15 @@ class Catalog(PagedReads, SqliteStore):
         rows = self._read(f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE {' AND '.join(where)} "
                           f"ORDER BY key, created, upload_id LIMIT {int(limit)}", tuple(params))
         return _under_prefix(rows, UploadRecord._from_row, prefix)
+
+    def uploads_initiated_before(self, cutoff: float, limit: int = 1000,
+                                 tenant: str | None = None) -> list[UploadRecord]:
+        """Up to ``limit`` uploads begun before ``cutoff`` (epoch seconds), oldest first, of ``tenant`` or all."""
+        where, params = ("created < ?", (cutoff,)) if tenant is None else ("created < ? AND tenant = ?",
+                                                                            (cutoff, tenant))
+        rows = self._read(f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE {where} "
+                          f"ORDER BY created, upload_id LIMIT {int(limit)}", params)
+        return [UploadRecord._from_row(row) for row in rows]
 
     def abort_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> None:
         """Forget an upload and its parts; their blobs are left for the sweeper."""
@@ -434,6 +459,7 @@ class Catalog(PagedReads, SqliteStore):
                 offset += stored[number][1]
             if offset != record.size:
                 raise InvalidPart(upload_id, parts[-1][0], "part sizes changed while the upload was completed")
+            before = usage_in(db, record.tenant, record.bucket)
             self._commit_in(db, record)
             offset = 0
             for index, (number, _) in enumerate(parts):
@@ -449,6 +475,9 @@ class Catalog(PagedReads, SqliteStore):
             db.execute("INSERT INTO completed_uploads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (upload_id, record.tenant, record.bucket, record.key, record.version_id,
                         json.dumps(parts), record.etag, record.size, record.created))
+            # The object's bytes replace its parts' reservation; an overwritten
+            # latest version or a versioned bucket may still make it grow.
+            check_in(db, record.tenant, record.bucket, before)
             return record
 
     def completed_upload(self, tenant: str, bucket: str, key: str, upload_id: str,

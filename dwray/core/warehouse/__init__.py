@@ -14,7 +14,8 @@ blob ids start with the tenant's name and each tenant has its own KEK.
 - ``multipart``: multipart uploads;
 - ``listing`` (over ``rollup``, S3's delimiter roll-up): keys, versions, uploads;
 - ``tables``: Arrow tables as Parquet objects;
-- ``maintenance``: KEK rotation, rewrap and retirement, sweep, stats.
+- ``maintenance``: KEK rotation, rewrap and retirement, sweep, stats;
+- ``quotas``: hard quotas of tenants and buckets (the catalog enforces them).
 
 They are mixins over ``WarehouseBase`` rather than collaborators: the public
 methods stay on one class (the Ray runtime subclasses it), with no forwarding,
@@ -26,11 +27,12 @@ from dwray.core.warehouse.buckets import Buckets
 from dwray.core.warehouse.listing import Listing
 from dwray.core.warehouse.maintenance import Maintenance
 from dwray.core.warehouse.multipart import MultipartUploads
+from dwray.core.warehouse.quotas import Quotas
 from dwray.core.warehouse.reads import ObjectReader
 from dwray.core.warehouse.tables import Tables
 
 __all__ = ["ObjectReader", "Warehouse"]
 
 
-class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance):
+class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance, Quotas):
     """Buckets and objects of every tenant, stored sealed on one storage backend."""

@@ -1,5 +1,5 @@
-"""Keeping a warehouse healthy: KEK rotation, rewrap and retirement, the sweep of unreferenced
-blobs, and usage figures."""
+"""Keeping a warehouse healthy: KEK rotation, rewrap and retirement, the expiry of abandoned
+multipart uploads, the sweep of unreferenced blobs, and usage figures."""
 from __future__ import annotations
 
 import time
@@ -11,12 +11,21 @@ from dwray.core.frames import KeyHeader
 from dwray.core.models import SweepReport
 from dwray.core.warehouse.base import TenantArg, WarehouseBase
 from dwray.core.warehouse.tracing import traced
-from dwray.errors import DwrayError, InvalidArgument, KeyringError, KeyShredded
+from dwray.errors import (
+    BucketNotFound,
+    DwrayError,
+    InvalidArgument,
+    KeyringError,
+    KeyShredded,
+    UploadNotFound,
+)
 
-__all__ = ["REWRAP_BATCH", "Maintenance"]
+__all__ = ["EXPIRE_BATCH", "REWRAP_BATCH", "Maintenance"]
 
 # DEKs a rewrap reads per catalog page (and reports progress after).
 REWRAP_BATCH = 500
+# Expired uploads read per catalog page.
+EXPIRE_BATCH = 500
 
 
 class Maintenance(WarehouseBase):
@@ -138,6 +147,39 @@ class Maintenance(WarehouseBase):
         if sweep_temp is not None:
             temp_files = sweep_temp(grace)
         return SweepReport(deleted, young, kept, temp_files)
+
+    @traced("expire_uploads")
+    def expire_uploads(self, older_than: float | None = None, *, tenant: TenantArg | str = "*") -> int:
+        """Abort multipart uploads begun more than ``older_than`` seconds ago; return how many.
+
+        ``tenant="*"`` (default) expires every tenant's, as ``sweep`` sweeps every tenant's blobs.
+
+        ``None`` takes ``[limits] multipart_upload_expiry`` (0 there: expire nothing).
+        Each goes through ``abort_multipart_upload``, the path a client's abort
+        takes, so whatever an abort releases (rows, reservations) is released
+        here too, and the parts' blobs are left unreferenced for the next sweep.
+        An upload completed or aborted meanwhile is simply passed over.
+        """
+        if older_than is None:
+            older_than = self.config.limits.multipart_upload_expiry
+            if older_than == 0:
+                return 0
+        if isinstance(older_than, bool) or not isinstance(older_than, int | float) or not older_than >= 0:
+            raise InvalidArgument(f"older_than must be a number of seconds >= 0, not {older_than!r}")
+        cutoff = time.time() - older_than
+        only = None if tenant == "*" else self._tenant(tenant).tenant
+        abort = getattr(self, "abort_multipart_upload")  # noqa: B009 - a sibling mixin of Warehouse
+        expired = 0
+        while page := self.catalog.uploads_initiated_before(cutoff, EXPIRE_BATCH, only):
+            for upload in page:
+                try:
+                    abort(upload.bucket, upload.key, upload.upload_id, tenant=upload.tenant)
+                    expired += 1
+                except (UploadNotFound, BucketNotFound):
+                    continue
+            if len(page) < EXPIRE_BATCH:
+                break
+        return expired
 
     def stats(self, *, tenant: TenantArg = None) -> dict[str, int]:
         """The tenant's object versions (live and noncurrent) and their bytes, and its uploads in

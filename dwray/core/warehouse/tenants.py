@@ -100,6 +100,8 @@ def shred_tenant(warehouse: Warehouse, identity: IdentityService, name: str, *, 
         buckets = [bucket.name for bucket in warehouse.list_buckets(tenant=ctx)]
         for bucket in buckets:
             removed_versions += warehouse.catalog.drop_bucket(name, bucket)
+        # Its quota goes too: a tenant created later with the name starts without limits.
+        warehouse.catalog.set_quota(name, None, {"max_bytes": None, "max_objects": None, "max_buckets": None})
         step = "destroying its key"
         destroyed = _destroy_key(warehouse, tombstone.kek_id)
     except DwrayError as error:

@@ -58,6 +58,7 @@ __all__ = [
     "SecretManager",
     "SecretVersion",
     "SecretInput",
+    "UnversionedSecretManager",
     "encode_value",
     "fingerprint",
     "ref_text",
@@ -234,3 +235,36 @@ class SecretManager(ABC):
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class UnversionedSecretManager(SecretManager):
+    """A read-only manager whose source keeps no history (the environment, a file).
+
+    Its one version is a keyed fingerprint of the current value, so a watcher
+    sees a change without the version revealing anything. Subclasses provide
+    ``_raw(name)`` and say in ``history`` what keeps no earlier versions.
+    """
+
+    read_only = True
+    keeps_versions = False
+    min_versions_kept = 1
+    always_fresh = True
+    history: ClassVar[str] = "the source"
+
+    @abstractmethod
+    def _raw(self, name: str) -> bytes:
+        """The current value of ``name``; ``SecretNotFound``/``SecretUnavailable`` when there is none."""
+
+    def get(self, name: str, field: str | None = None, version: str | None = None) -> SecretValue:
+        self.check_name(name, field)
+        raw = self._raw(name)
+        current = fingerprint(raw)
+        if version is not None and version != current:
+            raise SecretNotFound(self.ref(name), f"version {version!r}: {self.history} keeps no earlier versions")
+        return self.value(raw, name, field, current)
+
+    def versions(self, name: str) -> builtins.list[SecretVersion]:
+        return [SecretVersion(fingerprint(self._raw(name)), None, True)]
+
+    def current_version(self, name: str) -> str:
+        return fingerprint(self._raw(name))

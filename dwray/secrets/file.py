@@ -18,8 +18,7 @@ import stat
 from pathlib import Path
 
 from dwray.errors import SecretNotFound, SecretUnavailable
-from dwray.secret_ref import SecretValue
-from dwray.secrets.base import SecretManager, SecretVersion, fingerprint
+from dwray.secrets.base import UnversionedSecretManager
 
 __all__ = ["FileSecretManager", "read_secret_file"]
 
@@ -51,32 +50,15 @@ def _strip_newline(raw: bytes) -> bytes:
     return raw[:-1] if raw.endswith(b"\n") else raw
 
 
-class FileSecretManager(SecretManager):
+class FileSecretManager(UnversionedSecretManager):
     """Reads secrets from private files."""
 
     scheme = "file"
-    read_only = True
-    keeps_versions = False
-    min_versions_kept = 1
-    always_fresh = True
+    history = "a file"
 
     def _raw(self, name: str) -> bytes:
         self.check_name(name)
         return _strip_newline(read_secret_file(Path(name), self.ref(name)))
-
-    def get(self, name: str, field: str | None = None, version: str | None = None) -> SecretValue:
-        self.check_name(name, field)
-        raw = self._raw(name)
-        current = fingerprint(raw)
-        if version is not None and version != current:
-            raise SecretNotFound(self.ref(name), f"version {version!r}: a file keeps no earlier versions")
-        return self.value(raw, name, field, current)
-
-    def versions(self, name: str) -> builtins.list[SecretVersion]:
-        return [SecretVersion(fingerprint(self._raw(name)), None, True)]
-
-    def current_version(self, name: str) -> str:
-        return fingerprint(self._raw(name))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         """The files in ``prefix``'s folder whose path starts with ``prefix`` (a folder prefix ends with ``/``)."""

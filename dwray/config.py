@@ -279,6 +279,20 @@ class SecretsConfig(_Section):
     aws: AwsSecretsConfig = AwsSecretsConfig()
 
 
+class AuditConfig(_Section):
+    """``[audit]``: the tamper-evident audit log (issue 10 item 4; its owner fills in the fields)."""
+
+    enabled: bool = True
+
+
+class PluginTrustConfig(_Section):
+    """``[plugin_trust]``: where plugins may come from and who must have signed them (issue 10 item 5)."""
+
+
+class SandboxConfig(_Section):
+    """``[sandbox]``: how third-party plugins are confined (issue 10 item 6)."""
+
+
 class DwrayConfig(_Section):
     """All of dwray's configuration."""
 
@@ -295,6 +309,9 @@ class DwrayConfig(_Section):
     kms: KmsConfig = KmsConfig()
     secrets: SecretsConfig = SecretsConfig()
     plugins: dict[str, PluginOptions] = Field(default_factory=dict)
+    audit: AuditConfig = AuditConfig()
+    plugin_trust: PluginTrustConfig = PluginTrustConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     def plugin_options(self, child_id: str) -> PluginOptions:
         """Options for a child: ``[plugins."<child id>"]``, else ``[plugins.<kind>]``, else defaults."""

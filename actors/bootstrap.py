@@ -7,6 +7,7 @@ The tree, in start order (stopped in reverse):
   kms:<plugin>     key-encryption keys: kms:local (the sealed keyring) or kms:vault-transit
   storage:<name>   the storage backend
   stage:frames:N   frame stage workers (unless stages run in the caller)
+  housekeeper      expires abandoned multipart uploads and sweeps blobs ([sweeper] interval)
 
 Beside the tree, not in it, runs the data dir's lock holder: it takes the data
 dir's lock (``dwray.core.datadir_lock``) before any plugin opens a file there
@@ -82,6 +83,11 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
     if config.runtime.stage_placement == "actors":
         children += [_child(config, f"stage:frames:{n}", "stage.frames", "stage", {})
                      for n in range(config.runtime.stage_workers)]
+    if config.sweeper.interval > 0:
+        # Last: it works through the children above. Not required: the warehouse
+        # serves without it, and its rounds catch and report their own failures.
+        children.append(_child(config, "housekeeper", "service.housekeeper", "service",
+                               {"settings": config.model_dump(mode="json")}, required=False))
     return children
 
 

@@ -37,6 +37,7 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
     ├── DataDirInUse(OSError)                another warehouse holds the data dir's lock
     ├── QuotaExceeded(PermissionError)       a write would take a tenant or bucket over its quota
+    ├── AccessDenied(PermissionError)        the access key's policy does not allow the action
     ├── StorageError(OSError)                a backend failed to store or return bytes
     │   ├── StorageFull                      no space left (ENOSPC, EFBIG, memory cap)
     │   └── DurabilityError                  fsync failed: the write is not durable
@@ -65,6 +66,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "AccessKeyNotFound",
     "AlreadyExists",
     "BackendNotFound",
@@ -348,6 +350,17 @@ class QuotaExceeded(DwrayError, PermissionError):
 
     fields = ("scope", "what", "limit", "usage")
     template = "quota exceeded: {scope} may hold at most {limit} {what}; this write would make it {usage}"
+
+
+class AccessDenied(DwrayError, PermissionError):
+    """The access key's policy does not allow this action on this resource; nothing was done.
+
+    Names the IAM action (``s3:PutObject``) and the resource (``bucket/key``),
+    never the policy itself: the caller learns what was refused, not why.
+    """
+
+    fields = ("action", "resource")
+    template = "access denied: this access key may not {action} on {resource!r}"
 
 
 class DataDirInUse(DwrayError, OSError):

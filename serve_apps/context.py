@@ -121,7 +121,7 @@ class GatewayContext:
         self.metrics.key_lookup("service")
         resolved = self.access_keys.lookup(access_key_id)
         identity = None if resolved is None else SigningIdentity(
-            resolved.access_key_id, resolved.secret_access_key, resolved.tenant)
+            resolved.access_key_id, resolved.secret_access_key, resolved.tenant, resolved.policy)
         with self._lock:
             if generation == self._generation:
                 self._keys.pop(access_key_id, None)

@@ -17,7 +17,7 @@ class BucketOperations(S3Operations):
     DeleteObjects."""
 
     async def list_buckets(self, call: S3Call) -> Response:
-        buckets = await self.run(self.wh.list_buckets, tenant=call.tenant)
+        buckets = await self.run(self.wh.list_buckets, tenant=call.context)
         return self._xml(s3xml.list_buckets_xml(buckets, owner_id=call.tenant, owner_name=call.tenant))
 
     async def create_bucket(self, call: S3Call) -> Response:
@@ -28,24 +28,24 @@ class BucketOperations(S3Operations):
         if call.bucket in RESERVED_BUCKETS:
             raise S3Error("InvalidBucketName", f"the bucket name {call.bucket!r} is reserved by the gateway "
                                                f"(its {call.bucket} endpoints)")
-        await self.run(self.wh.create_bucket, call.bucket, tenant=call.tenant)
+        await self.run(self.wh.create_bucket, call.bucket, tenant=call.context)
         return Response(status_code=200, headers={"location": f"/{call.bucket}"})
 
     async def head_bucket(self, call: S3Call) -> Response:
-        await self.run(self.wh.head_bucket, call.bucket, tenant=call.tenant)
+        await self.run(self.wh.head_bucket, call.bucket, tenant=call.context)
         return Response(status_code=200, headers={"x-amz-bucket-region": self.region})
 
     async def delete_bucket(self, call: S3Call) -> Response:
-        await self.run(self.wh.delete_bucket, call.bucket, tenant=call.tenant)
+        await self.run(self.wh.delete_bucket, call.bucket, tenant=call.context)
         return Response(status_code=204)
 
     async def bucket_location(self, call: S3Call) -> Response:
-        await self.run(self.wh.head_bucket, call.bucket, tenant=call.tenant)
+        await self.run(self.wh.bucket_location, call.bucket, tenant=call.context)
         return self._xml(s3xml.location_xml(self.region))
 
     async def bucket_versioning(self, call: S3Call) -> Response:
-        info = await self.run(self.wh.head_bucket, call.bucket, tenant=call.tenant)
-        return self._xml(s3xml.versioning_xml(True if info.versioning else None))
+        versioning = await self.run(self.wh.bucket_versioning, call.bucket, tenant=call.context)
+        return self._xml(s3xml.versioning_xml(True if versioning else None))
 
     def _encoding(self, call: S3Call) -> str | None:
         encoding = call.params.get("encoding-type")
@@ -61,7 +61,7 @@ class BucketOperations(S3Operations):
         page = await self.run(self.wh.list, call.bucket, prefix=params.get("prefix", ""),
                               delimiter=params.get("delimiter") or None, max_keys=max_keys,
                               continuation_token=token, start_after=params.get("start-after") or None,
-                              tenant=call.tenant)
+                              tenant=call.context)
         return self._xml(s3xml.list_objects_v2_xml(
             call.bucket, page, prefix=params.get("prefix", ""), delimiter=params.get("delimiter") or None,
             max_keys=max_keys, start_after=params.get("start-after") or None, continuation_token=token,
@@ -79,7 +79,7 @@ class BucketOperations(S3Operations):
             # highest code point sorts after anything a key can continue with).
             start_after = marker + "\U0010ffff"
         page = await self.run(self.wh.list, call.bucket, prefix=params.get("prefix", ""),
-                              delimiter=delimiter, max_keys=max_keys, start_after=start_after, tenant=call.tenant)
+                              delimiter=delimiter, max_keys=max_keys, start_after=start_after, tenant=call.context)
         return self._xml(s3xml.list_objects_v1_xml(
             call.bucket, page, prefix=params.get("prefix", ""), delimiter=params.get("delimiter") or None,
             marker=marker, max_keys=max_keys, encoding_type=encoding, owner_id=call.tenant))
@@ -91,7 +91,7 @@ class BucketOperations(S3Operations):
         page = await self.run(self.wh.list_multipart_uploads, call.bucket, prefix=params.get("prefix", ""),
                               delimiter=params.get("delimiter") or None, key_marker=params.get("key-marker") or None,
                               upload_id_marker=params.get("upload-id-marker") or None, max_uploads=max_uploads,
-                              tenant=call.tenant)
+                              tenant=call.context)
         return self._xml(s3xml.list_uploads_xml(
             call.bucket, page, prefix=params.get("prefix", ""), delimiter=params.get("delimiter") or None,
             key_marker=params.get("key-marker") or None, upload_id_marker=params.get("upload-id-marker") or None,
@@ -107,7 +107,7 @@ class BucketOperations(S3Operations):
         errors: list[tuple[str, str, str]] = []
         for key, version_id in targets:
             try:
-                result = await self.run(self.wh.delete, call.bucket, key, version_id=version_id, tenant=call.tenant)
+                result = await self.run(self.wh.delete, call.bucket, key, version_id=version_id, tenant=call.context)
             except DwrayError as error:
                 s3error = from_dwray_error(error)
                 if s3error.code == "NoSuchBucket":

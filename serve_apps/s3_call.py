@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.types import Scope
 
+from dwray.core.models import TenantContext
 from dwray.s3 import http as s3http
 from dwray.s3.auth import AuthResult
 from dwray.s3.errors import S3Error
@@ -135,11 +136,25 @@ class S3Call:
         self.request_id = secrets.token_hex(8).upper()
         self.auth: AuthResult | None = None
         self.bytes_in = 0
+        self.source_address: str | None = None
+        self._context: TenantContext | None = None
 
     @property
     def tenant(self) -> str:
         assert self.auth is not None
         return self.auth.identity.tenant
+
+    @property
+    def context(self) -> TenantContext:
+        """Who the request acts for, as the warehouse takes it: the tenant, the access key and its
+        policy (which the kernel enforces), the request id and the client's address."""
+        if self._context is None:
+            assert self.auth is not None
+            identity = self.auth.identity
+            self._context = TenantContext(identity.tenant, access_key_id=identity.access_key_id,
+                                          policy=identity.policy, request_id=self.request_id,
+                                          source_address=self.source_address)
+        return self._context
 
 
 def query_params(raw_query: str) -> dict[str, str]:

@@ -30,14 +30,14 @@ class MultipartOperations(S3Operations):
         metadata = s3http.user_metadata(call.header_list, self.max_metadata_bytes)
         upload = await self.run(self.wh.create_multipart_upload, call.bucket, call.key,
                                 content_type=call.headers.get("content-type") or None, metadata=metadata,
-                                headers=self._stored_headers(call), tenant=call.tenant)
+                                headers=self._stored_headers(call), tenant=call.context)
         return self._xml(s3xml.initiate_multipart_xml(call.bucket, call.key, upload.upload_id))
 
     async def upload_part(self, call: S3Call) -> Response:
         upload_id, number = self._upload_target(call)
 
         def write(data: Any, checksums: Callable[[], dict[str, str]]) -> Any:
-            return self.wh.upload_part(call.bucket, call.key, upload_id, number, data, tenant=call.tenant)
+            return self.wh.upload_part(call.bucket, call.key, upload_id, number, data, tenant=call.context)
 
         part, echoed = await self.receive_body(call, write)
         return Response(status_code=200, headers={"etag": etag(part.etag), **echoed})
@@ -45,13 +45,13 @@ class MultipartOperations(S3Operations):
     async def upload_part_copy(self, call: S3Call) -> Response:
         upload_id, number = self._upload_target(call)
         src_bucket, src_key, src_version = s3http.parse_copy_source(call.headers["x-amz-copy-source"])
-        source = await self.run(self.wh.head, src_bucket, src_key, version_id=src_version, tenant=call.tenant)
+        source = await self.run(self.wh.head, src_bucket, src_key, version_id=src_version, tenant=call.context)
         s3http.check_copy_source_conditions(call.headers, source.etag, source.last_modified)
         span = None
         if "x-amz-copy-source-range" in call.headers:
             span = s3http.parse_copy_range(call.headers["x-amz-copy-source-range"], source.size)
         part = await self.run(self.wh.upload_part_copy, call.bucket, call.key, upload_id, number, src_bucket, src_key,
-                              src_version_id=source.version_id, range=span, tenant=call.tenant)
+                              src_version_id=source.version_id, range=span, tenant=call.context)
         return self._xml(s3xml.copy_part_xml(part.etag, part.last_modified))
 
     async def complete_upload(self, call: S3Call) -> Response:
@@ -59,14 +59,14 @@ class MultipartOperations(S3Operations):
         upload_id = call.params.get("uploadId", "")
         parts = s3xml.parse_complete_multipart(await self._xml_body(call))
         info = await self.run(self.wh.complete_multipart_upload, call.bucket, call.key, upload_id, parts,
-                              tenant=call.tenant)
+                              tenant=call.context)
         host = call.headers.get("host", "")
         location = f"http://{host}/{call.bucket}/{quote(call.key)}"
         return self._xml(s3xml.complete_multipart_xml(location, call.bucket, call.key, info.etag))
 
     async def abort_upload(self, call: S3Call) -> Response:
         await self.run(self.wh.abort_multipart_upload, call.bucket, call.key, call.params.get("uploadId", ""),
-                       tenant=call.tenant)
+                       tenant=call.context)
         return Response(status_code=204)
 
     async def list_parts(self, call: S3Call) -> Response:
@@ -74,7 +74,7 @@ class MultipartOperations(S3Operations):
         max_parts = int_param(call.params, "max-parts", 1000, high=1000)
         marker = int_param(call.params, "part-number-marker", 0)
         page = await self.run(self.wh.list_parts, call.bucket, call.key, upload_id, max_parts=max_parts,
-                              part_number_marker=marker, tenant=call.tenant)
+                              part_number_marker=marker, tenant=call.context)
         return self._xml(s3xml.list_parts_xml(call.bucket, call.key, upload_id, page, part_number_marker=marker,
                                               max_parts=max_parts, owner_id=call.tenant))
 

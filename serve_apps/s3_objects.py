@@ -28,7 +28,7 @@ class ObjectOperations(S3Operations):
         def write(data: Any, checksums: Callable[[], dict[str, str]]) -> Any:
             # The checksums are known once the body has been read, before the commit.
             return self.wh.put(call.bucket, call.key, data, content_type=content_type, metadata=metadata,
-                               headers=headers, tenant=call.tenant, finalize=checksums)
+                               headers=headers, tenant=call.context, finalize=checksums)
 
         info, echoed = await self.receive_body(call, write)
         return Response(status_code=200, headers={"etag": etag(info.etag), **echoed})
@@ -36,7 +36,7 @@ class ObjectOperations(S3Operations):
     async def copy_object(self, call: S3Call) -> Response:
         refuse_conditional_write(call)
         src_bucket, src_key, src_version = s3http.parse_copy_source(call.headers["x-amz-copy-source"])
-        source = await self.run(self.wh.head, src_bucket, src_key, version_id=src_version, tenant=call.tenant)
+        source = await self.run(self.wh.head, src_bucket, src_key, version_id=src_version, tenant=call.context)
         s3http.check_copy_source_conditions(call.headers, source.etag, source.last_modified)
         directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
@@ -50,7 +50,7 @@ class ObjectOperations(S3Operations):
                       "metadata": s3http.user_metadata(call.header_list, self.max_metadata_bytes),
                       "headers": self._stored_headers(call)}
         info = await self.run(self.wh.copy, src_bucket, src_key, call.bucket, call.key, version_id=src_version,
-                              tenant=call.tenant, **kwargs)
+                              tenant=call.context, **kwargs)
         return self._xml(s3xml.copy_object_xml(info.etag, info.last_modified),
                          headers={"x-amz-copy-source-version-id": source.version_id} if src_version else None)
 
@@ -77,7 +77,7 @@ class ObjectOperations(S3Operations):
 
     async def head_object(self, call: S3Call) -> Response:
         version_id = call.params.get("versionId") or None
-        info = await self.run(self.wh.head, call.bucket, call.key, version_id=version_id, tenant=call.tenant)
+        info = await self.run(self.wh.head, call.bucket, call.key, version_id=version_id, tenant=call.context)
         headers = self._object_headers(info, call)
         status = s3http.check_conditions(call.headers, info.etag, info.last_modified, method="HEAD")
         if status == 304:
@@ -94,7 +94,7 @@ class ObjectOperations(S3Operations):
 
     async def get_object(self, call: S3Call) -> Response:
         version_id = call.params.get("versionId") or None
-        reader = await self.run(self.wh.open, call.bucket, call.key, version_id=version_id, tenant=call.tenant)
+        reader = await self.run(self.wh.open, call.bucket, call.key, version_id=version_id, tenant=call.context)
         try:
             info = reader.info
             status = s3http.check_conditions(call.headers, info.etag, info.last_modified)
@@ -109,7 +109,7 @@ class ObjectOperations(S3Operations):
                 await self.run(reader.close)
                 first, last = span
                 reader = await self.run(self.wh.open, call.bucket, call.key, range=(first, last),
-                                        version_id=info.version_id, tenant=call.tenant)
+                                        version_id=info.version_id, tenant=call.context)
                 headers["content-range"] = f"bytes {first}-{last}/{info.size}"
                 headers["content-length"] = str(last - first + 1)
                 for name in [h for h in headers if h.startswith("x-amz-checksum-")]:
@@ -125,7 +125,7 @@ class ObjectOperations(S3Operations):
 
     async def delete_object(self, call: S3Call) -> Response:
         result = await self.run(self.wh.delete, call.bucket, call.key,
-                                version_id=call.params.get("versionId") or None, tenant=call.tenant)
+                                version_id=call.params.get("versionId") or None, tenant=call.context)
         headers = {}
         if result.delete_marker:
             headers["x-amz-delete-marker"] = "true"

@@ -251,15 +251,43 @@ def key_group() -> None:
 @command(key_group, "create")
 @click.option("--tenant", "key_tenant", required=True, help="tenant the key acts for")
 @click.option("--description", default="")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="IAM policy JSON file limiting what the key may do ('-': standard input)")
+@click.option("--read-only", is_flag=True, help="reads and listings only (with --bucket: of that bucket only)")
+@click.option("--bucket", default=None, help="only this bucket and its objects")
 @admin_options
-def key_create(state: State, as_json: bool, key_tenant: str, description: str, endpoint: str | None,
-               admin_token_file: Path | None) -> None:
-    """Create an access key; its secret is printed once."""
-    new = _admin(state, endpoint, admin_token_file).post("/keys", {"tenant": key_tenant, "description": description})
-    emit(as_json, {"access_key_id": new["access_key_id"], "secret_access_key": new["secret_access_key"]},
+def key_create(state: State, as_json: bool, key_tenant: str, description: str, policy_file: Path | None,
+               read_only: bool, bucket: str | None, endpoint: str | None, admin_token_file: Path | None) -> None:
+    """Create an access key; its secret is printed once. Without --policy, --read-only or --bucket
+    the key has its tenant's full rights."""
+    policy = _key_policy(policy_file, read_only, bucket)
+    body: dict[str, Any] = {"tenant": key_tenant, "description": description}
+    if policy is not None:
+        body["policy"] = policy.document()
+    new = _admin(state, endpoint, admin_token_file).post("/keys", body)
+    emit(as_json, {"access_key_id": new["access_key_id"], "secret_access_key": new["secret_access_key"],
+                   "scope": new.get("scope", "full")},
          lambda: stdout.print(f"access key id      {new['access_key_id']}\n"
                               f"secret access key  {new['secret_access_key']}\n"
-                              f"tenant             {new['tenant']}", highlight=False))
+                              f"tenant             {new['tenant']}\n"
+                              f"scope              {new.get('scope', 'full')}", highlight=False))
+
+
+def _key_policy(policy_file: Path | None, read_only: bool, bucket: str | None) -> Any:
+    """The policy the options ask for (checked here, so a mistake is named before the gateway is asked)."""
+    from dwray.core.policy import AccessPolicy
+
+    if policy_file is not None:
+        if read_only or bucket is not None:
+            raise InvalidArgument("give --policy, or --read-only and/or --bucket, not both")
+        try:
+            text = click.get_text_stream("stdin").read() if str(policy_file) == "-" else policy_file.read_text()
+        except OSError as error:
+            raise InvalidArgument(f"cannot read the policy file {policy_file}: {error.strerror}") from None
+        return AccessPolicy.parse(text)
+    if bucket is not None:
+        return AccessPolicy.for_bucket(bucket, read_only=read_only)
+    return AccessPolicy.read_only() if read_only else None
 
 
 @command(key_group, "list")
@@ -269,7 +297,8 @@ def key_list(state: State, as_json: bool, key_tenant: str | None, endpoint: str 
              admin_token_file: Path | None) -> None:
     """List access keys (never their secrets)."""
     keys = _admin(state, endpoint, admin_token_file).get("/keys", tenant=key_tenant)
-    emit(as_json, keys, lambda: _table(keys, ["access_key_id", "tenant", "revoked", "created", "description"]))
+    emit(as_json, keys, lambda: _table(keys, ["access_key_id", "tenant", "revoked", "created", "scope",
+                                              "description"]))
 
 
 @command(key_group, "revoke")
@@ -286,7 +315,7 @@ def key_revoke(state: State, as_json: bool, access_key_id: str, endpoint: str | 
 
 @cli.group("plugin")
 def plugin_group() -> None:
-    """Plugins of the running warehouse (through the admin API)."""
+    """Plugins: the running warehouse's (list, restart) and their provenance (keygen, sign, verify, discover)."""
 
 
 @command(plugin_group, "list")

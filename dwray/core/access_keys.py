@@ -19,12 +19,15 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from dwray.core.contracts import IdentityService, KeyService
 from dwray.core.identity import AccessKeyInfo, AdminTokenInfo, validate_token_name
 from dwray.core.names import validate_tenant_name
+from dwray.core.policy import AccessPolicy
 from dwray.errors import InvalidArgument
 
 __all__ = ["ACCESS_KEY_KEK", "AccessKeys", "BootstrapResult", "NewAccessKey", "NewAdminToken", "ResolvedKey",
@@ -47,15 +50,18 @@ class NewAccessKey:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     tenant: str = ""
+    policy: AccessPolicy | None = None
 
 
 @dataclass(frozen=True)
 class ResolvedKey:
-    """An active key with its secret, for verifying a request's signature."""
+    """An active key with its secret, for verifying a request's signature, and its policy
+    (``None``: the tenant's full rights), which the kernel enforces on what the request does."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     tenant: str = ""
+    policy: AccessPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -95,19 +101,29 @@ class AccessKeys:
         version, wrapped = self.keyring.wrap(ACCESS_KEY_KEK, secret)
         return secret, version, wrapped
 
-    def create(self, tenant: str, description: str = "") -> NewAccessKey:
-        """A new key for ``tenant`` (which must exist). Its secret is returned now and never again."""
+    def create(self, tenant: str, description: str = "",
+               policy: AccessPolicy | Mapping[str, Any] | str | None = None) -> NewAccessKey:
+        """A new key for ``tenant`` (which must exist). Its secret is returned now and never again.
+
+        ``policy`` (an ``AccessPolicy``, or its IAM JSON as text or a decoded
+        document) limits what the key may do; ``None`` gives it the tenant's
+        full rights. A policy dwray cannot enforce exactly is refused here
+        (``InvalidArgument`` naming what), before any key exists.
+        """
+        parsed = policy if isinstance(policy, AccessPolicy) or policy is None else AccessPolicy.parse(policy)
         secret, version, wrapped = self._wrap_new_secret()
-        info = self.store.add_access_key(_new_key_id(), tenant, ACCESS_KEY_KEK, version, wrapped, description)
-        return NewAccessKey(info.access_key_id, _encode_secret(secret), info.tenant)
+        info = self.store.add_access_key(_new_key_id(), tenant, ACCESS_KEY_KEK, version, wrapped, description,
+                                         None if parsed is None else parsed.to_json())
+        return NewAccessKey(info.access_key_id, _encode_secret(secret), info.tenant, parsed)
 
     def lookup(self, access_key_id: str) -> ResolvedKey | None:
-        """The tenant and secret of an active key, or ``None`` if it is unknown or revoked."""
+        """The tenant, secret and policy of an active key, or ``None`` if it is unknown or revoked."""
         stored = self.store.get_access_key(access_key_id)
         if stored is None:
             return None
         secret = self.keyring.unwrap(stored.kek_id, stored.kek_version, stored.wrapped_secret)
-        return ResolvedKey(stored.access_key_id, _encode_secret(secret), stored.tenant)
+        policy = None if stored.policy is None else AccessPolicy.parse(stored.policy)
+        return ResolvedKey(stored.access_key_id, _encode_secret(secret), stored.tenant, policy)
 
     def revoke(self, access_key_id: str) -> AccessKeyInfo:
         return self.store.revoke_access_key(access_key_id)

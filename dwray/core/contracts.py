@@ -435,8 +435,9 @@ class IdentityService(Protocol):
 
     @idempotent
     def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
-                       wrapped_secret: bytes, description: str = "") -> AccessKeyInfo:
-        """Store a new key, its secret wrapped; the very same key again changes nothing."""
+                       wrapped_secret: bytes, description: str = "", policy: str | None = None) -> AccessKeyInfo:
+        """Store a new key, its secret wrapped, with its policy JSON (``None``: full rights); the very
+        same key again changes nothing."""
 
     @idempotent
     def get_access_key(self, access_key_id: str) -> StoredAccessKey | None:

@@ -40,6 +40,7 @@ from typing import Any
 
 from dwray.core.models import TenantContext
 from dwray.core.names import validate_tenant_name
+from dwray.core.policy import AccessPolicy
 from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
     AccessKeyNotFound,
@@ -153,10 +154,16 @@ MIGRATIONS: tuple[str, ...] = (
         kek_id    TEXT NOT NULL
     );
     """,
+    # 3: an access key's policy (IAM policy JSON, dwray.core.policy); NULL: the tenant's full rights,
+    # which is what every key made before had.
+    """
+    ALTER TABLE access_keys ADD COLUMN policy TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_KEY_COLUMNS = "access_key_id, tenant, created, revoked, description, kek_id, kek_version"
+_KEY_COLUMNS = "access_key_id, tenant, created, revoked, description, kek_id, kek_version, policy"
+_STORED_COLUMNS = "access_key_id, tenant, kek_id, kek_version, wrapped_secret, policy"
 _TOKEN_COLUMNS = "token_id, name, created, expires, last_used, description"
 
 
@@ -173,7 +180,8 @@ class TenantInfo:
 
 @dataclass(frozen=True)
 class AccessKeyInfo:
-    """What may be shown about an access key: never its secret."""
+    """What may be shown about an access key: never its secret. ``policy`` is its IAM policy JSON
+    (``dwray.core.policy``), ``None`` for the tenant's full rights."""
 
     access_key_id: str
     tenant: str
@@ -182,21 +190,28 @@ class AccessKeyInfo:
     description: str
     kek_id: str
     kek_version: int
+    policy: str | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked is None
 
+    @property
+    def scope(self) -> str:
+        """One line on what the key may do: ``full`` or its policy's summary."""
+        return "full" if self.policy is None else AccessPolicy.parse(self.policy).summary()
+
 
 @dataclass(frozen=True)
 class StoredAccessKey:
-    """An active key as stored: its secret only wrapped under a KEK."""
+    """An active key as stored: its secret only wrapped under a KEK, and its policy JSON (``None``: full rights)."""
 
     access_key_id: str
     tenant: str
     kek_id: str
     kek_version: int
     wrapped_secret: bytes = field(repr=False)
+    policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -304,11 +319,16 @@ class IdentityStore(SqliteStore):
     # Access keys ------------------------------------------------------------
 
     def add_access_key(self, access_key_id: str, tenant: str, kek_id: str, kek_version: int,
-                       wrapped_secret: bytes, description: str = "") -> AccessKeyInfo:
-        """Store a new key. Adding the very same key again changes nothing (so a lost answer may be retried)."""
+                       wrapped_secret: bytes, description: str = "", policy: str | None = None) -> AccessKeyInfo:
+        """Store a new key, with its policy JSON if it has one (``None``: the tenant's full rights).
+        Adding the very same key again changes nothing (so a lost answer may be retried)."""
         _check_key_id(access_key_id)
+        if policy is not None:
+            if not isinstance(policy, str):
+                raise InvalidArgument("a key's policy is stored as its JSON text")
+            policy = AccessPolicy.parse(policy).to_json()  # refuses what dwray would not enforce
         info = AccessKeyInfo(access_key_id, tenant, time.time(), None, _check_description(description),
-                             kek_id, int(kek_version))
+                             kek_id, int(kek_version), policy)
         with self._write() as db:
             if not db.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
                 raise TenantNotFound(tenant)
@@ -324,9 +344,9 @@ class IdentityStore(SqliteStore):
 
     @staticmethod
     def _insert_key(db: sqlite3.Connection, info: AccessKeyInfo, wrapped_secret: bytes) -> None:
-        db.execute(f"INSERT INTO access_keys ({_KEY_COLUMNS}, wrapped_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        db.execute(f"INSERT INTO access_keys ({_KEY_COLUMNS}, wrapped_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (info.access_key_id, info.tenant, info.created, None, info.description, info.kek_id,
-                    info.kek_version, wrapped_secret))
+                    info.kek_version, info.policy, wrapped_secret))
 
     @staticmethod
     def _key_info(db: sqlite3.Connection, access_key_id: str) -> AccessKeyInfo:
@@ -337,8 +357,8 @@ class IdentityStore(SqliteStore):
         """The active key of that id, or ``None`` (unknown, revoked, or not an access key id at all)."""
         if not isinstance(access_key_id, str) or not _KEY_ID.match(access_key_id):
             return None
-        rows = self._read("SELECT access_key_id, tenant, kek_id, kek_version, wrapped_secret FROM access_keys "
-                          "WHERE access_key_id = ? AND revoked IS NULL", (access_key_id,))
+        rows = self._read(f"SELECT {_STORED_COLUMNS} FROM access_keys WHERE access_key_id = ? AND revoked IS NULL",
+                          (access_key_id,))
         return StoredAccessKey(*rows[0]) if rows else None
 
     def list_access_keys(self, tenant: str | None = None, *, include_revoked: bool = False) -> list[AccessKeyInfo]:
@@ -368,7 +388,7 @@ class IdentityStore(SqliteStore):
 
     def keys_wrapped_below(self, kek_id: str, version: int, limit: int = 500) -> list[StoredAccessKey]:
         """Up to ``limit`` active keys whose secret is wrapped under ``kek_id`` below ``version``."""
-        rows = self._read("SELECT access_key_id, tenant, kek_id, kek_version, wrapped_secret FROM access_keys "
+        rows = self._read(f"SELECT {_STORED_COLUMNS} FROM access_keys "
                           f"WHERE kek_id = ? AND kek_version < ? AND revoked IS NULL LIMIT {int(limit)}",
                           (kek_id, version))
         return [StoredAccessKey(*row) for row in rows]

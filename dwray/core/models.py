@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from dwray.core.names import validate_tenant_name
 
@@ -11,10 +12,21 @@ __all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "PartInfo", "
 
 @dataclass(frozen=True)
 class TenantContext:
-    """Who an operation runs for. Every warehouse operation takes one."""
+    """Who an operation runs for. Every warehouse operation takes one.
+
+    The gateway builds one per request with the access key, its ``policy``
+    (an ``AccessPolicy``, ``dwray.core.policy``), the request id and the
+    client's address; the kernel checks the policy on every operation
+    (``dwray.core.warehouse.access``). ``policy`` ``None`` means the
+    tenant's full rights: a key without a policy, or a driver (an operator).
+    """
 
     tenant: str
     principal: str | None = None
+    access_key_id: str | None = None
+    policy: Any = None
+    request_id: str | None = None
+    source_address: str | None = None
 
     def __post_init__(self) -> None:
         validate_tenant_name(self.tenant)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from dwray.s3.errors import S3Error
 
@@ -41,11 +42,13 @@ _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
 
 @dataclass(frozen=True)
 class SigningIdentity:
-    """An access key and the tenant it belongs to, as the identity service returns it."""
+    """An access key and the tenant it belongs to, as the identity service returns it, with the key's
+    policy (a ``dwray.core.policy.AccessPolicy``; ``None``: the tenant's full rights)."""
 
     access_key_id: str
     secret_access_key: str = field(repr=False)
     tenant: str
+    policy: Any = None
 
 
 @dataclass(frozen=True)

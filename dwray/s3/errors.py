@@ -103,6 +103,7 @@ _MAPPING: tuple[tuple[type[BaseException], str], ...] = (
     (dw.BucketAlreadyExists, "BucketAlreadyOwnedByYou"),
     (dw.BucketNotEmpty, "BucketNotEmpty"),
     (dw.QuotaExceeded, "QuotaExceeded"),
+    (dw.AccessDenied, "AccessDenied"),
     (dw.StorageFull, "ServiceUnavailable"),
     (dw.PluginUnavailable, "ServiceUnavailable"),
     (dw.PluginTimeout, "ServiceUnavailable"),

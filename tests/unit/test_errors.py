@@ -31,7 +31,7 @@ BUILTIN = {
     "PluginUnavailable": ConnectionError, "NotReady": RuntimeError,
     "MasterKeyMissing": RuntimeError, "KeyShredded": RuntimeError, "KmsUnavailable": RuntimeError,
     "SecretError": RuntimeError, "SecretNotFound": LookupError, "SecretConflict": RuntimeError,
-    "SecretUnavailable": RuntimeError, "QuotaExceeded": PermissionError,
+    "SecretUnavailable": RuntimeError, "QuotaExceeded": PermissionError, "AccessDenied": PermissionError,
 }
 
 

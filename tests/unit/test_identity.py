@@ -394,7 +394,7 @@ def test_the_plugin_is_registered_and_serves_the_store(tmp_path: Path) -> None:
     plugin.create_tenant("acme")
     assert plugin.get_tenant("acme").name == "acme"
     assert plugin.epoch() == 1
-    assert plugin.health() == {"ok": True, "schema_version": 2}
+    assert plugin.health() == {"ok": True, "schema_version": 3}
     plugin.close()
 
 

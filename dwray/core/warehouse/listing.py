@@ -15,6 +15,7 @@ from dwray.core.models import (
     UploadsPage,
 )
 from dwray.core.names import validate_bucket_name, validate_key
+from dwray.core.warehouse.access import bucket_rule, checked
 from dwray.core.warehouse.base import TenantArg, WarehouseBase, object_info
 from dwray.core.warehouse.rollup import common_prefix, roll_up, successor
 from dwray.core.warehouse.tracing import traced
@@ -47,6 +48,7 @@ class Listing(WarehouseBase):
     """The listing operations of the warehouse."""
 
     @traced("list")
+    @checked(bucket_rule("s3:ListBucket"))
     def list(self, bucket: str, *, prefix: str = "", delimiter: str | None = None, max_keys: int = 1000,
              continuation_token: str | None = None, start_after: str | None = None,
              tenant: TenantArg = None) -> ListPage:
@@ -82,6 +84,7 @@ class Listing(WarehouseBase):
                 return
             token = page.next_continuation_token
 
+    @checked(bucket_rule("s3:ListBucketVersions"))
     def versions(self, bucket: str, key: str, *, tenant: TenantArg = None) -> list[ObjectInfo]:
         """Every version of a key (delete markers included), newest first."""
         ctx = self._tenant(tenant)
@@ -91,6 +94,7 @@ class Listing(WarehouseBase):
         return [object_info(r) for r in self.catalog.iter_versions(ctx.tenant, bucket, key)]
 
     @traced("list_multipart_uploads")
+    @checked(bucket_rule("s3:ListBucketMultipartUploads"))
     def list_multipart_uploads(self, bucket: str, *, prefix: str = "", delimiter: str | None = None,
                                key_marker: str | None = None, upload_id_marker: str | None = None,
                                max_uploads: int = 1000, tenant: TenantArg = None) -> UploadsPage:

@@ -9,6 +9,7 @@ from pathlib import Path
 from dwray.core.catalog import ObjectRecord, WrappedKey
 from dwray.core.frames import KeyHeader
 from dwray.core.models import SweepReport
+from dwray.core.warehouse.access import operator_only
 from dwray.core.warehouse.base import TenantArg, WarehouseBase
 from dwray.core.warehouse.tracing import traced
 from dwray.errors import (
@@ -32,6 +33,7 @@ class Maintenance(WarehouseBase):
     """The key and storage maintenance operations of the warehouse."""
 
     @traced("rotate_keys")
+    @operator_only("RotateKeys")
     def rotate_keys(self, *, tenant: TenantArg = None) -> int:
         """Make a new primary KEK version for the tenant's new writes; return it."""
         ctx = self._tenant(tenant)
@@ -39,6 +41,7 @@ class Maintenance(WarehouseBase):
         return self.keyring.rotate(ctx.kek_id)
 
     @traced("rotate_all_keys")
+    @operator_only("RotateKeys")
     def rotate_all_keys(self) -> dict[str, int]:
         """Rotate every live KEK the key service holds (tenants' and the system's); return each new primary.
 
@@ -53,6 +56,7 @@ class Maintenance(WarehouseBase):
         return rotated
 
     @traced("rewrap")
+    @operator_only("Rewrap")
     def rewrap(self, *, tenant: TenantArg = None, batch: int = REWRAP_BATCH,
                progress: Callable[[int, int], None] | None = None) -> int:
         """Re-wrap every DEK of the tenant under its primary KEK version; return how many moved.
@@ -89,6 +93,7 @@ class Maintenance(WarehouseBase):
                 progress(done, max(total, done))
         return done
 
+    @operator_only("GetKeyUsage")
     def wrapped_by_version(self, below: int, *, tenant: TenantArg = None) -> dict[int, int]:
         """How many DEKs (of objects, segments and parts) are wrapped under each KEK version below ``below``."""
         if isinstance(below, bool) or not isinstance(below, int) or below < 1:
@@ -102,6 +107,7 @@ class Maintenance(WarehouseBase):
             under = up_to
         return counts
 
+    @operator_only("RetireKeys")
     def retire_keys(self, minimum: int, *, tenant: TenantArg = None) -> None:
         """Refuse to decrypt with KEK versions below ``minimum`` from now on.
 
@@ -119,6 +125,7 @@ class Maintenance(WarehouseBase):
         self.keyring.retire_below(ctx.kek_id, minimum)
 
     @traced("sweep")
+    @operator_only("Sweep")
     def sweep(self, *, grace_seconds: float | None = None, tenant: TenantArg | str = "*") -> SweepReport:
         """Delete blobs that no committed row references and that are older than the grace period.
 
@@ -149,6 +156,7 @@ class Maintenance(WarehouseBase):
         return SweepReport(deleted, young, kept, temp_files)
 
     @traced("expire_uploads")
+    @operator_only("ExpireUploads")
     def expire_uploads(self, older_than: float | None = None, *, tenant: TenantArg | str = "*") -> int:
         """Abort multipart uploads begun more than ``older_than`` seconds ago; return how many.
 
@@ -181,6 +189,7 @@ class Maintenance(WarehouseBase):
                 break
         return expired
 
+    @operator_only("GetStats")
     def stats(self, *, tenant: TenantArg = None) -> dict[str, int]:
         """The tenant's object versions (live and noncurrent) and their bytes, and its uploads in
         progress and their parts' bytes: ``objects``, ``bytes``, ``uploads``, ``upload_bytes``."""

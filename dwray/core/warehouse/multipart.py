@@ -19,6 +19,7 @@ from dwray.core.catalog import ObjectRecord, PartRecord, UploadRecord
 from dwray.core.models import ObjectInfo, PartInfo, PartsPage, TenantContext, UploadInfo
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import plaintext_frames
+from dwray.core.warehouse.access import checked, copy_rule, object_rule
 from dwray.core.warehouse.base import TenantArg, object_info
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
 from dwray.core.warehouse.objects import ObjectWrites, new_version_id
@@ -55,6 +56,7 @@ class MultipartUploads(ObjectWrites):
     """The multipart operations of the warehouse (parts are sealed as objects are)."""
 
     @traced("create_multipart_upload")
+    @checked(object_rule("s3:PutObject"))
     def create_multipart_upload(self, bucket: str, key: str, *, content_type: str | None = None,
                                 metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                                 tenant: TenantArg = None) -> UploadInfo:
@@ -82,6 +84,7 @@ class MultipartUploads(ObjectWrites):
         return part_number
 
     @traced("upload_part")
+    @checked(object_rule("s3:PutObject"))
     def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int, data: Any, *,
                     tenant: TenantArg = None) -> PartInfo:
         """Store part ``part_number`` (bytes, binary file object or iterable of chunks), replacing
@@ -92,6 +95,7 @@ class MultipartUploads(ObjectWrites):
         return self._store_part(ctx, upload, part_number, plaintext_frames(data, self.config.pipeline.frame_size))
 
     @traced("upload_part_copy")
+    @checked(copy_rule("src_version_id"))
     def upload_part_copy(self, bucket: str, key: str, upload_id: str, part_number: int, src_bucket: str,
                          src_key: str, *, src_version_id: str | None = None,
                          range: tuple[int, int | None] | None = None, tenant: TenantArg = None) -> PartInfo:
@@ -125,6 +129,7 @@ class MultipartUploads(ObjectWrites):
         return PartInfo(part_number, part.etag, part.size, part.created)
 
     @traced("complete_multipart_upload")
+    @checked(object_rule("s3:PutObject"))
     def complete_multipart_upload(self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]],
                                   *, tenant: TenantArg = None) -> ObjectInfo:
         """Make the object from the named ``(part number, ETag)`` parts, in S3's rules.
@@ -189,6 +194,7 @@ class MultipartUploads(ObjectWrites):
             marker = page[-1].part_number
 
     @traced("abort_multipart_upload")
+    @checked(object_rule("s3:AbortMultipartUpload"))
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str, *, tenant: TenantArg = None) -> None:
         """Drop an upload and its parts (``UploadNotFound`` if unknown); the sweeper removes their blobs."""
         ctx = self._tenant(tenant)
@@ -197,6 +203,7 @@ class MultipartUploads(ObjectWrites):
         self.catalog.abort_upload(ctx.tenant, bucket, key, upload_id)
 
     @traced("list_parts")
+    @checked(object_rule("s3:ListMultipartUploadParts"))
     def list_parts(self, bucket: str, key: str, upload_id: str, *, max_parts: int = 1000,
                    part_number_marker: int = 0, tenant: TenantArg = None) -> PartsPage:
         """One page of an upload's parts numbered above ``part_number_marker``, as S3's ListParts."""

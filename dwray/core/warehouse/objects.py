@@ -18,6 +18,7 @@ from dwray.core.frames import FORMAT_VERSION, KeyHeader, ObjectIdentity, new_obj
 from dwray.core.models import DeleteResult, ObjectInfo, TenantContext
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import ObjectCrypto, StoredBlob, plaintext_frames
+from dwray.core.warehouse.access import checked, copy_rule, delete_rule, object_rule
 from dwray.core.warehouse.base import TenantArg, object_info
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
 from dwray.core.warehouse.reads import ObjectReads
@@ -50,6 +51,7 @@ class ObjectWrites(ObjectReads):
     """The write operations of the warehouse (a copy reads its source, hence the reads)."""
 
     @traced("put")
+    @checked(object_rule("s3:PutObject"))
     def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
             tenant: TenantArg = None, finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectInfo:
@@ -125,6 +127,7 @@ class ObjectWrites(ObjectReads):
         return record
 
     @traced("copy")
+    @checked(copy_rule("version_id"))
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *,
              version_id: str | None = None, content_type: str | None = None,
              metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
@@ -151,6 +154,7 @@ class ObjectWrites(ObjectReads):
         return object_info(record)
 
     @traced("delete")
+    @checked(delete_rule)
     def delete(self, bucket: str, key: str, *, version_id: str | None = None,
                tenant: TenantArg = None) -> DeleteResult:
         """Delete a key (S3 semantics: deleting a missing key succeeds).

@@ -10,6 +10,7 @@ from types import EllipsisType
 from typing import Any
 
 from dwray.core.names import validate_bucket_name
+from dwray.core.warehouse.access import operator_only
 from dwray.core.warehouse.base import TenantArg, WarehouseBase
 from dwray.core.warehouse.tracing import traced
 
@@ -22,6 +23,7 @@ class Quotas(WarehouseBase):
     """The quota operations of the warehouse."""
 
     @traced("set_quota")
+    @operator_only("SetQuota")
     def set_quota(self, tenant: TenantArg = None, bucket: str | None = None, *, max_bytes: Limit = ...,
                   max_objects: Limit = ..., max_buckets: Limit = ...) -> dict[str, Any]:
         """Set limits of the tenant's quota, or of one of its buckets' (``bucket``); return the quota.
@@ -38,6 +40,7 @@ class Quotas(WarehouseBase):
                   if value is not ...}
         return self.catalog.set_quota(ctx.tenant, bucket, limits)
 
+    @operator_only("GetQuota")
     def quota(self, tenant: TenantArg = None, bucket: str | None = None) -> dict[str, Any]:
         """The tenant's limits and usage with its buckets', or one bucket's.
 

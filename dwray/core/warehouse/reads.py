@@ -17,6 +17,7 @@ from dwray.core.frames import FrameTable, KeyHeader, ObjectIdentity, frames_for_
 from dwray.core.models import ObjectInfo, TenantContext
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import ObjectCrypto
+from dwray.core.warehouse.access import checked, read_rule
 from dwray.core.warehouse.base import TenantArg, WarehouseBase, object_info
 from dwray.core.warehouse.tracing import traced, tracer, within
 from dwray.errors import IntegrityError, InvalidArgument, InvalidRange, ObjectNotFound
@@ -98,6 +99,7 @@ class ObjectReads(WarehouseBase):
     """The read operations of the warehouse."""
 
     @traced("head")
+    @checked(read_rule())
     def head(self, bucket: str, key: str, *, version_id: str | None = None, tenant: TenantArg = None) -> ObjectInfo:
         """The object's metadata. ``ObjectNotFound``/``BucketNotFound`` if absent."""
         ctx = self._tenant(tenant)
@@ -111,6 +113,7 @@ class ObjectReads(WarehouseBase):
             raise ObjectNotFound(bucket, key, version_id)
         return record
 
+    @checked(read_rule())
     def open(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
              version_id: str | None = None, tenant: TenantArg = None) -> ObjectReader:
         """A stream of the object's bytes; ``range=(first, last)`` is inclusive, as HTTP's Range.
@@ -145,6 +148,7 @@ class ObjectReads(WarehouseBase):
         chunks = within(context, source)
         return ObjectReader(object_info(record), chunks, start, end - start, on_close=span.end)
 
+    @checked(read_rule())
     def get(self, bucket: str, key: str, *, range: tuple[int, int | None] | None = None,
             version_id: str | None = None, tenant: TenantArg = None) -> bytes:
         """The object's bytes (or an inclusive ``range`` of them)."""

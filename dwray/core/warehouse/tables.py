@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dwray.core.models import ObjectInfo
+from dwray.core.warehouse.access import checked, object_rule, read_rule
 from dwray.core.warehouse.base import TenantArg
 from dwray.core.warehouse.objects import ObjectWrites
 from dwray.core.warehouse.tracing import traced
@@ -17,6 +18,7 @@ class Tables(ObjectWrites):
     """``put_table``/``get_table``: a table is one object, written and read as any other."""
 
     @traced("put_table")
+    @checked(object_rule("s3:PutObject"))
     def put_table(self, bucket: str, key: str, table: Any, *, metadata: Mapping[str, str] | None = None,
                   compression: str = "zstd", tenant: TenantArg = None) -> ObjectInfo:
         """Store a ``pyarrow.Table`` as a Parquet object."""
@@ -32,6 +34,7 @@ class Tables(ObjectWrites):
                         metadata=metadata, tenant=tenant)
 
     @traced("get_table")
+    @checked(read_rule())
     def get_table(self, bucket: str, key: str, *, columns: list[str] | None = None,
                   version_id: str | None = None, tenant: TenantArg = None) -> Any:
         """Read a Parquet object back as a ``pyarrow.Table``.

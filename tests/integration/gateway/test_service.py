@@ -205,7 +205,7 @@ def test_dw_key_create_prints_json_for_scripts_and_finds_the_gateway_by_itself(g
     result = dw(gateway, "key", "create", "--tenant", "scripted", "--json")
     assert result.returncode == 0, result.stderr
     new = json.loads(result.stdout)
-    assert set(new) == {"access_key_id", "secret_access_key"}
+    assert set(new) == {"access_key_id", "secret_access_key", "scope"} and new["scope"] == "full"
     client = gateway.client(new["access_key_id"], new["secret_access_key"])
     client.create_bucket(Bucket="scripted-bucket")
     assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["scripted-bucket"]

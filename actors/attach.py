@@ -15,7 +15,7 @@ import ray
 
 from actors.bootstrap import find_supervisor, release_data_dir, start_supervisor
 from actors.handles import PluginHandle, plugin_handle, running_config
-from actors.remote_services import RemoteCatalog, RemoteKeyring
+from actors.remote_services import RemoteAudit, RemoteCatalog, RemoteKeyring
 from actors.remote_storage import RayFrameEngine, RemoteBackend
 from dwray.config import DwrayConfig, load_config
 from dwray.core.pipeline import ThreadFrameEngine
@@ -45,9 +45,10 @@ class RayWarehouse(Warehouse):
             engine: Any = RayFrameEngine([handle(f"stage:frames:{n}") for n in range(runtime.stage_workers)])
         else:
             engine = ThreadFrameEngine(config.worker_threads)
+        audit = RemoteAudit(handle("audit")) if config.audit.enabled else None
         super().__init__(config, backend=RemoteBackend(handle(backend_id), config.storage.backend),
                          catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle(config.kms_child_id)),
-                         engine=engine)
+                         engine=engine, audit=audit)
 
     def __repr__(self) -> str:
         return (f"RayWarehouse(namespace={self.config.runtime.namespace!r}, "

@@ -1,4 +1,4 @@
-"""The service actors as a caller sees them: the catalog, the key service and the identity store.
+"""The service actors as a caller sees them: the catalog, the key service, the identity store, the audit log.
 
 Each proxy is its contract (``dwray.core.contracts``) forwarded over a
 ``PluginHandle``: every contract method that the class body does not define
@@ -16,7 +16,7 @@ special:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from actors.coalescer import Coalescer
@@ -30,7 +30,7 @@ from dwray.core.contracts import (
     is_idempotent,
 )
 
-__all__ = ["RemoteCatalog", "RemoteIdentity", "RemoteKeyring"]
+__all__ = ["RemoteAudit", "RemoteCatalog", "RemoteIdentity", "RemoteKeyring"]
 
 # Keywords of PluginHandle.call itself: a contract parameter of that name would never reach the plugin.
 _HANDLE_KEYWORDS = frozenset({"method", "idempotent", "timeout"})
@@ -101,3 +101,38 @@ class RemoteIdentity(_ServiceProxy):
 
     def close(self) -> None:
         """The identity actor outlives this client."""
+
+
+class RemoteAudit(_ServiceProxy):
+    """The ``service.audit`` plugin actor, as an ``AuditSink`` (``dwray.core.audit``).
+
+    Concurrent ``append_many`` calls go through a ``Coalescer``: one remote
+    call, and one group commit in the log, for the callers that arrive
+    together. Retried once after an actor restart: a record appended twice is
+    an access recorded twice, while one lost would be an access unrecorded.
+    """
+
+    def __init__(self, handle: PluginHandle) -> None:
+        super().__init__(handle)
+        self._appends = Coalescer(lambda batches, contexts: _split(handle.call(
+            "append_many", [record for batch in batches for record in batch], idempotent=True,
+            _dwray_fanin=contexts), batches))
+
+    def append(self, fields: Mapping[str, Any]) -> int:
+        return self.append_many([fields])[0]
+
+    def append_many(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append ``records`` (in order); returns their seqs once they are durable."""
+        return self._appends(list(records))
+
+    def close(self) -> None:
+        """The audit actor outlives this client."""
+
+
+def _split(seqs: list[int], batches: list[list[Any]]) -> list[list[int]]:
+    """The seqs of one combined append, given back to each caller's batch."""
+    result, start = [], 0
+    for batch in batches:
+        result.append(seqs[start:start + len(batch)])
+        start += len(batch)
+    return result

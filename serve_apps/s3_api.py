@@ -25,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from dwray.errors import DwrayError
 from dwray.s3 import xml as s3xml
 from dwray.s3.errors import S3Error, from_dwray_error
+from serve_apps.edge_audit import audit_refusal
 from serve_apps.s3_buckets import BucketOperations
 from serve_apps.s3_call import S3Call, client_address
 from serve_apps.s3_multipart import MultipartOperations
@@ -59,9 +60,11 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
         started = time.perf_counter()
         call: S3Call | None = None
         source = client_address(request.scope, forwarded=self.forwarded_client)
+        reached = False  # whether the warehouse got the request (it audits those itself)
         try:
             self._refuse_failing_source(source)  # before anything reaches an actor
             call = S3Call(request, self.domain)
+            call.source_address = source
             header_bytes = sum(len(name) + len(value) + 4 for name, value in call.header_list)
             if header_bytes > self.max_header_bytes:
                 raise S3Error("RequestHeaderSectionTooLarge",
@@ -73,6 +76,7 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
             self._rate_limit(call)
             if call.operation == "Unsupported":
                 raise S3Error("NotImplemented", "dwray does not implement this S3 operation")
+            reached = True
             response = await self.handlers[call.operation](call)
         except S3Error as error:
             response = self._error(call, error)
@@ -85,6 +89,8 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
                 and 400 <= response.status_code < 500:
             self.auth_failures.failed(source)  # unauthenticated and failing: spends from the address's bucket
         operation = call.operation if call else "unknown"
+        if not reached:
+            audit_refusal(self.wh, request, call, source, response)
         response.headers["x-amz-request-id"] = call.request_id if call else secrets.token_hex(8).upper()
         if self.metrics is not None:
             # A streamed body is counted by its declared length when the response starts.

@@ -346,6 +346,8 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
             table.add_row(f"{name} ({unit})", f"{result[f'{name}_{unit}']:.1f}",
                           f"{result['yardstick'][f'{name}_{unit}']:.1f}", f"{result[f'{name}_ratio']:.2f}x")
         print_table(table)
+        print(f"small puts with the audit log: {result['small_put_ops']:.1f} ops, without: "
+              f"{result['small_put_ops_without_audit']:.1f} ops ({result['audit_small_put_ratio']:.2f}x)")
     emit(as_json, result, human)
 
 

@@ -115,11 +115,13 @@ def _bench_config(folder: Path, keys_from: DwrayConfig | None, **sections: Any) 
 
 
 def dwray_inprocess(data: bytes, folder: Path, small_count: int,
-                    keys_from: DwrayConfig | None = None) -> dict[str, float]:
-    """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk."""
+                    keys_from: DwrayConfig | None = None, *, audit: bool = True) -> dict[str, float]:
+    """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk
+    (and the audit log, unless ``audit`` is false)."""
+    from dwray.config import AuditConfig
     from dwray.core.warehouse import Warehouse
 
-    with Warehouse(_bench_config(folder, keys_from)) as wh:
+    with Warehouse(_bench_config(folder, keys_from, audit=AuditConfig(enabled=audit))) as wh:
         return _measure(wh, data, small_count, 1)
 
 
@@ -153,15 +155,15 @@ def _measure(wh: Any, data: bytes, small_count: int, writers: int) -> dict[str, 
 
 
 def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, writers: int,
-              keys_from: DwrayConfig | None = None) -> dict[str, float]:
+              keys_from: DwrayConfig | None = None, *, audit: bool = True) -> dict[str, float]:
     """The same work from a driver through the supervised plugin actors on a local Ray."""
     import uuid
 
     from dwray.client import connect
-    from dwray.config import RuntimeConfig
+    from dwray.config import AuditConfig, RuntimeConfig
 
     runtime = RuntimeConfig(namespace=f"dwray-bench-{uuid.uuid4().hex[:8]}", stage_placement=placement)
-    with connect(config=_bench_config(folder, keys_from, runtime=runtime)) as wh:
+    with connect(config=_bench_config(folder, keys_from, runtime=runtime, audit=AuditConfig(enabled=audit))) as wh:
         return _measure(wh, data, small_count, writers)
 
 
@@ -174,12 +176,17 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
     actors, or in this process with ``placement="caller"``); small puts then
     come from ``writers`` threads (default 8). The key service is the one
     ``keys_from`` configures (default: the sealed local keyring).
+
+    Each round also runs dwray once more with the audit log off, so
+    ``audit_small_put_ratio`` (small puts with the audit log / without) is
+    measured in the same run, under the same load.
     """
     data = corpus(size)
     if writers is None:
         writers = 8 if mode == "ray" else 1
     best_yard: dict[str, float] = {}
     best_dw: dict[str, float] = {}
+    best_unaudited = 0.0
     for _ in range(max(repeat, 1)):
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             put, get = yardstick_pipeline(data, Path(scratch))
@@ -190,6 +197,12 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
                 ours = dwray_ray(data, Path(scratch), small_count, placement, writers, keys_from)
             else:
                 ours = dwray_inprocess(data, Path(scratch), small_count, keys_from)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            if mode == "ray":
+                unaudited = dwray_ray(data, Path(scratch), small_count, placement, writers, keys_from, audit=False)
+            else:
+                unaudited = dwray_inprocess(data, Path(scratch), small_count, keys_from, audit=False)
+        best_unaudited = max(best_unaudited, unaudited["small_put_ops"])
         for name in yard:
             best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
             best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
@@ -201,4 +214,6 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
     result["yardstick"] = {name: round(value, 1) for name, value in best_yard.items()}
     for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
         result[f"{name}_ratio"] = round(best_dw[f"{name}_{unit}"] / best_yard[f"{name}_{unit}"], 3)
+    result["small_put_ops_without_audit"] = round(best_unaudited, 1)
+    result["audit_small_put_ratio"] = round(best_dw["small_put_ops"] / best_unaudited, 3)
     return result

@@ -28,11 +28,13 @@ from actors.attach import RayWarehouse
 from actors.bootstrap import supervisor_spec
 from actors.supervisor import create_supervisor
 from dwray.config import (
+    AuditConfig,
     DwrayConfig,
     PipelineConfig,
     PluginOptions,
     RuntimeConfig,
     StorageConfig,
+    SweeperConfig,
 )
 
 FRAME_SIZE = 1 << 20
@@ -77,7 +79,8 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
         plugins={kind: PluginOptions(env_vars={"DWRAY_TRACE_MEMORY": "1"})
                  for kind in ("settings", "catalog", "identity", "kms", "storage", "stage")},
-        default_tenant="tracer")
+        # The audit log's and the housekeeper's children are not this test's subject.
+        default_tenant="tracer", audit=AuditConfig(enabled=False), sweeper=SweeperConfig(interval=0))
     spec = supervisor_spec(config)
     assert tuple(spec.order) == CHILDREN
     assert all(child.env_vars == {"DWRAY_TRACE_MEMORY": "1"} for child in spec.children)

@@ -15,7 +15,8 @@ blob ids start with the tenant's name and each tenant has its own KEK.
 - ``listing`` (over ``rollup``, S3's delimiter roll-up): keys, versions, uploads;
 - ``tables``: Arrow tables as Parquet objects;
 - ``maintenance``: KEK rotation, rewrap and retirement, sweep, stats;
-- ``quotas``: hard quotas of tenants and buckets (the catalog enforces them).
+- ``quotas``: hard quotas of tenants and buckets (the catalog enforces them);
+- ``auditing``: the audit hook every checked operation reports its access to.
 
 They are mixins over ``WarehouseBase`` rather than collaborators: the public
 methods stay on one class (the Ray runtime subclasses it), with no forwarding,
@@ -23,6 +24,7 @@ and the state they share (a frame engine a test may swap, say) stays in one plac
 """
 from __future__ import annotations
 
+from dwray.core.warehouse.auditing import Auditing
 from dwray.core.warehouse.buckets import Buckets
 from dwray.core.warehouse.listing import Listing
 from dwray.core.warehouse.maintenance import Maintenance
@@ -34,5 +36,5 @@ from dwray.core.warehouse.tables import Tables
 __all__ = ["ObjectReader", "Warehouse"]
 
 
-class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance, Quotas):
+class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance, Quotas, Auditing):
     """Buckets and objects of every tenant, stored sealed on one storage backend."""

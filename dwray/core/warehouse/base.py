@@ -12,6 +12,8 @@ from typing import Any, Self
 from dwray.backends import create_backend
 from dwray.backends.base import StorageBackend
 from dwray.config import DwrayConfig, load_config
+from dwray.core.audit import AuditSink, open_audit_log
+from dwray.core.audit.deferred import DeferredRecords
 from dwray.core.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.core.contracts import KeyService, PagedCatalog
 from dwray.core.datadir_lock import DataDirLock, LockHolder
@@ -38,9 +40,9 @@ class WarehouseBase:
 
     def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None,
                  catalog: PagedCatalog | None = None, keyring: KeyService | None = None,
-                 engine: FrameEngine | None = None) -> None:
+                 engine: FrameEngine | None = None, audit: AuditSink | None = None) -> None:
         """Open the warehouse of ``config``; the Ray runtime passes remote ``backend``,
-        ``catalog``, ``keyring`` and ``engine`` objects that keep the same contracts."""
+        ``catalog``, ``keyring``, ``engine`` and ``audit`` objects that keep the same contracts."""
         self.config = config if config is not None else load_config()
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.ExitStack() as undo:  # closes what was opened if a later part fails
@@ -65,6 +67,11 @@ class WarehouseBase:
                 busy_timeout_ms=self.config.catalog.busy_timeout_ms)
             undo.callback(self.catalog.close)
             self.keyring = keyring if keyring is not None else open_key_service(self.config)
+            # The audit log has one writer per data dir: the holder of its lock (or, on Ray, its plugin).
+            if audit is None and self.config.audit.enabled and self._datadir_lock is not None:
+                audit = open_audit_log(self.config)
+            self.audit = audit
+            self._audit_reads = DeferredRecords(audit) if audit is not None else None
             undo.pop_all()
         self.engine = engine if engine is not None else ThreadFrameEngine(self.config.worker_threads)
         self._closed = threading.Event()
@@ -96,6 +103,11 @@ class WarehouseBase:
             return
         self._closed.set()
         try:
+            if self._audit_reads is not None and self.audit is not None:
+                try:
+                    self._audit_reads.close()
+                finally:
+                    self.audit.close()
             self.engine.close()
             self.catalog.close()
             self.backend.close()

@@ -87,6 +87,9 @@ logger = logging.getLogger(__name__)
 _ALIVE = frozenset({"starting", "running", "restarting"})
 # Children in these states stay down until restart_child() or a new start().
 _DOWN = frozenset({"stopped", "terminated", "failed", "refused"})
+# Supervisor events that go to the audit log (with a child that has the "audit"
+# capability), and their outcome: a plugin refused admission is a denied access.
+_AUDITED_EVENTS = {"refused": "denied", "start_failed": "error"}
 _MAX_EVENTS = 1000
 
 
@@ -113,6 +116,10 @@ class Supervisor:
         self._exits: asyncio.Queue[tuple[str, int, str, bool]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._me: Any = None
+        # Plugins refused admission (untrusted, unsigned, tampered, bad manifest) or failing to
+        # start, as audit records, until a child with the "audit" capability runs to take them.
+        self._audit_pending: deque[dict[str, Any]] = deque(maxlen=_MAX_EVENTS)
+        self._audit_sends: set[asyncio.Task[None]] = set()
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -124,6 +131,33 @@ class Supervisor:
         self._events.append(event)
         log = logger.warning if kind in {"failure", "start_failed", "refused", "escalated"} else logger.info
         log("supervisor %s: %s %s gen %s %s", self._spec.name, kind, event["child"], event["generation"], reason)
+        if kind in _AUDITED_EVENTS and child is not None:
+            self._audit_pending.append({
+                "principal": f"supervisor:{self._spec.name}", "action": "dwray:AdmitPlugin",
+                "resource": f"plugin:{child.id}:{child.spec.plugin}", "outcome": _AUDITED_EVENTS[kind],
+                "error": reason[:500] or None})
+            self._flush_audit()
+
+    def _flush_audit(self) -> None:
+        """Hand pending plugin refusals to the running audit child, if there is one (else keep them)."""
+        auditor = next((c for c in self._children.values() if c.state == "running" and c.manifest is not None
+                        and "audit" in c.manifest.capabilities), None)
+        if auditor is None or not self._audit_pending:
+            return
+        records = list(self._audit_pending)
+        self._audit_pending.clear()
+
+        async def send() -> None:
+            try:
+                await auditor.host.call.remote("append_many", records)
+            except Exception as exc:  # noqa: BLE001 - put back for the audit child's next generation
+                logger.warning("supervisor %s: could not audit %d plugin event(s): %s", self._spec.name,
+                               len(records), type(exc).__name__)
+                self._audit_pending.extendleft(reversed(records))
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._audit_sends.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._audit_sends.discard)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -143,6 +177,8 @@ class Supervisor:
     def _set_state(self, child: SupervisedChild, state: str) -> None:
         child.state = state
         self._notify()
+        if state == "running" and self._audit_pending:
+            self._flush_audit()
 
     # -- starting and stopping one child -------------------------------------------
 

@@ -7,24 +7,39 @@ supports, its capabilities and a JSON schema for its config. The supervisor
 refuses a plugin whose manifest does not fit (wrong kind, unsupported SDK
 version, config that fails the schema) with a reason that says which.
 
-Plugins are found by entry points in the group ``dwray.core.plugins``; dwray's own
-built-ins are registered the same way in ``pyproject.toml``. A spec may also
-name a class directly as ``"module:Class"`` (tests register throwaway plugins
-that way). ``DWRAY_PLUGINS_ALLOW`` (comma-separated entry point names) limits
-which entry points load.
+Plugins are found by entry points in the group ``dwray.core.plugins`` (dwray's own
+built-ins are registered the same way in ``pyproject.toml``) and in the plugin
+folders of ``[plugin_trust] folders`` (``dwray.core.plugin_trust.folders``). A
+spec may also name a class directly as ``"module:Class"`` (tests register
+throwaway plugins that way). A name found both as an entry point and in a
+folder is refused, never resolved by precedence.
+
+Before any plugin code is imported, the loader checks what ``PluginTrust``
+(built from ``[plugin_trust]``) asks: the allowlists (``[plugin_trust] allow``
+and ``DWRAY_PLUGINS_ALLOW``, comma-separated; unset allows all, a
+``module:Class`` spec must be listed by that exact spec, and dwray's own
+entry points need no place in ``allow``), the folder rules,
+and, with ``require_signed_plugins``, a trusted Ed25519 signature over the
+plugin's files (``dwray.core.plugin_trust.provenance``). dwray's own
+distribution is trusted as the installed product.
 """
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from dwray.core.plugin_trust.distributions import PRODUCT_DISTRIBUTION, distribution_of_module
+from dwray.core.plugin_trust.folders import FolderPlugin, find_folder_plugin, folder_plugin_dirs
+from dwray.core.plugin_trust.importer import import_folder_plugin
+from dwray.core.plugin_trust.provenance import check_distribution, check_folder, refuse
+from dwray.core.plugin_trust.settings import PluginTrust
 from dwray.errors import InvalidArgument, PluginNotFound, PluginRefused
 
 if TYPE_CHECKING:
@@ -37,8 +52,10 @@ __all__ = [
     "Manifest",
     "Plugin",
     "PluginNotFound",
+    "PluginTrust",
     "PluginRefused",
     "check_manifest",
+    "check_plugin_source",
     "discover",
     "load_plugin_class",
 ]
@@ -144,28 +161,91 @@ def check_manifest(child_id: str, manifest: Any, expected_kind: str | None,
     return manifest
 
 
-def _allowed() -> set[str] | None:
-    raw = os.environ.get("DWRAY_PLUGINS_ALLOW")
-    return None if raw is None else {name.strip() for name in raw.split(",") if name.strip()}
+def discover(trust: PluginTrust | None = None) -> dict[str, str]:
+    """Plugin names that may load and where each is: ``module:attr`` or ``folder:<path>``."""
+    trust = trust or PluginTrust()
+    points = entry_points(group=ENTRY_POINT_GROUP)
+    found = {ep.name: ep.value for ep in points if trust.allowed(ep.name, _built_in(ep)) is None}
+    for name, holders in folder_plugin_dirs(trust.folders).items():
+        if name not in found and trust.allowed(name) is None:
+            found[name] = "folder:" + ", ".join(str(holder / name) for holder in holders)
+    return found
 
 
-def discover() -> dict[str, str]:
-    """Registered plugin names and the ``module:attr`` each points at."""
-    allowed = _allowed()
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
-            if allowed is None or ep.name in allowed}
+def _built_in(point: EntryPoint) -> bool:
+    return point.dist is not None and point.dist.name == PRODUCT_DISTRIBUTION
 
 
-def load_plugin_class(name: str) -> type[Plugin]:
-    """The plugin class for an entry point name or a ``module:Class`` path."""
-    target = name if ":" in name else discover().get(name)
-    if target is None:
-        raise PluginNotFound(name, ", ".join(sorted(discover())) or "none")
+def _import(name: str, target: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise PluginNotFound(name, f"(cannot import {target}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class _CheckedSource:
+    """A plugin that may load: what to import, and for a folder plugin the snapshot that was checked."""
+
+    target: str  # "module:attr", or "<plugin folder>/<module:Class>"
+    snapshot: FolderPlugin | None = None
+
+
+def _checked_source(name: str, trust: PluginTrust) -> _CheckedSource:
+    """Where ``name`` comes from, after every check ``trust`` asks for; nothing of it is imported here."""
+    points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    point = points.get(name)
+    blocked_by = trust.allowed(name, point is not None and _built_in(point))
+    if blocked_by is not None:
+        hint = "list that exact 'module:Class' spec" if ":" in name else f"add {name!r}"
+        refuse(name, "allowlist", f"not allowed: {name!r} is not in {blocked_by}; {hint} there to allow it")
+    if ":" in name:
+        if trust.require_signed:
+            check_distribution(name, distribution_of_module(name.partition(":")[0]), trust)
+        return _CheckedSource(name)
+    try:
+        plugin_dir = find_folder_plugin(name, trust.folders)
+    except InvalidArgument as exc:
+        refuse(name, "plugin folders", str(exc))
+    if point is not None and plugin_dir is not None:
+        refuse(name, f"folder {plugin_dir}", f"both the entry point {point.value} and the plugin folder "
+                                             f"{plugin_dir} are named {name!r}; rename the folder plugin")
+    if point is not None:
+        check_distribution(name, point.dist.name if point.dist is not None else None, trust)
+        return _CheckedSource(point.value)
+    if plugin_dir is not None:
+        snapshot, _ = check_folder(name, plugin_dir, plugin_dir.parent, trust)
+        return _CheckedSource(f"{snapshot.root}/{snapshot.descriptor.entry}", snapshot)
+    raise PluginNotFound(name, ", ".join(sorted(discover(trust))) or "none")
+
+
+def check_plugin_source(name: str, trust: PluginTrust | None = None) -> Path | None:
+    """Check that ``name`` may load under ``trust`` without importing any of it (a sandbox's host asks this).
+
+    Returns a folder plugin's resolved folder (what its sandbox must see,
+    read-only), ``None`` for other plugins; raises like ``load_plugin_class``.
+    """
+    source = _checked_source(name, trust or PluginTrust())
+    return source.snapshot.root if source.snapshot is not None else None
+
+
+def load_plugin_class(name: str, trust: PluginTrust | None = None) -> type[Plugin]:
+    """The plugin class for an entry point name, a folder plugin's name or a ``module:Class`` path.
+
+    ``trust`` (default: no folders, no signatures required, no config
+    allowlist) says what may load; raises ``PluginRefused`` saying why a
+    plugin may not, ``PluginNotFound`` if there is no such plugin. A folder
+    plugin runs from the very bytes that were checked.
+    """
+    source = _checked_source(name, trust or PluginTrust())
+    if source.snapshot is None:
+        cls = _import(name, source.target)
+    else:
+        try:
+            cls = import_folder_plugin(source.snapshot)
+        except Exception as exc:  # noqa: BLE001 - whatever the plugin's module raises, it is not loadable
+            raise PluginNotFound(name, f"(cannot import {source.target}: {type(exc).__name__}: {exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise InvalidArgument(f"{target} is not a dwray Plugin subclass")
+        raise InvalidArgument(f"{source.target} is not a dwray Plugin subclass")
     return cls

@@ -39,6 +39,14 @@ Secret rotation, without a restart:
   its ``secret_refs()`` and calls the same hook when one changed (a rotation
   made elsewhere: another host, the Vault UI, the AWS console).
 
+Third-party plugins (``dwray.core.sandbox.is_builtin_plugin`` is false, and
+``[sandbox] mode`` is not ``never``) do not run in this process: the host
+starts them in a sandboxed subprocess (``actors.sandbox_host``) and forwards
+the handshake, calls, health pings, secret rotations and close to it. Their
+memory cap counts the subprocess too, and its death is the plugin's failure:
+reported to the supervisor like a memory cap, and the host exits. Built-in
+plugins run here exactly as before.
+
 Tracing: ``call`` takes the caller's OpenTelemetry context in the reserved
 keyword ``_dwray_trace`` and runs the method in a span ``<child id>.<method>``.
 With ``DWRAY_TRACE_MEMORY=1`` in the host's environment, finished spans are
@@ -59,7 +67,9 @@ import psutil
 import ray
 from opentelemetry import propagate, trace
 
+from actors.sandbox_host import SandboxedPlugin
 from dwray.core.plugins import Manifest, Plugin, check_manifest, load_plugin_class
+from dwray.core.sandbox import is_builtin_plugin
 from dwray.core.supervision import ChildSpec
 from dwray.errors import DwrayError, InvalidArgument, PluginError, PluginUnavailable
 from dwray.secret_ref import parse_secret_ref
@@ -82,6 +92,7 @@ logger = logging.getLogger(__name__)
 CONTROL_GROUP = "control"
 DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMORY_EXIT_CODE = 137
+SANDBOX_EXIT_CODE = 1
 TRACE_KWARG = "_dwray_trace"
 TRACE_MEMORY_ENV = "DWRAY_TRACE_MEMORY"
 # Lifecycle methods belong to the supervisor, not to callers.
@@ -136,17 +147,27 @@ class RssWatchdog(threading.Thread):
     shared mappings, which zero-copy reads map into every reader.
     """
 
-    def __init__(self, cap: int, on_exceeded: Callable[[str], None], interval: float = 0.2) -> None:
+    def __init__(self, cap: int, on_exceeded: Callable[[str], None], interval: float = 0.2,
+                 tree: bool = False) -> None:
         super().__init__(name="dwray-rss-watchdog", daemon=True)
         self.cap = cap
+        self.tree = tree
         self.interval = interval
         self._on_exceeded = on_exceeded
         self._stopped = threading.Event()
         self._process = psutil.Process()
 
     def private_rss(self) -> int:
-        info = self._process.memory_info()
-        return int(info.rss - getattr(info, "shared", 0))
+        """This process's private RSS; with ``tree``, plus its descendants' (a sandboxed plugin's subprocess)."""
+        processes = [self._process, *(self._process.children(recursive=True) if self.tree else ())]
+        total = 0
+        for process in processes:
+            try:
+                info = process.memory_info()
+            except psutil.Error:
+                continue
+            total += int(info.rss - getattr(info, "shared", 0))
+        return total
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -245,6 +266,12 @@ def _span_dict(span: Any) -> dict[str, Any]:
     }
 
 
+def _has_public_method(plugin: Any, method: str) -> bool:
+    if isinstance(plugin, SandboxedPlugin):
+        return plugin.has_method(method)
+    return callable(getattr(type(plugin), method, None))
+
+
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -258,7 +285,10 @@ class PluginHost:
         self._spec = spec
         self._generation = generation
         self._supervisor = supervisor
-        self._plugin: Plugin | None = None
+        self._plugin: Plugin | SandboxedPlugin | None = None
+        self._cgroup_root = Path(cgroup_root)
+        # Decided from package metadata: no third-party code runs in this process to decide it.
+        self._sandboxed = spec.sandbox.mode != "never" and not is_builtin_plugin(spec.plugin)
         self._manifest: Manifest | None = None
         self._start_lock = threading.Lock()
         # Calls in flight, so that an orderly shutdown lets them finish before close().
@@ -287,20 +317,26 @@ class PluginHost:
                 # processes, so it cannot enable controllers): the watchdog remains.
                 logger.warning("child %s: cannot use cgroup v2 memory cap (%s); using the RSS watchdog",
                                self._spec.id, exc)
-        self._watchdog = RssWatchdog(cap, self._memory_exceeded)
+        self._watchdog = RssWatchdog(cap, self._memory_exceeded, tree=self._sandboxed)
         self._watchdog.start()
         methods.append("rss-watchdog")
         self._enforcement = "+".join(methods)
 
     def _memory_exceeded(self, reason: str) -> None:
+        self._fail_and_exit(reason, MEMORY_EXIT_CODE)
+
+    def _sandbox_exited(self, reason: str) -> None:
+        self._fail_and_exit(reason, SANDBOX_EXIT_CODE)
+
+    def _fail_and_exit(self, reason: str, code: int) -> None:
         logger.error("child %s generation %d: %s; exiting", self._spec.id, self._generation, reason)
         if self._supervisor is not None:
             try:
                 ray.get(self._supervisor.report_failure.remote(self._spec.id, self._generation, reason),
                         timeout=5)
             except Exception:  # noqa: BLE001 - exiting regardless; the supervisor's pings notice the death
-                logger.exception("child %s: could not report the memory cap to the supervisor", self._spec.id)
-        os._exit(MEMORY_EXIT_CODE)
+                logger.exception("child %s: could not report its failure to the supervisor", self._spec.id)
+        os._exit(code)
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     def memory_enforcement(self) -> str:
@@ -321,7 +357,9 @@ class PluginHost:
         with self._start_lock:
             if self._plugin is not None and self._manifest is not None:
                 return self._manifest
-            cls = load_plugin_class(spec.plugin)
+            if self._sandboxed:
+                return self._start_sandboxed()
+            cls = load_plugin_class(spec.plugin, spec.plugin_trust)
             # Checked before instantiation: an incompatible plugin's code never runs with this config.
             manifest = check_manifest(spec.id, getattr(cls, "manifest", None), spec.kind, spec.config)
             try:
@@ -337,12 +375,33 @@ class PluginHost:
                 self._secret_watch.start()
             return manifest
 
+    def _start_sandboxed(self) -> Manifest:
+        sandboxed = SandboxedPlugin(self._spec, self._generation, on_stop=self._stop_requested,
+                                    on_exit=self._sandbox_exited, cgroup_root=self._cgroup_root)
+        try:
+            manifest = sandboxed.start()
+        except BaseException:
+            sandboxed.close()
+            raise
+        self._plugin, self._manifest = sandboxed, manifest
+        return manifest
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def sandbox_info(self) -> dict[str, Any]:
+        """How the plugin is confined: isolation ("in-process", "subprocess", "bwrap", "bwrap+no-network"),
+        CPU cap enforcement, its own folder and its subprocess's PID."""
+        plugin = self._plugin
+        if not isinstance(plugin, SandboxedPlugin):
+            return {"isolation": "in-process", "cpu": "none", "folder": None, "pid": None}
+        return {"isolation": plugin.isolation, "cpu": plugin.cpu_enforcement, "folder": str(plugin.folder),
+                "pid": plugin.subprocess_pid()}
+
     def _stop_requested(self, reason: str) -> None:
         if self._supervisor is None:
             raise RuntimeError("this plugin host has no supervisor to stop it")
         self._supervisor.report_exit.remote(self._spec.id, self._generation, reason)
 
-    def _started(self, method: str) -> Plugin:
+    def _started(self, method: str) -> Any:
         if self._plugin is None:
             raise PluginUnavailable(self._spec.id, f"cannot run {method}: the handshake has not run")
         return self._plugin
@@ -432,7 +491,7 @@ class PluginHost:
              _dwray_fanin: list[dict[str, str]] | None = None, **kwargs: Any) -> Any:
         """Run ``plugin.<method>(*args, **kwargs)`` in a span joined to the caller's trace."""
         plugin = self._started(method)
-        if method.startswith("_") or method in _NOT_CALLABLE or not callable(getattr(type(plugin), method, None)):
+        if method.startswith("_") or method in _NOT_CALLABLE or not _has_public_method(plugin, method):
             raise InvalidArgument(f"plugin {self._spec.id!r} has no public method {method!r}")
         with self._idle:
             if self._closing:
@@ -446,7 +505,7 @@ class PluginHost:
                 if self._inflight == 0:
                     self._idle.notify_all()
 
-    def _traced_call(self, plugin: Plugin, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+    def _traced_call(self, plugin: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                      _dwray_trace: dict[str, str] | None, fanin: list[dict[str, str]] | None) -> Any:
         """Run the call in a span of the caller's trace.
 

@@ -32,6 +32,7 @@ import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dwray.config import DwrayConfig, load_config
@@ -137,6 +138,16 @@ fastapi_app.include_router(admin.router)
 @fastapi_app.exception_handler(admin.AdminError)
 async def _admin_error(request: Request, error: admin.AdminError) -> JSONResponse:
     return admin.admin_error(error)
+
+
+@fastapi_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals (a body that is not JSON, no such admin route) in the admin API's error shape.
+
+    Only admin requests reach FastAPI's routes; the schema documents ``{"error": {code, message}}``.
+    """
+    code = {400: "MalformedRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(error.status_code, "HTTPError")
+    return admin.admin_error(admin.AdminError(error.status_code, code, str(error.detail), error.headers))
 
 
 async def _blocking(fn: Any, timeout: float = PROBE_TIMEOUT) -> Any:

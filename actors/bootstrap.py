@@ -4,6 +4,7 @@ The tree, in start order (stopped in reverse):
   settings         the running warehouse's config, for attaching clients
   catalog          the SQLite catalog (its file is its state)
   identity         tenants, access keys and admin-token hashes (SQLite)
+  audit            the audit log's one writer (when [audit] enabled)
   kms:<plugin>     key-encryption keys: kms:local (the sealed keyring) or kms:vault-transit
   storage:<name>   the storage backend
   stage:frames:N   frame stage workers (unless stages run in the caller)
@@ -33,6 +34,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.supervisor import create_supervisor
 from dwray.config import DwrayConfig
 from dwray.core.datadir_lock import DataDirLock, LockHolder, RayEndpoint
+from dwray.core.plugin_trust import PluginTrust
+from dwray.core.sandbox import sandbox_settings
 from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.errors import DwrayError
 from dwray.secrets import resolver_settings
@@ -59,7 +62,8 @@ def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_co
         num_cpus=options.num_cpus, memory=options.memory, max_concurrency=options.max_concurrency,
         memory_cap=options.memory_cap, node_id=options.node_id, node_labels=options.node_labels,
         resources=options.resources, call_timeout=options.call_timeout, method_timeouts=options.method_timeouts,
-        env_vars=options.env_vars,
+        env_vars=options.env_vars, sandbox=sandbox_settings(config, child_id),
+        plugin_trust=PluginTrust.from_config(config.plugin_trust),
         handshake_timeout=config.runtime.handshake_timeout)
 
 
@@ -77,6 +81,7 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
                {"path": str(config.catalog_path.resolve()), "synchronous": config.catalog.synchronous,
                 "busy_timeout_ms": config.catalog.busy_timeout_ms}),
         _child(config, "identity", "service.identity", "service", {"path": str(config.identity_path.resolve())}),
+        *_audit_children(config),
         _kms_child(config),
         _child(config, f"storage:{backend}", f"storage.{backend}", "storage", storage_config),
     ]
@@ -89,6 +94,19 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
         children.append(_child(config, "housekeeper", "service.housekeeper", "service",
                                {"settings": config.model_dump(mode="json")}, required=False))
     return children
+
+
+def _audit_children(config: DwrayConfig) -> list[ChildSpec]:
+    """The audit log's writer, if enabled. Its paths are worked out here, where the warehouse
+    is started (the signing key's default home is this process's $XDG_CONFIG_HOME)."""
+    if not config.audit.enabled:
+        return []
+    from dwray.builtins.audit_service import AuditLogPlugin
+    from dwray.core.audit import AuditLocations
+
+    audit = config.audit
+    return [_child(config, "audit", "service.audit", "service", AuditLogPlugin.config_of(
+        AuditLocations.of(config), audit.checkpoint_every, audit.copy_every, audit.copy_interval))]
 
 
 def _kms_child(config: DwrayConfig) -> ChildSpec:

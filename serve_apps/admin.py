@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
@@ -29,10 +30,30 @@ from dwray.core.identity import AdminTokenInfo, TenantHasActiveKeys
 from dwray.core.warehouse.tenants import ShredReport, TenantHasBuckets, shred_tenant
 from dwray.errors import AlreadyExists, DwrayError, InvalidArgument, NotFound
 from serve_apps.context import GatewayContext, current
+from serve_apps.edge_audit import AuditedRoute
 
 __all__ = ["router", "admin_error"]
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every admin error (:func:`admin_error`)."""
+
+    error: ErrorDetail
+
+
+# Documented on every operation, so the schema names every answer a client can get (the fuzz tests check it).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description} for status, description in (
+        (400, "invalid argument"), (401, "no valid admin token"), (404, "not found"),
+        (409, "conflict: already exists, or not empty"),
+        (503, "the gateway is shutting down, a part of the warehouse does not answer, or too many failed "
+              "authentications from the address (SlowDown)"))}
+router = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS, route_class=AuditedRoute)
 
 
 class AdminError(Exception):
@@ -83,6 +104,7 @@ async def admin_context(request: Request) -> GatewayContext:
     if info.expired():
         raise AdminError(401, "TokenExpired", f"the admin token {info.name!r} expired at {_iso(info.expires)}; "
                          "ask for a new one ('dw admin-token create')", invalid)
+    request.state.admin_token = info.name  # who, for the audit record (serve_apps.edge_audit)
     return ctx
 
 
@@ -103,6 +125,8 @@ class TenantOut(BaseModel):
 class KeyIn(BaseModel):
     tenant: str
     description: str = Field("", max_length=256)
+    policy: dict[str, Any] | None = Field(None, description="IAM policy JSON limiting the key (the subset in "
+                                                            "dwray.core.policy); none: the tenant's full rights")
 
 
 class KeyOut(BaseModel):
@@ -111,12 +135,15 @@ class KeyOut(BaseModel):
     created: float
     description: str = ""
     revoked: bool = False
+    scope: str = Field("full", description="'full', or a summary of the key's policy")
+    policy: dict[str, Any] | None = None
 
 
 class NewKeyOut(BaseModel):
     access_key_id: str
     secret_access_key: str = Field(description="shown once; dwray keeps it only wrapped under a KEK")
     tenant: str
+    scope: str = "full"
 
 
 class AdminTokenIn(BaseModel):
@@ -171,8 +198,10 @@ def _iso(moment: float | None) -> str:
 
 
 def _key(info: Any) -> KeyOut:
+    policy = getattr(info, "policy", None)
     return KeyOut(access_key_id=info.access_key_id, tenant=info.tenant, created=info.created,
-                  description=getattr(info, "description", "") or "", revoked=bool(getattr(info, "revoked", False)))
+                  description=getattr(info, "description", "") or "", revoked=bool(getattr(info, "revoked", False)),
+                  scope=info.scope, policy=None if policy is None else json.loads(policy))
 
 
 @router.get("/tenants", response_model=list[TenantOut])
@@ -255,9 +284,10 @@ async def list_keys(tenant: str | None = None, ctx: GatewayContext = Admin) -> l
 
 @router.post("/keys", response_model=NewKeyOut, status_code=201)
 async def create_key(body: KeyIn, ctx: GatewayContext = Admin) -> NewKeyOut:
-    new = await _run(ctx, ctx.access_keys.create, body.tenant, body.description)
+    new = await _run(ctx, ctx.access_keys.create, body.tenant, body.description, body.policy)  # 400: bad policy
     ctx.identities_changed()
-    return NewKeyOut(access_key_id=new.access_key_id, secret_access_key=new.secret_access_key, tenant=new.tenant)
+    return NewKeyOut(access_key_id=new.access_key_id, secret_access_key=new.secret_access_key, tenant=new.tenant,
+                     scope="full" if new.policy is None else new.policy.summary())
 
 
 @router.delete("/keys/{access_key_id}", status_code=204)

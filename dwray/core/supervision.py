@@ -44,6 +44,8 @@ from pydantic import (
 )
 
 from dwray.config import Size
+from dwray.core.plugin_trust.settings import PluginTrust
+from dwray.core.sandbox import SandboxSettings
 
 __all__ = [
     "Backoff",
@@ -110,6 +112,10 @@ class ChildSpec(_Spec):
     method_timeouts: dict[str, float] = Field(default_factory=dict, description="deadlines by method name")
     start_timeout: float = Field(60.0, gt=0, description="seconds Ray may take to place and start the host")
     handshake_timeout: float = Field(30.0, gt=0, description="seconds the plugin may take to start")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings,
+                                     description="how a third-party plugin is confined (dwray.core.sandbox)")
+    plugin_trust: PluginTrust = Field(default_factory=PluginTrust,
+                                      description="what may load: folders, signatures, allowlists (plugin_trust)")
 
     @field_validator("id")
     @classmethod

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from dwray.config import AuditConfig
 from dwray.core.warehouse import Warehouse
-from dwray.errors import ObjectNotFound
+from dwray.errors import CatalogError, ObjectNotFound
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,7 @@ CHILD = r'''
 import errno, hashlib, json, os, random, resource, signal, sys
 from pathlib import Path
 
-from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
+from dwray.config import AuditConfig, DwrayConfig, PipelineConfig, StorageConfig
 from dwray.errors import DwrayError
 from dwray.core.warehouse import Warehouse
 
@@ -62,8 +63,9 @@ def say(*words):
 def content(name, size):
     return random.Random(name).randbytes(size)
 
+# No audit log: its own files would meet the faults first, and these tests are about the blob and catalog.
 config = DwrayConfig(data_dir=data_dir, storage=StorageConfig(backend="local"),
-                     pipeline=PipelineConfig(frame_size=4096))
+                     pipeline=PipelineConfig(frame_size=4096), audit=AuditConfig(enabled=False))
 wh = Warehouse(config)
 wh.create_bucket(args["bucket"])
 for name, size in args["earlier"]:
@@ -170,9 +172,10 @@ def check_child_saw_failure(lines: list[str], error: str) -> str:
     return json.loads(message)
 
 
-def check_data_dir(data_dir: Path, *, recovered: bool) -> None:
+def check_data_dir(data_dir: Path, *, recovered: bool, audit: bool = True) -> None:
     """From this (fresh) process: earlier objects intact, victim absent, no debris."""
-    with Warehouse(make_config(data_dir)) as wh:
+    config = make_config(data_dir).model_copy(update={"audit": AuditConfig(enabled=audit)})
+    with Warehouse(config) as wh:
         for name, size in EARLIER:
             assert wh.get(BUCKET, name) == content(name, size), f"{name} changed"
         with pytest.raises(ObjectNotFound):
@@ -271,9 +274,13 @@ def test_full_tmpfs_catalog_is_catalog_error_and_data_stays_readable(tmp_path: P
         assert int(line(lines, "FREE")) == 1
         message = check_child_saw_failure(lines, "CatalogError")
         assert "full" in message
-        # The disk is still full (the child kept its filler): opening and reading must work.
+        # The disk is still full (the child kept its filler). With the audit log on, the
+        # warehouse refuses to open, naming the log it cannot write: no access goes unrecorded.
         assert os.statvfs(mnt).f_bavail <= 1
-        check_data_dir(data_dir, recovered=False)
+        with pytest.raises(CatalogError, match="audit log .* full"):
+            Warehouse(make_config(data_dir))
+        # Without it, opening and reading work on the full disk.
+        check_data_dir(data_dir, recovered=False, audit=False)
         (mnt / "filler").unlink()
         with Warehouse(make_config(data_dir)) as wh:
             wh.put(BUCKET, "recovered", content("recovered", 9000))

@@ -118,7 +118,8 @@ def test_dw_commands_find_dw_up_as_soon_as_it_reports_ready(served: Served) -> N
     assert {"gateway.json", "admin-token"} <= served.files_at_ready
     result = served.key_create_at_ready
     assert result.returncode == 0, result.stderr.decode()
-    assert set(json.loads(result.stdout)) == {"access_key_id", "secret_access_key"}
+    created = json.loads(result.stdout)
+    assert set(created) == {"access_key_id", "secret_access_key", "scope"} and created["scope"] == "full"
 
 
 def test_data_commands_go_through_the_running_warehouse(served: Served, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from rich.table import Table
 from dwray.cli.app import cli
 from dwray.cli.output import emit, print_table, stdout
 from dwray.cli.state import State, command, command_config
+from dwray.core.access_keys import iso_timestamp
 from dwray.core.audit import AuditLocations
 from dwray.core.audit.checkpoints import CheckpointSigner
 from dwray.core.audit.reader import AuditReader
@@ -139,14 +140,11 @@ def _when(option: str, value: str | None) -> float | None:
         return float(value)
     except ValueError:
         pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+    moment = iso_timestamp(value)
+    if moment is None:
         raise InvalidArgument(f"{option} {value!r}: give an ISO 8601 time, epoch seconds, or an age "
-                              "such as 30m, 2h or 7d") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+                              "such as 30m, 2h or 7d")
+    return moment
 
 
 def _print_records(records: list[dict[str, Any]]) -> None:

@@ -31,7 +31,7 @@ from dwray.core.policy import AccessPolicy
 from dwray.errors import InvalidArgument
 
 __all__ = ["ACCESS_KEY_KEK", "AccessKeys", "BootstrapResult", "NewAccessKey", "NewAdminToken", "ResolvedKey",
-           "parse_expiry"]
+           "iso_timestamp", "parse_expiry"]
 
 ACCESS_KEY_KEK = "system:access-keys"
 _SECRET_BYTES = 32
@@ -213,14 +213,10 @@ def parse_expiry(text: str, now: float | None = None) -> float:
         if seconds <= 0:
             raise InvalidArgument(f"expiry {text!r}: a duration must be longer than zero")
         return now + seconds
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    expires = iso_timestamp(text)
+    if expires is None:
         raise InvalidArgument(f"expiry {text!r} is neither a duration (a number and s, m, h, d or w: '30d') "
-                              "nor an ISO time ('2030-01-31T18:00Z')") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    expires = moment.timestamp()
+                              "nor an ISO time ('2030-01-31T18:00Z')")
     if not math.isfinite(expires) or expires <= now:
         raise InvalidArgument(f"expiry {text!r} is not in the future")
     return expires
@@ -241,3 +237,14 @@ def _token_hash(token: str) -> str:
     # dictionary to try and a slow hash (scrypt, argon2) would add nothing but
     # latency to every admin request. Slow hashes are for human passwords.
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def iso_timestamp(text: str) -> float | None:
+    """``text`` as an ISO 8601 time in epoch seconds (UTC when it names no zone); ``None`` if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()

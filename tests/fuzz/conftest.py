@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from dwray.core.ports import free_port
-from tests.integration.gateway.conftest import GatewayUnderTest, gateway_config
+from tests.integration.gateway.conftest import GatewayUnderTest, gateway_on
 
 FUZZ_TENANT = "fuzzed"
 
@@ -27,21 +26,14 @@ FUZZ_TENANT = "fuzzed"
 def fuzz_gateway(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayUnderTest]:
     from ray import serve
 
-    from serve_apps.launch import APP_NAME, start_gateway, stop_gateway
+    from serve_apps.launch import APP_NAME
 
     running_apps = serve.status().applications if _serve_running() else {}
     if APP_NAME in running_apps:
         pytest.fail("a gateway already runs on this session's Ray cluster (the gateway tests ran first): run "
                     "tests/fuzz on its own or before tests/integration (the default order)", pytrace=False)
-    data_dir = tmp_path_factory.mktemp("fuzz-gateway") / "data"
-    running = start_gateway(gateway_config(data_dir, free_port()))
-    first = running.first_start
-    assert first is not None, "a fresh data dir must bootstrap the first tenant, key and admin token"
-    yield GatewayUnderTest(
-        endpoint=running.endpoint, access_key_id=first.access_key.access_key_id,
-        secret_access_key=first.access_key.secret_access_key, admin_token=first.admin_token,
-        data_dir=running.config.data_dir, config=running.config, running=running)
-    stop_gateway(running, timeout=10)
+    with gateway_on(tmp_path_factory.mktemp("fuzz-gateway") / "data") as running:
+        yield running
 
 
 def _serve_running() -> bool:

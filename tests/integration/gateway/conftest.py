@@ -6,6 +6,7 @@ real clients.
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,19 +80,27 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
     )
 
 
-@pytest.fixture(scope="session")
-def gateway(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayUnderTest]:
+@contextlib.contextmanager
+def gateway_on(data_dir: Path) -> Iterator[GatewayUnderTest]:
+    """A gateway started on a fresh ``data_dir`` (the session's Ray cluster), stopped on exit."""
     from serve_apps.launch import start_gateway, stop_gateway
 
-    data_dir = tmp_path_factory.mktemp("gateway") / "data"
     running = start_gateway(gateway_config(data_dir, free_port()))
     first = running.first_start
     assert first is not None, "a fresh data dir must bootstrap the first tenant, key and admin token"
-    yield GatewayUnderTest(
-        endpoint=running.endpoint, access_key_id=first.access_key.access_key_id,
-        secret_access_key=first.access_key.secret_access_key, admin_token=first.admin_token,
-        data_dir=running.config.data_dir, config=running.config, running=running)
-    stop_gateway(running, timeout=10)
+    try:
+        yield GatewayUnderTest(
+            endpoint=running.endpoint, access_key_id=first.access_key.access_key_id,
+            secret_access_key=first.access_key.secret_access_key, admin_token=first.admin_token,
+            data_dir=running.config.data_dir, config=running.config, running=running)
+    finally:
+        stop_gateway(running, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def gateway(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayUnderTest]:
+    with gateway_on(tmp_path_factory.mktemp("gateway") / "data") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dwray.config import DwrayConfig, PipelineConfig, StorageConfig
+from dwray.config import DwrayConfig, PipelineConfig, StorageConfig, SweeperConfig
 from dwray.core.warehouse import Warehouse
 
 # The master key's default home is $XDG_CONFIG_HOME/dwray: the tests (and the
@@ -29,6 +29,9 @@ def make_config(data_dir: Path, backend: str = "local", **pipeline: int) -> Dwra
         data_dir=data_dir,
         storage=StorageConfig(backend=backend),  # type: ignore[arg-type]
         pipeline=PipelineConfig(frame_size=pipeline.pop("frame_size", TEST_FRAME_SIZE), **pipeline),
+        # No housekeeper child: a tree starts faster without it, and it is tested where it is the
+        # subject (test_housekeeper.py) and in the trees 'dw up' and the cluster script start.
+        sweeper=SweeperConfig(interval=0),
     )
 
 

@@ -44,7 +44,7 @@ from tests.integration.gateway.clients import RawResponse, error_code, keys_in, 
 from tests.integration.gateway.conftest import VIRTUAL_HOST_DOMAIN, GatewayUnderTest
 
 # More, and a fresh seed, for a longer hunt: FUZZ_EXAMPLES=2000 FUZZ_RANDOM=1 pytest tests/fuzz/test_s3_hypothesis.py
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 DERANDOMIZE = not os.environ.get("FUZZ_RANDOM")
 REQUEST_TIMEOUT = 30
 BUCKET = "fuzz-target"

@@ -23,6 +23,7 @@ from dwray.config import (
     LimitsConfig,
     RateLimitConfig,
     RuntimeConfig,
+    SweeperConfig,
     TenantRate,
 )
 from dwray.core.ports import free_port
@@ -71,6 +72,7 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
         data_dir=data_dir,
         runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5),
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
+        sweeper=SweeperConfig(interval=0),  # no housekeeper: not these tests' subject (tests.conftest.make_config)
         gateway=GatewayConfig(
             port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, max_header_bytes=MAX_HEADER_BYTES,
             rate_limit=RateLimitConfig(tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)}),

@@ -154,5 +154,10 @@ def _print_records(records: list[dict[str, Any]]) -> None:
         table.add_column(column)
     for record in records:
         when = datetime.fromtimestamp(record["time"], tz=timezone.utc).isoformat(timespec="milliseconds")
-        table.add_row(*(when if column == "time" else escape(str(record.get(column) or "")) for column in columns))
+        table.add_row(*(when if column == "time" else escape(_cell(record.get(column))) for column in columns))
     print_table(table)
+
+
+def _cell(value: Any) -> str:
+    """A field as shown: absent is blank, but entry 0 is "0"."""
+    return "" if value is None else str(value)

@@ -70,6 +70,9 @@ def test_driver_operations_land_in_the_log_and_dw_audit_verifies(tmp_path: Path)
     query = runner.invoke(cli, ["--data-dir", str(tmp_path / "data"), "audit", "query", "--op", "s3:GetObject",
                                 "--since", "1h"])
     assert query.exit_code == 0 and "ObjectNotFound" in query.output and "s3:PutObject" not in query.output
+    whole = runner.invoke(cli, ["--data-dir", str(tmp_path / "data"), "audit", "tail", "-n", "6"])
+    first_row = next(line for line in whole.output.splitlines() if "s3:" in line)
+    assert first_row.split()[0] == "0", whole.output  # entry 0 shows its number, not a blank
 
     # An entry changed behind the log's back: verify fails naming it, exit status 2.
     import sqlite3

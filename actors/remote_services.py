@@ -21,7 +21,7 @@ from typing import Any
 
 from actors.coalescer import Coalescer
 from actors.handles import PluginHandle
-from dwray.core.catalog import ObjectRecord, PagedReads
+from dwray.core.catalog import ObjectRecord, PagedReads, WriteCondition
 from dwray.core.contracts import (
     CatalogService,
     IdentityService,
@@ -71,8 +71,13 @@ class RemoteCatalog(_ServiceProxy, PagedReads):
     def close(self) -> None:
         """The catalog actor outlives this client."""
 
-    def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
-        """Commit through the group-commit queue (idempotent, so retried once after a restart)."""
+    def commit_object(self, record: ObjectRecord, condition: WriteCondition | None = None) -> ObjectRecord:
+        """Commit through the group-commit queue (idempotent, so retried once after a restart).
+
+        A conditional commit goes on its own: its condition is decided in its own transaction either way.
+        """
+        if condition is not None:
+            return self.handle.call("commit_object", record, condition, idempotent=True)
         return self._commits(record)
 
 

@@ -20,10 +20,12 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── EntityTooLarge                   object is over the configured maximum size
     │   ├── EntityTooSmall                   a multipart part other than the last is under the minimum
     │   ├── InvalidPart                      a completed part is missing or its ETag does not match
-    │   └── InvalidPartOrder                 completed parts are not in ascending order
+    │   ├── InvalidPartOrder                 completed parts are not in ascending order
+    │   └── InvalidTag                       object tags break S3's limits (count, lengths, characters)
     ├── NotFound(LookupError)                something named does not exist
     │   ├── BucketNotFound                   no such bucket for this tenant
     │   ├── ObjectNotFound                   no such key (or version) in the bucket
+    │   │   └── ObjectDeleted                the key's latest version is a delete marker
     │   ├── BlobNotFound                     the backend holds no blob with that id
     │   ├── UploadNotFound                   no such multipart upload
     │   ├── TenantNotFound                   no such tenant
@@ -31,13 +33,18 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── BackendNotFound                  no storage backend of that name is registered
     │   └── PluginNotFound                   no plugin of that name is registered
     ├── AlreadyExists(FileExistsError)       something named exists and may not be replaced
-    │   ├── BucketAlreadyExists              the tenant already owns that bucket
+    │   ├── BucketAlreadyExists              another tenant owns that bucket name (names are global)
+    │   │   └── BucketAlreadyOwnedByYou      the tenant already owns that bucket
     │   ├── TenantAlreadyExists              a tenant of that name exists
     │   └── BlobExists                       blobs are immutable; that id is taken
     ├── BucketNotEmpty(OSError)              a bucket that still holds objects cannot go
     ├── DataDirInUse(OSError)                another warehouse holds the data dir's lock
     ├── QuotaExceeded(PermissionError)       a write would take a tenant or bucket over its quota
     ├── AccessDenied(PermissionError)        the access key's policy does not allow the action
+    │   └── BucketAccessDenied               the bucket belongs to another tenant
+    ├── PreconditionFailed(ValueError)       a conditional write's condition does not hold; nothing was stored
+    │   └── ConditionalRequestConflict       the key changed while a conditional multipart upload was in progress
+    ├── DeleteMarkerVersion(ValueError)      the version named is a delete marker: it has no bytes to read
     ├── StorageError(OSError)                a backend failed to store or return bytes
     │   ├── StorageFull                      no space left (ENOSPC, EFBIG, memory cap)
     │   └── DurabilityError                  fsync failed: the write is not durable
@@ -53,7 +60,8 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   ├── SecretConflict                   a check-and-set write lost to another writer
     │   └── SecretUnavailable                the secret manager cannot be reached or refused access
     ├── CatalogError(RuntimeError)           the catalog database failed or is inconsistent
-    │   └── SchemaVersionError               catalog was written by a newer dwray
+    │   ├── SchemaVersionError               catalog was written by a newer dwray
+    │   └── BucketNameClash                  tenants share bucket names, which must be global to upgrade
     ├── PluginError(RuntimeError)            a plugin raised something that is not a dwray error
     │   └── PluginRefused                    a plugin's handshake does not fit its child spec
     ├── PluginTimeout(TimeoutError)          a plugin call or handshake passed its deadline
@@ -66,6 +74,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "PreconditionFailed",
+    "ObjectDeleted",
+    "InvalidTag",
+    "DeleteMarkerVersion",
+    "ConditionalRequestConflict",
+    "BucketNameClash",
+    "BucketAlreadyOwnedByYou",
+    "BucketAccessDenied",
     "AccessDenied",
     "AccessKeyNotFound",
     "AlreadyExists",
@@ -233,6 +249,13 @@ class InvalidPart(InvalidArgument):
     template = "part {part_number} of upload {upload_id!r}: {reason}"
 
 
+class InvalidTag(InvalidArgument):
+    """Object tags break S3's limits: at most 10, unique keys of 1-128 and values of 0-256 characters."""
+
+    fields = ("problem",)
+    template = "invalid tag: {problem}"
+
+
 class InvalidPartOrder(InvalidArgument):
     """The parts named in a completion are not in ascending order (or repeat)."""
 
@@ -264,6 +287,13 @@ class ObjectNotFound(NotFound):
         if self.version_id is None:
             return f"object {self.key!r} does not exist in bucket {self.bucket!r}"
         return super().__str__()
+
+
+class ObjectDeleted(ObjectNotFound):
+    """The key's latest version is a delete marker (``version_id`` is the marker's): S3 says so in its 404."""
+
+    def __str__(self) -> str:
+        return f"object {self.key!r} was deleted from bucket {self.bucket!r} (delete marker {self.version_id})"
 
 
 class BlobNotFound(NotFound):
@@ -313,10 +343,16 @@ class AlreadyExists(DwrayError, FileExistsError):
 
 
 class BucketAlreadyExists(AlreadyExists):
-    """The tenant already owns that bucket."""
+    """Another tenant owns that bucket name: bucket names are global, as in S3."""
 
     fields = ("bucket",)
-    template = "bucket {bucket!r} already exists"
+    template = "the bucket name {bucket!r} is taken: bucket names are shared by every tenant; choose another"
+
+
+class BucketAlreadyOwnedByYou(BucketAlreadyExists):
+    """The tenant already owns that bucket."""
+
+    template = "bucket {bucket!r} already exists and is yours"
 
 
 class TenantAlreadyExists(AlreadyExists):
@@ -361,6 +397,38 @@ class AccessDenied(DwrayError, PermissionError):
 
     fields = ("action", "resource")
     template = "access denied: this access key may not {action} on {resource!r}"
+
+
+class BucketAccessDenied(AccessDenied):
+    """The bucket belongs to another tenant (S3 answers 403, not 404, for a name that exists)."""
+
+    fields = ("bucket",)
+    template = "access denied: bucket {bucket!r} belongs to another account"
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
+        self.action, self.resource = "s3:*", bucket
+
+
+class PreconditionFailed(DwrayError, ValueError):
+    """A conditional write's condition (``If-None-Match: *``, ``If-Match: etag``) does not hold: nothing was stored."""
+
+    fields = ("bucket", "key", "condition")
+    template = "at least one of the preconditions you specified did not hold ({condition}) for {key!r} in {bucket!r}"
+
+
+class ConditionalRequestConflict(PreconditionFailed):
+    """The key was written while a conditional multipart upload of it was in progress: begin a new upload."""
+
+    template = ("{key!r} in {bucket!r} was written while this conditional multipart upload was in progress "
+                "({condition}): begin a new upload and upload its parts again")
+
+
+class DeleteMarkerVersion(DwrayError, ValueError):
+    """The version named is a delete marker: there is nothing to read (S3: 405 MethodNotAllowed)."""
+
+    fields = ("bucket", "key", "version_id")
+    template = "version {version_id} of {key!r} in {bucket!r} is a delete marker"
 
 
 class DataDirInUse(DwrayError, OSError):
@@ -472,6 +540,14 @@ class SchemaVersionError(CatalogError):
 
     fields = ("found", "supported")
     template = "catalog schema version {found} is newer than this dwray supports ({supported})"
+
+
+class BucketNameClash(CatalogError):
+    """Tenants share bucket names, which this dwray keeps global (as S3 does): the catalog cannot upgrade."""
+
+    fields = ("clashes", "remedy")
+    template = ("bucket names must be unique across tenants, and this catalog has names owned by several "
+                "tenants: {clashes}. {remedy}")
 
 
 class PluginError(DwrayError, RuntimeError):

@@ -41,13 +41,21 @@ def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
     through ``dwray.connect()`` on Ray with stages in actors or in the caller.
 
     The Ray warehouse is shared by the session (starting a plugin tree costs
-    seconds); each test gets a tenant of its own, so tests stay isolated.
+    seconds); each test gets a tenant of its own, so tests stay isolated, and
+    its buckets are dropped afterwards: bucket names are global, and the next
+    test may use the same ones.
     """
     if request.param.startswith("ray"):
         shared = request.getfixturevalue("ray_warehouse")
         placement = "caller" if request.param == "ray-caller" else "actors"
         tenant = f"t{uuid.uuid4().hex[:12]}"
-        yield shared.for_test(tenant, placement)
+        warehouse = shared.for_test(tenant, placement)
+        yield warehouse
+        catalog = warehouse.catalog
+        for owner in catalog.quota_tenants():  # the test's tenant, and any it made (f"{tenant}-acme")
+            if owner == tenant or owner.startswith(f"{tenant}-"):
+                for bucket in catalog.list_buckets(owner):
+                    catalog.drop_bucket(owner, bucket.name)
         return
     with Warehouse(make_config(tmp_path / "data", request.param)) as warehouse:
         yield warehouse

@@ -42,6 +42,7 @@ from dwray.core.catalog import (
     SegmentRecord,
     UploadRecord,
     WrappedKey,
+    WriteCondition,
 )
 from dwray.core.identity import AccessKeyInfo, AdminTokenInfo, ShreddedTenant, StoredAccessKey, TenantInfo
 from dwray.core.models import PartInfo
@@ -140,11 +141,18 @@ class CatalogService(Protocol):
     """
 
     def create_bucket(self, tenant: str, name: str, bucket_id: str, *, versioning: bool = False) -> BucketRecord:
-        """Create a bucket; ``BucketAlreadyExists`` if the name is taken (so a repeat fails)."""
+        """Create a bucket. Names are global: ``BucketAlreadyExists`` if another tenant has it,
+        ``BucketAlreadyOwnedByYou`` if this one does (so a repeat fails)."""
 
     @idempotent
     def get_bucket(self, tenant: str, name: str) -> BucketRecord:
-        """The tenant's bucket of that name; ``BucketNotFound`` otherwise."""
+        """The tenant's bucket of that name; ``BucketAccessDenied`` if another tenant's, else ``BucketNotFound``.
+
+        Every method naming a tenant's bucket answers a missing one the same way."""
+
+    @idempotent
+    def set_versioning(self, tenant: str, name: str, enabled: bool) -> BucketRecord:
+        """Enable or suspend the bucket's versioning; return the bucket as it now is."""
 
     @idempotent
     def list_buckets(self, tenant: str) -> list[BucketRecord]:
@@ -160,17 +168,21 @@ class CatalogService(Protocol):
         """
 
     @idempotent
-    def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
-        """Make ``record`` the latest version of its key; return the versions it displaced.
+    def commit_object(self, record: ObjectRecord, condition: WriteCondition | None = None) -> ObjectRecord:
+        """Make ``record`` the latest version of its key; return it as committed (null version or not).
 
-        In a versioned bucket older versions stay (no longer latest); otherwise
-        they are removed and their blobs are left for the sweeper, so readers
-        still streaming them can finish. Committing a row that is already there
-        changes nothing.
+        By the bucket's versioning, as S3: enabled keeps older versions (no
+        longer latest), suspended replaces the null version, never enabled
+        removes older versions; their blobs are left for the sweeper, so
+        readers still streaming them can finish. With ``condition``, only if it
+        holds for the key's current version, decided in the commit's own
+        transaction (``PreconditionFailed``, ``ConditionalRequestConflict``,
+        ``ObjectNotFound``). Committing a row that is already there changes
+        nothing and returns it.
         """
 
     @idempotent
-    def commit_many(self, records: list[ObjectRecord]) -> list[list[ObjectRecord] | DwrayError]:
+    def commit_many(self, records: list[ObjectRecord]) -> list[ObjectRecord | DwrayError]:
         """``commit_object`` for each record in one transaction (a group commit: one fsync).
 
         A record that fails (its bucket was deleted) gets its error in its
@@ -197,7 +209,20 @@ class CatalogService(Protocol):
 
     @idempotent
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
-        """The latest live version, or the named version; ``ObjectNotFound`` otherwise."""
+        """The latest version (``ObjectDeleted`` if it is a delete marker), or the named version (``"null"``:
+        the null version; a delete marker is returned as one); ``ObjectNotFound`` otherwise."""
+
+    @idempotent
+    def set_tags(self, tenant: str, bucket: str, key: str, version_id: str | None,
+                 tags: dict[str, str]) -> ObjectRecord:
+        """Replace the tags of the latest or named version (not a delete marker); return that version."""
+
+    @idempotent
+    def versions_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
+                      version_marker: str | None = None, inclusive: bool = False,
+                      limit: int = 1000) -> list[ObjectRecord]:
+        """Up to ``limit`` versions and delete markers under ``prefix``, by key, newest first within a key,
+        after the markers (as S3's ListObjectVersions pages)."""
 
     @idempotent
     def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
@@ -285,8 +310,9 @@ class CatalogService(Protocol):
         """
 
     @idempotent
-    def complete_upload(self, record: ObjectRecord, upload_id: str, parts: list[tuple[int, str]]) -> ObjectRecord:
-        """Turn an upload into the object ``record`` in one transaction.
+    def complete_upload(self, record: ObjectRecord, upload_id: str, parts: list[tuple[int, str]],
+                        condition: WriteCondition | None = None) -> ObjectRecord:
+        """Turn an upload into the object ``record`` in one transaction (if ``condition`` holds).
 
         ``parts`` are the (number, ETag) pairs the caller checked; each must
         still be there with that ETag (``InvalidPart`` otherwise). A repeat

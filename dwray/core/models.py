@@ -7,7 +7,8 @@ from typing import Any
 from dwray.core.names import validate_tenant_name
 
 __all__ = ["BucketInfo", "DeleteResult", "ListPage", "ObjectInfo", "PartInfo", "PartsPage", "SweepReport",
-           "TenantContext", "UploadInfo", "UploadsPage"]
+           "TenantContext", "UploadInfo", "UploadsPage",
+           "VersionsPage"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,10 @@ class BucketInfo:
 
     name: str
     created: float
+    #: whether new writes keep older versions (versioning Enabled)
     versioning: bool
+    #: S3's versioning status: "Enabled", "Suspended", or ``None`` if it was never set
+    versioning_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class ObjectInfo:
     headers: dict[str, str] = field(default_factory=dict)
     delete_marker: bool = False
     is_latest: bool = True
+    #: the object's tags (S3 object tagging)
+    tags: dict[str, str] = field(default_factory=dict)
+    #: how many multipart parts hold the bytes; 0 for an object stored in one piece
+    parts_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,18 @@ class ListPage:
     @property
     def keys(self) -> list[str]:
         return [info.key for info in self.objects]
+
+
+@dataclass(frozen=True)
+class VersionsPage:
+    """One page of S3's ListObjectVersions: versions and delete markers in key order, newest first
+    within a key (``ObjectInfo.version_id`` is ``"null"`` for null versions)."""
+
+    versions: list[ObjectInfo]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None = None
+    next_version_id_marker: str | None = None
 
 
 @dataclass(frozen=True)

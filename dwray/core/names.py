@@ -1,9 +1,13 @@
 """Validation of bucket names, object keys and tenant names, as S3 does it.
 
 Bucket names follow S3's general-purpose bucket rules. Object keys are any
-UTF-8 of 1 to 1024 bytes, as in S3, except what dwray refuses to be safe with
-every client and tool that may mirror keys onto a file system: control
-characters and ``.`` or ``..`` path segments.
+UTF-8 of 1 to 1024 bytes, as in S3, control characters (tab, newline, U+0001
+...) included: S3 accepts them, and listings carry them percent-encoded
+(``encoding-type=url``, see :mod:`dwray.s3.xml`). Refused: NUL, which C strings
+take for their end (SQLite leaves its text functions undefined on it; C
+clients and every file system cut the name there), so a key holding one would
+reach some tool as another key; and ``.`` or ``..`` path segments, which tools
+that mirror keys onto a file system would resolve.
 """
 from __future__ import annotations
 
@@ -25,7 +29,6 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_bucket_name(name: object) -> str:
@@ -65,8 +68,8 @@ def validate_key(key: object) -> str:
         raise InvalidObjectKey(key, "is not valid UTF-8 (lone surrogate)") from None
     if len(encoded) > MAX_KEY_BYTES:
         raise KeyTooLong(key[:64] + "...", f"{len(encoded)} bytes of UTF-8, limit {MAX_KEY_BYTES}")
-    if _CONTROL.search(key):
-        raise InvalidObjectKey(key, "must not contain control characters")
+    if "\x00" in key:
+        raise InvalidObjectKey(key, "must not contain NUL (U+0000)")
     if any(part in (".", "..") for part in key.split("/")):
         raise InvalidObjectKey(key, "must not contain '.' or '..' path segments")
     return key

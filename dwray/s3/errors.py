@@ -21,6 +21,15 @@ STATUS: dict[str, int] = {
     "BucketAlreadyExists": 409,
     "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409,
+    "ConditionalRequestConflict": 409,
+    "IllegalVersioningConfigurationException": 400,
+    "InvalidBucketState": 409,
+    "InvalidLocationConstraint": 400,
+    "InvalidPartNumber": 416,
+    "InvalidTag": 400,
+    "MalformedACLError": 400,
+    "NoSuchTagSet": 404,
+    "NoSuchVersion": 404,
     "EntityTooLarge": 400,
     "EntityTooSmall": 400,
     "ExpiredToken": 400,
@@ -94,13 +103,19 @@ _MAPPING: tuple[tuple[type[BaseException], str], ...] = (
     (dw.EntityTooSmall, "EntityTooSmall"),
     (dw.InvalidPart, "InvalidPart"),
     (dw.InvalidPartOrder, "InvalidPartOrder"),
+    (dw.InvalidTag, "InvalidTag"),
     (dw.InvalidContinuationToken, "InvalidArgument"),
     (dw.InvalidArgument, "InvalidArgument"),
     (dw.BucketNotFound, "NoSuchBucket"),
+    (dw.ObjectDeleted, "NoSuchKey"),
     (dw.ObjectNotFound, "NoSuchKey"),
     (dw.UploadNotFound, "NoSuchUpload"),
     (dw.AccessKeyNotFound, "InvalidAccessKeyId"),
-    (dw.BucketAlreadyExists, "BucketAlreadyOwnedByYou"),
+    (dw.BucketAlreadyOwnedByYou, "BucketAlreadyOwnedByYou"),
+    (dw.BucketAlreadyExists, "BucketAlreadyExists"),
+    (dw.ConditionalRequestConflict, "ConditionalRequestConflict"),
+    (dw.PreconditionFailed, "PreconditionFailed"),
+    (dw.DeleteMarkerVersion, "MethodNotAllowed"),
     (dw.BucketNotEmpty, "BucketNotEmpty"),
     (dw.QuotaExceeded, "QuotaExceeded"),
     (dw.AccessDenied, "AccessDenied"),
@@ -119,6 +134,11 @@ def from_dwray_error(error: BaseException, *, resource: str = "") -> S3Error:
     """
     for cls, code in _MAPPING:
         if isinstance(error, cls):
-            headers = {"Retry-After": "1"} if STATUS[code] == 503 else None
+            headers = {"Retry-After": "1"} if STATUS[code] == 503 else {}
+            if isinstance(error, (dw.ObjectDeleted, dw.DeleteMarkerVersion)):
+                # S3 says which delete marker answered: the key's latest, or the version named.
+                headers = {"x-amz-delete-marker": "true", "x-amz-version-id": error.version_id}
+            elif code == "NoSuchKey" and error.version_id is not None:
+                code = "NoSuchVersion"  # S3's code for a version id the key does not have
             return S3Error(code, str(error), resource=resource, headers=headers)
     return S3Error("InternalError", "We encountered an internal error. Please try again.", resource=resource)

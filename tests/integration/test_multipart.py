@@ -16,6 +16,7 @@ import pytest
 
 from dwray.core.warehouse import Warehouse
 from dwray.errors import (
+    BucketAccessDenied,
     BucketNotFound,
     EntityTooLarge,
     EntityTooSmall,
@@ -54,11 +55,13 @@ def multipart_etag(*parts: bytes) -> str:
 
 
 def upload_object(wh: Warehouse, bucket: str, key: str, parts: list[bytes], **kwargs: object) -> str:
-    """Upload ``parts`` as parts 1..n and complete; returns the object's version id."""
+    """Upload ``parts`` as parts 1..n and complete; returns the object's own row's version id (a null
+    version's too, which callers see as "null")."""
     upload = wh.create_multipart_upload(bucket, key, **kwargs)  # type: ignore[arg-type]
     named = [(n, wh.upload_part(bucket, key, upload.upload_id, n, data).etag)
              for n, data in enumerate(parts, start=1)]
-    return wh.complete_multipart_upload(bucket, key, upload.upload_id, named).version_id
+    wh.complete_multipart_upload(bucket, key, upload.upload_id, named)
+    return wh.catalog.get_object(wh.config.default_tenant, bucket, key).version_id
 
 
 def tenant_blobs(wh: Warehouse) -> set[str]:
@@ -298,7 +301,8 @@ def test_abort_and_sweep_remove_only_unreferenced_part_blobs(mp: Warehouse) -> N
     named = [(n, mp.upload_part("bkt", "done", upload.upload_id, n, body).etag)
              for n, body in enumerate(kept_parts, start=1)]
     mp.upload_part("bkt", "done", upload.upload_id, 7, payload(50, 3))  # uploaded, never named
-    version = mp.complete_multipart_upload("bkt", "done", upload.upload_id, named).version_id
+    mp.complete_multipart_upload("bkt", "done", upload.upload_id, named)
+    version = mp.catalog.get_object(mp.config.default_tenant, "bkt", "done").version_id  # the row's own id
     aborted = mp.create_multipart_upload("bkt", "gone")
     for n in (1, 2):
         mp.upload_part("bkt", "gone", aborted.upload_id, n, payload(MIN_PART, n))
@@ -371,27 +375,30 @@ def test_list_multipart_uploads_orders_groups_and_pages(mp: Warehouse) -> None:
 
 def test_upload_ids_are_scoped_to_tenant_bucket_and_key(mp: Warehouse) -> None:
     acme, globex = f"{mp.config.default_tenant}-acme", f"{mp.config.default_tenant}-globex"
-    for tenant in (acme, globex):
-        mp.create_bucket("shared", tenant=tenant)
+    mp.create_bucket("shared", tenant=acme)
     mp.create_bucket("other", tenant=acme)
+    mp.create_bucket("globex-own", tenant=globex)
     upload = mp.create_multipart_upload("shared", "k", tenant=acme)
     part = mp.upload_part("shared", "k", upload.upload_id, 1, b"acme part", tenant=acme)
     uid = upload.upload_id
-    for bucket, key, tenant in [("shared", "k", globex), ("shared", "k2", acme), ("other", "k", acme)]:
-        with pytest.raises(UploadNotFound):
+    for bucket, key, tenant in [("shared", "k", globex), ("globex-own", "k", globex), ("shared", "k2", acme),
+                                ("other", "k", acme)]:
+        refused = BucketAccessDenied if (bucket, tenant) == ("shared", globex) else UploadNotFound
+        with pytest.raises(refused):
             mp.upload_part(bucket, key, uid, 1, b"intruder", tenant=tenant)
-        with pytest.raises(UploadNotFound):
+        with pytest.raises(refused):
             mp.list_parts(bucket, key, uid, tenant=tenant)
-        with pytest.raises(UploadNotFound):
+        with pytest.raises(refused):
             mp.complete_multipart_upload(bucket, key, uid, [(1, part.etag)], tenant=tenant)
-        with pytest.raises(UploadNotFound):
+        with pytest.raises(refused):
             mp.abort_multipart_upload(bucket, key, uid, tenant=tenant)
-    assert mp.list_multipart_uploads("shared", tenant=globex).uploads == []
+    with pytest.raises(BucketAccessDenied):
+        mp.list_multipart_uploads("shared", tenant=globex)
     # The intruders changed nothing.
     assert [p.etag for p in mp.list_parts("shared", "k", uid, tenant=acme).parts] == [part.etag]
     mp.complete_multipart_upload("shared", "k", uid, [(1, part.etag)], tenant=acme)
     assert mp.get("shared", "k", tenant=acme) == b"acme part"
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(BucketAccessDenied):
         mp.get("shared", "k", tenant=globex)
     stats = mp.catalog.tenant_stats()
     assert stats[acme] == {"objects": 1, "bytes": 9} and stats[globex] == {"objects": 0, "bytes": 0}

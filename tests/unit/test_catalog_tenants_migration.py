@@ -24,7 +24,7 @@ def version_2_catalog(path: Path) -> None:
     db.executescript(f"""
         INSERT INTO tenants VALUES ('t1', 1.0), ('t2', 1.0), ('gone', 1.0);
         INSERT INTO buckets VALUES ('t1', 'bkt', 'id1', 1.0, 0), ('t1', 'versioned', 'id2', 2.0, 1),
-                                   ('t2', 'bkt', 'id3', 3.0, 0);
+                                   ('t2', 'bkt2', 'id3', 3.0, 0);
         INSERT INTO objects VALUES ('t1', 'bkt', 'one', 'v1', 1, 0, 3, 'e', 'text/plain', '{{}}', '{{}}', 1.0,
                                     {PLACEMENT_COLUMNS.format('one')}, 0);
         INSERT INTO objects VALUES ('t1', 'bkt', 'big', 'v2', 1, 0, 8, 'm-2', 'text/plain', '{{}}', '{{}}', 2.0,
@@ -36,7 +36,7 @@ def version_2_catalog(path: Path) -> None:
         INSERT INTO completed_uploads VALUES ('u0', 't1', 'bkt', 'big', 'v2', '[[1, "a"], [2, "b"]]', 'm-2', 8, 2.0);
         INSERT INTO multipart_uploads VALUES ('up1', 't1', 'bkt', 'pending', 3.0, 'text/plain', '{{}}', '{{}}');
         INSERT INTO multipart_parts VALUES ('up1', 1, 5, 'p1', 3.0, {PLACEMENT_COLUMNS.format('p1')}, 'up1.1.r');
-        INSERT INTO objects VALUES ('t2', 'bkt', 'two', 'v3', 1, 0, 4, 'e', 'text/plain', '{{}}', '{{}}', 3.0,
+        INSERT INTO objects VALUES ('t2', 'bkt2', 'two', 'v3', 1, 0, 4, 'e', 'text/plain', '{{}}', '{{}}', 3.0,
                                     'local', 't2/id3/two', X'48', X'54', 'tenant:t2', 1, 0);
     """)
     db.commit()
@@ -63,9 +63,9 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
     catalog = Catalog(path)
     assert catalog.schema_version == SCHEMA_VERSION
     new_schema = schema(catalog._db)
-    # 4 adds usage counts; 5 quotas and per-bucket usage
+    # 4 adds usage counts; 5 quotas and per-bucket usage; 6 null versions and global bucket names
     assert new_schema["table"] == old_schema["table"] - {"tenants"} | {"tenant_usage", "quotas", "bucket_usage"}
-    assert new_schema["index"] == old_schema["index"]  # every index kept
+    assert new_schema["index"] == old_schema["index"] | {"objects_null", "buckets_global_name"}  # every index kept
     assert {table: catalog._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in counts} == counts
     # Buckets keep their rows, primary key and unique ids, and refer to no tenants table.
@@ -74,7 +74,8 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
     assert catalog._db.execute("PRAGMA foreign_key_list(buckets)").fetchall() == []
     autoindexes = catalog._db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
                                       "AND tbl_name = 'buckets'").fetchall()
-    assert len(autoindexes) == 2  # primary key (tenant, name) and unique bucket_id
+    # primary key (tenant, name), unique bucket_id, and (migration 6) unique names across tenants
+    assert len(autoindexes) == 3
     with pytest.raises(CatalogError), catalog._write() as db:
         db.execute("INSERT INTO buckets VALUES ('t9', 'x', 'id1', 9.0, 0)")  # bucket ids stay unique
     assert catalog._db.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -89,13 +90,13 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
         "t1/id1/s0", "t1/id1/s1"]
     assert catalog.completed_upload("t1", "bkt", "big", "u0", [(1, "a"), (2, "b")]) == big
     assert [p.etag for p in catalog.list_parts("t1", "bkt", "pending", "up1")] == ["p1"]
-    assert catalog.get_object("t2", "bkt", "two").size == 4
+    assert catalog.get_object("t2", "bkt2", "two").size == 4
     assert catalog.referenced_blobs("local") == {"t1/id1/one", "t1/id1/s0", "t1/id1/s1", "t1/id1/p1",
                                                  "t2/id3/two"}
 
     # The rebuilt table is still the one the others reference: their foreign keys hold.
     with pytest.raises(BucketNotEmpty):
-        catalog.delete_bucket("t2", "bkt")
+        catalog.delete_bucket("t2", "bkt2")
     with pytest.raises(CatalogError), catalog._write() as db:
         db.execute("INSERT INTO objects (tenant, bucket, key, version_id, is_latest, size, etag, content_type, "
                    "created) VALUES ('t1', 'nobucket', 'k', 'v', 1, 0, '', '', 0)")

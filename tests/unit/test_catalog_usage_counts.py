@@ -140,13 +140,13 @@ def test_the_migration_backfills_counts_of_an_existing_catalog(tmp_path: Path) -
     db.execute("PRAGMA user_version=3")
     placement = "'local', 'p', X'48', X'54', 'tenant:x', 1, 0"
     db.executescript(f"""
-        INSERT INTO buckets VALUES ('t1', 'bkt', 'id1', 1.0, 1), ('t2', 'bkt', 'id2', 1.0, 0),
+        INSERT INTO buckets VALUES ('t1', 'bkt', 'id1', 1.0, 1), ('t2', 'bkt2', 'id2', 1.0, 0),
                                    ('t3', 'empty', 'id3', 1.0, 0);
         INSERT INTO objects VALUES ('t1', 'bkt', 'a', 'v1', 0, 0, 100, 'e', 't', '{{}}', '{{}}', 1.0, {placement});
         INSERT INTO objects VALUES ('t1', 'bkt', 'a', 'v2', 1, 0, 7, 'e', 't', '{{}}', '{{}}', 2.0, {placement});
         INSERT INTO objects VALUES ('t1', 'bkt', 'b', 'v3', 0, 0, 40, 'e', 't', '{{}}', '{{}}', 1.0, {placement});
         INSERT INTO objects VALUES ('t1', 'bkt', 'b', 'v4', 1, 1, 0, 'e', 't', '{{}}', '{{}}', 2.0, {placement});
-        INSERT INTO objects VALUES ('t2', 'bkt', 'c', 'v5', 1, 0, 9, 'e', 't', '{{}}', '{{}}', 1.0, {placement});
+        INSERT INTO objects VALUES ('t2', 'bkt2', 'c', 'v5', 1, 0, 9, 'e', 't', '{{}}', '{{}}', 1.0, {placement});
     """)
     db.commit()
     db.close()

@@ -32,6 +32,9 @@ BUILTIN = {
     "MasterKeyMissing": RuntimeError, "KeyShredded": RuntimeError, "KmsUnavailable": RuntimeError,
     "SecretError": RuntimeError, "SecretNotFound": LookupError, "SecretConflict": RuntimeError,
     "SecretUnavailable": RuntimeError, "QuotaExceeded": PermissionError, "AccessDenied": PermissionError,
+    "BucketAccessDenied": PermissionError, "BucketAlreadyOwnedByYou": FileExistsError,
+    "BucketNameClash": RuntimeError, "PreconditionFailed": ValueError, "ConditionalRequestConflict": ValueError,
+    "DeleteMarkerVersion": ValueError, "InvalidTag": ValueError, "ObjectDeleted": LookupError,
 }
 
 

@@ -87,16 +87,16 @@ def test_expiry_counts_every_page_and_is_scoped_to_the_tenant(tmp_path: Path,
     monkeypatch.setattr(maintenance, "EXPIRE_BATCH", 2)  # five uploads: three pages
     with Warehouse(make_config(tmp_path / "data")) as wh:
         wh.create_bucket("bkt")
-        wh.create_bucket("bkt", tenant="other")
+        wh.create_bucket("bkt-other", tenant="other")
         mine = {wh.create_multipart_upload("bkt", f"k{n}").upload_id for n in range(5)}
-        theirs = wh.create_multipart_upload("bkt", "k", tenant="other").upload_id
+        theirs = wh.create_multipart_upload("bkt-other", "k", tenant="other").upload_id
         time.sleep(0.05)
         assert wh.expire_uploads(0.01, tenant="other") == 1
         assert open_uploads(wh, "bkt") == mine
         assert wh.expire_uploads(0.01) == 5  # "*": every tenant's
         assert open_uploads(wh, "bkt") == set()
         with pytest.raises(UploadNotFound):
-            wh.abort_multipart_upload("bkt", "k", theirs, tenant="other")
+            wh.abort_multipart_upload("bkt-other", "k", theirs, tenant="other")
 
 
 def test_expiry_zero_in_config_turns_it_off_and_bad_ages_are_refused(tmp_path: Path) -> None:

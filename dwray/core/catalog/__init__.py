@@ -37,6 +37,7 @@ the remote proxy), ``quotas`` (limits, usage and their checks) and ``store``
 """
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.records import (
+    NULL_VERSION,
     BucketRecord,
     DeleteOutcome,
     ObjectRecord,
@@ -45,12 +46,14 @@ from dwray.core.catalog.records import (
     SegmentRecord,
     UploadRecord,
     WrappedKey,
+    WriteCondition,
 )
 from dwray.core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from dwray.core.catalog.store import Catalog
 
 __all__ = [
     "MIGRATIONS",
+    "NULL_VERSION",
     "SCHEMA_VERSION",
     "BucketRecord",
     "Catalog",
@@ -62,4 +65,5 @@ __all__ = [
     "SegmentRecord",
     "UploadRecord",
     "WrappedKey",
+    "WriteCondition",
 ]

@@ -5,8 +5,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["BucketRecord", "DeleteOutcome", "ObjectRecord", "PartRecord", "Placement", "SegmentRecord",
-           "UploadRecord", "WrappedKey"]
+__all__ = ["NULL_VERSION", "VERSIONING_ENABLED", "VERSIONING_NEVER", "VERSIONING_SUSPENDED", "BucketRecord",
+           "DeleteOutcome", "ObjectRecord", "PartRecord", "Placement", "SegmentRecord", "UploadRecord", "WrappedKey",
+           "WriteCondition"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ class Placement:
         return (self.backend, self.blob_id, self.key_header, self.frame_table, self.kek_id, self.kek_version)
 
 
+#: ``buckets.versioning``: never enabled, enabled, suspended (schema migration 6)
+VERSIONING_NEVER, VERSIONING_ENABLED, VERSIONING_SUSPENDED = 0, 1, 2
+#: the version id S3 shows for a key's null version
+NULL_VERSION = "null"
+
+
 @dataclass(frozen=True)
 class BucketRecord:
     """One bucket of one tenant."""
@@ -36,11 +43,19 @@ class BucketRecord:
     name: str
     bucket_id: str
     created: float
+    #: new writes keep older versions (S3's Enabled)
     versioning: bool
+    #: versioning was enabled, then suspended: new writes replace the "null" version
+    suspended: bool = False
+
+    @property
+    def versioning_status(self) -> str | None:
+        """S3's status: "Enabled", "Suspended", or ``None`` for a bucket that never kept versions."""
+        return "Enabled" if self.versioning else "Suspended" if self.suspended else None
 
     @classmethod
     def _from_row(cls, row: tuple[Any, ...]) -> BucketRecord:
-        return cls(row[0], row[1], row[2], row[3], bool(row[4]))
+        return cls(row[0], row[1], row[2], row[3], row[4] == VERSIONING_ENABLED, row[4] == VERSIONING_SUSPENDED)
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,15 @@ class ObjectRecord:
     placement: Placement | None = None
     #: how many segments (multipart parts) hold the bytes; 0: the placement above
     parts: int = 0
+    #: the key's "null" version (written while the bucket kept no versions); ``version_id`` stays unique
+    null_version: bool = False
+    #: S3 object tags
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def public_version_id(self) -> str:
+        """The version id callers see: ``"null"`` for the null version, else the row's own."""
+        return NULL_VERSION if self.null_version else self.version_id
 
     def __repr__(self) -> str:
         return (f"ObjectRecord(tenant={self.tenant!r}, bucket={self.bucket!r}, key={self.key!r}, "
@@ -75,14 +99,16 @@ class ObjectRecord:
         # (multipart objects did): no blob id, no placement.
         placement = Placement(*row[12:18]) if row[13] is not None else None
         return cls(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7], row[8],
-                   json.loads(row[9]), json.loads(row[10]), row[11], placement, row[18])
+                   json.loads(row[9]), json.loads(row[10]), row[11], placement, row[18], bool(row[19]),
+                   json.loads(row[20]))
 
     def _to_row(self) -> tuple[Any, ...]:
         placement = self.placement._to_row() if self.placement is not None else (None,) * 6
         return (self.tenant, self.bucket, self.key, self.version_id, int(self.is_latest),
                 int(self.delete_marker), self.size, self.etag, self.content_type,
                 json.dumps(self.headers, sort_keys=True), json.dumps(self.metadata, sort_keys=True),
-                self.created, *placement, self.parts)
+                self.created, *placement, self.parts, int(self.null_version),
+                json.dumps(self.tags, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -97,10 +123,11 @@ class UploadRecord:
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def _from_row(cls, row: tuple[Any, ...]) -> UploadRecord:
-        return cls(*row[:6], json.loads(row[6]), json.loads(row[7]))
+        return cls(*row[:6], json.loads(row[6]), json.loads(row[7]), json.loads(row[8]))
 
 
 @dataclass(frozen=True)
@@ -147,6 +174,24 @@ class WrappedKey:
     row: tuple[Any, ...]
     key_header: bytes = field(repr=False)
     kek_version: int
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """A conditional write's precondition on the key's current version, checked in the commit's transaction.
+
+    ``if_none_match``: no current version (S3's ``If-None-Match: *``); ``if_match``: the
+    current version has this ETag. ``since``: for a multipart completion, when the
+    upload began; a condition that fails because the key was written after that is a
+    conflict (``ConditionalRequestConflict``), not a plain failure.
+    """
+
+    if_match: str | None = None
+    if_none_match: bool = False
+    since: float | None = None
+
+    def describe(self) -> str:
+        return "If-None-Match: *" if self.if_none_match else f"If-Match: {self.if_match}"
 
 
 @dataclass(frozen=True)

@@ -240,15 +240,36 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM multipart_parts WHERE upload_id = OLD.upload_id;
     END;
     """,
+    # 6: S3 versioning as S3 has it, object tags, and global bucket names.
+    # ``buckets.versioning`` is 0 (never enabled), 1 (Enabled) or 2 (Suspended).
+    # ``objects.null_version`` marks the key's "null" version: what a write makes
+    # while the bucket is unversioned or suspended, and what replaces it; at most
+    # one per key. Its row keeps a unique ``version_id`` of its own, because the
+    # frames' AAD binds it. Objects written before are null versions if their bucket
+    # never kept versions. ``tags`` are S3 object tags, per version (and an upload's,
+    # for the object it will make). Bucket names are unique across tenants (the
+    # catalog refuses to migrate a data dir where they are not: ``BucketNameClash``).
+    """
+    ALTER TABLE objects ADD COLUMN null_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE objects ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE multipart_uploads ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    UPDATE objects SET null_version = 1 WHERE EXISTS (SELECT 1 FROM buckets b
+        WHERE b.tenant = objects.tenant AND b.name = objects.bucket AND b.versioning = 0);
+    CREATE UNIQUE INDEX objects_null ON objects (tenant, bucket, key) WHERE null_version = 1;
+    CREATE UNIQUE INDEX buckets_global_name ON buckets (name);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+#: the migration that makes bucket names global (its index in ``MIGRATIONS``)
+GLOBAL_NAMES_MIGRATION = 5
 
 OBJECT_COLUMNS = (
     "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
-    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts"
+    "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts, "
+    "null_version, tags"
 )
-OBJECT_VALUES = ", ".join("?" * 19)
-UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata"
+OBJECT_VALUES = ", ".join("?" * 21)
+UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata, tags"
 PART_COLUMNS = ("upload_id, part_number, size, etag, created, backend, blob_id, key_header, frame_table, "
                 "kek_id, kek_version, part_version")
 SEGMENT_COLUMNS = ("part_index, part_offset, size, backend, blob_id, key_header, frame_table, kek_id, "

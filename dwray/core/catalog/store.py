@@ -6,11 +6,15 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.quotas import QuotaQueries, Usage, check_buckets_in, check_in, usage_in
 from dwray.core.catalog.records import (
+    NULL_VERSION,
+    VERSIONING_ENABLED,
+    VERSIONING_SUSPENDED,
     BucketRecord,
     DeleteOutcome,
     ObjectRecord,
@@ -18,8 +22,10 @@ from dwray.core.catalog.records import (
     SegmentRecord,
     UploadRecord,
     WrappedKey,
+    WriteCondition,
 )
 from dwray.core.catalog.schema import (
+    GLOBAL_NAMES_MIGRATION,
     MIGRATIONS,
     OBJECT_COLUMNS,
     OBJECT_VALUES,
@@ -30,13 +36,20 @@ from dwray.core.catalog.schema import (
 from dwray.core.models import PartInfo
 from dwray.core.sqlite_store import SqliteStore
 from dwray.errors import (
+    BucketAccessDenied,
     BucketAlreadyExists,
+    BucketAlreadyOwnedByYou,
+    BucketNameClash,
     BucketNotEmpty,
     BucketNotFound,
     CatalogError,
+    ConditionalRequestConflict,
+    DeleteMarkerVersion,
     DwrayError,
     InvalidPart,
+    ObjectDeleted,
     ObjectNotFound,
+    PreconditionFailed,
     UploadNotFound,
 )
 
@@ -46,6 +59,10 @@ R = TypeVar("R", ObjectRecord, UploadRecord)
 
 #: how long a completed upload is remembered, so a retried completion gets its object back
 COMPLETION_RETENTION_SECONDS = 24 * 3600
+#: what the catalog refusing to upgrade a data dir with shared bucket names tells the operator to do
+RENAME_REMEDY = ("Before upgrading, with the dwray that wrote this data dir, copy each clashing bucket of all but one "
+                 "tenant into a bucket of a new name (for example `aws s3 sync s3://OLD s3://NEW` with that "
+                 "tenant's key) and delete the old one; then start this dwray again.")
 
 
 class Catalog(QuotaQueries, PagedReads, SqliteStore):
@@ -61,31 +78,67 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         # they are off for the migration, as SQLite's procedure for altering a table
         # says (the pragma does nothing inside a transaction, hence around it). The
         # rows are copied as they are, so no reference breaks meanwhile.
+        self._refuse_name_clashes()
         self._db.execute("PRAGMA foreign_keys=OFF")
         try:
             super()._migrate()
         finally:
             self._db.execute("PRAGMA foreign_keys=ON")
 
+    def _refuse_name_clashes(self) -> None:
+        """``BucketNameClash`` if the migration to global bucket names would meet a name several tenants own.
+
+        Checked before any migration runs, so a refused data dir is left as it was.
+        """
+        found = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if not 0 < found <= GLOBAL_NAMES_MIGRATION:
+            return
+        clashes = self._db.execute("SELECT name, group_concat(tenant, ', ') FROM (SELECT name, tenant FROM buckets "
+                                   "ORDER BY name, tenant) GROUP BY name HAVING COUNT(*) > 1 ORDER BY name").fetchall()
+        if clashes:
+            raise BucketNameClash("; ".join(f"{name!r} is owned by tenants {owners}" for name, owners in clashes),
+                                  RENAME_REMEDY)
+
     # Buckets ----------------------------------------------------------------
+
+    @staticmethod
+    def _no_bucket(db: sqlite3.Connection, tenant: str, name: str) -> DwrayError:
+        """The error for a bucket ``tenant`` does not have: another tenant's (403, as S3), or nobody's (404)."""
+        owner = db.execute("SELECT tenant FROM buckets WHERE name = ?", (name,)).fetchone()
+        return BucketAccessDenied(name) if owner is not None and owner[0] != tenant else BucketNotFound(name)
 
     def create_bucket(self, tenant: str, name: str, bucket_id: str, *, versioning: bool = False) -> BucketRecord:
         record = BucketRecord(tenant, name, bucket_id, time.time(), versioning)
         with self._write() as db:
-            try:
-                db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?)",
-                           (tenant, name, bucket_id, record.created, int(versioning)))
-            except sqlite3.IntegrityError:
-                raise BucketAlreadyExists(name) from None
+            owner = db.execute("SELECT tenant FROM buckets WHERE name = ?", (name,)).fetchone()
+            if owner is not None:
+                raise BucketAlreadyOwnedByYou(name) if owner[0] == tenant else BucketAlreadyExists(name)
+            db.execute("INSERT INTO buckets VALUES (?, ?, ?, ?, ?)",
+                       (tenant, name, bucket_id, record.created, VERSIONING_ENABLED if versioning else 0))
             check_buckets_in(db, tenant)
         return record
 
     def get_bucket(self, tenant: str, name: str) -> BucketRecord:
-        rows = self._read("SELECT tenant, name, bucket_id, created, versioning FROM buckets "
-                          "WHERE tenant = ? AND name = ?", (tenant, name))
-        if not rows:
-            raise BucketNotFound(name)
-        return BucketRecord._from_row(rows[0])
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT tenant, name, bucket_id, created, versioning FROM buckets "
+                                       "WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
+                if row is None:
+                    raise self._no_bucket(self._db, tenant, name)
+            except sqlite3.Error as exc:
+                raise CatalogError(f"catalog read failed: {exc}") from None
+        return BucketRecord._from_row(row)
+
+    def set_versioning(self, tenant: str, name: str, enabled: bool) -> BucketRecord:
+        """Enable versioning, or suspend it (S3's PutBucketVersioning); return the bucket as it now is."""
+        with self._write() as db:
+            cursor = db.execute("UPDATE buckets SET versioning = ? WHERE tenant = ? AND name = ?",
+                                (VERSIONING_ENABLED if enabled else VERSIONING_SUSPENDED, tenant, name))
+            if cursor.rowcount == 0:
+                raise self._no_bucket(db, tenant, name)
+            row = db.execute("SELECT tenant, name, bucket_id, created, versioning FROM buckets "
+                             "WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
+        return BucketRecord._from_row(row)
 
     def list_buckets(self, tenant: str) -> list[BucketRecord]:
         rows = self._read("SELECT tenant, name, bucket_id, created, versioning FROM buckets "
@@ -95,7 +148,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
     def delete_bucket(self, tenant: str, name: str) -> None:
         with self._write() as db:
             if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?", (tenant, name)).fetchone():
-                raise BucketNotFound(name)
+                raise self._no_bucket(db, tenant, name)
             if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? LIMIT 1",
                           (tenant, name)).fetchone():
                 raise BucketNotEmpty(name)
@@ -122,54 +175,81 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
 
     # Objects ----------------------------------------------------------------
 
-    def commit_object(self, record: ObjectRecord) -> list[ObjectRecord]:
-        """Make ``record`` the latest version of its key; return the versions it displaced.
+    def commit_object(self, record: ObjectRecord, condition: WriteCondition | None = None) -> ObjectRecord:
+        """Make ``record`` the latest version of its key; return it as committed.
 
-        In a versioned bucket older versions stay (no longer latest); otherwise
-        they are removed, and their blobs are left for the sweeper so that
-        readers still streaming them can finish. Committing a row that is
-        already there changes nothing, so a caller may retry a commit whose
-        answer it lost.
+        As S3 does by the bucket's versioning: enabled, older versions stay (no
+        longer latest); suspended, the record replaces the key's null version and
+        others stay; never enabled, every older version goes. A removed version's
+        blob is left for the sweeper, so readers still streaming it can finish. The
+        returned record says whether it is the null version. With ``condition`` the
+        commit happens only if it holds (``PreconditionFailed`` otherwise), decided
+        in the same transaction. Committing a row that is already there changes
+        nothing and returns it, so a caller may retry a commit whose answer it lost.
         """
         with self._write() as db:
-            return self._commit_in(db, record, usage_in(db, record.tenant, record.bucket))
+            return self._commit_in(db, record, usage_in(db, record.tenant, record.bucket), condition)
 
-    @staticmethod
-    def _commit_in(db: sqlite3.Connection, record: ObjectRecord, before: Usage | None = None) -> list[ObjectRecord]:
+    def _commit_in(self, db: sqlite3.Connection, record: ObjectRecord, before: Usage | None = None,
+                   condition: WriteCondition | None = None) -> ObjectRecord:
         """Commit ``record`` within ``db``'s transaction; ``QuotaExceeded`` if it passes a quota.
 
         ``before`` is the usage the quota check compares with; a caller that
         changes more rows in the same transaction (a multipart completion)
         passes ``None`` and checks itself once all are changed.
         """
-        if db.execute("SELECT 1 FROM objects WHERE tenant = ? AND bucket = ? AND key = ? AND version_id = ?",
-                      (record.tenant, record.bucket, record.key, record.version_id)).fetchone():
-            return []
+        where = ("tenant = ? AND bucket = ? AND key = ?", (record.tenant, record.bucket, record.key))
+        found = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where[0]} AND version_id = ?",
+                           (*where[1], record.version_id)).fetchone()
+        if found is not None:
+            return ObjectRecord._from_row(found)
         bucket = db.execute("SELECT versioning FROM buckets WHERE tenant = ? AND name = ?",
                             (record.tenant, record.bucket)).fetchone()
         if bucket is None:
-            raise BucketNotFound(record.bucket)
-        where = ("tenant = ? AND bucket = ? AND key = ?", (record.tenant, record.bucket, record.key))
-        if bucket[0]:
-            displaced: list[ObjectRecord] = []
+            raise self._no_bucket(db, record.tenant, record.bucket)
+        if condition is not None:
+            self._check_condition_in(db, record, condition)
+        if bucket[0] == VERSIONING_ENABLED:
+            record = replace(record, null_version=False)
+            db.execute(f"UPDATE objects SET is_latest = 0 WHERE {where[0]} AND is_latest = 1", where[1])
+        elif bucket[0] == VERSIONING_SUSPENDED:
+            record = replace(record, null_version=True)
+            db.execute(f"DELETE FROM objects WHERE {where[0]} AND null_version = 1", where[1])
             db.execute(f"UPDATE objects SET is_latest = 0 WHERE {where[0]} AND is_latest = 1", where[1])
         else:
-            displaced = [ObjectRecord._from_row(row) for row in db.execute(
-                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where[0]}", where[1])]
+            record = replace(record, null_version=True)
             db.execute(f"DELETE FROM objects WHERE {where[0]}", where[1])
-        db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})",
-                   record._to_row())
+        db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})", record._to_row())
         if before is not None:
             check_in(db, record.tenant, record.bucket, before)
-        return displaced
+        return record
 
-    def commit_many(self, records: list[ObjectRecord]) -> list[list[ObjectRecord] | DwrayError]:
+    @staticmethod
+    def _check_condition_in(db: sqlite3.Connection, record: ObjectRecord, condition: WriteCondition) -> None:
+        """Raise unless ``condition`` holds for the key's current version, inside the commit's transaction."""
+        latest = db.execute("SELECT etag, delete_marker, created FROM objects WHERE tenant = ? AND bucket = ? "
+                            "AND key = ? AND is_latest = 1", (record.tenant, record.bucket, record.key)).fetchone()
+        current = latest if latest is not None and not latest[1] else None
+        if condition.if_none_match:
+            holds = current is None
+        else:
+            holds = current is not None and current[0] == condition.if_match
+        if holds:
+            return
+        if condition.since is not None and latest is not None and latest[2] > condition.since:
+            # The key was written (or deleted) after the multipart upload began: a conflict, not a plain failure.
+            raise ConditionalRequestConflict(record.bucket, record.key, condition.describe())
+        if current is None and not condition.if_none_match:
+            raise ObjectNotFound(record.bucket, record.key)
+        raise PreconditionFailed(record.bucket, record.key, condition.describe())
+
+    def commit_many(self, records: list[ObjectRecord]) -> list[ObjectRecord | DwrayError]:
         """Group commit: ``commit_object`` for each record, all in one transaction (one fsync).
 
         Each record gets its own savepoint, so one that fails (its bucket was
         deleted) returns its error in its place and the others still commit.
         """
-        results: list[list[ObjectRecord] | DwrayError] = []
+        results: list[ObjectRecord | DwrayError] = []
         with self._write() as db:
             for number, record in enumerate(records):
                 db.execute(f"SAVEPOINT commit_{number}")
@@ -181,18 +261,56 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
                 db.execute(f"RELEASE commit_{number}")
         return results
 
+    @staticmethod
+    def _version_where(version_id: str) -> str:
+        """The condition naming one version of a key: its own id, or the key's null version."""
+        return "null_version = 1" if version_id == NULL_VERSION else "version_id = ?"
+
+    @staticmethod
+    def _version_params(version_id: str) -> tuple[str, ...]:
+        return () if version_id == NULL_VERSION else (version_id,)
+
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:
-        """The latest live version, or the named version. ``ObjectNotFound`` otherwise."""
+        """The latest version, or the named one (``"null"``: the null version).
+
+        ``ObjectDeleted`` when the latest version is a delete marker, ``ObjectNotFound``
+        when there is none; a named delete marker is returned (it says it is one).
+        """
+        base = (tenant, bucket, key)
         if version_id is None:
             rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
-                              "AND key = ? AND is_latest = 1 AND delete_marker = 0", (tenant, bucket, key))
+                              "AND key = ? AND is_latest = 1", base)
         else:
             rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? "
-                              "AND key = ? AND version_id = ?", (tenant, bucket, key, version_id))
+                              f"AND key = ? AND {self._version_where(version_id)}",
+                              (*base, *self._version_params(version_id)))
         if not rows:
             self.get_bucket(tenant, bucket)
             raise ObjectNotFound(bucket, key, version_id)
-        return ObjectRecord._from_row(rows[0])
+        record = ObjectRecord._from_row(rows[0])
+        if version_id is None and record.delete_marker:
+            raise ObjectDeleted(bucket, key, record.public_version_id)
+        return record
+
+    def set_tags(self, tenant: str, bucket: str, key: str, version_id: str | None,
+                 tags: dict[str, str]) -> ObjectRecord:
+        """Replace the tags of the latest (or named) version; return the version as it now is."""
+        with self._write() as db:
+            where = "tenant = ? AND bucket = ? AND key = ? AND " + (
+                "is_latest = 1" if version_id is None else self._version_where(version_id))
+            params = (tenant, bucket, key, *(() if version_id is None else self._version_params(version_id)))
+            row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {where}", params).fetchone()
+            if row is None:
+                if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?", (tenant, bucket)).fetchone():
+                    raise self._no_bucket(db, tenant, bucket)
+                raise ObjectNotFound(bucket, key, version_id)
+            record = ObjectRecord._from_row(row)
+            if record.delete_marker:
+                if version_id is None:
+                    raise ObjectDeleted(bucket, key, record.public_version_id)
+                raise DeleteMarkerVersion(bucket, key, record.public_version_id)
+            db.execute(f"UPDATE objects SET tags = ? WHERE {where}", (json.dumps(tags, sort_keys=True), *params))
+        return replace(record, tags=dict(tags))
 
     def latest_page(self, tenant: str, bucket: str, prefix: str = "", start: str | None = None,
                     inclusive: bool = True, limit: int = 1000) -> list[ObjectRecord]:
@@ -211,38 +329,79 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
 
     def delete_object(self, tenant: str, bucket: str, key: str, version_id: str | None,
                       marker: ObjectRecord | None) -> DeleteOutcome:
-        """Delete a key: remove the named version, or add ``marker`` (versioned bucket), or remove it.
+        """Delete a key as S3 does by the bucket's versioning, or one version of it for good.
 
-        ``marker`` is the delete marker to insert when the bucket is versioned
-        and no version is named; it is ignored otherwise.
+        A named version (``"null"`` for the null version) is removed, and if it was
+        the latest the newest remaining version becomes latest. Without one:
+        versioning enabled adds ``marker``; suspended adds it as the null version
+        (replacing the old null version); never enabled removes the key.
         """
         with self._write() as db:
             versioned = db.execute("SELECT versioning FROM buckets WHERE tenant = ? AND name = ?",
                                    (tenant, bucket)).fetchone()
             if versioned is None:
-                raise BucketNotFound(bucket)
+                raise self._no_bucket(db, tenant, bucket)
             base = ("tenant = ? AND bucket = ? AND key = ?", (tenant, bucket, key))
             if version_id is not None:
-                row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND version_id = ?",
-                                 (*base[1], version_id)).fetchone()
+                named = (f"{base[0]} AND {self._version_where(version_id)}",
+                         (*base[1], *self._version_params(version_id)))
+                row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {named[0]}", named[1]).fetchone()
                 if row is None:
                     return DeleteOutcome(None, None)
                 removed = ObjectRecord._from_row(row)
-                db.execute(f"DELETE FROM objects WHERE {base[0]} AND version_id = ?", (*base[1], version_id))
+                db.execute(f"DELETE FROM objects WHERE {named[0]}", named[1])
                 if removed.is_latest:
                     db.execute(f"UPDATE objects SET is_latest = 1 WHERE {base[0]} AND version_id = "
                                f"(SELECT version_id FROM objects WHERE {base[0]} ORDER BY created DESC, "
                                "version_id DESC LIMIT 1)", (*base[1], *base[1]))
                 return DeleteOutcome(removed, None)
-            if versioned[0] and marker is not None:
+            if versioned[0] in (VERSIONING_ENABLED, VERSIONING_SUSPENDED) and marker is not None:
+                removed = None
+                if versioned[0] == VERSIONING_SUSPENDED:
+                    marker = replace(marker, null_version=True)
+                    row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND null_version = 1",
+                                     base[1]).fetchone()
+                    removed = ObjectRecord._from_row(row) if row is not None else None
+                    db.execute(f"DELETE FROM objects WHERE {base[0]} AND null_version = 1", base[1])
+                else:
+                    marker = replace(marker, null_version=False)
                 db.execute(f"UPDATE objects SET is_latest = 0 WHERE {base[0]} AND is_latest = 1", base[1])
                 db.execute(f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({OBJECT_VALUES})",
                            marker._to_row())
-                return DeleteOutcome(None, marker)
+                return DeleteOutcome(removed, marker)
             row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND is_latest = 1",
                              base[1]).fetchone()
             db.execute(f"DELETE FROM objects WHERE {base[0]}", base[1])
             return DeleteOutcome(ObjectRecord._from_row(row) if row else None, None)
+
+    def versions_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
+                      version_marker: str | None = None, inclusive: bool = False,
+                      limit: int = 1000) -> list[ObjectRecord]:
+        """Up to ``limit`` versions and delete markers under ``prefix``, by key, newest first within a key.
+
+        After ``key_marker`` alone: keys above it (or from it, ``inclusive``).
+        With ``version_marker`` too (a public version id): that key's versions
+        older than the marker's, then the keys above; a marker the key no longer
+        has resumes at the next key.
+        """
+        self.get_bucket(tenant, bucket)
+        where, params = ["tenant = ? AND bucket = ? AND key >= ?"], [tenant, bucket, prefix]
+        if key_marker is not None and version_marker is not None:
+            found = self._read(f"SELECT created, version_id FROM objects WHERE tenant = ? AND bucket = ? AND key = ? "
+                               f"AND {self._version_where(version_marker)}",
+                               (tenant, bucket, key_marker, *self._version_params(version_marker)))
+            if found:
+                where.append("(key > ? OR (key = ? AND (created < ? OR (created = ? AND version_id < ?))))")
+                params += [key_marker, key_marker, found[0][0], found[0][0], found[0][1]]
+            else:
+                where.append("key > ?")
+                params.append(key_marker)
+        elif key_marker is not None:
+            where.append("key >= ?" if inclusive else "key > ?")
+            params.append(key_marker)
+        rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {' AND '.join(where)} "
+                          f"ORDER BY key, created DESC, version_id DESC LIMIT {int(limit)}", tuple(params))
+        return _under_prefix(rows, ObjectRecord._from_row, prefix)
 
     def iter_versions(self, tenant: str, bucket: str, key: str) -> list[ObjectRecord]:
         """Every version of one key, newest first."""
@@ -336,17 +495,17 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         with self._write() as db:
             if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?",
                               (upload.tenant, upload.bucket)).fetchone():
-                raise BucketNotFound(upload.bucket)
+                raise self._no_bucket(db, upload.tenant, upload.bucket)
             existing = db.execute("SELECT tenant, bucket, key FROM multipart_uploads WHERE upload_id = ?",
                                   (upload.upload_id,)).fetchone()
             if existing is not None:
                 if existing != (upload.tenant, upload.bucket, upload.key):
                     raise CatalogError("upload id collision")
                 return
-            db.execute(f"INSERT INTO multipart_uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute(f"INSERT INTO multipart_uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (upload.tenant, upload.bucket, upload.key, upload.upload_id, upload.created,
                         upload.content_type, json.dumps(upload.headers, sort_keys=True),
-                        json.dumps(upload.metadata, sort_keys=True)))
+                        json.dumps(upload.metadata, sort_keys=True), json.dumps(upload.tags, sort_keys=True)))
 
     def get_upload(self, tenant: str, bucket: str, key: str, upload_id: str) -> UploadRecord:
         """The upload, if it belongs to this tenant, bucket and key; ``UploadNotFound`` otherwise."""
@@ -430,11 +589,11 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
             if cursor.rowcount == 0:
                 if not db.execute("SELECT 1 FROM buckets WHERE tenant = ? AND name = ?",
                                   (tenant, bucket)).fetchone():
-                    raise BucketNotFound(bucket)
+                    raise self._no_bucket(db, tenant, bucket)
                 raise UploadNotFound(upload_id)
 
-    def complete_upload(self, record: ObjectRecord, upload_id: str,
-                        parts: list[tuple[int, str]]) -> ObjectRecord:
+    def complete_upload(self, record: ObjectRecord, upload_id: str, parts: list[tuple[int, str]],
+                        condition: WriteCondition | None = None) -> ObjectRecord:
         """Turn an upload into the object ``record``, in one transaction.
 
         ``parts`` are the (number, ETag) pairs the caller checked; each must
@@ -443,7 +602,8 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         object row and one segment per named part are committed, the upload
         and all its part rows removed (unnamed parts' blobs are left for the
         sweeper), and the completion remembered: completing the same upload
-        with the same parts again returns the same object.
+        with the same parts again returns the same object. With ``condition``,
+        only if it holds for the key's current version (see ``commit_object``).
         """
         with self._write() as db:
             done = self._completion_in(db, record.tenant, record.bucket, record.key, upload_id, parts)
@@ -460,7 +620,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
             if offset != record.size:
                 raise InvalidPart(upload_id, parts[-1][0], "part sizes changed while the upload was completed")
             before = usage_in(db, record.tenant, record.bucket)
-            self._commit_in(db, record)
+            record = self._commit_in(db, record, None, condition)
             offset = 0
             for index, (number, _) in enumerate(parts):
                 db.execute(

@@ -76,10 +76,11 @@ def object_rule(action: str) -> Rule:
     return lambda args: [(action, _object(args["bucket"], args["key"]))]
 
 
-def read_rule(version_arg: str = "version_id") -> Rule:
-    """Reading an object: ``s3:GetObject``, or ``s3:GetObjectVersion`` when a version is named."""
-    return lambda args: [("s3:GetObjectVersion" if args.get(version_arg) else "s3:GetObject",
-                          _object(args["bucket"], args["key"]))]
+def read_rule(version_arg: str = "version_id", *, action: str = "s3:GetObject") -> Rule:
+    """``action`` on an object (reading it: ``s3:GetObject``), or its version form when a version is named
+    (``s3:GetObjectVersion``, ``s3:GetObjectVersionTagging``, ``s3:PutObjectVersionAcl``, as IAM spells them)."""
+    versioned = action.replace("Object", "ObjectVersion", 1)
+    return lambda args: [(versioned if args.get(version_arg) else action, _object(args["bucket"], args["key"]))]
 
 
 def delete_rule(args: Mapping[str, Any]) -> list[Check]:

@@ -30,9 +30,9 @@ BUCKET_CACHE_SECONDS = 5.0
 
 def object_info(record: ObjectRecord) -> ObjectInfo:
     """An object version as callers see it: no placement, no key material."""
-    return ObjectInfo(record.bucket, record.key, record.version_id, record.size, record.etag,
+    return ObjectInfo(record.bucket, record.key, record.public_version_id, record.size, record.etag,
                       record.created, record.content_type, dict(record.metadata), dict(record.headers),
-                      record.delete_marker, record.is_latest)
+                      record.delete_marker, record.is_latest, dict(record.tags), record.parts)
 
 
 class WarehouseBase:

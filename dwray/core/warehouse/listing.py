@@ -13,6 +13,7 @@ from dwray.core.models import (
     TenantContext,
     UploadInfo,
     UploadsPage,
+    VersionsPage,
 )
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.warehouse.access import bucket_rule, checked
@@ -25,6 +26,8 @@ __all__ = ["Listing"]
 
 #: rows fetched from the catalog per query while listing uploads
 UPLOADS_BATCH = 1000
+#: rows fetched from the catalog per query while listing versions
+VERSIONS_BATCH = 1000
 
 
 def _encode_token(start: str, inclusive: bool) -> str:
@@ -134,6 +137,61 @@ class Listing(WarehouseBase):
         if prefixes and (not uploads or prefixes[-1] > uploads[-1].key):
             return UploadsPage(uploads, prefixes, True, prefixes[-1], None)
         return UploadsPage(uploads, prefixes, True, uploads[-1].key, uploads[-1].upload_id)
+
+    @traced("list_versions")
+    @checked(bucket_rule("s3:ListBucketVersions"))
+    def list_versions(self, bucket: str, *, prefix: str = "", delimiter: str | None = None,
+                      key_marker: str | None = None, version_id_marker: str | None = None, max_keys: int = 1000,
+                      tenant: TenantArg = None) -> VersionsPage:
+        """One page of every version and delete marker, by key then newest first, as S3's ListObjectVersions.
+
+        Works on every bucket (in one that never kept versions, each key has its
+        null version). ``version_id_marker`` counts only with ``key_marker``; a
+        ``key_marker`` that is a common prefix of this listing (a previous page's
+        ``next_key_marker``) resumes after every key under it.
+        """
+        ctx = self._tenant(tenant)
+        validate_bucket_name(bucket)
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 0:
+            raise InvalidArgument(f"max_keys must be a non-negative integer, not {max_keys!r}")
+        key_marker = key_marker or None
+        version_id_marker = version_id_marker if key_marker else None
+        if version_id_marker is not None and not version_id_marker:
+            version_id_marker = None
+        inclusive = False
+        if key_marker and version_id_marker is None and key_marker.startswith(prefix) \
+                and common_prefix(key_marker, prefix, delimiter) == key_marker:
+            after = successor(key_marker)
+            if after is None:
+                self.catalog.get_bucket(ctx.tenant, bucket)
+                return VersionsPage([], [], False)
+            key_marker, inclusive = after, True
+
+        def scan(after: str | None) -> Iterator[ObjectRecord]:
+            if after is None:
+                return self._versions_from(ctx, bucket, prefix, key_marker, version_id_marker, inclusive)
+            return self._versions_from(ctx, bucket, prefix, after, None, True)
+
+        page = roll_up(scan, lambda record: record.key, prefix=prefix, delimiter=delimiter,
+                       limit=min(max_keys, 1000))
+        versions = [object_info(record) for record in page.entries]
+        prefixes = page.common_prefixes
+        if not page.is_truncated:
+            return VersionsPage(versions, prefixes, False)
+        if prefixes and (not versions or prefixes[-1] > versions[-1].key):
+            return VersionsPage(versions, prefixes, True, prefixes[-1], None)
+        return VersionsPage(versions, prefixes, True, versions[-1].key, versions[-1].version_id)
+
+    def _versions_from(self, ctx: TenantContext, bucket: str, prefix: str, key_marker: str | None,
+                       version_marker: str | None, inclusive: bool) -> Iterator[ObjectRecord]:
+        """Versions under ``prefix`` after the markers, by key then newest first, page by page."""
+        while True:
+            batch = self.catalog.versions_page(ctx.tenant, bucket, prefix, key_marker, version_marker,
+                                               inclusive, VERSIONS_BATCH)
+            yield from batch
+            if len(batch) < VERSIONS_BATCH:
+                return
+            key_marker, version_marker, inclusive = batch[-1].key, batch[-1].public_version_id, False
 
     def _uploads_from(self, ctx: TenantContext, bucket: str, prefix: str, key_marker: str | None,
                       upload_id_marker: str | None, inclusive: bool) -> Iterator[UploadRecord]:

@@ -13,16 +13,18 @@ import hashlib
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dwray.core.catalog import ObjectRecord, PartRecord, UploadRecord
 from dwray.core.models import ObjectInfo, PartInfo, PartsPage, TenantContext, UploadInfo
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import plaintext_frames
+from dwray.core.tags import validate_tags
 from dwray.core.warehouse.access import checked, copy_rule, object_rule
 from dwray.core.warehouse.base import TenantArg, object_info
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
-from dwray.core.warehouse.objects import ObjectWrites, new_version_id
+from dwray.core.warehouse.objects import ObjectWrites, new_version_id, write_condition
 from dwray.core.warehouse.tracing import traced
 from dwray.errors import (
     BucketNotFound,
@@ -59,14 +61,14 @@ class MultipartUploads(ObjectWrites):
     @checked(object_rule("s3:PutObject"))
     def create_multipart_upload(self, bucket: str, key: str, *, content_type: str | None = None,
                                 metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-                                tenant: TenantArg = None) -> UploadInfo:
-        """Begin a multipart upload of ``key``; the object gets these content type, metadata and headers."""
+                                tenant: TenantArg = None, tags: Mapping[str, str] | None = None) -> UploadInfo:
+        """Begin a multipart upload of ``key``; the object gets these content type, metadata, headers and tags."""
         ctx = self._tenant(tenant)
         validate_bucket_name(bucket)
         validate_key(key)
         upload = UploadRecord(ctx.tenant, bucket, key, secrets.token_urlsafe(32), time.time(),
                               content_type or DEFAULT_CONTENT_TYPE, check_headers(headers),
-                              self._check_metadata(metadata))
+                              self._check_metadata(metadata), validate_tags(tags or {}))
         self.catalog.create_upload(upload)
         return UploadInfo(bucket, key, upload.upload_id, upload.created, upload.content_type)
 
@@ -131,16 +133,20 @@ class MultipartUploads(ObjectWrites):
     @traced("complete_multipart_upload")
     @checked(object_rule("s3:PutObject"))
     def complete_multipart_upload(self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]],
-                                  *, tenant: TenantArg = None) -> ObjectInfo:
+                                  *, tenant: TenantArg = None, if_match: str | None = None,
+                                  if_none_match: bool = False) -> ObjectInfo:
         """Make the object from the named ``(part number, ETag)`` parts, in S3's rules.
 
         Parts must ascend without repeats (``InvalidPartOrder``), each must have
         been uploaded with that ETag (``InvalidPart``) and all but the last be
         at least ``limits.min_part_size`` (``EntityTooSmall``). Parts not named
         are dropped. Completing again with the same parts (a retry after a lost
-        answer) returns the same object.
+        answer) returns the same object. ``if_match``/``if_none_match`` make it
+        conditional as ``put``; a condition that fails because the key was written
+        after the upload began is ``ConditionalRequestConflict`` (begin a new upload).
         """
         ctx = self._tenant(tenant)
+        condition = write_condition(if_match, if_none_match)
         named = self._check_completion_parts(upload_id, parts)
         try:
             upload = self._upload(ctx, bucket, key, upload_id)
@@ -168,7 +174,10 @@ class MultipartUploads(ObjectWrites):
             tenant=ctx.tenant, bucket=bucket, key=key, version_id=new_version_id(), is_latest=True,
             delete_marker=False, size=size, etag=_multipart_etag([etag for _, etag in named]),
             content_type=upload.content_type, headers=upload.headers, metadata=upload.metadata,
-            created=time.time(), parts=len(named))
+            created=time.time(), parts=len(named), tags=dict(upload.tags))
+        if condition is not None:
+            condition = replace(condition, since=upload.created)
+            return object_info(self.catalog.complete_upload(record, upload_id, named, condition))
         return object_info(self.catalog.complete_upload(record, upload_id, named))
 
     def _check_completion_parts(self, upload_id: str, parts: Any) -> list[tuple[int, str]]:

@@ -13,19 +13,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dwray.core.catalog import BucketRecord, ObjectRecord, Placement
+from dwray.core.catalog import BucketRecord, ObjectRecord, Placement, WriteCondition
 from dwray.core.frames import FORMAT_VERSION, KeyHeader, ObjectIdentity, new_object_keys
 from dwray.core.models import DeleteResult, ObjectInfo, TenantContext
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import ObjectCrypto, StoredBlob, plaintext_frames
-from dwray.core.warehouse.access import checked, copy_rule, delete_rule, object_rule
+from dwray.core.tags import validate_tags
+from dwray.core.warehouse.access import checked, copy_rule, delete_rule, object_rule, read_rule
 from dwray.core.warehouse.base import TenantArg, object_info
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
 from dwray.core.warehouse.reads import ObjectReads
 from dwray.core.warehouse.tracing import traced
-from dwray.errors import BucketNotFound, DwrayError
+from dwray.errors import BucketNotFound, DwrayError, InvalidArgument
 
-__all__ = ["ObjectWrites", "Sealed", "new_version_id"]
+__all__ = ["ObjectWrites", "Sealed", "new_version_id", "write_condition"]
 
 
 def new_version_id() -> str:
@@ -54,23 +55,30 @@ class ObjectWrites(ObjectReads):
     @checked(object_rule("s3:PutObject"))
     def put(self, bucket: str, key: str, data: Any, *, content_type: str | None = None,
             metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-            tenant: TenantArg = None, finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectInfo:
+            tenant: TenantArg = None, finalize: Callable[[], Mapping[str, str]] | None = None,
+            tags: Mapping[str, str] | None = None, if_match: str | None = None,
+            if_none_match: bool = False) -> ObjectInfo:
         """Store ``data`` (bytes, binary file object, or iterable of bytes chunks) under ``key``.
 
         Returns once the object is durable and committed. ``finalize``, if given,
         is called once all of ``data`` is stored and before the commit; it returns
         headers known only then (checksums of the body) to store with the object.
+        ``if_none_match`` (no current version) and ``if_match`` (the current
+        version's ETag) make the write conditional, decided in the commit
+        (``PreconditionFailed``; ``ObjectNotFound`` for ``if_match`` on no object).
         """
         ctx = self._tenant(tenant)
         validate_bucket_name(bucket)
         validate_key(key)
         clean_metadata, clean_headers = self._check_metadata(metadata), check_headers(headers)
+        clean_tags = validate_tags(tags or {})
+        condition = write_condition(if_match, if_none_match)
         bucket_record = self._bucket(ctx, bucket)
         try:
             record = self._write_object(ctx, bucket_record, key,
                                         plaintext_frames(data, self.config.pipeline.frame_size),
                                         content_type or DEFAULT_CONTENT_TYPE, clean_metadata, clean_headers,
-                                        finalize)
+                                        finalize, clean_tags, condition)
         except BucketNotFound:
             self._forget_bucket(ctx, bucket)
             raise
@@ -106,7 +114,8 @@ class ObjectWrites(ObjectReads):
 
     def _write_object(self, ctx: TenantContext, bucket: BucketRecord, key: str, frames: Any,
                       content_type: str, metadata: dict[str, str], headers: dict[str, str],
-                      finalize: Callable[[], Mapping[str, str]] | None = None) -> ObjectRecord:
+                      finalize: Callable[[], Mapping[str, str]] | None = None, tags: dict[str, str] | None = None,
+                      condition: WriteCondition | None = None) -> ObjectRecord:
         version_id = new_version_id()
         sealed = self._seal(ctx, bucket, key, version_id, frames)
         if finalize is not None:
@@ -118,21 +127,24 @@ class ObjectWrites(ObjectReads):
         record = ObjectRecord(
             tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
             delete_marker=False, size=sealed.stored.size, etag=sealed.stored.md5.hex(), content_type=content_type,
-            headers=headers, metadata=metadata, created=time.time(), placement=sealed.placement(self.backend_name))
+            headers=headers, metadata=metadata, created=time.time(), placement=sealed.placement(self.backend_name),
+            tags=dict(tags or {}))
         try:
-            self.catalog.commit_object(record)
+            return self.catalog.commit_object(record, condition) if condition is not None else \
+                self.catalog.commit_object(record)
         except BaseException:
             self._forget_blob(sealed.blob_id)
             raise
-        return record
 
     @traced("copy")
     @checked(copy_rule("version_id"))
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str, *,
              version_id: str | None = None, content_type: str | None = None,
              metadata: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
-             tenant: TenantArg = None) -> ObjectInfo:
-        """Copy an object. Metadata, content type and headers are copied unless given (S3's REPLACE).
+             tenant: TenantArg = None, tags: Mapping[str, str] | None = None, if_match: str | None = None,
+             if_none_match: bool = False) -> ObjectInfo:
+        """Copy an object. Metadata, content type and headers are copied unless given (S3's REPLACE);
+        so are tags unless ``tags`` is given. ``if_match``/``if_none_match`` concern the destination, as in ``put``.
 
         The copy is sealed afresh under its own DEK: the AAD binds each frame
         to its key and version, so frames cannot be shared between objects.
@@ -140,6 +152,8 @@ class ObjectWrites(ObjectReads):
         ctx = self._tenant(tenant)
         validate_bucket_name(dst_bucket)
         validate_key(dst_key)
+        condition = write_condition(if_match, if_none_match)
+        new_tags = None if tags is None else validate_tags(tags)
         replace = metadata is not None or content_type is not None or headers is not None
         source = self.open(src_bucket, src_key, version_id=version_id, tenant=ctx)
         with source:
@@ -150,7 +164,8 @@ class ObjectWrites(ObjectReads):
                 ctx, dest, dst_key, frames,
                 (content_type or DEFAULT_CONTENT_TYPE) if replace else info.content_type,
                 self._check_metadata(metadata) if replace else dict(info.metadata),
-                check_headers(headers) if replace else dict(info.headers))
+                check_headers(headers) if replace else dict(info.headers), None,
+                dict(info.tags) if new_tags is None else new_tags, condition)
         return object_info(record)
 
     @traced("delete")
@@ -169,7 +184,64 @@ class ObjectWrites(ObjectReads):
                               DEFAULT_CONTENT_TYPE, created=time.time())
         outcome = self.catalog.delete_object(ctx.tenant, bucket, key, version_id, marker)
         if outcome.delete_marker is not None:
-            return DeleteResult(bucket, key, outcome.delete_marker.version_id, True, True)
+            return DeleteResult(bucket, key, outcome.delete_marker.public_version_id, True, True)
         removed = outcome.removed
-        return DeleteResult(bucket, key, removed.version_id if removed else version_id,
+        return DeleteResult(bucket, key, removed.public_version_id if removed else version_id,
                             bool(removed and removed.delete_marker), removed is not None)
+
+    # Tags and ACLs ---------------------------------------------------------------
+
+    @checked(read_rule(action="s3:GetObjectTagging"))
+    def get_tags(self, bucket: str, key: str, *, version_id: str | None = None,
+                 tenant: TenantArg = None) -> tuple[str, dict[str, str]]:
+        """The tags of the latest (or named) version, and that version's id (S3's GetObjectTagging)."""
+        ctx = self._tenant(tenant)
+        record = self._lookup(ctx, bucket, key, version_id)
+        return record.public_version_id, dict(record.tags)
+
+    @traced("put_tags")
+    @checked(read_rule(action="s3:PutObjectTagging"))
+    def put_tags(self, bucket: str, key: str, tags: Mapping[str, str], *, version_id: str | None = None,
+                 tenant: TenantArg = None) -> str:
+        """Replace the tags of the latest (or named) version; return its version id (S3's PutObjectTagging)."""
+        return self._set_tags(self._tenant(tenant), bucket, key, validate_tags(tags), version_id)
+
+    @traced("delete_tags")
+    @checked(read_rule(action="s3:DeleteObjectTagging"))
+    def delete_tags(self, bucket: str, key: str, *, version_id: str | None = None, tenant: TenantArg = None) -> str:
+        """Remove every tag of the latest (or named) version; return its version id (S3's DeleteObjectTagging)."""
+        return self._set_tags(self._tenant(tenant), bucket, key, {}, version_id)
+
+    def _set_tags(self, ctx: TenantContext, bucket: str, key: str, tags: dict[str, str],
+                  version_id: str | None) -> str:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        return self.catalog.set_tags(ctx.tenant, bucket, key, version_id, tags).public_version_id
+
+    @checked(read_rule(action="s3:GetObjectAcl"))
+    def object_acl(self, bucket: str, key: str, *, version_id: str | None = None,
+                   tenant: TenantArg = None) -> ObjectInfo:
+        """The object whose ACL is asked for: only its owner, the bucket's tenant, has access (S3's GetObjectAcl)."""
+        ctx = self._tenant(tenant)
+        return object_info(self._lookup(ctx, bucket, key, version_id))
+
+    @traced("put_object_acl")
+    @checked(read_rule(action="s3:PutObjectAcl"))
+    def put_object_acl(self, bucket: str, key: str, *, version_id: str | None = None,
+                       tenant: TenantArg = None) -> ObjectInfo:
+        """S3's PutObjectAcl with the one ACL dwray has, ``private``: checks the object, changes nothing."""
+        ctx = self._tenant(tenant)
+        return object_info(self._lookup(ctx, bucket, key, version_id))
+
+
+def write_condition(if_match: str | None, if_none_match: bool) -> WriteCondition | None:
+    """The precondition of a conditional write, or ``None``; one of the two at a time."""
+    if if_match is not None and if_none_match:
+        raise InvalidArgument("a write may carry If-Match or If-None-Match, not both")
+    if if_none_match:
+        return WriteCondition(if_none_match=True)
+    if if_match is None:
+        return None
+    if not isinstance(if_match, str) or not if_match.strip().strip('"'):
+        raise InvalidArgument(f"If-Match must name an ETag, not {if_match!r}")
+    return WriteCondition(if_match=if_match.strip().strip('"').lower())

@@ -20,7 +20,7 @@ from dwray.core.pipeline import ObjectCrypto
 from dwray.core.warehouse.access import checked, read_rule
 from dwray.core.warehouse.base import TenantArg, WarehouseBase, object_info
 from dwray.core.warehouse.tracing import traced, tracer, within
-from dwray.errors import IntegrityError, InvalidArgument, InvalidRange, ObjectNotFound
+from dwray.errors import DeleteMarkerVersion, IntegrityError, InvalidArgument, InvalidRange, ObjectNotFound
 
 __all__ = ["ObjectReader", "ObjectReads"]
 
@@ -105,12 +105,39 @@ class ObjectReads(WarehouseBase):
         ctx = self._tenant(tenant)
         return object_info(self._lookup(ctx, bucket, key, version_id))
 
+    @traced("part_span")
+    @checked(read_rule())
+    def part_span(self, bucket: str, key: str, part_number: int, *, version_id: str | None = None,
+                  tenant: TenantArg = None) -> tuple[ObjectInfo, tuple[int, int] | None]:
+        """The object's metadata and the plaintext bytes ``[start, end)`` of its part ``part_number``.
+
+        The span is None when the object has no such part: a single-part object
+        has only part 1 (all of it), a multipart one ``info.parts_count`` parts.
+        What to answer then is the caller's (S3 says ``InvalidPartNumber``).
+        Parts are counted in the order the completed upload listed them; one
+        catalog query finds the part, however many parts precede it.
+        """
+        if not isinstance(part_number, int) or isinstance(part_number, bool) or part_number < 1:
+            raise InvalidArgument(f"a part number is an integer of at least 1, not {part_number!r}")
+        ctx = self._tenant(tenant)
+        record = self._lookup(ctx, bucket, key, version_id)
+        info = object_info(record)
+        if record.placement is not None:
+            return info, ((0, record.size) if part_number == 1 else None)
+        if part_number > info.parts_count:
+            return info, None
+        page = self.catalog.segments_page(ctx.tenant, record.bucket, record.key, record.version_id, 0, part_number)
+        if len(page) < part_number:
+            return info, None
+        segment = page[part_number - 1]
+        return info, (segment.offset, segment.offset + segment.size)
+
     def _lookup(self, ctx: TenantContext, bucket: str, key: str, version_id: str | None) -> ObjectRecord:
         validate_bucket_name(bucket)
         validate_key(key)
         record = self.catalog.get_object(ctx.tenant, bucket, key, version_id)
-        if record.delete_marker:
-            raise ObjectNotFound(bucket, key, version_id)
+        if record.delete_marker:  # named: the catalog answers a latest delete marker with ObjectDeleted
+            raise DeleteMarkerVersion(bucket, key, record.public_version_id)
         return record
 
     @checked(read_rule())

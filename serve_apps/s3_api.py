@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
+from types import MappingProxyType
+from typing import ClassVar
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,34 +27,45 @@ from starlette.responses import Response, StreamingResponse
 from dwray.errors import DwrayError
 from dwray.s3 import xml as s3xml
 from dwray.s3.errors import S3Error, from_dwray_error
+from dwray.s3.request_headers import refuse_unhonoured_headers
 from serve_apps.edge_audit import audit_refusal
 from serve_apps.s3_buckets import BucketOperations
 from serve_apps.s3_call import S3Call, client_address
 from serve_apps.s3_multipart import MultipartOperations
 from serve_apps.s3_objects import ObjectOperations
+from serve_apps.s3_subresources import SubresourceOperations
 
 __all__ = ["S3Api"]
 
 log = logging.getLogger("dwray.gateway")
 
 
-class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
+class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, MultipartOperations):
     """The S3 operations of one gateway replica, and the request cycle that dispatches to them."""
+
+    # Each S3 operation that :func:`~serve_apps.s3_call.classify` names -> the name of its handler method.
+    # A class-level table, so the README's compatibility matrix (serve_apps.s3_compat) reads it without a gateway.
+    HANDLERS: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "ListBuckets": "list_buckets", "CreateBucket": "create_bucket", "HeadBucket": "head_bucket",
+        "DeleteBucket": "delete_bucket", "GetBucketLocation": "bucket_location",
+        "GetBucketVersioning": "bucket_versioning", "ListObjects": "list_objects_v1",
+        "ListObjectsV2": "list_objects_v2", "ListMultipartUploads": "list_uploads",
+        "DeleteObjects": "delete_objects", "PutObject": "put_object", "CopyObject": "copy_object",
+        "GetObject": "get_object", "HeadObject": "head_object", "DeleteObject": "delete_object",
+        "CreateMultipartUpload": "create_upload", "UploadPart": "upload_part",
+        "UploadPartCopy": "upload_part_copy", "CompleteMultipartUpload": "complete_upload",
+        "AbortMultipartUpload": "abort_upload", "ListParts": "list_parts",
+        "ListObjectVersions": "list_object_versions", "PutBucketVersioning": "put_bucket_versioning",
+        "GetBucketAcl": "get_bucket_acl", "PutBucketAcl": "put_bucket_acl",
+        "GetObjectAcl": "get_object_acl", "PutObjectAcl": "put_object_acl",
+        "GetObjectTagging": "get_object_tagging", "PutObjectTagging": "put_object_tagging",
+        "DeleteObjectTagging": "delete_object_tagging",
+    })
 
     @cached_property
     def handlers(self) -> dict[str, Callable[[S3Call], Awaitable[Response]]]:
         """The handler of each S3 operation that :func:`~serve_apps.s3_call.classify` names."""
-        return {
-            "ListBuckets": self.list_buckets, "CreateBucket": self.create_bucket, "HeadBucket": self.head_bucket,
-            "DeleteBucket": self.delete_bucket, "GetBucketLocation": self.bucket_location,
-            "GetBucketVersioning": self.bucket_versioning, "ListObjects": self.list_objects_v1,
-            "ListObjectsV2": self.list_objects_v2, "ListMultipartUploads": self.list_uploads,
-            "DeleteObjects": self.delete_objects, "PutObject": self.put_object, "CopyObject": self.copy_object,
-            "GetObject": self.get_object, "HeadObject": self.head_object, "DeleteObject": self.delete_object,
-            "CreateMultipartUpload": self.create_upload, "UploadPart": self.upload_part,
-            "UploadPartCopy": self.upload_part_copy, "CompleteMultipartUpload": self.complete_upload,
-            "AbortMultipartUpload": self.abort_upload, "ListParts": self.list_parts,
-        }
+        return {operation: getattr(self, method) for operation, method in self.HANDLERS.items()}
 
     # The request cycle ---------------------------------------------------------
 
@@ -76,6 +89,7 @@ class S3Api(BucketOperations, ObjectOperations, MultipartOperations):
             self._rate_limit(call)
             if call.operation == "Unsupported":
                 raise S3Error("NotImplemented", "dwray does not implement this S3 operation")
+            refuse_unhonoured_headers(call.headers, call.operation, call.tenant)
             reached = True
             response = await self.handlers[call.operation](call)
         except S3Error as error:

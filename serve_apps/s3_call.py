@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -22,25 +23,57 @@ from dwray.s3.numbers import parse_decimal
 from serve_apps.haproxy_hardening import CLIENT_ADDRESS_HEADER
 
 __all__ = ["RESERVED_BUCKETS", "S3Call", "classify", "client_address", "etag", "header_pairs", "int_param",
-           "query_params", "refuse_conditional_write"]
+           "query_params", "version_headers", "write_conditions"]
 
 # Query parameters that name S3 features dwray does not offer: answered 501, never mistaken for GET/PUT Object.
 UNSUPPORTED_SUBRESOURCES = frozenset({
-    "acl", "policy", "cors", "lifecycle", "tagging", "website", "replication", "logging", "notification",
+    "policy", "cors", "lifecycle", "website", "replication", "logging", "notification",
     "encryption", "object-lock", "legal-hold", "retention", "torrent", "requestPayment", "accelerate",
     "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
-    "restore", "select", "attributes", "versions"})
+    "restore", "select", "attributes",
+    # Newer operations whose requests would otherwise look like ListObjects, CreateBucket, DeleteBucket,
+    # PutObject, GetObject or DeleteObject (RenameObject as PutObject would store an empty object).
+    "session", "abac", "policyStatus", "metadataConfiguration", "metadataTable", "metadataAnnotationTable",
+    "metadataInventoryTable", "metadataJournalTable", "annotation", "renameObject"})
+# Subresources dwray serves on objects (``?acl``, ``?tagging``) and on buckets (``?acl``, ``?versioning``,
+# ``?versions``); bucket tagging is not among them.
+OBJECT_SUBRESOURCES = {"acl": "Acl", "tagging": "Tagging"}
 # Path-style names the gateway serves itself (/admin, /healthz, /metrics).
 RESERVED_BUCKETS = frozenset({"admin", "healthz", "metrics"})
-CONDITIONAL_WRITE_HEADERS = ("if-match", "if-none-match")
+NULL_VERSION = "null"  # the version id of a key's null version
+NOT_IMPLEMENTED_HEADER = "A header you provided implies functionality that is not implemented"
 
 
-def refuse_conditional_write(call: S3Call) -> None:
-    """Conditional writes need an atomic check in the commit, which dwray does not have yet:
-    refuse them clearly rather than ignore them (an ignored If-None-Match: * overwrites)."""
-    for name in CONDITIONAL_WRITE_HEADERS:
-        if name in call.headers:
-            raise S3Error("NotImplemented", f"conditional writes ({name}) are not supported by dwray yet")
+def write_conditions(call: S3Call) -> dict[str, Any]:
+    """The conditions of a write on its destination (``If-Match: ETAG``, ``If-None-Match: *``), as the
+    warehouse's ``if_match=`` and ``if_none_match=`` take them; it decides them atomically in the commit.
+
+    As S3: ``If-None-Match`` takes only ``*`` and the two headers do not go together (501 NotImplemented).
+    Checked before any body is read, so a refused request stores nothing.
+    """
+    if_match = call.headers.get("if-match")
+    if_none_match = call.headers.get("if-none-match")
+    if if_match is not None and if_none_match is not None:
+        raise S3Error("NotImplemented", f"{NOT_IMPLEMENTED_HEADER}: If-Match and If-None-Match together")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise S3Error("NotImplemented", f"{NOT_IMPLEMENTED_HEADER}: If-None-Match on a write takes only '*'")
+        return {"if_none_match": True}
+    if if_match is not None:
+        return {"if_match": if_match.strip()}
+    return {}
+
+
+def version_headers(version_id: str) -> dict[str, str]:
+    """``x-amz-version-id`` for a write's response: the new version's id, none for a ``null`` version.
+
+    S3 returns the id it generated when versioning is Enabled; a ``null``
+    version (an unversioned or Suspended bucket) has no id of its own to
+    return (the AWS SDKs document the field as set only for versioned writes,
+    and MinIO answers the same). Deciding on the id alone costs no lookup of
+    the bucket's versioning status.
+    """
+    return {} if version_id == NULL_VERSION else {"x-amz-version-id": version_id}
 
 
 def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str],
@@ -51,17 +84,26 @@ def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str
     if bucket is None:
         return "ListBuckets" if method == "GET" else "Unsupported"
     if not key:
+        if "tagging" in params:
+            return "Unsupported"
+        if "acl" in params:
+            return {"GET": "GetBucketAcl", "PUT": "PutBucketAcl"}.get(method, "Unsupported")
         table = {
             "GET": ("GetBucketLocation" if "location" in params else
                     "ListMultipartUploads" if "uploads" in params else
                     "GetBucketVersioning" if "versioning" in params else
+                    "ListObjectVersions" if "versions" in params else
                     "ListObjectsV2" if params.get("list-type") == "2" else "ListObjects"),
-            "PUT": "Unsupported" if "versioning" in params else "CreateBucket",
+            "PUT": "PutBucketVersioning" if "versioning" in params else "CreateBucket",
             "HEAD": "HeadBucket",
             "DELETE": "DeleteBucket",
             "POST": "DeleteObjects" if "delete" in params else "Unsupported",
         }
         return table.get(method, "Unsupported")
+    for name, noun in OBJECT_SUBRESOURCES.items():
+        if name in params:
+            methods = ("GET", "PUT", "DELETE") if noun == "Tagging" else ("GET", "PUT")
+            return f"{method.title()}Object{noun}" if method in methods else "Unsupported"
     if method == "PUT":
         if "uploadId" in params or "partNumber" in params:
             return "UploadPartCopy" if "x-amz-copy-source" in headers else "UploadPart"

@@ -113,9 +113,7 @@ class S3Operations:
             if value is None:
                 continue
             if name == "content-encoding":
-                # aws-chunked describes this request's framing, not the object (S3 drops it too).
-                codings = (part.strip() for part in value.split(","))
-                value = ",".join(part for part in codings if part and part != "aws-chunked")
+                value = _without_aws_chunked(value)
                 if not value:
                     continue
             headers[name] = value
@@ -191,3 +189,16 @@ class S3Operations:
             raise
         result = await work
         return result, outcome.get("checksums", {})
+
+
+def _without_aws_chunked(value: str) -> str:
+    """A Content-Encoding without the ``aws-chunked`` coding, otherwise as sent (spaces kept).
+
+    aws-chunked describes this request's framing, not the object, so S3 drops
+    it; every other coding is the client's to name and S3 returns it verbatim.
+    """
+    codings = value.split(",")
+    kept = [coding for coding in codings if coding.strip().lower() != "aws-chunked"]
+    if len(kept) == len(codings):
+        return value
+    return ",".join(kept).strip(" \t")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from dwray.cli.keys_cmds import keys_group
@@ -25,6 +26,7 @@ from dwray.cli.output import (
     CountingReader,
     emit,
     print_table,
+    printable,
     progress_bar,
     stderr,
     stdout,
@@ -77,6 +79,11 @@ def remove_bucket(state: State, as_json: bool, bucket: str) -> None:
     emit(as_json, {"deleted": name}, lambda: stdout.print(f"deleted bucket {name}", highlight=False))
 
 
+def _shown(name: str) -> str:
+    """A key or prefix as a table shows it: control characters escaped, and no rich markup."""
+    return escape(printable(name))
+
+
 @command(cli, "ls")
 @click.argument("target", required=False)
 @click.option("--recursive", "-r", is_flag=True, help="list every key, not one level")
@@ -104,10 +111,10 @@ def list_command(state: State, as_json: bool, target: str | None, recursive: boo
         for column in ("size", "modified", "key"):
             table.add_column(column, justify="right" if column == "size" else "left")
         for common in prefixes:
-            table.add_row("PRE", "", common)
+            table.add_row("PRE", "", _shown(common))
         for info in objects:
             modified = datetime.fromtimestamp(info.last_modified, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            table.add_row(str(info.size), modified, info.key)
+            table.add_row(str(info.size), modified, _shown(info.key))
         print_table(table)
 
     emit(as_json, {"objects": [asdict(o) for o in objects], "common_prefixes": prefixes}, human)

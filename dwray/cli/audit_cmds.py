@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dwray.cli.app import cli
-from dwray.cli.output import emit, print_table, stdout
+from dwray.cli.output import emit, print_table, printable, stdout
 from dwray.cli.state import State, command, command_config
 from dwray.core.access_keys import iso_timestamp
 from dwray.core.audit import AuditLocations
@@ -159,5 +159,5 @@ def _print_records(records: list[dict[str, Any]]) -> None:
 
 
 def _cell(value: Any) -> str:
-    """A field as shown: absent is blank, but entry 0 is "0"."""
-    return "" if value is None else str(value)
+    """A field as shown: absent is blank, but entry 0 is "0"; control characters (a key may hold them) escaped."""
+    return "" if value is None else printable(str(value))

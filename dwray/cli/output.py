@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -18,10 +19,18 @@ from rich.progress import (
 from rich.table import Table
 
 PROGRESS_THRESHOLD = 8 << 20  # show progress for transfers larger than this
+# C0 and C1 controls and DEL: keys may hold them (as in S3), and a terminal would obey them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 stderr = Console(stderr=True)
 stdout = Console()
 wide = Console(width=10_000)  # for tables written to a pipe or file
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written as ``\\xNN``, so that a stored name
+    (an object key, an audit record's resource) cannot drive the terminal it is shown on."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def print_table(table: Table) -> None:

@@ -21,7 +21,7 @@ from dwray.s3.numbers import MAX_DECIMAL_DIGITS, is_decimal
 __all__ = [
     "bucket_and_key", "check_conditions", "check_copy_source_conditions", "http_date", "iso8601",
     "metadata_headers", "parse_copy_range", "parse_copy_source", "parse_http_date", "parse_range",
-    "quote_etag", "response_overrides", "user_metadata", "virtual_host_bucket",
+    "quote_etag", "response_overrides", "user_metadata", "version_id_param", "virtual_host_bucket",
 ]
 
 META_PREFIX = "x-amz-meta-"
@@ -45,6 +45,9 @@ _COPY_RANGE = re.compile(rf"bytes=([0-9]{{1,{MAX_DECIMAL_DIGITS}}})-([0-9]{{1,{M
 # One entity-tag in a list (RFC 9110 §8.8.3), optionally weak. Unquoted tags are
 # accepted too because S3 accepts ``If-Match: <hex>`` from clients that strip quotes.
 _ETAG_ITEM = re.compile(r'\s*(W/)?("[^"]*"|[^,\s]+)\s*(?:,|$)')
+
+# The version ids dwray issues (:func:`dwray.core.warehouse.objects.new_version_id`), besides ``null``.
+VERSION_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 _COPY_RANGE_FORM = ("The x-amz-copy-source-range value must be of the form bytes=first-last "
                     "where first and last are the zero-based offsets of the first and last bytes to copy")
@@ -133,16 +136,36 @@ def _unsatisfiable(header: str, size: int) -> S3Error:
 def parse_copy_range(value: str, size: int) -> tuple[int, int]:
     """The inclusive range ``x-amz-copy-source-range: bytes=first-last`` names.
 
-    Unlike GET's Range, S3 accepts only the full ``first-last`` form and only
-    within the source object; both failures are ``InvalidArgument``, as S3 sends.
+    Unlike GET's Range, S3 accepts only the full ``first-last`` form of the
+    ``bytes`` unit: anything else is malformed, ``InvalidArgument`` (400). A
+    well-formed range that is not within the source (``first > last``, or
+    ``last`` at or past its end) is ``InvalidRange`` (416), as S3 sends.
     """
     match = _COPY_RANGE.match(value.strip(" \t"))
     if match is None:
         raise S3Error("InvalidArgument", _COPY_RANGE_FORM)
     start, end = int(match.group(1)), int(match.group(2))
     if start > end or end >= size:
-        raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}")
+        raise S3Error("InvalidRange", f"The x-amz-copy-source-range {value.strip()!r} is not satisfiable: "
+                      f"Range specified is not valid for source object of size: {size}")
     return start, end
+
+
+def version_id_param(query: Mapping[str, str]) -> str | None:
+    """The ``versionId`` query parameter: None when absent, else a well-formed version id.
+
+    dwray's version ids are ``null`` or :data:`VERSION_ID_PATTERN`; anything
+    else names no version that can exist, so it is refused as S3 does
+    (``400 InvalidArgument``) rather than looked up.
+    """
+    value = query.get("versionId")
+    if value is None:
+        return None
+    if value == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string")
+    if value != "null" and not VERSION_ID_PATTERN.fullmatch(value):
+        raise S3Error("InvalidArgument", "Invalid version id specified")
+    return value
 
 
 # ---------------------------------------------------------------- conditions
@@ -294,6 +317,8 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
         if name != "versionId" or not eq or not version:
             raise S3Error("InvalidArgument", "x-amz-copy-source may only carry a non-empty ?versionId=")
         version_id = unquote(version)
+        if version_id != "null" and not VERSION_ID_PATTERN.fullmatch(version_id):
+            raise S3Error("InvalidArgument", "Invalid version id specified")
     try:
         decoded = unquote(path.removeprefix("/"), errors="strict")
     except UnicodeDecodeError:

@@ -167,13 +167,22 @@ def query_auth_params(params: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def parse_expires(value: str) -> int:
-    """X-Amz-Expires in seconds, at most S3's one week."""
+    """X-Amz-Expires in seconds: 1 to S3's one week.
+
+    Anything else (negative, zero, over a week, not a number) is ``403
+    AccessDenied``, as S3 answers such a URL: it grants nothing, so it is a
+    refusal rather than a malformed request.
+    """
+    if value.startswith("-") and is_decimal(value[1:]):
+        raise S3Error("AccessDenied", "X-Amz-Expires must be non-negative")
     if not is_decimal(value):
-        raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires should be a number "
+        raise S3Error("AccessDenied", "X-Amz-Expires should be a number "
                       f"(1 to {MAX_DECIMAL_DIGITS} ASCII digits)")
     expires = int(value)
+    if expires == 0:
+        raise S3Error("AccessDenied", "Request has expired")
     if expires > MAX_PRESIGN_EXPIRES:
-        raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be less than a week "
+        raise S3Error("AccessDenied", "X-Amz-Expires must be less than a week "
                       f"(in seconds) that is {MAX_PRESIGN_EXPIRES}")
     return expires
 

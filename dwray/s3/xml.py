@@ -10,26 +10,42 @@ namespace or none.
 Renderers build with :mod:`xml.etree.ElementTree`, so text is escaped, and
 return UTF-8 bytes with an XML declaration and the S3 namespace on the root
 (except ``<Error>``, which S3 sends, and botocore expects, without one).
+
+Keys may hold any character but NUL (as in S3), and XML 1.0 cannot carry most
+C0 control characters at all, not even as character references. S3 writes
+them anyway (``&#x1;``), which no conforming parser reads; dwray never sends a
+malformed document. A listing asked for without ``encoding-type=url`` whose
+names hold such a character is refused with ``InvalidArgument`` naming the
+name (percent-encoded) and the remedy; with ``encoding-type=url`` every name is
+percent-encoded and any key lists. A carriage return is written as ``&#13;``,
+which parsers keep (a raw one they would read back as a line feed).
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from urllib.parse import quote_plus
+from urllib.parse import quote
 
 import defusedxml
 import defusedxml.ElementTree as DET
 
-from dwray.core.models import BucketInfo, ListPage, ObjectInfo, PartsPage, UploadsPage
+from dwray.core.models import (
+    BucketInfo,
+    ListPage,
+    ObjectInfo,
+    PartsPage,
+    UploadsPage,
+    VersionsPage,
+)
 from dwray.s3.errors import S3Error
 from dwray.s3.http import iso8601, quote_etag
 
 __all__ = [
     "MAX_XML_BYTES", "S3_NS", "complete_multipart_xml", "copy_object_xml", "copy_part_xml",
     "delete_result_xml", "error_xml", "initiate_multipart_xml", "list_buckets_xml", "list_objects_v1_xml",
-    "list_objects_v2_xml", "list_parts_xml", "list_uploads_xml", "location_xml", "parse_complete_multipart",
-    "parse_create_bucket", "parse_delete_objects", "versioning_xml",
+    "list_objects_v2_xml", "list_parts_xml", "list_uploads_xml", "list_versions_xml", "location_xml",
+    "parse_complete_multipart", "parse_create_bucket", "parse_delete_objects", "url_encode",
 ]
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -43,6 +59,8 @@ _INTEGER = re.compile(r"-?[0-9]+\Z")
 _MAX_DEPTH = 8
 _MAX_ELEMENTS = 100_000
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+# What XML 1.0 cannot carry at all: C0 controls but tab, LF and CR; surrogates; U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _MALFORMED = "The XML you provided was not well-formed or did not validate against our published schema"
 
 
@@ -182,30 +200,52 @@ def _root(tag: str) -> ET.Element:
 
 
 def _add(parent: ET.Element, tag: str, text: str | int | bool | None = None) -> ET.Element:
+    """A child element with ``text``. Names a listing shows were checked (or encoded) before
+    they got here; anything else XML cannot carry becomes U+FFFD, so no document is malformed."""
     child = ET.SubElement(parent, tag)
     if isinstance(text, bool):
         child.text = "true" if text else "false"
     elif text is not None:
-        child.text = str(text)
+        child.text = _NOT_XML.sub("\ufffd", str(text))
     return child
 
 
 def _bytes(root: ET.Element) -> bytes:
-    return _DECLARATION + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    # A raw CR can only come from element text here (no attributes but xmlns, no indentation).
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=False).replace(b"\r", b"&#13;")
+    return _DECLARATION + body
+
+
+def url_encode(value: str) -> str:
+    """A name as ``encoding-type=url`` writes it: UTF-8 percent-encoded, ``/`` kept, a space as ``%20``.
+
+    The S3 conformance suite (ceph's s3-tests) expects ``%20`` and ``%2B``
+    (``quux%20ab/``, ``asdf%2Bb``). Some S3 endpoints have been seen sending a
+    space as ``+``; ``%20`` is what every client decodes back to a space,
+    whether it unquotes as a form (botocore's ``unquote_plus``) or as a path,
+    while a ``+`` only the former reads right. A literal ``+`` travels as
+    ``%2B`` and a ``%`` as ``%25``, so decoding is exact.
+    """
+    return quote(value, safe="/", errors="replace")
+
+
+def _verbatim(value: str) -> str:
+    """``value`` unchanged, or ``InvalidArgument`` if XML 1.0 cannot carry it (see the module's docstring)."""
+    found = _NOT_XML.search(value)
+    if found is not None:
+        raise S3Error("InvalidArgument", f"the listing holds the name {url_encode(value)!r} (percent-encoded "
+                      f"here), whose character U+{ord(found.group()):04X} XML 1.0 cannot carry: list with "
+                      "encoding-type=url")
+    return value
 
 
 def _encoder(encoding_type: str | None) -> Callable[[str], str]:
-    """How names are written: as-is, or URL-encoded for ``encoding-type=url``.
-
-    S3 encodes space as ``+`` and leaves ``/`` alone; botocore decodes with
-    ``unquote_plus``, which is why ``quote_plus`` (and not ``quote``) is the
-    matching encoder: a literal ``+`` in a key must travel as ``%2B``.
-    """
+    """How names are written: as they are (if XML can carry them), or :func:`url_encode`-d."""
     if encoding_type is None:
-        return lambda value: value
+        return _verbatim
     if encoding_type != "url":
         raise S3Error("InvalidArgument", f"Invalid Encoding Method specified in Request: {encoding_type!r}")
-    return lambda value: quote_plus(value, safe="/")
+    return url_encode
 
 
 def _owner(parent: ET.Element, tag: str, owner_id: str, display_name: str | None = None) -> None:
@@ -240,8 +280,12 @@ def error_xml(error: S3Error, request_id: str) -> bytes:
     return _bytes(root)
 
 
-def list_buckets_xml(buckets: list[BucketInfo], owner_id: str, owner_name: str) -> bytes:
-    """ListAllMyBucketsResult."""
+def list_buckets_xml(buckets: list[BucketInfo], owner_id: str, owner_name: str, *, region: str | None = None,
+                     prefix: str | None = None, continuation_token: str | None = None) -> bytes:
+    """ListAllMyBucketsResult; ``continuation_token`` is the next page's, ``prefix`` the one asked for.
+
+    With ``region``, each bucket carries its BucketRegion, as the current API sends.
+    """
     root = _root("ListAllMyBucketsResult")
     _owner(root, "Owner", owner_id, owner_name)
     listing = _add(root, "Buckets")
@@ -249,6 +293,12 @@ def list_buckets_xml(buckets: list[BucketInfo], owner_id: str, owner_name: str) 
         entry = _add(listing, "Bucket")
         _add(entry, "Name", bucket.name)
         _add(entry, "CreationDate", iso8601(bucket.created))
+        if region is not None:
+            _add(entry, "BucketRegion", region)
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _add(root, "Prefix", prefix)  # a prefix XML cannot carry matches no bucket name; _add keeps it well-formed
     return _bytes(root)
 
 
@@ -307,6 +357,50 @@ def list_objects_v1_xml(bucket: str, page: ListPage, *, prefix: str | None, deli
         _add(root, "NextMarker", encode(last))
     for info in page.objects:
         _contents(root, info, encode, owner_id)
+    _common_prefixes(root, page.common_prefixes, encode)
+    return _bytes(root)
+
+
+def list_versions_xml(bucket: str, page: VersionsPage, *, prefix: str | None, delimiter: str | None,
+                      key_marker: str | None, version_id_marker: str | None, max_keys: int,
+                      encoding_type: str | None, owner_id: str) -> bytes:
+    """ListVersionsResult (ListObjectVersions): versions and delete markers in the page's order.
+
+    With ``encoding_type="url"`` Prefix, Delimiter, KeyMarker, NextKeyMarker,
+    every Key and the common prefixes are URL-encoded (the fields S3 lists and
+    botocore decodes); version ids are opaque and never encoded. The Next
+    markers are sent only on a truncated page; NextVersionIdMarker only when the
+    page ends on a version (not on a common prefix).
+    """
+    encode = _encoder(encoding_type)
+    root = _root("ListVersionsResult")
+    _add(root, "Name", bucket)
+    _add(root, "Prefix", encode(prefix or ""))
+    _add(root, "KeyMarker", encode(key_marker or ""))
+    _add(root, "VersionIdMarker", _verbatim(version_id_marker or ""))
+    if page.is_truncated and page.next_key_marker is not None:
+        _add(root, "NextKeyMarker", encode(page.next_key_marker))
+        if page.next_version_id_marker is not None:
+            _add(root, "NextVersionIdMarker", page.next_version_id_marker)
+    _add(root, "MaxKeys", max_keys)
+    if delimiter:
+        _add(root, "Delimiter", encode(delimiter))
+    if encoding_type:
+        _add(root, "EncodingType", encoding_type)
+    _add(root, "IsTruncated", page.is_truncated)
+    for info in page.versions:
+        entry = _add(root, "DeleteMarker" if info.delete_marker else "Version")
+        _add(entry, "Key", encode(info.key))
+        _add(entry, "VersionId", info.version_id)
+        _add(entry, "IsLatest", info.is_latest)
+        _add(entry, "LastModified", iso8601(info.last_modified))
+        if info.delete_marker:
+            _owner(entry, "Owner", owner_id)
+            continue
+        _add(entry, "ETag", quote_etag(info.etag))
+        _add(entry, "Size", info.size)
+        _owner(entry, "Owner", owner_id)
+        _add(entry, "StorageClass", "STANDARD")
     _common_prefixes(root, page.common_prefixes, encode)
     return _bytes(root)
 
@@ -407,9 +501,9 @@ def list_uploads_xml(bucket: str, page: UploadsPage, *, prefix: str | None, deli
 
 
 def delete_result_xml(deleted: list[tuple[str, str | None, bool, str | None]],
-                      errors: list[tuple[str, str, str]], quiet: bool) -> bytes:
+                      errors: list[tuple[str, str | None, str, str]], quiet: bool) -> bytes:
     """DeleteResult. ``deleted`` holds (key, version id, delete marker, delete marker version id);
-    ``errors`` holds (key, code, message). Quiet mode lists only the errors, as S3 does."""
+    ``errors`` holds (key, version id, code, message). Quiet mode lists only the errors, as S3 does."""
     root = _root("DeleteResult")
     if not quiet:
         for key, version_id, delete_marker, marker_version_id in deleted:
@@ -421,9 +515,11 @@ def delete_result_xml(deleted: list[tuple[str, str | None, bool, str | None]],
                 _add(entry, "DeleteMarker", True)
             if marker_version_id is not None:
                 _add(entry, "DeleteMarkerVersionId", marker_version_id)
-    for key, code, message in errors:
+    for key, version_id, code, message in errors:
         entry = _add(root, "Error")
         _add(entry, "Key", key)
+        if version_id is not None:
+            _add(entry, "VersionId", version_id)
         _add(entry, "Code", code)
         _add(entry, "Message", message)
     return _bytes(root)
@@ -434,12 +530,4 @@ def location_xml(region: str) -> bytes:
     root = _root("LocationConstraint")
     if region and region != "us-east-1":
         root.text = region
-    return _bytes(root)
-
-
-def versioning_xml(enabled: bool | None) -> bytes:
-    """VersioningConfiguration: no Status if versioning was never set, else Enabled or Suspended."""
-    root = _root("VersioningConfiguration")
-    if enabled is not None:
-        _add(root, "Status", "Enabled" if enabled else "Suspended")
     return _bytes(root)

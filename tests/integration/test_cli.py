@@ -62,8 +62,11 @@ def test_bucket_and_object_commands(tmp_path: Path) -> None:
     dw(data, "cp", "sales/2026/stdin.bin", "sales/copied.bin")
     assert dw(data, "get", "sales/copied.bin").stdout == b"from stdin"
     assert dw_json(data, "rm", "sales/copied.bin")["existed"] is True
+    # Keys may hold control characters (as in S3); a table must not hand them to the terminal.
+    dw(data, "put", "-", "sales/2026/\x1b]0;owned\x07[red]x\ny", stdin=b"1")
     table = dw(data, "ls", "sales/2026/").stdout.decode()
     assert "PRE" in table and "stdin.bin" in table
+    assert "\\x1b]0;owned\\x07[red]x\\x0ay" in table and "\x1b" not in table and "\x07" not in table
 
 
 def test_errors_are_one_clear_line_and_exit_1(tmp_path: Path) -> None:

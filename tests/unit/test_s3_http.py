@@ -23,10 +23,12 @@ from dwray.s3.http import (
     quote_etag,
     response_overrides,
     user_metadata,
+    version_id_param,
 )
 
 T0 = 1_795_773_600.0  # Fri, 27 Nov 2026 10:00:00 GMT
 ETAG = "0123456789abcdef0123456789abcdef"
+VERSION = "0123456789abcdef" + "fedcba9876543210"  # the form of dwray's version ids
 
 
 def s3_error(code: str, call, *args, **kwargs) -> S3Error:  # type: ignore[no-untyped-def]
@@ -102,8 +104,24 @@ def test_copy_range() -> None:
     assert parse_copy_range("bytes=3-3", 10) == (3, 3)
     for bad in ("bytes=0-", "bytes=-5", "0-5", "bytes=0-1,2-3", "bytes=a-b"):
         assert "bytes=first-last" in s3_error("InvalidArgument", parse_copy_range, bad, 10).message
+    for bad in ("items=0-5", "bytes 0-5", "bytes=0-5 bytes"):
+        assert "bytes=first-last" in s3_error("InvalidArgument", parse_copy_range, bad, 10).message
     for outside in ("bytes=0-10", "bytes=10-12", "bytes=5-4"):
-        assert "size: 10" in s3_error("InvalidArgument", parse_copy_range, outside, 10).message
+        error = s3_error("InvalidRange", parse_copy_range, outside, 10)
+        assert error.status == 416 and "size: 10" in error.message and outside in error.message
+
+
+def test_version_id_param() -> None:
+    assert version_id_param({}) is None
+    assert version_id_param({"versionId": "null"}) == "null"
+    assert version_id_param({"versionId": "0" * 16 + "ab" * 8}) == "0" * 16 + "ab" * 8
+    assert "empty" in s3_error("InvalidArgument", version_id_param, {"versionId": ""}).message
+    for bad in ("NULL", "abc", "0" * 33, "../etc", "0" * 31 + "G"):
+        assert s3_error("InvalidArgument", version_id_param, {"versionId": bad}).message \
+            == "Invalid version id specified"
+    assert s3_error("InvalidArgument", parse_copy_source, "b/k?versionId=nope").message \
+        == "Invalid version id specified"
+    assert parse_copy_source("b/k?versionId=null") == ("b", "k", "null")
 
 
 # ---------------------------------------------------------------- preconditions
@@ -255,7 +273,7 @@ def test_metadata_headers_round_trip() -> None:
 
 @pytest.mark.parametrize(("source", "expected"), [
     ({"Bucket": "src", "Key": "a/b c+d?.txt"}, ("src", "a/b c+d?.txt", None)),
-    ({"Bucket": "src", "Key": "é/日本", "VersionId": "v123"}, ("src", "é/日本", "v123")),
+    ({"Bucket": "src", "Key": "é/日本", "VersionId": VERSION}, ("src", "é/日本", VERSION)),
     ({"Bucket": "src", "Key": "100%"}, ("src", "100%", None)),
 ])
 def test_copy_source_from_botocore_encoding(source: dict[str, str], expected: tuple[str, str, str | None]) -> None:
@@ -264,9 +282,9 @@ def test_copy_source_from_botocore_encoding(source: dict[str, str], expected: tu
 
 def test_copy_source_forms() -> None:
     assert parse_copy_source("/src/dir/key") == ("src", "dir/key", None)
-    assert parse_copy_source("src/key?versionId=abc") == ("src", "key", "abc")
+    assert parse_copy_source(f"src/key?versionId={VERSION}") == ("src", "key", VERSION)
     assert parse_copy_source("src/a%2Fb") == ("src", "a/b", None)
-    assert parse_copy_source(_quote_source_header("src/k k?versionId=v1")) == ("src", "k k", "v1")
+    assert parse_copy_source(_quote_source_header("src/k k?versionId=null")) == ("src", "k k", "null")
 
 
 @pytest.mark.parametrize("value", ["", "/", "src", "src/", "/src/", "/key-without-bucket", "src/k?versionId=",

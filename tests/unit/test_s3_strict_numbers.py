@@ -130,9 +130,14 @@ def test_http_dates_still_parse() -> None:
     assert s3http.parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT") == 784111777.0
 
 
-@pytest.mark.parametrize("value", ["٦٠", "6_0", " 60", "9" * 5000])
-def test_x_amz_expires_is_strict(value: str) -> None:
-    assert s3_error(lambda: parse_expires(value)).code == "AuthorizationQueryParametersError"
+@pytest.mark.parametrize("value, message", [
+    ("٦٠", "a number"), ("6_0", "a number"), (" 60", "a number"), ("9" * 5000, "a number"),
+    ("-7", "non-negative"), ("0", "expired"), ("604801", "less than a week (in seconds) that is 604800")])
+def test_x_amz_expires_out_of_range_is_access_denied(value: str, message: str) -> None:
+    """A presigned URL that can never be valid is refused as S3 refuses it: 403 AccessDenied."""
+    error = s3_error(lambda: parse_expires(value))
+    assert (error.code, error.status) == ("AccessDenied", 403) and message in error.message
+    assert parse_expires("1") == 1 and parse_expires("604800") == 604800
 
 
 def test_amz_dates_need_ascii_digits() -> None:

@@ -1,4 +1,4 @@
-"""Edges a review found: writers that fail before reading, header limits, overrides, routes, conditional writes."""
+"""Edges a review found: writers that fail before reading, header limits, overrides, routes."""
 from __future__ import annotations
 
 import os
@@ -84,20 +84,3 @@ def test_headers_over_the_configured_limit_are_refused(gateway: GatewayUnderTest
     response = send(gateway, "PUT", request.target, request.headers, body=b"x", timeout=30)
     assert (response.status, response.code) == (400, "RequestHeaderSectionTooLarge")
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
-
-
-@pytest.mark.parametrize("header", ["If-None-Match", "If-Match"])
-def test_conditional_writes_are_refused_not_ignored(s3: Any, bucket: str, header: str) -> None:
-    s3.put_object(Bucket=bucket, Key="k", Body=b"first")
-
-    def add_condition(request: Any, **_: Any) -> None:
-        request.headers[header] = "*"
-
-    s3.meta.events.register("before-sign.s3.PutObject", add_condition)
-    try:
-        with pytest.raises(ClientError) as caught:
-            s3.put_object(Bucket=bucket, Key="k", Body=b"second")
-    finally:
-        s3.meta.events.unregister("before-sign.s3.PutObject", add_condition)
-    assert error_of(caught.value) == ("NotImplemented", 501)
-    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"

@@ -7,7 +7,7 @@ One tenant owns buckets A and B. The callers (boto3, one client each):
 - ``bucket``: ``--bucket B``, acting on bucket A (``AccessPolicy.for_bucket``);
 - ``prefix_in`` / ``prefix_out``: a key allowed ``s3:*`` on ``A/in/*`` and ``s3:ListBucket`` on A,
   acting on keys under ``in/`` and under ``out/``;
-- ``other_tenant``: another tenant's full key (A and B are not in its namespace);
+- ``other_tenant``: another tenant's full key (A and B are names it cannot use: bucket names are global);
 - ``anonymous``: unsigned requests;
 - ``revoked``: a key revoked after it was used (so the gateway had cached it).
 
@@ -28,9 +28,9 @@ prefix_in                         object and multipart operations, ListObjects(V
                                   ARN) are 403; ListBuckets shows A only (the policy names no other bucket)
 prefix_out                        as prefix_in for bucket-level operations; every object and multipart
                                   operation is 403 AccessDenied (DeleteObjects: per key)
-other_tenant                      404 NoSuchBucket for everything on A (multipart uploads included);
-                                  CreateBucket of a new name succeeds in its own namespace; ListBuckets
-                                  shows neither
+other_tenant                      403 AccessDenied for everything on A (multipart uploads included), as
+                                  S3 answers for a bucket another account owns; CreateBucket of a new
+                                  name succeeds; ListBuckets shows neither
 anonymous                         403 AccessDenied
 revoked                           403 InvalidAccessKeyId
 ================================  ======================================================================
@@ -66,7 +66,6 @@ from tests.integration.gateway.conftest import GatewayUnderTest
 OK = "ok"
 DENIED = ("AccessDenied", 403)
 DENIED_PER_KEY = ("AccessDenied", "per key")
-NO_BUCKET = ("NoSuchBucket", 404)
 PRINCIPALS = ("full", "read_only", "bucket", "prefix_in", "prefix_out", "other_tenant", "anonymous", "revoked")
 PART = b"p" * 1024
 
@@ -335,12 +334,12 @@ def _expected() -> dict[str, dict[str, Any]]:
         row["bucket"] = DENIED
         row["prefix_in"] = OK if op in (*OBJECT_OPERATIONS, *BUCKET_READS, "DeleteObjects") else DENIED
         row["prefix_out"] = OK if op in BUCKET_READS else DENIED
-        row["other_tenant"] = NO_BUCKET
+        row["other_tenant"] = DENIED
     table["ListBuckets"].update(full=("listed", "AB"), read_only=("listed", "AB"), bucket=("listed", "B"),
                                 prefix_in=("listed", "A"), prefix_out=("listed", "A"),
                                 other_tenant=("listed", ""))
     table["DeleteObjects"].update(read_only=DENIED_PER_KEY, bucket=DENIED_PER_KEY, prefix_out=DENIED_PER_KEY)
-    table["CreateBucket"]["other_tenant"] = OK  # a new name, in its own namespace
+    table["CreateBucket"]["other_tenant"] = OK  # a name nobody has
     for op in ("HeadBucket", "HeadObject"):  # a HEAD answer has no body: botocore names the error by its status
         table[op] = {who: (str(answer[1]), answer[1]) if isinstance(answer, tuple) else answer
                      for who, answer in table[op].items()}

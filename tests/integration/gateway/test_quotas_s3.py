@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.integration.gateway.clients import unique_bucket_name
 from tests.integration.gateway.conftest import GatewayUnderTest
 
 WRITERS = 16
@@ -43,70 +44,73 @@ def quota_error(call: Any) -> dict[str, Any]:
 
 def test_s3_gets_403_quota_exceeded_and_deletes_release(gateway: GatewayUnderTest) -> None:
     tenant, client = new_tenant(gateway)
-    client.create_bucket(Bucket="files")
+    files = unique_bucket_name()  # bucket names are global: each test its own
+    client.create_bucket(Bucket=files)
     put = gateway.admin("PUT", f"/quotas/{tenant}", {"max_bytes": "2KiB", "max_buckets": 1})
     assert put.status_code == 200, put.text
     assert put.json()["limits"] == {"max_bytes": 2048, "max_objects": None, "max_buckets": 1}
-    client.put_object(Bucket="files", Key="a", Body=b"a" * 2000)
-    error = quota_error(lambda: client.put_object(Bucket="files", Key="b", Body=b"b" * 100))
+    client.put_object(Bucket=files, Key="a", Body=b"a" * 2000)
+    error = quota_error(lambda: client.put_object(Bucket=files, Key="b", Body=b"b" * 100))
     assert error["status"] == 403 and error["Code"] == "QuotaExceeded"
     assert "at most 2048 bytes" in error["Message"] and "2100" in error["Message"]
     error = quota_error(lambda: client.create_bucket(Bucket="more"))
     assert (error["status"], error["Code"]) == (403, "QuotaExceeded") and "1 buckets" in error["Message"]
     # Multipart parts reserve as they arrive.
-    upload = client.create_multipart_upload(Bucket="files", Key="mp")["UploadId"]
-    error = quota_error(lambda: client.upload_part(Bucket="files", Key="mp", UploadId=upload, PartNumber=1,
+    upload = client.create_multipart_upload(Bucket=files, Key="mp")["UploadId"]
+    error = quota_error(lambda: client.upload_part(Bucket=files, Key="mp", UploadId=upload, PartNumber=1,
                                                    Body=b"p" * 100))
     assert error["Code"] == "QuotaExceeded"
-    client.abort_multipart_upload(Bucket="files", Key="mp", UploadId=upload)
-    client.delete_object(Bucket="files", Key="a")
-    client.put_object(Bucket="files", Key="b", Body=b"b" * 2048)
+    client.abort_multipart_upload(Bucket=files, Key="mp", UploadId=upload)
+    client.delete_object(Bucket=files, Key="a")
+    client.put_object(Bucket=files, Key="b", Body=b"b" * 2048)
     shown = gateway.admin("GET", f"/quotas/{tenant}").json()
     assert shown["usage"] == {"bytes": 2048, "objects": 1, "buckets": 1}
-    assert shown["buckets"]["files"]["usage"] == {"bytes": 2048, "objects": 1}
+    assert shown["buckets"][files]["usage"] == {"bytes": 2048, "objects": 1}
 
 
 def test_admin_quota_input_errors_are_clear(gateway: GatewayUnderTest) -> None:
     tenant, client = new_tenant(gateway)
-    client.create_bucket(Bucket="files")
+    files = unique_bucket_name()  # bucket names are global: each test its own
+    client.create_bucket(Bucket=files)
     bad = gateway.admin("PUT", f"/quotas/{tenant}", {"max_bytes": "lots"})
     assert bad.status_code == 400 and "max_bytes" in bad.json()["error"]["message"]
     bad = gateway.admin("PUT", f"/quotas/{tenant}", {"max_objects": -3})
     assert bad.status_code == 400 and "max_objects" in bad.json()["error"]["message"]
-    bad = gateway.admin("PUT", f"/quotas/{tenant}/buckets/files", {"max_buckets": 2})
+    bad = gateway.admin("PUT", f"/quotas/{tenant}/buckets/{files}", {"max_buckets": 2})
     assert bad.status_code == 400 and "tenant limit" in bad.json()["error"]["message"]
     assert gateway.admin("PUT", f"/quotas/{tenant}/buckets/nothere", {"max_bytes": 5}).status_code == 404
     assert gateway.admin("GET", "/quotas/no-such-tenant-here").status_code == 404
-    assert gateway.admin("GET", f"/quotas/{tenant}/buckets/files").json()["limits"] == {
+    assert gateway.admin("GET", f"/quotas/{tenant}/buckets/{files}").json()["limits"] == {
         "max_bytes": None, "max_objects": None}
 
 
 def test_dw_quota_set_and_show(gateway: GatewayUnderTest) -> None:
     tenant, client = new_tenant(gateway)
-    client.create_bucket(Bucket="files")
-    client.put_object(Bucket="files", Key="k", Body=b"k" * 10)
+    files = unique_bucket_name()  # bucket names are global: each test its own
+    client.create_bucket(Bucket=files)
+    client.put_object(Bucket=files, Key="k", Body=b"k" * 10)
     done = dw(gateway, "quota", "set", tenant, "--max-bytes", "10MiB", "--max-objects", "5", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["limits"] == {"max_bytes": 10 << 20, "max_objects": 5, "max_buckets": None}
-    done = dw(gateway, "quota", "set", tenant, "--bucket", "files", "--max-objects", "1", "--json")
+    done = dw(gateway, "quota", "set", tenant, "--bucket", files, "--max-objects", "1", "--json")
     assert done.returncode == 0, done.stderr
-    error = quota_error(lambda: client.put_object(Bucket="files", Key="second", Body=b"2"))
-    assert error["Code"] == "QuotaExceeded" and "bucket 'files'" in error["Message"]
-    done = dw(gateway, "quota", "set", tenant, "--bucket", "files", "--max-objects", "none")
+    error = quota_error(lambda: client.put_object(Bucket=files, Key="second", Body=b"2"))
+    assert error["Code"] == "QuotaExceeded" and f"bucket '{files}'" in error["Message"]
+    done = dw(gateway, "quota", "set", tenant, "--bucket", files, "--max-objects", "none")
     assert done.returncode == 0, done.stderr
-    client.put_object(Bucket="files", Key="second", Body=b"2")
+    client.put_object(Bucket=files, Key="second", Body=b"2")
     shown = dw(gateway, "quota", "show", tenant, "--json")
     assert shown.returncode == 0, shown.stderr
     quota = json.loads(shown.stdout)
     assert quota["usage"] == {"bytes": 11, "objects": 2, "buckets": 1}
-    assert quota["buckets"]["files"]["limits"] == {"max_bytes": None, "max_objects": None}
+    assert quota["buckets"][files]["limits"] == {"max_bytes": None, "max_objects": None}
     listed = dw(gateway, "quota", "show", "--json")
     assert tenant in {entry["tenant"] for entry in json.loads(listed.stdout)}
     table = dw(gateway, "quota", "show", tenant)
     assert table.returncode == 0 and "10485760" in table.stdout
     bad = dw(gateway, "quota", "set", tenant, "--max-bytes", "huge")
     assert bad.returncode != 0 and "max_bytes" in bad.stderr
-    bad = dw(gateway, "quota", "set", tenant, "--bucket", "files", "--max-buckets", "3")
+    bad = dw(gateway, "quota", "set", tenant, "--bucket", files, "--max-buckets", "3")
     assert bad.returncode != 0 and "tenant limit" in bad.stderr
 
 

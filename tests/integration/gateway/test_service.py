@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dwray.core.gateway_files import GatewayFiles
 from tests.helpers import wait_until
-from tests.integration.gateway.clients import error_of, random_bytes
+from tests.integration.gateway.clients import error_of, random_bytes, unique_bucket_name
 from tests.integration.gateway.conftest import THROTTLED_TENANT, GatewayUnderTest
 
 
@@ -111,15 +111,19 @@ def test_tenants_are_isolated_and_revoked_keys_stop_working(gateway: GatewayUnde
     s3.put_object(Bucket=bucket, Key="private", Body=b"default tenant's bytes")
     key_id, secret = gateway.new_key("acme")
     acme = gateway.client(key_id, secret)
-    # The other tenant sees none of the default tenant's buckets, and its names are its own.
+    # The other tenant sees none of the default tenant's buckets; bucket names are global, as in S3.
     assert bucket not in [b["Name"] for b in acme.list_buckets()["Buckets"]]
     with pytest.raises(ClientError) as caught:
         acme.get_object(Bucket=bucket, Key="private")
-    assert error_of(caught.value) == ("NoSuchBucket", 404)
-    acme.create_bucket(Bucket=bucket)  # the same name, in acme's own namespace
-    acme.put_object(Bucket=bucket, Key="private", Body=b"acme's bytes")
+    assert error_of(caught.value) == ("AccessDenied", 403)
+    with pytest.raises(ClientError) as caught:
+        acme.create_bucket(Bucket=bucket)
+    assert error_of(caught.value) == ("BucketAlreadyExists", 409)
+    own = unique_bucket_name()
+    acme.create_bucket(Bucket=own)
+    acme.put_object(Bucket=own, Key="private", Body=b"acme's bytes")
     assert s3.get_object(Bucket=bucket, Key="private")["Body"].read() == b"default tenant's bytes"
-    assert acme.get_object(Bucket=bucket, Key="private")["Body"].read() == b"acme's bytes"
+    assert acme.get_object(Bucket=own, Key="private")["Body"].read() == b"acme's bytes"
 
     listed = gateway.admin("GET", "/keys", tenant="acme").json()
     assert key_id in [k["access_key_id"] for k in listed]

@@ -152,7 +152,13 @@ def start_supervisor(config: DwrayConfig, *, detached: bool = False,
     holder = None
     try:
         holder = _hold_data_dir(config, detached=detached, started_by=started_by)
-        ray.get(supervisor.start.remote())
+        try:
+            ray.get(supervisor.start.remote())
+        except RayTaskError as error:
+            # The tree refused to start (a plugin's handshake failed): its own error, not Ray's traceback.
+            if isinstance(error.cause, DwrayError):
+                raise error.cause from None
+            raise
     except BaseException:
         ray.kill(supervisor)
         if holder is not None:

@@ -425,9 +425,11 @@ class ConditionalRequestConflict(PreconditionFailed):
 
 
 class DeleteMarkerVersion(DwrayError, ValueError):
-    """The version named is a delete marker: there is nothing to read (S3: 405 MethodNotAllowed)."""
+    """The version named is a delete marker: there is nothing to read (S3: 405 MethodNotAllowed).
 
-    fields = ("bucket", "key", "version_id")
+    ``last_modified`` (epoch seconds) is when the marker was made, which S3's answer names."""
+
+    fields = ("bucket", "key", "version_id", "last_modified")
     template = "version {version_id} of {key!r} in {bucket!r} is a delete marker"
 
 

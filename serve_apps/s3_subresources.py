@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
+from dwray.s3 import http as s3http
 from dwray.s3 import xml_subresources as subxml
 from dwray.s3.errors import S3Error
 from serve_apps.s3_call import S3Call
@@ -123,4 +124,4 @@ class SubresourceOperations(S3Operations):
 
     @staticmethod
     def _version(call: S3Call) -> str | None:
-        return call.params.get("versionId") or None
+        return s3http.version_id_param(call.params)  # a malformed id is InvalidArgument, as on reads

@@ -6,6 +6,8 @@ resource and a sentence, nothing more.
 """
 from __future__ import annotations
 
+from email.utils import formatdate
+
 from dwray import errors as dw
 
 __all__ = ["S3Error", "STATUS", "from_dwray_error"]
@@ -138,6 +140,8 @@ def from_dwray_error(error: BaseException, *, resource: str = "") -> S3Error:
             if isinstance(error, (dw.ObjectDeleted, dw.DeleteMarkerVersion)):
                 # S3 says which delete marker answered: the key's latest, or the version named.
                 headers = {"x-amz-delete-marker": "true", "x-amz-version-id": error.version_id}
+                if isinstance(error, dw.DeleteMarkerVersion) and isinstance(error.last_modified, (int, float)):
+                    headers["last-modified"] = formatdate(error.last_modified, usegmt=True)
             elif code == "NoSuchKey" and error.version_id is not None:
                 code = "NoSuchVersion"  # S3's code for a version id the key does not have
             return S3Error(code, str(error), resource=resource, headers=headers)

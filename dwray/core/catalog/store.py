@@ -308,7 +308,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
             if record.delete_marker:
                 if version_id is None:
                     raise ObjectDeleted(bucket, key, record.public_version_id)
-                raise DeleteMarkerVersion(bucket, key, record.public_version_id)
+                raise DeleteMarkerVersion(bucket, key, record.public_version_id, record.created)
             db.execute(f"UPDATE objects SET tags = ? WHERE {where}", (json.dumps(tags, sort_keys=True), *params))
         return replace(record, tags=dict(tags))
 

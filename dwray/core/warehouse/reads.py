@@ -137,7 +137,7 @@ class ObjectReads(WarehouseBase):
         validate_key(key)
         record = self.catalog.get_object(ctx.tenant, bucket, key, version_id)
         if record.delete_marker:  # named: the catalog answers a latest delete marker with ObjectDeleted
-            raise DeleteMarkerVersion(bucket, key, record.public_version_id)
+            raise DeleteMarkerVersion(bucket, key, record.public_version_id, record.created)
         return record
 
     @checked(read_rule())

@@ -100,6 +100,7 @@ def test_reads_and_deletes_by_version_id(s3: Any, bucket: str) -> None:
         code, status, headers = refused(call, Bucket=bucket, Key="k", VersionId=marker)
         assert (code, status) == answer("MethodNotAllowed", 405)
         assert (headers["x-amz-delete-marker"], headers["x-amz-version-id"]) == ("true", marker)
+        assert headers["last-modified"].endswith(" GMT")  # when the marker was made, as S3 says
         # An unknown version, well-formed or not.
         code, status, _ = refused(call, Bucket=bucket, Key="k", VersionId=WELL_FORMED_UNKNOWN_VERSION)
         assert (code, status) == answer("NoSuchVersion", 404)

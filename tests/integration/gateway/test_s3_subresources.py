@@ -91,7 +91,9 @@ def test_tagging_by_version(s3: Any, bucket: str) -> None:
     assert older["VersionId"] == first and older["TagSet"] == [{"Key": "old", "Value": "yes"}]
     assert s3.delete_object_tagging(Bucket=bucket, Key="k", VersionId=first)["VersionId"] == first
     assert s3.get_object_tagging(Bucket=bucket, Key="k", VersionId=first)["TagSet"] == []
-    assert_s3_error("NoSuchVersion", 404, s3.get_object_tagging, Bucket=bucket, Key="k", VersionId="no-such-version")
+    assert_s3_error("NoSuchVersion", 404, s3.get_object_tagging, Bucket=bucket, Key="k", VersionId="0" * 32)
+    # A version id dwray cannot have issued is refused as malformed, as on GET.
+    assert_s3_error("InvalidArgument", 400, s3.get_object_tagging, Bucket=bucket, Key="k", VersionId="no-such-version")
 
 
 def test_acls_are_the_owners_full_control(s3: Any, bucket: str) -> None:

@@ -18,7 +18,7 @@ from dwray.core.models import (
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.warehouse.access import bucket_rule, checked
 from dwray.core.warehouse.base import TenantArg, WarehouseBase, object_info
-from dwray.core.warehouse.rollup import common_prefix, roll_up, successor
+from dwray.core.warehouse.rollup import next_markers, resume_point, roll_up
 from dwray.core.warehouse.tracing import traced
 from dwray.errors import InvalidArgument, InvalidContinuationToken
 
@@ -113,13 +113,10 @@ class Listing(WarehouseBase):
             raise InvalidArgument(f"max_uploads must be a non-negative integer, not {max_uploads!r}")
         key_marker = key_marker or None
         upload_id_marker = upload_id_marker if key_marker else None
-        inclusive = False
-        if key_marker and upload_id_marker is None and key_marker.startswith(prefix) \
-                and common_prefix(key_marker, prefix, delimiter) == key_marker:
-            after = successor(key_marker)
-            if after is None:
-                return UploadsPage([], [], False)
-            key_marker, inclusive = after, True
+        start = resume_point(key_marker, upload_id_marker, prefix, delimiter)
+        if start is None:
+            return UploadsPage([], [], False)
+        key_marker, inclusive = start
 
         def scan(after: str | None) -> Iterator[UploadRecord]:
             if after is None:
@@ -132,11 +129,8 @@ class Listing(WarehouseBase):
         prefixes = page.common_prefixes
         if not page.is_truncated:
             return UploadsPage(uploads, prefixes, False)
-        # The next markers name the page's last item: a common prefix sorts after every
-        # upload listed before it, and a next page given it as key marker skips its keys.
-        if prefixes and (not uploads or prefixes[-1] > uploads[-1].key):
-            return UploadsPage(uploads, prefixes, True, prefixes[-1], None)
-        return UploadsPage(uploads, prefixes, True, uploads[-1].key, uploads[-1].upload_id)
+        last = (uploads[-1].key, uploads[-1].upload_id) if uploads else None
+        return UploadsPage(uploads, prefixes, True, *next_markers(last, prefixes))
 
     @traced("list_versions")
     @checked(bucket_rule("s3:ListBucketVersions"))
@@ -158,14 +152,11 @@ class Listing(WarehouseBase):
         version_id_marker = version_id_marker if key_marker else None
         if version_id_marker is not None and not version_id_marker:
             version_id_marker = None
-        inclusive = False
-        if key_marker and version_id_marker is None and key_marker.startswith(prefix) \
-                and common_prefix(key_marker, prefix, delimiter) == key_marker:
-            after = successor(key_marker)
-            if after is None:
-                self.catalog.get_bucket(ctx.tenant, bucket)
-                return VersionsPage([], [], False)
-            key_marker, inclusive = after, True
+        start = resume_point(key_marker, version_id_marker, prefix, delimiter)
+        if start is None:
+            self.catalog.get_bucket(ctx.tenant, bucket)
+            return VersionsPage([], [], False)
+        key_marker, inclusive = start
 
         def scan(after: str | None) -> Iterator[ObjectRecord]:
             if after is None:
@@ -178,9 +169,8 @@ class Listing(WarehouseBase):
         prefixes = page.common_prefixes
         if not page.is_truncated:
             return VersionsPage(versions, prefixes, False)
-        if prefixes and (not versions or prefixes[-1] > versions[-1].key):
-            return VersionsPage(versions, prefixes, True, prefixes[-1], None)
-        return VersionsPage(versions, prefixes, True, versions[-1].key, versions[-1].version_id)
+        last = (versions[-1].key, versions[-1].version_id) if versions else None
+        return VersionsPage(versions, prefixes, True, *next_markers(last, prefixes))
 
     def _versions_from(self, ctx: TenantContext, bucket: str, prefix: str, key_marker: str | None,
                        version_marker: str | None, inclusive: bool) -> Iterator[ObjectRecord]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["RolledUp", "common_prefix", "roll_up", "successor"]
+__all__ = ["RolledUp", "common_prefix", "next_markers", "resume_point", "roll_up", "successor"]
 
 T = TypeVar("T")
 
@@ -79,3 +79,30 @@ def roll_up(scan: Callable[[str | None], Iterator[T]], key_of: Callable[[T], str
             break
         else:
             return RolledUp(entries, prefixes, False)
+
+
+def resume_point(key_marker: str | None, id_marker: str | None, prefix: str,
+                 delimiter: str | None) -> tuple[str | None, bool] | None:
+    """Where a marker-paged listing (uploads, versions) starts: ``(key, inclusive)``.
+
+    A ``key_marker`` without an id marker that is a common prefix of this
+    listing (a previous page's next key marker) resumes after every key under
+    it; ``None`` when nothing can sort after it.
+    """
+    if key_marker and id_marker is None and key_marker.startswith(prefix) \
+            and common_prefix(key_marker, prefix, delimiter) == key_marker:
+        after = successor(key_marker)
+        return None if after is None else (after, True)
+    return key_marker, False
+
+
+def next_markers(last: tuple[str, str] | None, prefixes: list[str]) -> tuple[str, str | None]:
+    """The next key and id markers of a truncated marker-paged page: its last item.
+
+    ``last`` is the (key, id) of the page's last entry. A common prefix that
+    sorts after it is the last item; a next page given it as key marker skips its keys.
+    """
+    if prefixes and (last is None or prefixes[-1] > last[0]):
+        return prefixes[-1], None
+    assert last is not None  # a truncated page holds at least one item
+    return last

@@ -83,6 +83,10 @@ class PipelineConfig(_Section):
     frame_size: Size = Field(1 << 20, ge=16, le=64 << 20, description="plaintext bytes per frame")
     zstd_level: int = Field(1, ge=-7, le=22)
     threads: int = Field(0, ge=0, le=64, description="worker threads for frames; 0 = min(4, CPUs)")
+    # An object this small is sealed by the caller and kept in its catalog row: one durable
+    # commit, no blob file, no storage round trip. 0 = every object gets a blob.
+    inline_max_bytes: Size = Field(16 << 10, ge=0, le=256 << 10,
+                                   description="objects of at most this many bytes are kept in the catalog row")
 
 
 class CatalogConfig(_Section):
@@ -205,6 +209,8 @@ class GatewayConfig(_Section):
     max_clock_skew: float = Field(900.0, gt=0, description="seconds a signed request's date may be off")
     max_header_bytes: Size = Field(16 << 10, ge=1024)
     drain_timeout: float = Field(30.0, ge=0, description="seconds in-flight requests get on shutdown")
+    # Off by default: the phases of a request's time are for operators profiling, not for tenants.
+    server_timing: bool = Field(False, description="add a Server-Timing header (time per phase) to S3 responses")
     rate_limit: RateLimitConfig = RateLimitConfig()
     auth_failures: AuthFailureLimit = AuthFailureLimit()
     # TLS: both or neither. Without them the gateway speaks plain HTTP, which

@@ -36,7 +36,21 @@ class CatalogPlugin(Plugin):
         self.catalog = Catalog(Path(path), synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "schema_version": self.catalog.schema_version}
+        """Healthy, the schema version, and where the database file is (``file``).
+
+        ``file`` lets a caller on this node read the catalog itself, with no round
+        trip (``actors.remote_services.RemoteCatalog``): its absolute ``path``, and the
+        ``device`` and ``inode`` that the caller checks so that the path it opens is
+        this very file, not another of the same name. The caller learns the node
+        from the plugin host. A path, not a secret: the data dir's layout is public.
+        """
+        health: dict[str, Any] = {"ok": True, "schema_version": self.catalog.schema_version}
+        path = self.catalog.path.absolute()
+        try:
+            stat = path.stat()
+        except OSError:  # gone from under the open database: callers read over Ray, the catalog goes on
+            return health
+        return {**health, "file": {"path": str(path), "device": stat.st_dev, "inode": stat.st_ino}}
 
 
 @delegate(KmsService, to="keyring")

@@ -30,14 +30,16 @@ def run_demo(wh: Warehouse, *, tenant: str | None = None) -> dict[str, Any]:
     steps.append(f"range 0-{len(canary) - 1}: {ranged.decode().strip()!r}")
     placement = wh.catalog.get_object(wh._tenant(tenant).tenant, DEMO_BUCKET, DEMO_KEY).placement
     root = wh.storage_path()
-    blob_path = (root / placement.blob_id) if root is not None and placement is not None else None
-    stored = blob_path.read_bytes() if blob_path is not None else b""
+    inline = placement is not None and placement.inline is not None
+    blob_path = (root / placement.blob_id) if root is not None and placement is not None and not inline else None
+    stored = placement.inline if inline else blob_path.read_bytes() if blob_path is not None else b""
     found_plaintext = canary in stored
     kek_id, kek_version = (placement.kek_id, placement.kek_version) if placement is not None else (None, None)
     header = wh.keyring.describe(kek_id or "")
     steps.append(f"catalog: {wh.config.catalog_path} (SQLite, WAL, synchronous={wh.config.catalog.synchronous})")
-    if blob_path is not None:
-        steps.append(f"blob: {blob_path} ({len(stored)} bytes on disk for {info.size} bytes of data)")
+    if blob_path is not None or inline:
+        where = "kept inline in its catalog row" if inline else str(blob_path)
+        steps.append(f"blob: {where} ({len(stored)} bytes on disk for {info.size} bytes of data)")
         steps.append(f"plaintext found in blob: {'YES (bug!)' if found_plaintext else 'no'}")
     steps.append("sealed with AES-256-GCM under a per-object data key, "
                  + _how_the_key_is_kept(wh, kek_id, kek_version))

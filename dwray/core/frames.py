@@ -17,9 +17,22 @@ the identity, index, last flag and codec into the AAD means a frame cannot be
 swapped, reordered, dropped, duplicated, moved to another object, relabelled
 as the last one, or have its codec byte flipped without failing to open.
 
-The ``KeyHeader`` (format version, wrapping KEK, wrapped DEK, nonce prefix,
-frame size, plaintext length, MD5) and the ``FrameTable`` (where each record
-ends in the blob) are kept beside the blob, in the catalog.
+The ``KeyHeader`` (format version, wrapping KEK, wrapped key, nonce prefix,
+frame size, plaintext length, MD5, and in version 2 the DEK salt) and the
+``FrameTable`` (where each record ends in the blob) are kept beside the blob,
+in the catalog. The format version says where the DEK comes from:
+
+- version 1 (``FORMAT_WRAPPED_DEK``): the wrapped key *is* the object's random
+  DEK, wrapped by the tenant's KEK; reading it costs one unwrap per object.
+- version 2 (``FORMAT_DERIVED_DEK``, what new objects get): the wrapped key is
+  a 256-bit *bucket key* shared by many objects (in the spirit of S3 Bucket
+  Keys), and the DEK is ``HKDF-SHA256(ikm=bucket key, salt=dek_salt (16
+  random bytes per object), info=b"dwray-object-dek-v2")``
+  (``dwray.core.data_keys``). Each object still has a DEK of its own; one
+  cached unwrap serves every object of the bucket.
+
+Version 1 headers stay readable forever. Frames and their AAD are the same
+in both versions.
 """
 from __future__ import annotations
 
@@ -43,8 +56,11 @@ __all__ = [
     "CODEC_ZSTD",
     "DEFAULT_FRAME_SIZE",
     "DEFAULT_ZSTD_LEVEL",
+    "DEK_SALT_SIZE",
     "DEK_SIZE",
+    "FORMAT_DERIVED_DEK",
     "FORMAT_VERSION",
+    "FORMAT_WRAPPED_DEK",
     "FRAME_TAG",
     "MAX_FRAMES",
     "MAX_FRAME_SIZE",
@@ -62,7 +78,11 @@ __all__ = [
     "new_object_keys",
 ]
 
-FORMAT_VERSION = 1
+# Key header format versions (see the module docstring); new objects get FORMAT_VERSION.
+FORMAT_WRAPPED_DEK = 1
+FORMAT_DERIVED_DEK = 2
+FORMAT_VERSION = FORMAT_DERIVED_DEK
+_FORMAT_VERSIONS = (FORMAT_WRAPPED_DEK, FORMAT_DERIVED_DEK)
 DEFAULT_FRAME_SIZE = 1 << 20
 MAX_FRAME_SIZE = 64 << 20
 DEFAULT_ZSTD_LEVEL = 1
@@ -71,6 +91,7 @@ CODEC_ZSTD = 1
 
 FRAME_TAG = b"dwray-frame-v1"
 DEK_SIZE = 32
+DEK_SALT_SIZE = 16
 NONCE_PREFIX_SIZE = 8
 TAG_SIZE = 16
 MAX_FRAMES = 1 << 32
@@ -305,6 +326,7 @@ _HEADER_MAGIC = b"DWKH"
 # kek_version u32, nonce prefix, frame_size u32, plaintext_length u64, md5
 _HEADER_FIXED = struct.Struct(">I8sIQ16s")
 _SHORT_LENGTH = struct.Struct(">H")
+_READS = " and ".join(map(str, _FORMAT_VERSIONS))
 
 
 @dataclass(frozen=True, repr=False)
@@ -314,7 +336,11 @@ class KeyHeader:
     Encoded as ``b"DWKH" || format_version (u8) || lp16(kek_id UTF-8) ||
     kek_version (u32) || nonce_prefix (8) || frame_size (u32) ||
     plaintext_length (u64) || content_md5 (16) || lp16(wrapped_dek)``,
-    big-endian, ``lp16`` being a u16 length prefix.
+    then in version 2 only ``|| dek_salt (16)``; big-endian, ``lp16`` being
+    a u16 length prefix. In version 1 ``wrapped_dek`` is the wrapped DEK and
+    ``dek_salt`` is empty; in version 2 it is the wrapped bucket key the DEK
+    is derived from with ``dek_salt``. A header encodes in its own version,
+    so a version 1 header decodes and re-encodes byte for byte.
     """
 
     format_version: int
@@ -325,6 +351,7 @@ class KeyHeader:
     frame_size: int
     plaintext_length: int
     content_md5: bytes
+    dek_salt: bytes = b""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -332,8 +359,8 @@ class KeyHeader:
             raise InvalidArgument(f"invalid key header: {problem}")
 
     def _problem(self) -> str | None:
-        if self.format_version != FORMAT_VERSION:
-            return f"unsupported format version {self.format_version} (this dwray reads {FORMAT_VERSION})"
+        if self.format_version not in _FORMAT_VERSIONS:
+            return f"unsupported format version {self.format_version} (this dwray reads {_READS})"
         if not self.kek_id or len(self.kek_id.encode("utf-8")) > 0xFFFF:
             return "kek_id must be 1..65535 bytes of UTF-8"
         if not 0 < self.kek_version < 1 << 32:
@@ -348,6 +375,10 @@ class KeyHeader:
             return f"plaintext length {self.plaintext_length} needs more than {MAX_FRAMES} frames or is negative"
         if len(self.content_md5) != 16:
             return f"content MD5 must be 16 bytes, not {len(self.content_md5)}"
+        salt_size = DEK_SALT_SIZE if self.format_version == FORMAT_DERIVED_DEK else 0
+        if len(self.dek_salt) != salt_size:
+            return (f"a version {self.format_version} header needs a DEK salt of {salt_size} bytes, "
+                    f"not {len(self.dek_salt)}")
         return None
 
     @property
@@ -356,11 +387,11 @@ class KeyHeader:
         return frame_count(self.plaintext_length, self.frame_size)
 
     def with_wrapped(self, kek_version: int, wrapped_dek: bytes) -> KeyHeader:
-        """A copy with the DEK wrapped anew (after a KEK rotation)."""
+        """A copy with the DEK (version 1) or bucket key (version 2) wrapped anew, after a KEK rotation."""
         return dataclasses.replace(self, kek_version=kek_version, wrapped_dek=wrapped_dek)
 
     def to_bytes(self) -> bytes:
-        """The compact, versioned binary encoding."""
+        """The compact, versioned binary encoding, in this header's own version."""
         kek_id = self.kek_id.encode("utf-8")
         return b"".join((
             _HEADER_MAGIC,
@@ -372,11 +403,12 @@ class KeyHeader:
             ),
             _SHORT_LENGTH.pack(len(self.wrapped_dek)),
             self.wrapped_dek,
+            self.dek_salt,
         ))
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> KeyHeader:
-        """Decode ``to_bytes`` output; anything else raises ``IntegrityError``."""
+        """Decode ``to_bytes`` output of either version; anything else raises ``IntegrityError``."""
         data = bytes(data)
 
         def broken(reason: str) -> IntegrityError:
@@ -386,8 +418,9 @@ class KeyHeader:
             raise broken("does not start with the DWKH magic")
         if len(data) < 5:
             raise broken("ends before the format version")
-        if data[4] != FORMAT_VERSION:
-            raise broken(f"unsupported format version {data[4]} (this dwray reads {FORMAT_VERSION})")
+        version = data[4]
+        if version not in _FORMAT_VERSIONS:
+            raise broken(f"unsupported format version {version} (this dwray reads {_READS})")
         offset = 5
         try:
             (id_length,) = _SHORT_LENGTH.unpack_from(data, offset)
@@ -407,19 +440,26 @@ class KeyHeader:
         wrapped = data[offset : offset + wrapped_length]
         if len(wrapped) != wrapped_length:
             raise broken("truncated wrapped DEK")
-        if offset + wrapped_length != len(data):
-            raise broken(f"{len(data) - offset - wrapped_length} unexpected trailing bytes")
+        offset += wrapped_length
+        salt_size = DEK_SALT_SIZE if version == FORMAT_DERIVED_DEK else 0
+        salt = data[offset : offset + salt_size]
+        if len(salt) != salt_size:
+            raise broken(f"truncated DEK salt ({len(salt)} of {salt_size} bytes)")
+        offset += salt_size
+        if offset != len(data):
+            raise broken(f"{len(data) - offset} unexpected trailing bytes")
         try:
-            return cls(FORMAT_VERSION, kek_id, kek_version, wrapped, nonce_prefix, frame_size, plaintext_length, md5)
+            return cls(version, kek_id, kek_version, wrapped, nonce_prefix, frame_size, plaintext_length, md5, salt)
         except InvalidArgument as exc:
             raise broken(str(exc)) from None
 
     def __repr__(self) -> str:
+        salt = f", dek_salt=<{len(self.dek_salt)} bytes>" if self.dek_salt else ""
         return (
             f"KeyHeader(format_version={self.format_version}, kek_id={self.kek_id!r}, "
             f"kek_version={self.kek_version}, wrapped_dek=<{len(self.wrapped_dek)} bytes>, "
             f"frame_size={self.frame_size}, plaintext_length={self.plaintext_length}, "
-            f"content_md5={self.content_md5.hex()})"
+            f"content_md5={self.content_md5.hex()}{salt})"
         )
 
 

@@ -188,12 +188,18 @@ def test_vault_down_fails_clearly_acknowledges_nothing_and_recovers_without_rest
         transit_wh: Warehouse, openbao: ServerProcess) -> None:
     wh = transit_wh
     wh.create_bucket("bkt")
+    wh.create_bucket("new")
     wh.put("bkt", "before", b"written while Vault was up")
     openbao.pause()
     try:
+        # The bucket key this process holds for "bkt" still seals and opens its objects (for its TTL)...
+        wh.put("bkt", "cached", b"sealed under the cached bucket key")
+        assert wh.get("bkt", "before") == b"written while Vault was up"
+        # ...and whatever needs Vault fails clearly: a first write to a bucket wraps a new bucket key.
         with pytest.raises(KmsUnavailable, match=f"vault-transit at {openbao.address}") as down:
-            wh.put("bkt", "during", b"must not be acknowledged")
+            wh.put("new", "during", b"must not be acknowledged")
         assert "no answer within 1.5 s" in str(down.value)
+        wh.data_keys.forget()
         with pytest.raises(KmsUnavailable):
             wh.get("bkt", "before")
         with pytest.raises(KmsUnavailable):
@@ -202,9 +208,10 @@ def test_vault_down_fails_clearly_acknowledges_nothing_and_recovers_without_rest
         openbao.resume()
     assert openbao.token not in str(down.value) and openbao.token not in repr(down.value)
     with pytest.raises(ObjectNotFound):
-        wh.head("bkt", "during")  # nothing was committed for the failed put
+        wh.head("new", "during")  # nothing was committed for the failed put
     # Vault is back: the same warehouse works again, no restart.
     assert wh.get("bkt", "before") == b"written while Vault was up"
+    assert wh.get("bkt", "cached") == b"sealed under the cached bucket key"
     wh.put("bkt", "after", b"written after Vault came back")
     assert wh.get("bkt", "after") == b"written after Vault came back"
 

@@ -344,10 +344,12 @@ def test_tenants_are_isolated(wh: Warehouse) -> None:
     acme, globex = f"{wh.config.default_tenant}-acme", f"{wh.config.default_tenant}-globex"
     wh.create_bucket("acme-data", tenant=acme)
     wh.create_bucket("globex-data", tenant=globex)
-    wh.put("acme-data", "k", b"acme data", tenant=acme)
-    wh.put("globex-data", "k", b"globex data", tenant=TenantContext(globex))
-    assert wh.get("acme-data", "k", tenant=acme) == b"acme data"
-    assert wh.get("globex-data", "k", tenant=globex) == b"globex data"
+    # Two frames each, so each object has a blob (one frame would be kept inline, in its row).
+    acme_data, globex_data = b"acme data" * 1000, b"globex data" * 1000
+    wh.put("acme-data", "k", acme_data, tenant=acme)
+    wh.put("globex-data", "k", globex_data, tenant=TenantContext(globex))
+    assert wh.get("acme-data", "k", tenant=acme) == acme_data
+    assert wh.get("globex-data", "k", tenant=globex) == globex_data
     wh.create_bucket("private", tenant=acme)
     wh.put("private", "secret", b"s", tenant=acme)
     assert [b.name for b in wh.list_buckets(tenant=globex)] == ["globex-data"]
@@ -384,7 +386,7 @@ def test_max_object_size_stores_nothing(tmp_path: Path) -> None:
 
 def test_key_rotation_rewrap_and_retire(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
-    wh.put("bkt", "old", b"old data")
+    wh.put("bkt", "old", b"old data" * 1000)  # a blob: rewrap must leave its bytes alone
     assert wh.catalog.get_object(wh.config.default_tenant, "bkt", "old").placement.kek_version == 1
     assert wh.rotate_keys() == 2
     wh.put("bkt", "new", b"new data")
@@ -397,7 +399,7 @@ def test_key_rotation_rewrap_and_retire(wh: Warehouse) -> None:
     assert old.placement.kek_version == 2
     assert wh.backend.get_blob(old.placement.blob_id) == blob_before  # data untouched
     wh.retire_keys(2)
-    assert wh.get("bkt", "old") == b"old data"
+    assert wh.get("bkt", "old") == b"old data" * 1000
     assert wh.get("bkt", "new") == b"new data"
     assert wh.rewrap() == 0
 
@@ -446,7 +448,7 @@ def test_sweeper_removes_only_old_unreferenced_blobs(wh: Warehouse) -> None:
     wh.create_bucket("bkt")
     wh.put("bkt", "k", b"v1" * 5000)
     old_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").placement.blob_id
-    wh.put("bkt", "k", b"v2")
+    wh.put("bkt", "k", b"v2" * 5000)
     live_blob = wh.catalog.get_object(wh.config.default_tenant, "bkt", "k").placement.blob_id
     orphan = f"{wh.config.default_tenant}/zz/orphan"
     wh.backend.put_bytes(orphan, b"left by a crash")
@@ -457,7 +459,7 @@ def test_sweeper_removes_only_old_unreferenced_blobs(wh: Warehouse) -> None:
     assert report.deleted == 2
     assert not wh.backend.exists(old_blob) and not wh.backend.exists(orphan)
     assert wh.backend.exists(live_blob)
-    assert wh.get("bkt", "k") == b"v2"
+    assert wh.get("bkt", "k") == b"v2" * 5000
 
 
 # Tables -----------------------------------------------------------------------------

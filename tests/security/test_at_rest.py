@@ -247,10 +247,13 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
         assert len(keks) == 2 and all(len(k) == 32 for k in keks)
         records = [wh.catalog.get_object("default", BUCKET, key) for key in ("one", "two", "three")]
         headers = [KeyHeader.from_bytes(record.placement.key_header) for record in records]
-        deks = [wh.keyring.unwrap(h.kek_id, h.kek_version, h.wrapped_dek) for h in headers]
-        assert len({*deks}) == 3 and all(len(d) == 32 for d in deks)
+        # Version 2 headers: each object's DEK is derived from a bucket key shared within the bucket.
+        bucket_keys = [wh.keyring.unwrap(h.kek_id, h.kek_version, h.wrapped_dek) for h in headers]
+        deks = [wh.data_keys.dek_for(h) for h in headers]
+        assert len({*deks}) == 3 and all(len(d) == 32 for d in deks + bucket_keys)
+        assert len({*bucket_keys}) == 2  # a new one after the rotation
         master = load_master_key(wh.keyring.master_ref).reveal_bytes()
-        secrets_ = keks + deks + [master]
+        secrets_ = keks + deks + bucket_keys + [master]
 
         texts: dict[str, str] = {
             "warehouse": f"{wh!r} {wh}",
@@ -261,6 +264,7 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
             "headers": repr(headers) + str(headers),
             "infos": repr([wh.head(BUCKET, k) for k in ("one", "two", "three")]) + repr(wh.list(BUCKET)),
             "reader": repr(wh.open(BUCKET, "one").info),
+            "data keys": repr(wh.data_keys) + repr(wh.data_keys.for_sealing(KEK_ID, "any-bucket-id")),
         }
         # Objects that hold a DEK in memory must not show it either.
         identity = ObjectIdentity("default", BUCKET, "one", records[0].version_id)
@@ -322,8 +326,8 @@ def test_key_material_never_in_reprs_or_errors(tmp_path: Path) -> None:
 
     # DEKs are never stored; KEKs and the master key are in no file under the data dir,
     # the keyring included (it holds the KEKs sealed).
-    for n, dek in enumerate(deks + [fresh.dek]):
-        assert find_in_files(data_dir, dek) == [], f"DEK #{n} is stored in clear"
+    for n, dek in enumerate(deks + bucket_keys + [fresh.dek]):
+        assert find_in_files(data_dir, dek) == [], f"DEK or bucket key #{n} is stored in clear"
     for n, key in enumerate(keks + [master]):
         assert find_in_files(data_dir, key) == [], f"key #{n} is in clear under the data dir"
     assert len(json.loads((data_dir / "keys" / "keyring.json").read_bytes())["keks"][KEK_ID]["versions"]) == 2

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 
 from dwray.core.access_keys import AccessKeys
-from dwray.core.frames import FrameOpener, FrameTable, KeyHeader, ObjectIdentity
+from dwray.core.data_keys import BUCKET_KEY_SIZE, derive_dek
+from dwray.core.frames import FORMAT_DERIVED_DEK, FrameOpener, FrameTable, KeyHeader, ObjectIdentity
 from dwray.core.identity import IdentityStore, TenantShredded
 from dwray.core.keyring import LocalKeyring
 from dwray.core.keyring_file import Kek
@@ -97,11 +98,12 @@ def copy_sealed(wh: Warehouse, tenant: str) -> list[SealedBlob]:
     assert root is not None
     sealed = []
     with sqlite3.connect(wh.config.catalog_path) as db:
-        rows = db.execute("SELECT bucket, key, version_id, blob_id, key_header, frame_table FROM objects "
+        rows = db.execute("SELECT bucket, key, version_id, blob_id, key_header, frame_table, inline_data FROM objects "
                           "WHERE tenant = ? AND blob_id IS NOT NULL", (tenant,)).fetchall()
-        for bucket, key, version, blob_id, header, table in rows:
+        for bucket, key, version, blob_id, header, table, inline in rows:
+            # A small object's sealed records are in its row (inline), a larger one's in its blob.
             sealed.append(SealedBlob(ObjectIdentity(tenant, bucket, key, version), header, table,
-                                     (root / blob_id).read_bytes()))
+                                     inline if inline is not None else (root / blob_id).read_bytes()))
         pieces = db.execute(
             "SELECT blob_id, key_header, frame_table FROM object_segments WHERE tenant = ? UNION ALL "
             "SELECT p.blob_id, p.key_header, p.frame_table FROM multipart_parts p "
@@ -112,7 +114,8 @@ def copy_sealed(wh: Warehouse, tenant: str) -> list[SealedBlob]:
 
 
 def recover_deks(keyring: LocalKeyring, header: KeyHeader) -> list[bytes]:
-    """Every DEK the attacker can get out of ``header``'s wrapped DEK with the keyring as it is now.
+    """Every DEK the attacker can get out of ``header``'s wrapped DEK (or, in version 2, wrapped
+    bucket key and DEK salt) with the keyring as it is now.
 
     Through the keyring, under the header's own KEK id and every (id, version)
     left; and by hand, with each KEK version's raw material: as the KWP key, as
@@ -145,6 +148,8 @@ def recover_deks(keyring: LocalKeyring, header: KeyHeader) -> list[bytes]:
                     found.append(AESGCM(material).decrypt(wrapped[:12], wrapped[12:], None))
                 except InvalidTag:
                     pass
+    if header.format_version == FORMAT_DERIVED_DEK:
+        return [derive_dek(key, header.dek_salt) for key in found if len(key) == BUCKET_KEY_SIZE]
     return found
 
 
@@ -189,8 +194,9 @@ def test_a_shredded_tenants_data_decrypts_under_no_key_left(machine: tuple[Wareh
     assert opener.open(0, small.blob[slice(*table.record_range(0))], True) == written[("doomed-plain", "small")]
 
     report = shred_tenant(wh, identity, DOOMED, force=True)
-    # 7 object versions (small, frames, after-rotation, multi, history twice and its delete marker), 8 blobs.
-    assert report == ShredReport(DOOMED, "tenant:doomed", [1, 2], 1, ["doomed-plain", "doomed-versions"], 7, 8)
+    # 7 object versions (small, frames, after-rotation, multi, history twice and its delete marker), 4 blobs
+    # (frames, 2 segments, the pending part): the 4 small versions were inline, in their rows.
+    assert report == ShredReport(DOOMED, "tenant:doomed", [1, 2], 1, ["doomed-plain", "doomed-versions"], 7, 4)
 
     # With the full machine state after the shred: no DEK comes back, no blob opens.
     after = reopen_keyring(wh)

@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from dwray.core.frames import (
     CODEC_RAW,
     CODEC_ZSTD,
+    DEK_SALT_SIZE,
+    FORMAT_DERIVED_DEK,
     FORMAT_VERSION,
+    FORMAT_WRAPPED_DEK,
     FrameOpener,
     FrameSealer,
     FrameTable,
@@ -372,26 +375,71 @@ def test_frame_arithmetic_refuses_bad_input() -> None:
 # KeyHeader ---------------------------------------------------------------------
 
 
-headers = st.builds(
-    KeyHeader,
-    format_version=st.just(FORMAT_VERSION),
-    kek_id=st.text(min_size=1, max_size=40),
-    kek_version=st.integers(1, 2**32 - 1),
-    wrapped_dek=st.binary(min_size=1, max_size=80),
-    nonce_prefix=st.binary(min_size=8, max_size=8),
-    frame_size=st.integers(1, 64 << 20),
-    plaintext_length=st.integers(0, 2**32),
-    content_md5=st.binary(min_size=16, max_size=16),
-)
+def header_strategy(version: int, salt_size: int) -> st.SearchStrategy[KeyHeader]:
+    return st.builds(
+        KeyHeader,
+        format_version=st.just(version),
+        kek_id=st.text(min_size=1, max_size=40),
+        kek_version=st.integers(1, 2**32 - 1),
+        wrapped_dek=st.binary(min_size=1, max_size=80),
+        nonce_prefix=st.binary(min_size=8, max_size=8),
+        frame_size=st.integers(1, 64 << 20),
+        plaintext_length=st.integers(0, 2**32),
+        content_md5=st.binary(min_size=16, max_size=16),
+        dek_salt=st.binary(min_size=salt_size, max_size=salt_size),
+    )
+
+
+headers = st.one_of(header_strategy(FORMAT_WRAPPED_DEK, 0), header_strategy(FORMAT_DERIVED_DEK, DEK_SALT_SIZE))
+
+
+def test_new_objects_get_format_version_2() -> None:
+    assert FORMAT_VERSION == FORMAT_DERIVED_DEK == 2 and FORMAT_WRAPPED_DEK == 1 and DEK_SALT_SIZE == 16
 
 
 @FAST
 @given(headers)
 def test_key_header_round_trip(header: KeyHeader) -> None:
     encoded = header.to_bytes()
-    assert encoded[:5] == b"DWKH\x01"
+    assert encoded[:5] == b"DWKH" + bytes((header.format_version,))
+    assert encoded.endswith(header.wrapped_dek + header.dek_salt)
     assert KeyHeader.from_bytes(encoded) == header
     assert KeyHeader.from_bytes(memoryview(encoded)) == header
+
+
+def spelled_out_header(version: int, wrapped: bytes, salt: bytes) -> bytes:
+    """A header encoded by hand, field by field as the KeyHeader docstring spells it out."""
+    return (b"DWKH" + bytes((version,)) + struct.pack(">H", 8) + b"tenant:a" + struct.pack(">I", 3) + b"NONCE-8B"
+            + struct.pack(">I", 1 << 20) + struct.pack(">Q", 5 << 20) + bytes(range(16))
+            + struct.pack(">H", len(wrapped)) + wrapped + salt)
+
+
+def test_version_1_headers_still_decode_and_re_encode_byte_for_byte() -> None:
+    encoded = spelled_out_header(1, b"W" * 40, b"")
+    header = KeyHeader.from_bytes(encoded)
+    assert (header.format_version, header.kek_id, header.kek_version, header.wrapped_dek, header.dek_salt) == (
+        1, "tenant:a", 3, b"W" * 40, b"")
+    assert (header.nonce_prefix, header.frame_size, header.plaintext_length) == (b"NONCE-8B", 1 << 20, 5 << 20)
+    assert header.to_bytes() == encoded
+    rewrapped = header.with_wrapped(4, b"V" * 40)
+    assert rewrapped.format_version == 1 and rewrapped.to_bytes()[:5] == b"DWKH\x01"
+    assert KeyHeader.from_bytes(rewrapped.to_bytes()) == rewrapped
+
+
+def test_version_2_headers_carry_the_dek_salt_last() -> None:
+    salt = bytes(range(100, 116))
+    encoded = spelled_out_header(2, b"B" * 40, salt)
+    header = KeyHeader.from_bytes(encoded)
+    assert (header.format_version, header.wrapped_dek, header.dek_salt) == (2, b"B" * 40, salt)
+    assert header.to_bytes() == encoded
+    rewrapped = header.with_wrapped(9, b"C" * 40)
+    assert (rewrapped.format_version, rewrapped.kek_version, rewrapped.dek_salt) == (2, 9, salt)
+    assert KeyHeader.from_bytes(rewrapped.to_bytes()) == rewrapped
+    # A version byte that does not match the layout fails: v1 bytes read as v2 lack the salt, and back.
+    with pytest.raises(IntegrityError, match="truncated DEK salt"):
+        KeyHeader.from_bytes(spelled_out_header(2, b"B" * 40, b""))
+    with pytest.raises(IntegrityError, match="16 unexpected trailing bytes"):
+        KeyHeader.from_bytes(spelled_out_header(1, b"B" * 40, salt))
 
 
 @FAST
@@ -420,7 +468,8 @@ def test_key_header_rejects_malformed_input() -> None:
     frame_size_at = version_at + 4 + 8
     cases = {
         "magic": b"XXKH" + good[4:],
-        "unsupported format version 2": good[:4] + b"\x02" + good[5:],
+        "unsupported format version 3 \\(this dwray reads 1 and 2\\)": good[:4] + b"\x03" + good[5:],
+        "unsupported format version 0": good[:4] + b"\x00" + good[5:],
         "UTF-8": good[:5] + b"\x00\x02\xff\xfe" + good[5 + 2 + len("tenant:a") :],
         "frame size": good[:frame_size_at] + bytes(4) + good[frame_size_at + 4 :],
         "kek_version": good[:version_at] + bytes(4) + good[version_at + 4 :],
@@ -432,12 +481,17 @@ def test_key_header_rejects_malformed_input() -> None:
 
 def test_key_header_refuses_invalid_fields() -> None:
     for changes in (
-        {"format_version": 2}, {"kek_id": ""}, {"kek_version": 0}, {"wrapped_dek": b""},
+        {"format_version": 3}, {"format_version": 0}, {"format_version": 2}, {"format_version": 2, "dek_salt": b"s"},
+        {"dek_salt": bytes(16)}, {"kek_id": ""}, {"kek_version": 0}, {"wrapped_dek": b""},
         {"nonce_prefix": b"1234567"}, {"frame_size": 0}, {"plaintext_length": -1}, {"content_md5": b"x"},
         {"frame_size": 16, "plaintext_length": 16 * 2**32 + 1},
     ):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgument, match="invalid key header"):
             sample_header(**changes)
+    with pytest.raises(InvalidArgument, match="version 2 header needs a DEK salt of 16 bytes, not 0"):
+        sample_header(format_version=2)
+    with pytest.raises(InvalidArgument, match="version 1 header needs a DEK salt of 0 bytes, not 16"):
+        sample_header(dek_salt=bytes(16))
 
 
 def test_key_header_with_wrapped_is_a_copy() -> None:
@@ -501,15 +555,17 @@ def secret_forms(secret: bytes) -> list[str]:
 
 def test_no_key_material_in_reprs_or_errors() -> None:
     header = sample_header()
+    derived = sample_header(format_version=2, dek_salt=os.urandom(16))
     frame_size, _, records = multi_frame()
     reader = opener(frame_size)
-    texts = [repr(header), str(header), repr(KEYS), str(KEYS), repr(reader)]
+    texts = [repr(header), str(header), repr(derived), repr(KEYS), str(KEYS), repr(reader)]
     texts.append(repr(FrameSealer(IDENTITY, KEYS.dek, KEYS.nonce_prefix)))
     with pytest.raises(IntegrityError) as caught:
         reader.open(0, records[1], False)
     texts += [str(caught.value), repr(caught.value)]
     assert "wrapped_dek=<60 bytes>" in repr(header)
+    assert "dek_salt=<16 bytes>" in repr(derived) and "dek_salt" not in repr(header)
     for text in texts:
-        for secret in (KEYS.dek, header.wrapped_dek):
+        for secret in (KEYS.dek, header.wrapped_dek, derived.wrapped_dek):
             for form in secret_forms(secret):
                 assert form not in text

@@ -236,17 +236,17 @@ def test_migration_counts_what_is_already_stored(tmp_path: Path) -> None:
         catalog.commit_object(record("b", "k1", 7))
         catalog.commit_object(record("b", "k2", 5))
         db = catalog._db
-        # Back to version 4: what migrations 5 and 6 added goes.
+        # Back to version 4: what migrations 5, 6 and 7 added goes.
         for name in [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
                                                  "AND name LIKE 'bucket_usage_%'")]:
             db.execute(f"DROP TRIGGER {name}")
         db.executescript("DROP TABLE quotas; DROP TABLE bucket_usage; DROP INDEX objects_null; "
                          "DROP INDEX buckets_global_name; ALTER TABLE objects DROP COLUMN null_version; "
                          "ALTER TABLE objects DROP COLUMN tags; ALTER TABLE multipart_uploads DROP COLUMN tags; "
-                         "PRAGMA user_version = 4;")
-    assert schema.SCHEMA_VERSION == 6
+                         "ALTER TABLE objects DROP COLUMN inline_data; PRAGMA user_version = 4;")
+    assert schema.SCHEMA_VERSION == 7
     with closing(Catalog(path)) as catalog:
-        assert catalog.schema_version == 6
+        assert catalog.schema_version == 7
         assert catalog.quota("t")["usage"] == {"bytes": 12, "objects": 2, "buckets": 1}
 
 

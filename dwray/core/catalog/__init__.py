@@ -18,7 +18,10 @@ A multipart object is an ``objects`` row without a placement of its own
 under its own DEK; the segments go when the object row goes (``ON DELETE
 CASCADE``). Uploads in progress are ``multipart_uploads`` with their
 ``multipart_parts``; ``completed_uploads`` remembers recent completions so a
-completion retried after a lost reply gets the same object back.
+completion retried after a lost reply gets the same object back. A small
+object may be *inline*: its sealed records in its row's ``inline_data``
+(backend ``INLINE_BACKEND``, no blob), stored by one commit with no blob to
+write or sweep; parts and segments never are.
 
 Every row is scoped by tenant; no query reads across tenants except the
 sweeper's ``referenced_blobs``, the key rewrap's ``wrapped_below_page`` (both
@@ -32,11 +35,14 @@ triggers, so no number of concurrent writers can pass a limit together.
 
 Modules: ``schema`` (migrations), ``records`` (the rows as frozen records, each
 blob's ``Placement``), ``paging`` (iteration over paged queries, shared with
-the remote proxy), ``quotas`` (limits, usage and their checks) and ``store``
-(the ``Catalog`` and its queries).
+the remote proxy), ``quotas`` (limits, usage and their checks), ``store``
+(the ``Catalog`` and its queries) and ``reader`` (the catalog read-only, for
+callers on its node: no round trip to the catalog service).
 """
 from dwray.core.catalog.paging import PagedReads
+from dwray.core.catalog.reader import CatalogReader, LocalReadUnavailable
 from dwray.core.catalog.records import (
+    INLINE_BACKEND,
     NULL_VERSION,
     BucketRecord,
     DeleteOutcome,
@@ -52,12 +58,15 @@ from dwray.core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 from dwray.core.catalog.store import Catalog
 
 __all__ = [
+    "INLINE_BACKEND",
     "MIGRATIONS",
     "NULL_VERSION",
     "SCHEMA_VERSION",
     "BucketRecord",
     "Catalog",
+    "CatalogReader",
     "DeleteOutcome",
+    "LocalReadUnavailable",
     "ObjectRecord",
     "PagedReads",
     "PartRecord",

@@ -5,9 +5,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["NULL_VERSION", "VERSIONING_ENABLED", "VERSIONING_NEVER", "VERSIONING_SUSPENDED", "BucketRecord",
-           "DeleteOutcome", "ObjectRecord", "PartRecord", "Placement", "SegmentRecord", "UploadRecord", "WrappedKey",
-           "WriteCondition"]
+from dwray.errors import InvalidArgument
+
+__all__ = ["INLINE_BACKEND", "NULL_VERSION", "VERSIONING_ENABLED", "VERSIONING_NEVER", "VERSIONING_SUSPENDED",
+           "BucketRecord", "DeleteOutcome", "ObjectRecord", "PartRecord", "Placement", "SegmentRecord",
+           "UploadRecord", "WrappedKey", "WriteCondition"]
+
+#: the ``backend`` of a placement whose sealed bytes are in the catalog row itself (schema migration 7)
+INLINE_BACKEND = "inline"
 
 
 @dataclass(frozen=True)
@@ -15,7 +20,14 @@ class Placement:
     """Where one sealed blob is and what opens it: its backend and blob id, the key header
     (the DEK wrapped under KEK ``kek_id`` at ``kek_version``) and the frame table.
 
-    The fields are in the order of their columns in every table that holds a placement.
+    An *inline* placement (``backend == INLINE_BACKEND``, ``blob_id == ""``) carries the
+    sealed records themselves in ``inline``, laid end to end as a blob would hold them:
+    a small object is then one durable catalog commit, with no blob to write, fsync,
+    read or sweep. Only object rows hold inline bytes (``objects.inline_data``); a
+    multipart upload's parts, and so a multipart object's segments, always have blobs.
+
+    The fields but ``inline`` are in the order of their columns in every table that
+    holds a placement; ``inline`` is the last column of ``objects`` alone.
     """
 
     backend: str
@@ -24,6 +36,26 @@ class Placement:
     frame_table: bytes = field(repr=False)
     kek_id: str
     kek_version: int
+    #: the sealed records of an inline placement; ``None`` for one in a blob
+    inline: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inline, bytearray | memoryview):
+            object.__setattr__(self, "inline", bytes(self.inline))
+        if self.backend == INLINE_BACKEND:
+            if not isinstance(self.inline, bytes) or not self.inline:
+                raise InvalidArgument(f"an inline placement (backend {INLINE_BACKEND!r}) needs its sealed bytes, "
+                                      f"not {'empty bytes' if self.inline is not None else 'None'}")
+            if self.blob_id != "":
+                raise InvalidArgument(f"an inline placement has no blob, so its blob id is '', not {self.blob_id!r}")
+        elif self.inline is not None:
+            raise InvalidArgument(f"a placement in backend {self.backend!r} (blob {self.blob_id!r}) may not carry "
+                                  f"inline bytes: only backend {INLINE_BACKEND!r} does")
+
+    @property
+    def is_inline(self) -> bool:
+        """The sealed bytes are in ``inline``, not in a blob."""
+        return self.inline is not None
 
     def _to_row(self) -> tuple[str, str, bytes, bytes, str, int]:
         return (self.backend, self.blob_id, self.key_header, self.frame_table, self.kek_id, self.kek_version)
@@ -74,7 +106,8 @@ class ObjectRecord:
     headers: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
-    #: the one blob holding the bytes; ``None`` for a delete marker and a multipart object
+    #: the one blob holding the bytes (or, inline, the sealed bytes themselves); ``None`` for a delete
+    #: marker and a multipart object
     placement: Placement | None = None
     #: how many segments (multipart parts) hold the bytes; 0: the placement above
     parts: int = 0
@@ -96,8 +129,8 @@ class ObjectRecord:
     @classmethod
     def _from_row(cls, row: tuple[Any, ...]) -> ObjectRecord:
         # Rows written before placements were records may name a backend without a blob
-        # (multipart objects did): no blob id, no placement.
-        placement = Placement(*row[12:18]) if row[13] is not None else None
+        # (multipart objects did): no blob id, no placement. An inline row's blob id is ''.
+        placement = Placement(*row[12:18], row[21]) if row[13] is not None else None
         return cls(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7], row[8],
                    json.loads(row[9]), json.loads(row[10]), row[11], placement, row[18], bool(row[19]),
                    json.loads(row[20]))
@@ -108,7 +141,7 @@ class ObjectRecord:
                 int(self.delete_marker), self.size, self.etag, self.content_type,
                 json.dumps(self.headers, sort_keys=True), json.dumps(self.metadata, sort_keys=True),
                 self.created, *placement, self.parts, int(self.null_version),
-                json.dumps(self.tags, sort_keys=True))
+                json.dumps(self.tags, sort_keys=True), self.placement.inline if self.placement is not None else None)
 
 
 @dataclass(frozen=True)
@@ -132,7 +165,12 @@ class UploadRecord:
 
 @dataclass(frozen=True)
 class PartRecord:
-    """One uploaded part: its own blob, sealed under its own DEK and identity ``part_version``."""
+    """One uploaded part: its own blob, sealed under its own DEK and identity ``part_version``.
+
+    Never inline: ``multipart_parts`` and ``object_segments`` (which a completion
+    copies parts into) have no column for inline bytes, and a part is as large as
+    S3's minimum part size anyway.
+    """
 
     upload_id: str
     part_number: int
@@ -142,6 +180,11 @@ class PartRecord:
     placement: Placement
     part_version: str
 
+    def __post_init__(self) -> None:
+        if self.placement.is_inline:
+            raise InvalidArgument(f"part {self.part_number} of upload {self.upload_id!r}: a multipart part is "
+                                  f"stored in a blob, never inline")
+
     def _to_row(self) -> tuple[Any, ...]:
         return (self.upload_id, self.part_number, self.size, self.etag, self.created, *self.placement._to_row(),
                 self.part_version)
@@ -149,7 +192,10 @@ class PartRecord:
 
 @dataclass(frozen=True)
 class SegmentRecord:
-    """Part ``index`` of a multipart object: plaintext bytes ``[offset, offset + size)`` of it."""
+    """Part ``index`` of a multipart object: plaintext bytes ``[offset, offset + size)`` of it.
+
+    Always in a blob (the part's), never inline: see ``PartRecord``.
+    """
 
     index: int
     offset: int

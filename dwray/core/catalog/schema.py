@@ -258,17 +258,36 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX objects_null ON objects (tenant, bucket, key) WHERE null_version = 1;
     CREATE UNIQUE INDEX buckets_global_name ON buckets (name);
     """,
+    # 7: small objects inline. ``objects.inline_data`` holds an object's sealed records
+    # (what its blob would hold) when they are kept in the row: backend 'inline', blob
+    # id '', and no blob anywhere, so the sweeper's queries by backend never meet them.
+    # The check keeps that so for every row: inline bytes exactly when the backend is
+    # 'inline', and never empty. Earlier rows all have blobs (NULL); a data dir where a
+    # storage backend was named 'inline' is refused before this runs (``INLINE_MIGRATION``).
+    # Parts and segments are never inline: their tables get no such column.
+    """
+    ALTER TABLE objects ADD COLUMN inline_data BLOB
+        CHECK ((inline_data IS NULL) = (backend IS NOT 'inline') AND (inline_data IS NULL OR length(inline_data) > 0));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: the migration that makes bucket names global (its index in ``MIGRATIONS``)
 GLOBAL_NAMES_MIGRATION = 5
+#: the migration that adds inline objects (its index in ``MIGRATIONS``)
+INLINE_MIGRATION = 6
 
 OBJECT_COLUMNS = (
     "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
     "headers, metadata, created, backend, blob_id, key_header, frame_table, kek_id, kek_version, parts, "
-    "null_version, tags"
+    "null_version, tags, inline_data"
 )
-OBJECT_VALUES = ", ".join("?" * 21)
+OBJECT_VALUES = ", ".join("?" * 22)
+#: ``OBJECT_COLUMNS`` for listings: the same shape with no placement (what to list is all a
+#: listing needs; a page of small objects would otherwise carry their inline bytes)
+LISTING_COLUMNS = (
+    "tenant, bucket, key, version_id, is_latest, delete_marker, size, etag, content_type, "
+    "headers, metadata, created, NULL, NULL, NULL, NULL, NULL, NULL, parts, null_version, tags, NULL"
+)
 UPLOAD_COLUMNS = "tenant, bucket, key, upload_id, created, content_type, headers, metadata, tags"
 PART_COLUMNS = ("upload_id, part_number, size, etag, created, backend, blob_id, key_header, frame_table, "
                 "kek_id, kek_version, part_version")

@@ -10,8 +10,15 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from dwray.core.catalog.paging import PagedReads
-from dwray.core.catalog.quotas import QuotaQueries, Usage, check_buckets_in, check_in, usage_in
+from dwray.core.catalog.quotas import (
+    QuotaQueries,
+    Usage,
+    check_buckets_in,
+    check_in,
+    usage_in,
+)
 from dwray.core.catalog.records import (
+    INLINE_BACKEND,
     NULL_VERSION,
     VERSIONING_ENABLED,
     VERSIONING_SUSPENDED,
@@ -26,6 +33,8 @@ from dwray.core.catalog.records import (
 )
 from dwray.core.catalog.schema import (
     GLOBAL_NAMES_MIGRATION,
+    INLINE_MIGRATION,
+    LISTING_COLUMNS,
     MIGRATIONS,
     OBJECT_COLUMNS,
     OBJECT_VALUES,
@@ -46,6 +55,7 @@ from dwray.errors import (
     ConditionalRequestConflict,
     DeleteMarkerVersion,
     DwrayError,
+    InvalidArgument,
     InvalidPart,
     ObjectDeleted,
     ObjectNotFound,
@@ -79,6 +89,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         # says (the pragma does nothing inside a transaction, hence around it). The
         # rows are copied as they are, so no reference breaks meanwhile.
         self._refuse_name_clashes()
+        self._refuse_inline_backend()
         self._db.execute("PRAGMA foreign_keys=OFF")
         try:
             super()._migrate()
@@ -98,6 +109,24 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         if clashes:
             raise BucketNameClash("; ".join(f"{name!r} is owned by tenants {owners}" for name, owners in clashes),
                                   RENAME_REMEDY)
+
+    def _refuse_inline_backend(self) -> None:
+        """``CatalogError`` if blobs of a storage backend named ``'inline'`` would meet migration 7.
+
+        From then on that name means "the bytes are in the row": such blobs would
+        read as inline objects without their bytes, and the migration's check would
+        refuse their rows anyway. Checked before any migration runs.
+        """
+        found = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if not 0 < found <= INLINE_MIGRATION:
+            return
+        present = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = [table for table in ("objects", "object_segments", "multipart_parts") if table in present
+                  and self._db.execute(f"SELECT 1 FROM {table} WHERE backend = ? LIMIT 1",
+                                       (INLINE_BACKEND,)).fetchone()]
+        if tables:
+            raise CatalogError(f"cannot upgrade the catalog: rows of {', '.join(tables)} name a storage backend "
+                               f"{INLINE_BACKEND!r}, which now means objects kept in the catalog row")
 
     # Buckets ----------------------------------------------------------------
 
@@ -186,6 +215,9 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         commit happens only if it holds (``PreconditionFailed`` otherwise), decided
         in the same transaction. Committing a row that is already there changes
         nothing and returns it, so a caller may retry a commit whose answer it lost.
+        An inline record (``Placement.inline``) carries its sealed bytes into the row:
+        this one durable commit is all there is to storing it, and a removed inline
+        version leaves nothing to sweep.
         """
         with self._write() as db:
             return self._commit_in(db, record, usage_in(db, record.tenant, record.bucket), condition)
@@ -317,12 +349,13 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         """Up to ``limit`` live latest versions whose key starts with ``prefix``, from ``start`` on.
 
         Key order is SQLite's BINARY collation on UTF-8, which is S3's order.
+        Listing records carry no placement (``get_object`` has it).
         """
         lower, include = prefix, True
         if start is not None and start >= prefix:
             lower, include = start, inclusive
         rows = self._read(
-            f"SELECT {OBJECT_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
+            f"SELECT {LISTING_COLUMNS} FROM objects WHERE tenant = ? AND bucket = ? AND is_latest = 1 "
             f"AND delete_marker = 0 AND key {'>=' if include else '>'} ? ORDER BY key LIMIT {int(limit)}",
             (tenant, bucket, lower))
         return _under_prefix(rows, ObjectRecord._from_row, prefix)
@@ -382,7 +415,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         After ``key_marker`` alone: keys above it (or from it, ``inclusive``).
         With ``version_marker`` too (a public version id): that key's versions
         older than the marker's, then the keys above; a marker the key no longer
-        has resumes at the next key.
+        has resumes at the next key. Listing records carry no placement (``get_object`` has it).
         """
         self.get_bucket(tenant, bucket)
         where, params = ["tenant = ? AND bucket = ? AND key >= ?"], [tenant, bucket, prefix]
@@ -399,7 +432,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         elif key_marker is not None:
             where.append("key >= ?" if inclusive else "key > ?")
             params.append(key_marker)
-        rows = self._read(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {' AND '.join(where)} "
+        rows = self._read(f"SELECT {LISTING_COLUMNS} FROM objects WHERE {' AND '.join(where)} "
                           f"ORDER BY key, created DESC, version_id DESC LIMIT {int(limit)}", tuple(params))
         return _under_prefix(rows, ObjectRecord._from_row, prefix)
 
@@ -456,18 +489,32 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
     # Sweeper ----------------------------------------------------------------
 
     def referenced_blobs(self, backend: str) -> set[str]:
-        """Blob ids on ``backend`` that a committed object, segment or uploaded part points at."""
+        """Blob ids on ``backend`` that a committed object, segment or uploaded part points at.
+
+        Inline objects have no blob: their backend is ``INLINE_BACKEND`` (schema migration 7
+        keeps that so), so a query by any storage backend's name never meets them, and
+        asking for ``INLINE_BACKEND`` itself is refused (it holds no blobs to sweep).
+        """
+        self._no_blobs_inline(backend)
         rows = self._read("SELECT blob_id FROM objects WHERE backend = ? AND blob_id IS NOT NULL "
                           "UNION SELECT blob_id FROM object_segments WHERE backend = ? "
                           "UNION SELECT blob_id FROM multipart_parts WHERE backend = ?", (backend,) * 3)
         return {row[0] for row in rows}
 
     def is_referenced(self, backend: str, blob_id: str) -> bool:
+        """Whether a committed row points at blob ``blob_id`` on ``backend`` (inline rows point at none)."""
+        self._no_blobs_inline(backend)
         return bool(self._read(
             "SELECT 1 FROM objects WHERE backend = ? AND blob_id = ? UNION ALL "
             "SELECT 1 FROM object_segments WHERE backend = ? AND blob_id = ? UNION ALL "
             "SELECT 1 FROM multipart_parts WHERE backend = ? AND blob_id = ? LIMIT 1",
             (backend, blob_id) * 3))
+
+    @staticmethod
+    def _no_blobs_inline(backend: str) -> None:
+        if backend == INLINE_BACKEND:
+            raise InvalidArgument(f"{INLINE_BACKEND!r} names objects kept in catalog rows, not a storage backend "
+                                  "with blobs")
 
     def stats(self, tenant: str) -> dict[str, int]:
         """Object versions and their bytes (delete markers aside), and uploads in progress and their parts' bytes."""
@@ -604,7 +651,12 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
         sweeper), and the completion remembered: completing the same upload
         with the same parts again returns the same object. With ``condition``,
         only if it holds for the key's current version (see ``commit_object``).
+        The object's bytes are its segments' blobs (never inline): ``record`` has
+        no placement of its own.
         """
+        if record.placement is not None:
+            raise InvalidArgument(f"multipart object {record.bucket}/{record.key}: its bytes are in its parts' "
+                                  "blobs, so its record has no placement of its own")
         with self._write() as db:
             done = self._completion_in(db, record.tenant, record.bucket, record.key, upload_id, parts)
             if done is not None:

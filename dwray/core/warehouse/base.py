@@ -16,6 +16,7 @@ from dwray.core.audit import AuditSink, open_audit_log
 from dwray.core.audit.deferred import DeferredRecords
 from dwray.core.catalog import BucketRecord, Catalog, ObjectRecord
 from dwray.core.contracts import KeyService, PagedCatalog
+from dwray.core.data_keys import DataKeys
 from dwray.core.datadir_lock import DataDirLock, LockHolder
 from dwray.core.key_services import open_key_service
 from dwray.core.models import ObjectInfo, TenantContext
@@ -26,6 +27,10 @@ __all__ = ["BUCKET_CACHE_SECONDS", "TenantArg", "WarehouseBase", "object_info"]
 
 TenantArg = TenantContext | str | None
 BUCKET_CACHE_SECONDS = 5.0
+# A process seals with one bucket key per (KEK, bucket) for this long, so a KEK rotation reaches
+# new writes within a minute; unwrapped keys stay in its read cache for five.
+DATA_KEY_SEAL_SECONDS = 60.0
+DATA_KEY_OPEN_SECONDS = 300.0
 
 
 def object_info(record: ObjectRecord) -> ObjectInfo:
@@ -67,6 +72,10 @@ class WarehouseBase:
                 busy_timeout_ms=self.config.catalog.busy_timeout_ms)
             undo.callback(self.catalog.close)
             self.keyring = keyring if keyring is not None else open_key_service(self.config)
+            # Bucket keys: one key service call per bucket and minute for writes, and
+            # unwrapped keys kept a few minutes for reads, instead of one call per object.
+            self.data_keys = DataKeys(self.keyring, seal_ttl=DATA_KEY_SEAL_SECONDS,
+                                      open_ttl=DATA_KEY_OPEN_SECONDS)
             # The audit log has one writer per data dir: the holder of its lock (or, on Ray, its plugin).
             if audit is None and self.config.audit.enabled and self._datadir_lock is not None:
                 audit = open_audit_log(self.config)

@@ -38,7 +38,9 @@ class Maintenance(WarehouseBase):
         """Make a new primary KEK version for the tenant's new writes; return it."""
         ctx = self._tenant(tenant)
         self.keyring.ensure(ctx.kek_id)
-        return self.keyring.rotate(ctx.kek_id)
+        version = self.keyring.rotate(ctx.kek_id)
+        self.data_keys.forget(ctx.kek_id)  # this process's next writes wrap a bucket key under the new version
+        return version
 
     @traced("rotate_all_keys")
     @operator_only("RotateKeys")
@@ -53,6 +55,7 @@ class Maintenance(WarehouseBase):
                 rotated[kek_id] = self.keyring.rotate(kek_id)
             except KeyShredded:
                 continue
+        self.data_keys.forget()
         return rotated
 
     @traced("rewrap")
@@ -77,6 +80,9 @@ class Maintenance(WarehouseBase):
             progress(0, total)
         done = 0
         previous: list[bytes] = []
+        # Objects sealed under one bucket key share its wrapped bytes: rewrapped once per run, so
+        # they keep sharing them (and one cached unwrap) afterwards.
+        rewrapped: dict[tuple[int, bytes], tuple[int, bytes]] = {}
         while page := self.catalog.wrapped_below_page(ctx.kek_id, primary, batch):
             headers = [_sealed_header(record) for record in page]
             if headers == previous:
@@ -86,7 +92,10 @@ class Maintenance(WarehouseBase):
             previous = headers
             for record, sealed in zip(page, headers, strict=True):
                 header = KeyHeader.from_bytes(sealed)
-                version, wrapped = self.keyring.rewrap(header.kek_id, header.kek_version, header.wrapped_dek)
+                known = (header.kek_version, header.wrapped_dek)
+                if known not in rewrapped:
+                    rewrapped[known] = self.keyring.rewrap(header.kek_id, header.kek_version, header.wrapped_dek)
+                version, wrapped = rewrapped[known]
                 if self.catalog.replace_key_header(record, header.with_wrapped(version, wrapped).to_bytes(), version):
                     done += 1
             if progress is not None:
@@ -123,6 +132,7 @@ class Maintenance(WarehouseBase):
             raise KeyringError(f"{sum(remaining.values())} object(s) of tenant {ctx.tenant!r} are still wrapped "
                                f"under KEK versions below {minimum} ({where}); run rewrap first")
         self.keyring.retire_below(ctx.kek_id, minimum)
+        self.data_keys.forget(ctx.kek_id)
 
     @traced("sweep")
     @operator_only("Sweep")

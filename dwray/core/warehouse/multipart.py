@@ -117,7 +117,9 @@ class MultipartUploads(ObjectWrites):
         # part's frames open as another part's, upload's or object's.
         part_version = f"{upload.upload_id}.{part_number}.{secrets.token_hex(8)}"
         try:
-            sealed = self._seal(ctx, self._bucket(ctx, upload.bucket), upload.key, part_version, frames)
+            # Parts always get blobs: their rows (and the segments they become) hold no inline bytes.
+            sealed = self._seal(ctx, self._bucket(ctx, upload.bucket), upload.key, part_version, frames,
+                                inline=False)
         except BucketNotFound:
             self._forget_bucket(ctx, upload.bucket)
             raise

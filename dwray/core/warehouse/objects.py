@@ -7,14 +7,16 @@ blob, which ``sweep`` removes after the grace period; never a visible partial.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dwray.core.catalog import BucketRecord, ObjectRecord, Placement, WriteCondition
-from dwray.core.frames import FORMAT_VERSION, KeyHeader, ObjectIdentity, new_object_keys
+from dwray.core.catalog import INLINE_BACKEND, BucketRecord, ObjectRecord, Placement, WriteCondition
+from dwray.core.frames import FrameTable, KeyHeader, ObjectIdentity
 from dwray.core.models import DeleteResult, ObjectInfo, TenantContext
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.pipeline import ObjectCrypto, StoredBlob, plaintext_frames
@@ -24,7 +26,7 @@ from dwray.core.warehouse.base import TenantArg, object_info
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers
 from dwray.core.warehouse.reads import ObjectReads
 from dwray.core.warehouse.tracing import traced
-from dwray.errors import BucketNotFound, DwrayError, InvalidArgument
+from dwray.errors import BucketNotFound, DwrayError, EntityTooLarge, InvalidArgument
 
 __all__ = ["ObjectWrites", "Sealed", "new_version_id", "write_condition"]
 
@@ -36,14 +38,19 @@ def new_version_id() -> str:
 
 @dataclass(frozen=True)
 class Sealed:
-    """A durable blob of sealed frames, not yet referenced by any catalog row."""
+    """Sealed frames not yet referenced by any catalog row: a durable blob, or (``inline``)
+    the records of a small object that its catalog row will hold."""
 
     blob_id: str
     header: KeyHeader
     stored: StoredBlob
+    inline: bytes | None = None
 
     def placement(self, backend: str) -> Placement:
-        """Where the blob is, for the row that will reference it."""
+        """Where the sealed records are, for the row that will reference them."""
+        if self.inline is not None:
+            return Placement(INLINE_BACKEND, "", self.header.to_bytes(), self.stored.table.to_bytes(),
+                             self.header.kek_id, self.header.kek_version, inline=self.inline)
         return Placement(backend, self.blob_id, self.header.to_bytes(), self.stored.table.to_bytes(),
                          self.header.kek_id, self.header.kek_version)
 
@@ -84,29 +91,45 @@ class ObjectWrites(ObjectReads):
             raise
         return object_info(record)
 
-    def _seal(self, ctx: TenantContext, bucket: BucketRecord, key: str, version: str, frames: Any) -> Sealed:
-        """Seal ``frames`` under a fresh DEK and identity (tenant, bucket, key, ``version``) into a durable blob."""
-        # Folders by time (one per ~69 s of writes) rather than by hash: a
-        # durable put into an existing folder skips creating and fsyncing one.
-        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
-        keys = new_object_keys()
+    def _seal(self, ctx: TenantContext, bucket: BucketRecord, key: str, version: str, frames: Any, *,
+              inline: bool = True) -> Sealed:
+        """Seal ``frames`` under a fresh DEK and identity (tenant, bucket, key, ``version``).
+
+        The DEK is derived from the bucket key this process holds for the
+        tenant's KEK and the bucket (``DataKeys``), so sealing costs no key
+        service round trip. An object of one frame of at most
+        ``pipeline.inline_max_bytes`` (when ``inline``) is sealed here, by the
+        built-in frame code, for its catalog row to hold: no blob, no storage
+        round trip, one durable commit. Anything larger becomes a durable blob.
+        """
         if ctx.kek_id not in self._keks_ready:
             self.keyring.ensure(ctx.kek_id)
             self._keks_ready.add(ctx.kek_id)
-        kek_version, wrapped = self.keyring.wrap(ctx.kek_id, keys.dek)
+        keys = self.data_keys.for_sealing(ctx.kek_id, bucket.bucket_id)
         identity = ObjectIdentity(ctx.tenant, bucket.name, key, version)
         frame_size = self.config.pipeline.frame_size
         crypto = ObjectCrypto(identity, keys.dek, keys.nonce_prefix, frame_size, self.config.pipeline.zstd_level)
-        stored = self.engine.store(self.backend, blob_id, frames, crypto, self.config.limits.max_object_size)
-        header = KeyHeader(
-            format_version=FORMAT_VERSION, kek_id=ctx.kek_id, kek_version=kek_version, wrapped_dek=wrapped,
-            nonce_prefix=keys.nonce_prefix, frame_size=frame_size, plaintext_length=stored.size,
-            content_md5=stored.md5)
-        return Sealed(blob_id, header, stored)
+        max_size = self.config.limits.max_object_size
+        frames = iter(frames)
+        first = next(frames)
+        if inline and first[1] and len(first[0]) <= min(self.config.pipeline.inline_max_bytes, max_size):
+            codec, body = crypto.sealer().seal(0, first[0], True)
+            records = codec + body
+            stored = StoredBlob(len(first[0]), hashlib.md5(first[0]).digest(), FrameTable([len(records)]))
+            return Sealed("", keys.header(frame_size, stored.size, stored.md5), stored, records)
+        if first[1] and len(first[0]) > max_size:
+            raise EntityTooLarge(len(first[0]), max_size)
+        # Folders by time (one per ~69 s of writes) rather than by hash: a
+        # durable put into an existing folder skips creating and fsyncing one.
+        blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
+        stored = self.engine.store(self.backend, blob_id, itertools.chain((first,), frames), crypto, max_size)
+        return Sealed(blob_id, keys.header(frame_size, stored.size, stored.md5), stored)
 
     def _forget_blob(self, blob_id: str) -> None:
         """Remove a blob whose row was not committed, so nothing references it (best effort:
-        the sweeper gets it otherwise)."""
+        the sweeper gets it otherwise). An inline object has none (``blob_id`` is empty)."""
+        if not blob_id:
+            return
         try:
             self.backend.delete_blob(blob_id)
         except DwrayError:

@@ -164,7 +164,7 @@ class ObjectReads(WarehouseBase):
                 source = self._blob_plaintext(
                     ctx, record.bucket, record.key, record.version_id, placement.blob_id,
                     KeyHeader.from_bytes(placement.key_header), FrameTable.from_bytes(placement.frame_table),
-                    start, end)
+                    start, end, placement.inline)
         except BaseException as exc:
             span.record_exception(exc)
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
@@ -183,12 +183,19 @@ class ObjectReads(WarehouseBase):
             return reader.readall()
 
     def _blob_plaintext(self, ctx: TenantContext, bucket: str, key: str, version: str, blob_id: str,
-                        header: KeyHeader, table: FrameTable, start: int, end: int) -> Iterator[bytes]:
-        """Plaintext bytes ``[start, end)`` of one blob sealed under identity (tenant, bucket, key, ``version``)."""
-        dek = self.keyring.unwrap(header.kek_id, header.kek_version, header.wrapped_dek)
+                        header: KeyHeader, table: FrameTable, start: int, end: int,
+                        inline: bytes | None = None) -> Iterator[bytes]:
+        """Plaintext bytes ``[start, end)`` of one blob sealed under identity (tenant, bucket, key, ``version``).
+
+        ``inline``: the records of a small object that its catalog row holds, opened here.
+        """
+        dek = self.data_keys.dek_for(header)
         identity = ObjectIdentity(ctx.tenant, bucket, key, version)
         crypto = ObjectCrypto(identity, dek, header.nonce_prefix, header.frame_size)
         last_index = max(len(table) - 1, 0)
+        if inline is not None:
+            yield from _inline_plaintext(crypto, table, inline, start, end, last_index)
+            return
         if end <= start:
             # Empty object: still authenticate its single (empty) frame.
             for _ in self.engine.load(self.backend, blob_id, table, crypto, range(0, 1), last_index):
@@ -229,3 +236,23 @@ class ObjectReads(WarehouseBase):
             raise IntegrityError(what, f"sealed {header.plaintext_length} bytes, the catalog says {segment.size}")
         return self._blob_plaintext(ctx, record.bucket, record.key, segment.part_version, placement.blob_id, header,
                                     FrameTable.from_bytes(placement.frame_table), lo, hi)
+
+
+def _inline_plaintext(crypto: ObjectCrypto, table: FrameTable, records: bytes, start: int, end: int,
+                      last_index: int) -> Iterator[bytes]:
+    """Plaintext bytes ``[start, end)`` of records held inline (a small object's; one frame, in practice)."""
+    opener = crypto.opener()
+    view = memoryview(records)
+    if len(view) != (table.record_range(last_index)[1] if len(table) else 0):
+        raise IntegrityError(crypto.identity.describe(), f"inline records hold {len(view)} bytes, "
+                             "not what the frame table says")
+    frames = frames_for_range(start, end, crypto.frame_size) if end > start else range(0, 1)
+    position = frames.start * crypto.frame_size
+    for index in frames:
+        lo, hi = table.record_range(index)
+        plain = opener.open(index, view[lo:hi], index == last_index)
+        if end <= start:
+            return
+        first, last = max(start - position, 0), min(end - position, len(plain))
+        position += len(plain)
+        yield plain if (first == 0 and last == len(plain)) else plain[first:last]

@@ -117,6 +117,7 @@ def _destroy_key(warehouse: Warehouse, kek_id: str) -> list[int]:
     except (KeyShredded, KeyNotFound):
         versions = []  # destroyed by an earlier run, or never made (the tenant stored nothing)
     warehouse.keyring.destroy(kek_id)
+    warehouse.data_keys.forget(kek_id)
     return versions
 
 

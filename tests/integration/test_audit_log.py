@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from dwray.cli import cli
@@ -16,7 +17,7 @@ from dwray.core.audit import AuditLocations
 from dwray.core.audit.reader import AuditReader
 from dwray.core.models import TenantContext
 from dwray.core.warehouse import Warehouse
-from dwray.errors import ObjectNotFound
+from dwray.errors import BucketNotFound, ObjectNotFound
 from tests.conftest import make_config
 
 
@@ -99,3 +100,28 @@ def test_ray_warehouse_appends_through_the_audit_plugin(ray_warehouse: Any) -> N
     verify = _dw(ray_warehouse.config.data_dir, "verify", "--json", "--monitor-state",
                  str(ray_warehouse.config.data_dir.parent / "monitor.json"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_writes_record_is_written_ahead_and_a_failed_write_adds_its_error(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "data")
+    with Warehouse(config) as warehouse:
+        warehouse.create_bucket("ahead")
+        warehouse.put("ahead", "src", b"source")
+        with pytest.raises(BucketNotFound):
+            warehouse.put("no-such-bucket", "k", b"lost")
+        warehouse.copy("ahead", "src", "ahead", "dst")
+        with pytest.raises(ObjectNotFound):
+            warehouse.copy("ahead", "missing", "ahead", "dst2")
+    records = _records(config, tenant=config.default_tenant)
+    assert [(r["action"], r["resource"], r["outcome"], r["error"]) for r in records] == [
+        ("s3:CreateBucket", "ahead", "allowed", None),
+        ("s3:PutObject", "ahead/src", "allowed", None),
+        # Allowed, so recorded as it started; then it failed, and that is recorded too.
+        ("s3:PutObject", "no-such-bucket/k", "allowed", None),
+        ("s3:PutObject", "no-such-bucket/k", "error", "BucketNotFound"),
+        # A copy's write is recorded ahead, its read after it ran.
+        ("s3:PutObject", "ahead/dst", "allowed", None),
+        ("s3:GetObject", "ahead/src", "allowed", None),
+        ("s3:PutObject", "ahead/dst2", "allowed", None),
+        ("s3:GetObject", "ahead/missing", "error", "ObjectNotFound"),
+        ("s3:PutObject", "ahead/dst2", "error", "ObjectNotFound")]

@@ -45,10 +45,14 @@ class DeferredRecords:
 
     def append_with(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` durably now, after every record waiting (so the log keeps their order)."""
+        self.append_all_with([record])
+
+    def append_all_with(self, records: list[Mapping[str, Any]]) -> None:
+        """Append ``records`` durably now, after every record waiting (so the log keeps their order)."""
         with self._lock:
             batch, self._waiting = self._waiting, []
         try:
-            self._sink.append_many([*batch, record])
+            self._sink.append_many([*batch, *records])
         except BaseException:
             self._requeue(batch)
             raise

@@ -11,6 +11,13 @@ allowed or denied, succeeded or failed, each pair goes to the warehouse's
 before the call returns or raises (``outcome`` ``allowed``, ``denied`` or
 ``error``; a denial records only the refused pair).
 
+A write's ``allowed`` records are written ahead: the warehouse's
+``audit_ahead(ctx, pairs)`` hook starts appending them durably as the
+operation starts, and the operation's result waits for both, so the audit
+log's round trip overlaps the catalog's instead of following it. A write
+that then fails adds an ``error`` record after its ``allowed`` one. Reads are
+recorded after they ran, as before.
+
 An operation that calls another (a copy opens its source, ``get_table`` reads
 its object) is checked and audited once, as the outer operation: calls made
 while one is running on the same thread are not checked again.
@@ -154,15 +161,23 @@ def checked(rule: Rule, *, operator: bool = False, list_buckets: bool = False) -
                         if audit is not None:
                             audit(ctx, action, resource, "denied", error)
                         raise error
+            ahead = getattr(self, "audit_ahead", None)
+            written_ahead = ahead(ctx, checks) if ahead is not None and audit is not None else None
             token = _running.set(True)
             try:
                 result = method(*bound.args, **bound.kwargs)
             except BaseException as error:
+                if written_ahead is not None:
+                    written_ahead.settle()
                 _audit_all(audit, ctx, checks, "error", error)
                 raise
             finally:
                 _running.reset(token)
-            _audit_all(audit, ctx, checks, "allowed", None)
+            if written_ahead is not None:
+                written_ahead.result()  # the write's records are durable before it is acknowledged
+                _audit_all(audit, ctx, [pair for pair in checks if pair not in written_ahead.pairs], "allowed", None)
+            else:
+                _audit_all(audit, ctx, checks, "allowed", None)
             return result
         return run  # type: ignore[return-value]
     return decorate

@@ -9,12 +9,18 @@ within a fraction of a second.
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from dwray.core.models import TenantContext
 from dwray.core.warehouse.base import WarehouseBase
 
-__all__ = ["Auditing", "is_read_action"]
+__all__ = ["AheadRecords", "Auditing", "is_read_action"]
+
+# Threads that wait for writes' audit appends (each append waits on the sink's group commit).
+AHEAD_THREADS = 32
 
 _READ_VERBS = ("Get", "Head", "List")
 
@@ -24,15 +30,57 @@ def is_read_action(action: str) -> bool:
     return action.rpartition(":")[2].startswith(_READ_VERBS)
 
 
+class AheadRecords:
+    """The ``allowed`` records of a write, being appended while the write runs."""
+
+    def __init__(self, pairs: list[tuple[str, str]], future: Future[Any]) -> None:
+        self.pairs = pairs
+        self._future = future
+
+    def result(self) -> None:
+        """Wait until the records are durable; the audit log's error if they could not be."""
+        self._future.result()
+
+    def settle(self) -> None:
+        """Wait for the append to end, whatever its outcome (the write failed: its error is the one to raise)."""
+        try:
+            self._future.result()
+        except Exception:  # noqa: BLE001 - the write's own error goes to the caller
+            pass
+
+
 class Auditing(WarehouseBase):
     """Appends one audit record per access (see the module docstring)."""
 
-    def audit_access(self, ctx: TenantContext, action: str, resource: str, outcome: str,
-                     error: BaseException | None = None) -> None:
-        """Record ``action`` on ``resource`` by ``ctx``: ``outcome`` is ``allowed``, ``denied`` or ``error``."""
+    _ahead_pool: ThreadPoolExecutor | None = None
+    _ahead_lock = threading.Lock()
+
+    def audit_ahead(self, ctx: TenantContext, checks: list[tuple[str, str]]) -> AheadRecords | None:
+        """Start appending the ``allowed`` records of a write's pairs durably; ``None`` for a read."""
         if self.audit is None or self._audit_reads is None:
-            return
-        record = {
+            return None
+        pairs = [(action, resource) for action, resource in checks if not is_read_action(action)]
+        if not pairs:
+            return None
+        records = [self._record(ctx, action, resource, "allowed", None) for action, resource in pairs]
+        return AheadRecords(pairs, self._ahead_threads().submit(self._audit_reads.append_all_with, records))
+
+    def _ahead_threads(self) -> ThreadPoolExecutor:
+        with self._ahead_lock:
+            if self._ahead_pool is None:
+                self._ahead_pool = ThreadPoolExecutor(AHEAD_THREADS, thread_name_prefix="dwray-audit-ahead")
+            return self._ahead_pool
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._ahead_pool is not None:
+                self._ahead_pool.shutdown(wait=True)
+
+    def _record(self, ctx: TenantContext, action: str, resource: str, outcome: str,
+                error: BaseException | None) -> dict[str, Any]:
+        return {
             "time": time.time(), "principal": ctx.principal, "tenant": ctx.tenant,
             "access_key_id": getattr(ctx, "access_key_id", None),
             "action": action, "resource": resource, "outcome": outcome,
@@ -40,6 +88,13 @@ class Auditing(WarehouseBase):
             "request_id": getattr(ctx, "request_id", None),
             "source_address": getattr(ctx, "source_address", None),
         }
+
+    def audit_access(self, ctx: TenantContext, action: str, resource: str, outcome: str,
+                     error: BaseException | None = None) -> None:
+        """Record ``action`` on ``resource`` by ``ctx``: ``outcome`` is ``allowed``, ``denied`` or ``error``."""
+        if self.audit is None or self._audit_reads is None:
+            return
+        record = self._record(ctx, action, resource, outcome, error)
         if is_read_action(action):
             self._audit_reads.add(record)
         else:

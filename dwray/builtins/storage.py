@@ -74,25 +74,31 @@ class _Upload:
             self._error = exc
 
     def append(self, seq: int, data: Any) -> None:
+        """Hold chunk ``seq`` until those before it are in, then queue it for the writer.
+
+        Appends run on several threads of the plugin host at once. Chunks are
+        queued while holding the lock: released first, two calls that each
+        made their own chunk ready could queue them in the wrong order, and
+        the blob would be written out of order. (A call blocked on a full
+        queue holds the others back, which is the back-pressure wanted.)
+        """
         self.touched = time.monotonic()
         with self._lock:
             if self._error is not None:
                 raise self._error
             self._waiting[seq] = data
-            ready = []
             while self._next in self._waiting:
-                ready.append(self._waiting.pop(self._next))
+                item = self._waiting.pop(self._next)
                 self._next += 1
-        for item in ready:
-            while True:
-                try:
-                    self._queue.put(item, timeout=1.0)
-                    break
-                except queue.Full:
-                    if self._error is not None:
-                        raise self._error from None
-                    if not self._thread.is_alive():
-                        raise StorageError("put", self.blob_id, "upload writer stopped") from None
+                while True:
+                    try:
+                        self._queue.put(item, timeout=1.0)
+                        break
+                    except queue.Full:
+                        if self._error is not None:
+                            raise self._error from None
+                        if not self._thread.is_alive():
+                            raise StorageError("put", self.blob_id, "upload writer stopped") from None
 
     def finish(self) -> int:
         if self._waiting:

@@ -6,11 +6,14 @@ frame engine's small objects go through one each.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+
+from dwray.core.request_timing import add_time, timing
 
 __all__ = ["Coalescer"]
 
@@ -27,12 +30,16 @@ class Coalescer:
     """
 
     def __init__(self, send: Callable[[list[Any], list[dict[str, str]]], list[Any]], max_batch: int = 64,
-                 max_leaders: int = 1) -> None:
+                 max_leaders: int = 1, phase: str | None = None) -> None:
         """``send(items, trace_contexts)`` makes the remote call for a batch and returns one result per item.
 
         ``max_leaders`` batches may be in flight at once (more overlap, smaller batches).
+        ``phase``: each caller's whole wait (queueing, and the call its batch went in) counts
+        as that phase of its timed request (``dwray.core.request_timing``), whichever thread
+        made the call; the leader's call itself is then not counted again.
         """
         self._send = send
+        self._phase = phase
         self._max_batch = max_batch
         self._max_leaders = max_leaders
         self._lock = threading.Lock()
@@ -40,6 +47,15 @@ class Coalescer:
         self._leaders = 0
 
     def __call__(self, item: Any) -> Any:
+        if self._phase is None:
+            return self._wait_for(item)
+        started = time.perf_counter()
+        try:
+            return self._wait_for(item)
+        finally:
+            add_time(self._phase, time.perf_counter() - started)
+
+    def _wait_for(self, item: Any) -> Any:
         slot = _Slot()
         # Each caller's trace context travels with its item, so the grouped
         # call appears in every caller's trace, not only the leader's.
@@ -50,7 +66,11 @@ class Coalescer:
             if lead:
                 self._leaders += 1
         if lead:
-            self._lead()
+            if self._phase is None:
+                self._lead()
+            else:
+                with timing(None):  # counted above, for every caller alike
+                    self._lead()
         slot.done.wait()
         if isinstance(slot.value, BaseException):
             raise slot.value

@@ -24,10 +24,17 @@ mapping; submitted calls are never retried.
 Each call carries the caller's OpenTelemetry context (W3C trace context,
 injected into the reserved keyword ``_dwray_trace``); the host runs the method
 in a span ``<child id>.<method>`` under it.
+
+When the caller runs for a timed request (:mod:`dwray.core.request_timing`,
+the gateway's ``Server-Timing``), each call's time from submission to result
+is added to the request's phase named after the plugin's kind (the child id
+up to its first ``:``: ``storage:local`` counts as ``storage``).
 """
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 import ray
@@ -35,6 +42,7 @@ from opentelemetry import propagate
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from dwray.config import DwrayConfig
+from dwray.core.request_timing import RequestTimer, current_timer
 from dwray.errors import DwrayError, PluginTimeout, PluginUnavailable
 
 __all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle", "death_reason", "plugin_handle",
@@ -44,6 +52,9 @@ DEFAULT_NAMESPACE = "dwray"
 DEFAULT_SUPERVISOR = "dwray:supervisor"
 # Slack on top of a wait the supervisor itself bounds, for the round trip.
 _ASK_SLACK = 10.0
+# Submitted calls of timed requests awaiting their resolve; a ref never resolved (a caller
+# that ray.get()s it itself) is dropped once this many newer ones wait.
+_MAX_TIMED_SUBMITS = 1024
 
 
 class _ActorGone(Exception):
@@ -81,6 +92,8 @@ class PluginHandle:
         self._actor: Any = None
         self._generation: int | None = None
         self._spec: Any = None
+        self.kind = child_id.split(":", 1)[0]  # the timing phase of this plugin's calls
+        self._submitted: OrderedDict[Any, tuple[RequestTimer, float]] = OrderedDict()  # by _ref_key
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The cache and the lock stay behind; the copy asks the supervisor again.
@@ -176,6 +189,17 @@ class PluginHandle:
              **kwargs: Any) -> Any:
         """``plugin.<method>(*args, **kwargs)`` on the plugin's host, within the deadline."""
         seconds = timeout if timeout is not None else self.deadline(method)
+        timer = current_timer()
+        if timer is None:
+            return self._call(method, args, kwargs, idempotent, seconds)
+        started = time.perf_counter()
+        try:
+            return self._call(method, args, kwargs, idempotent, seconds)
+        finally:
+            timer.add(self.kind, time.perf_counter() - started)
+
+    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], idempotent: bool,
+              seconds: float) -> Any:
         actor, generation = self.current()
         try:
             ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
@@ -195,19 +219,48 @@ class PluginHandle:
     def submit(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
         """Start ``plugin.<method>(...)`` and return its ObjectRef (a list if ``num_returns`` > 1)."""
         actor, _ = self.current()
-        return actor.call.options(num_returns=num_returns).remote(
+        timer = current_timer()
+        started = time.perf_counter()
+        refs = actor.call.options(num_returns=num_returns).remote(
             method, *args, _dwray_trace=_trace_carrier(), **kwargs)
+        if timer is not None:
+            with self._lock:
+                self._submitted[_ref_key(refs)] = (timer, started)
+                while len(self._submitted) > _MAX_TIMED_SUBMITS:
+                    self._submitted.popitem(last=False)
+        return refs
 
     def resolve(self, refs: Any, method: str, timeout: float | None = None) -> Any:
         """The results of ``submit``-ted calls, with the errors of ``call``; nothing is retried."""
         seconds = timeout if timeout is not None else self.deadline(method)
         first = refs[0] if isinstance(refs, list) and refs else refs
         actor_id = first.task_id().actor_id().hex() if isinstance(first, ray.ObjectRef) else ""
+        timed = self._timed_submit(refs)
         try:
             return self._get(refs, method, seconds, actor_id)
         except _ActorGone as gone:
             raise PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
                                                    "retried, submit them again") from None
+        finally:
+            if timed is not None:
+                timed[0].add(self.kind, time.perf_counter() - timed[1])
+
+    def _timed_submit(self, refs: Any) -> tuple[RequestTimer, float] | None:
+        """The timer and submit time of ``refs`` if a timed request submitted them, else one resolving them."""
+        if self._submitted:
+            with self._lock:
+                timed = self._submitted.pop(_ref_key(refs), None)
+            if timed is not None:
+                return timed
+        timer = current_timer()
+        return None if timer is None else (timer, time.perf_counter())
+
+
+def _ref_key(refs: Any) -> Any:
+    """A key naming an ObjectRef or a list of them without holding them (a held ref pins its object)."""
+    if isinstance(refs, list):
+        return tuple(ref.binary() for ref in refs)
+    return refs.binary() if isinstance(refs, ray.ObjectRef) else id(refs)
 
 
 def plugin_handle(config: DwrayConfig, supervisor: Any, child_id: str) -> PluginHandle:

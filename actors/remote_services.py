@@ -208,7 +208,7 @@ class RemoteCatalog(_ServiceProxy, PagedReads):
     def __init__(self, handle: PluginHandle, *, local_reads: bool = True) -> None:
         super().__init__(handle)
         self._commits = Coalescer(lambda records, contexts: handle.call(
-            "commit_many", records, idempotent=True, _dwray_fanin=contexts))
+            "commit_many", records, idempotent=True, _dwray_fanin=contexts), phase="catalog")
         self._local = _LocalReads(handle) if local_reads else None
 
     get_object = _local_first("get_object", CatalogService.get_object)
@@ -238,7 +238,7 @@ class RemoteKeyring(_ServiceProxy):
     def __init__(self, handle: PluginHandle) -> None:
         super().__init__(handle)
         self._wraps = Coalescer(lambda items, contexts: handle.call(
-            "wrap_many", items, idempotent=True, _dwray_fanin=contexts))
+            "wrap_many", items, idempotent=True, _dwray_fanin=contexts), phase="kms")
 
     def wrap(self, kek_id: str, dek: bytes) -> tuple[int, bytes]:
         return self._wraps((kek_id, dek))
@@ -271,7 +271,7 @@ class RemoteAudit(_ServiceProxy):
         super().__init__(handle)
         self._appends = Coalescer(lambda batches, contexts: _split(handle.call(
             "append_many", [record for batch in batches for record in batch], idempotent=True,
-            _dwray_fanin=contexts), batches))
+            _dwray_fanin=contexts), batches), phase="audit")
 
     def append(self, fields: Mapping[str, Any]) -> int:
         return self.append_many([fields])[0]

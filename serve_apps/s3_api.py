@@ -10,6 +10,12 @@ buckets and listings (:mod:`serve_apps.s3_buckets`), objects
 (:mod:`serve_apps.s3_multipart`), on a shared base that streams request bodies
 (:mod:`serve_apps.s3_operations`). Protocol details (XML, ranges, conditions,
 checksums, aws-chunked bodies, signatures) live in ``dwray.s3``.
+
+With ``[gateway] server_timing`` on, every S3 response carries a
+``Server-Timing`` header: ``total`` (the handler's time, up to the response's
+first byte) and the time in each phase (``auth``, ``body`` read, each plugin
+kind's remote calls: :mod:`dwray.core.request_timing`). The client's latency
+minus ``total`` is what HTTP, HAProxy and Serve cost.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import ClassVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from dwray.core.request_timing import RequestTimer, phase, timing
 from dwray.errors import DwrayError
 from dwray.s3 import xml as s3xml
 from dwray.s3.errors import S3Error, from_dwray_error
@@ -35,9 +42,12 @@ from serve_apps.s3_multipart import MultipartOperations
 from serve_apps.s3_objects import ObjectOperations
 from serve_apps.s3_subresources import SubresourceOperations
 
-__all__ = ["S3Api"]
+__all__ = ["TIMING_PHASES", "S3Api"]
 
 log = logging.getLogger("dwray.gateway")
+
+# The phases every Server-Timing header names, in this order (0 when not reached); other plugin kinds follow.
+TIMING_PHASES = ("auth", "body", "identity", "catalog", "kms", "storage", "stage", "audit")
 
 
 class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, MultipartOperations):
@@ -70,6 +80,14 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
     # The request cycle ---------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
+        if not self.server_timing:
+            return await self._handle(request)
+        with timing(RequestTimer()) as timer:
+            response = await self._handle(request)
+        response.headers["server-timing"] = timer.header(TIMING_PHASES)
+        return response
+
+    async def _handle(self, request: Request) -> Response:
         started = time.perf_counter()
         call: S3Call | None = None
         source = client_address(request.scope, forwarded=self.forwarded_client)
@@ -84,8 +102,9 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
                               f"Your request's headers exceed the maximum of {self.max_header_bytes} bytes.")
             if self.is_draining():
                 raise S3Error("ServiceUnavailable", "the gateway is shutting down", headers={"Retry-After": "5"})
-            call.auth = await self.run(self.verifier.verify, call.method, call.raw_path, call.raw_query,
-                                       call.header_list, host_bucket=call.host_bucket)
+            with phase("auth"):
+                call.auth = await self.run(self.verifier.verify, call.method, call.raw_path, call.raw_query,
+                                           call.header_list, host_bucket=call.host_bucket)
             self._rate_limit(call)
             if call.operation == "Unsupported":
                 raise S3Error("NotImplemented", "dwray does not implement this S3 operation")

@@ -12,6 +12,7 @@ never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any
 from starlette.responses import Response
 
 from dwray.core.ratelimit import AuthFailureLimiter
+from dwray.core.request_timing import phase
 from dwray.s3.auth import SigV4Verifier
 from dwray.s3.checksums import BodyVerifier
 from dwray.s3.chunked import AwsChunkedDecoder
@@ -49,7 +51,8 @@ class S3Operations:
                  body_executor: ThreadPoolExecutor | None = None, max_header_bytes: int = 16 << 10,
                  limiter: Any = None, metrics: Any = None, domain: str | None = None, region: str = "us-east-1",
                  max_object_size: int, max_metadata_bytes: int, is_draining: Callable[[], bool] = lambda: False,
-                 auth_failures: AuthFailureLimiter | None = None, forwarded_client: bool = False) -> None:
+                 auth_failures: AuthFailureLimiter | None = None, forwarded_client: bool = False,
+                 server_timing: bool = False) -> None:
         self.wh = warehouse
         self.verifier = verifier
         # Short calls (auth, metadata) and long ones (a body being read or
@@ -68,10 +71,14 @@ class S3Operations:
         # Unauthenticated and failing requests, per source address (see dwray.core.ratelimit).
         self.auth_failures = auth_failures
         self.forwarded_client = forwarded_client
+        # Answer each S3 request with a Server-Timing header (dwray.core.request_timing).
+        self.server_timing = server_timing
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A blocking call on the gateway's thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+        """A blocking call on the gateway's thread pool, in the request's context (its timer)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(context.run, fn, *args,
+                                                                                      **kwargs))
 
     @staticmethod
     def _xml(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -172,15 +179,16 @@ class S3Operations:
                 raise S3Error("IncompleteBody", "You did not provide the number of bytes specified by the "
                                                 "Content-Length HTTP header.")
 
-        work = loop.run_in_executor(self.body_executor, write, pieces(),
+        work = loop.run_in_executor(self.body_executor, contextvars.copy_context().run, write, pieces(),
                                     lambda: dict(outcome.get("checksums", {})))
         # A writer that fails before (or while) reading the body releases the pump.
         work.add_done_callback(lambda _: pipe.reader_gone())
         try:
-            call.bytes_in = await pump_body(call.request.stream(), pipe,
-                                            decode=decoder.feed if decoder is not None else None,
-                                            finish=decoder.finish if decoder is not None else None,
-                                            limit=self.max_object_size)
+            with phase("body"):
+                call.bytes_in = await pump_body(call.request.stream(), pipe,
+                                                decode=decoder.feed if decoder is not None else None,
+                                                finish=decoder.finish if decoder is not None else None,
+                                                limit=self.max_object_size)
         except BaseException:
             try:
                 await work

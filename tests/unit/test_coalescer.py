@@ -54,3 +54,35 @@ def test_a_failing_send_fails_its_whole_batch_only() -> None:
         coalesce("boom")
     assert coalesce("fine") == "FINE"  # leadership was released after the failure
     assert calls == [["boom"], ["fine"]]
+
+
+def test_each_callers_wait_counts_once_as_its_requests_phase() -> None:
+    from dwray.core.request_timing import RequestTimer, add_time, timing
+
+    gate = threading.Event()
+    batches: list[list[int]] = []
+
+    def send(items: list[int], contexts: list[dict[str, str]]) -> list[int]:
+        batches.append(list(items))
+        add_time("catalog", 100.0)  # what a plugin handle adds for its call: never counted twice
+        if len(batches) == 1:
+            gate.wait(5)  # the second caller queues behind the first batch
+        return items
+
+    coalesce = Coalescer(send, phase="catalog")
+    timers = [RequestTimer(), RequestTimer()]
+
+    def call(index: int) -> int:
+        with timing(timers[index]):
+            return coalesce(index)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(call, 0)
+        time.sleep(0.1)
+        second = pool.submit(call, 1)  # queues: the first caller leads, and sends its batch too
+        time.sleep(0.1)
+        gate.set()
+        assert (first.result(), second.result()) == (0, 1)
+    assert batches == [[0], [1]]
+    for timer in timers:
+        assert 0.0 < timer.phases()["catalog"] < 100.0, timer.phases()

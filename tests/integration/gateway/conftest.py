@@ -75,6 +75,7 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
         sweeper=SweeperConfig(interval=0),  # no housekeeper: not these tests' subject (tests.conftest.make_config)
         gateway=GatewayConfig(
             port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, max_header_bytes=MAX_HEADER_BYTES,
+            server_timing=True,  # test_server_timing.py; the TLS gateway (dw up defaults) checks it off
             rate_limit=RateLimitConfig(tenants={THROTTLED_TENANT: TenantRate(rate=0.5, burst=3)}),
             # The negative tests fail authentication on purpose, all from 127.0.0.1: a limit far
             # above theirs. The limit itself is tested on a gateway of its own (test_gateway_tls.py).

@@ -316,15 +316,19 @@ def _print_demo(report: dict[str, Any]) -> None:
 @click.option("--size", default="256MiB", show_default=True, help="corpus size")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="folder on the disk to measure (default: a temp dir)")
-@click.option("--small-count", default=300, show_default=True, help="4 KiB durable puts to time")
+@click.option("--small-count", type=int, default=None,
+              help="4 KiB durable puts to time (default 300; s3 mode: 4 KiB objects per load, default 5000)")
 @click.option("--repeat", default=3, show_default=True, help="runs of each measure; the best is kept")
-@click.option("--threads", default=4, show_default=True, help="s3 mode: client threads")
+@click.option("--processes", default=2, show_default=True, help="s3 mode: client processes")
+@click.option("--threads", default=4, show_default=True, help="s3 mode: client threads per process")
+@click.option("--seconds", type=float, default=10.0, show_default=True,
+              help="s3 mode: at most this long per load (0: no time cap, only the counts)")
 @click.option("--large-count", default=8, show_default=True, help="s3 mode: 64 MiB objects per load")
 @click.option("--endpoint", default=None, help="s3 mode: gateway URL (default: the running one, else a temporary one)")
 @click.option("--compare/--no-compare", default=True, help="s3 mode: run the same load against SeaweedFS")
 def bench_command(state: State, as_json: bool, mode: str, placement: str, writers: int | None, size: str,
-                  folder: Path | None, small_count: int, repeat: int, threads: int, large_count: int,
-                  endpoint: str | None, compare: bool) -> None:
+                  folder: Path | None, small_count: int | None, repeat: int, processes: int, threads: int,
+                  seconds: float, large_count: int, endpoint: str | None, compare: bool) -> None:
     """Measure put/get throughput and small puts against the yardstick (or, in s3 mode, SeaweedFS) in the same run."""
     from dwray.cli.bench import run_bench
     from dwray.config import parse_size
@@ -333,8 +337,10 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
         from dwray.cli.bench_s3 import format_s3_report
         from dwray.cli.gateway_bench import run_gateway_bench
 
-        report = run_gateway_bench(state, endpoint=endpoint, threads=threads, small_count=small_count,
-                                   large_count=large_count, compare=compare)
+        report = run_gateway_bench(state, endpoint=endpoint, processes=processes, threads=threads,
+                                   small_count=5000 if small_count is None else small_count,
+                                   large_count=large_count, seconds=seconds or None, compare=compare,
+                                   progress=lambda message: stderr.print(message, highlight=False))
         emit(as_json, report.as_json(), lambda: print_table(format_s3_report(report)))
         return
 
@@ -342,7 +348,8 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
         size_bytes = parse_size(size)
     except ValueError as exc:
         raise InvalidArgument(f"--size: {exc}") from None
-    result = run_bench(size_bytes, folder=folder, small_count=small_count, repeat=repeat, mode=mode,
+    result = run_bench(size_bytes, folder=folder, small_count=300 if small_count is None else small_count,
+                       repeat=repeat, mode=mode,
                        placement=placement, writers=writers, keys_from=command_config(state))
 
     def human() -> None:

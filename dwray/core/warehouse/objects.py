@@ -112,7 +112,8 @@ class ObjectWrites(ObjectReads):
         max_size = self.config.limits.max_object_size
         frames = iter(frames)
         first = next(frames)
-        if inline and first[1] and len(first[0]) <= min(self.config.pipeline.inline_max_bytes, max_size):
+        inline_max = self.config.pipeline.inline_max_bytes  # 0: never inline, not even an empty object
+        if inline and inline_max and first[1] and len(first[0]) <= min(inline_max, max_size):
             codec, body = crypto.sealer().seal(0, first[0], True)
             records = codec + body
             stored = StoredBlob(len(first[0]), hashlib.md5(first[0]).digest(), FrameTable([len(records)]))

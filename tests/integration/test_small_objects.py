@@ -127,3 +127,15 @@ def test_tampered_or_swapped_inline_records_never_open(local_wh: Warehouse) -> N
     for key in ("a", "b"):
         with pytest.raises(IntegrityError):
             local_wh.get("bkt", key)
+
+
+def test_inline_max_bytes_zero_gives_every_object_a_blob(tmp_path) -> None:  # noqa: ANN001
+    from tests.conftest import make_config
+
+    with Warehouse(make_config(tmp_path / "data", inline_max_bytes=0)) as wh:
+        wh.create_bucket("no-inline")
+        for key, body in (("empty", b""), ("tiny", b"t")):
+            wh.put("no-inline", key, body)
+            placement = _row(wh, "no-inline", key).placement
+            assert placement.backend != INLINE_BACKEND and placement.inline is None
+            assert wh.backend.exists(placement.blob_id) and wh.get("no-inline", key) == body

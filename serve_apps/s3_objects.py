@@ -21,6 +21,7 @@ __all__ = ["SMALL_BODY", "ObjectOperations"]
 # thread hop instead of one per chunk, and a read error is a proper S3 error, not a cut body.
 # (256 bodies in flight at most: 64 MiB.)
 SMALL_BODY = 256 << 10
+_CONDITION_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 
 
 class ObjectOperations(S3Operations):
@@ -171,7 +172,13 @@ class ObjectOperations(S3Operations):
         part = await self._part_span(call, version_id)
         if part is not None:
             return await self._get_part(call, *part)
-        reader = await self.run(self.wh.open, call.bucket, call.key, version_id=version_id, tenant=call.context)
+        reader, body = await self.run(self._open_whole_if_small, call, version_id)
+        if body is not None:  # small, no range and no condition that could fail: read in the same hop
+            headers = self._object_headers(reader.info, call)
+            if reader.info.tags:
+                headers["x-amz-tagging-count"] = str(len(reader.info.tags))
+            headers["content-length"] = str(len(body))
+            return Response(body, status_code=200, headers=headers)
         try:
             info = reader.info
             status = s3http.check_conditions(call.headers, info.etag, info.last_modified)
@@ -197,6 +204,15 @@ class ObjectOperations(S3Operations):
             await self.run(reader.close)
             raise
         return await self._body_response(reader, code, headers)
+
+    def _open_whole_if_small(self, call: S3Call, version_id: str | None) -> tuple[Any, bytes | None]:
+        """Open the object; when it is small and the request has no Range and no conditions, also read
+        it whole (and close it), so that a small GET costs one thread hop, not two."""
+        reader = self.wh.open(call.bucket, call.key, version_id=version_id, tenant=call.context)
+        conditional = any(name in call.headers for name in _CONDITION_HEADERS)
+        if reader.info.size > SMALL_BODY or conditional or "range" in call.headers:
+            return reader, None
+        return reader, _read_whole(reader)
 
     async def _body_response(self, reader: Any, code: int, headers: dict[str, str]) -> Response:
         """The object's bytes: read whole when small (``SMALL_BODY``), else streamed; the reader is closed."""

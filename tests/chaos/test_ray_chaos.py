@@ -87,7 +87,10 @@ MAX_OBJECT = 320 << 10
 STAGE_WORKERS = 2
 TASK_WRITERS = 3  # Ray tasks; writer 0 is a thread of this driver
 WRITERS = TASK_WRITERS + 1
-MAX_PUTS = 400  # per writer: the load stops by itself even if the stop file never comes
+MAX_PUTS = 1500  # per writer: the load stops by itself even if the stop file never comes
+# Each writer paces itself, so that it runs through every kill however fast puts are (small ones
+# are a single catalog commit) without writing more than the checks can read back in time.
+PUT_INTERVAL = 0.05
 LOAD_LIMIT = 150.0  # seconds: ditto
 ROUNDS = 3
 RECOVERY_BOUND = 60.0
@@ -141,6 +144,7 @@ def write_load(warehouse: Any, writer: int, stop_file: str, deadline: float) -> 
             record.update(acked=True, error=None, dwray_error=None, etag=info.etag, acked_size=info.size)
         record["t1"] = time.time()
         records.append(record)
+        time.sleep(max(0.0, PUT_INTERVAL - (record["t1"] - record["t0"])))
     return records
 
 
@@ -385,10 +389,16 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
                 time.sleep(0.5)  # let the writers through between kills
         last_recovery = time.time()
 
-        # Every writer must be acknowledged again after the last kill, without reconnecting.
-        marks = {w: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] for w in range(WRITERS)}
+        # Every writer must be acknowledged again after the last kill, without reconnecting: by a put
+        # begun after it. A writer has one put in flight at most, so with index L listed now, the put
+        # L + 1 may have begun before, and L + 2 (once listed) began after.
+        def last_index(writer: int) -> int:
+            keys = listed_keys(driver_wh, f"w{writer}/")
+            return int(keys[-1].rsplit("-", 1)[1]) if keys else -1
+
+        marks = {w: last_index(w) for w in range(WRITERS)}
         for writer in range(WRITERS):
-            wait_until(lambda w=writer: (listed_keys(driver_wh, f"w{w}/") or [""])[-1] > marks[w], 60.0,
+            wait_until(lambda w=writer: last_index(w) >= marks[w] + 2, 60.0,
                        f"writer {writer} to be acknowledged after the last kill", interval=0.2)
     finally:
         Path(stop_file).touch()  # the load stops now, also when a check above failed

@@ -159,7 +159,7 @@ def test_tenant_rm_shred_destroys_the_tenant_and_its_key(gateway: GatewayUnderTe
     report = json.loads(shred.stdout)
     assert report == {"tenant": tenant, "kek_id": f"tenant:{tenant}", "kek_versions_destroyed": [1],
                       "access_keys_removed": 1, "buckets_removed": [bucket], "object_versions_removed": 1,
-                      "blobs_deleted": 1}
+                      "blobs_deleted": 0}  # the small object's sealed bytes were in its catalog row
 
     def key_refused() -> bool:
         try:

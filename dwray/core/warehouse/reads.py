@@ -193,17 +193,20 @@ class ObjectReads(WarehouseBase):
         identity = ObjectIdentity(ctx.tenant, bucket, key, version)
         crypto = ObjectCrypto(identity, dek, header.nonce_prefix, header.frame_size)
         last_index = max(len(table) - 1, 0)
-        if inline is not None:
-            yield from _inline_plaintext(crypto, table, inline, start, end, last_index)
-            return
+
+        def opened(frames: range) -> Iterator[bytes]:
+            if inline is None:
+                return self.engine.load(self.backend, blob_id, table, crypto, frames, last_index)
+            return _open_inline(crypto, table, inline, frames, last_index)
+
         if end <= start:
             # Empty object: still authenticate its single (empty) frame.
-            for _ in self.engine.load(self.backend, blob_id, table, crypto, range(0, 1), last_index):
+            for _ in opened(range(0, 1)):
                 pass
             return
         frames = frames_for_range(start, end, header.frame_size)
         position = frames.start * header.frame_size
-        for plain in self.engine.load(self.backend, blob_id, table, crypto, frames, last_index):
+        for plain in opened(frames):
             lo, hi = max(start - position, 0), min(end - position, len(plain))
             position += len(plain)
             yield plain if (lo == 0 and hi == len(plain)) else plain[lo:hi]
@@ -238,21 +241,14 @@ class ObjectReads(WarehouseBase):
                                     FrameTable.from_bytes(placement.frame_table), lo, hi)
 
 
-def _inline_plaintext(crypto: ObjectCrypto, table: FrameTable, records: bytes, start: int, end: int,
-                      last_index: int) -> Iterator[bytes]:
-    """Plaintext bytes ``[start, end)`` of records held inline (a small object's; one frame, in practice)."""
-    opener = crypto.opener()
+def _open_inline(crypto: ObjectCrypto, table: FrameTable, records: bytes, frames: range,
+                 last_index: int) -> Iterator[bytes]:
+    """The plaintext of ``frames`` of records held inline (a small object's), opened here, in order."""
     view = memoryview(records)
     if len(view) != (table.record_range(last_index)[1] if len(table) else 0):
         raise IntegrityError(crypto.identity.describe(), f"inline records hold {len(view)} bytes, "
                              "not what the frame table says")
-    frames = frames_for_range(start, end, crypto.frame_size) if end > start else range(0, 1)
-    position = frames.start * crypto.frame_size
+    opener = crypto.opener()
     for index in frames:
         lo, hi = table.record_range(index)
-        plain = opener.open(index, view[lo:hi], index == last_index)
-        if end <= start:
-            return
-        first, last = max(start - position, 0), min(end - position, len(plain))
-        position += len(plain)
-        yield plain if (first == 0 and last == len(plain)) else plain[first:last]
+        yield opener.open(index, view[lo:hi], index == last_index)

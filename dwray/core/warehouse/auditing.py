@@ -75,11 +75,10 @@ class Auditing(WarehouseBase):
             return self._ahead_pool
 
     def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            if self._ahead_pool is not None:
-                self._ahead_pool.shutdown(wait=True)
+        # Appends still in flight end before the audit sink they go to is closed.
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=True)
+        super().close()
 
     def _record(self, ctx: TenantContext, action: str, resource: str, outcome: str,
                 error: BaseException | None) -> dict[str, Any]:

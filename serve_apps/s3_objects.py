@@ -172,13 +172,8 @@ class ObjectOperations(S3Operations):
         part = await self._part_span(call, version_id)
         if part is not None:
             return await self._get_part(call, *part)
+        # A small object asked for whole, with no condition, is read in this same hop (and closed).
         reader, body = await self.run(self._open_whole_if_small, call, version_id)
-        if body is not None:  # small, no range and no condition that could fail: read in the same hop
-            headers = self._object_headers(reader.info, call)
-            if reader.info.tags:
-                headers["x-amz-tagging-count"] = str(len(reader.info.tags))
-            headers["content-length"] = str(len(body))
-            return Response(body, status_code=200, headers=headers)
         try:
             info = reader.info
             status = s3http.check_conditions(call.headers, info.etag, info.last_modified)
@@ -189,6 +184,9 @@ class ObjectOperations(S3Operations):
                                                           "last-modified": headers["last-modified"]})
             if info.tags:
                 headers["x-amz-tagging-count"] = str(len(info.tags))
+            if body is not None:
+                headers["content-length"] = str(len(body))
+                return Response(body, status_code=200, headers=headers)
             span = s3http.parse_range(call.headers.get("range"), info.size)
             code = 200
             if span is not None:

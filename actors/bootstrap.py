@@ -64,7 +64,13 @@ def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_co
         resources=options.resources, call_timeout=options.call_timeout, method_timeouts=options.method_timeouts,
         env_vars=options.env_vars, sandbox=sandbox_settings(config, child_id),
         plugin_trust=PluginTrust.from_config(config.plugin_trust),
-        handshake_timeout=config.runtime.handshake_timeout)
+        handshake_timeout=config.runtime.handshake_timeout, resilience=options.resilience,
+        standby=config.runtime.standby_hosts and _has_standby(child_id))
+
+
+def _has_standby(child_id: str) -> bool:
+    """The children on every request's path: a dead one is replaced by its pre-started standby."""
+    return child_id == "catalog" or child_id.startswith(("storage:", "stage:"))
 
 
 def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
@@ -128,7 +134,8 @@ def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
     return SupervisorSpec(
         name=runtime.supervisor_name, strategy="one_for_one", max_restarts=runtime.max_restarts,
         period=runtime.restart_period, ping_interval=runtime.ping_interval, ping_timeout=runtime.ping_timeout,
-        children=warehouse_children(config))
+        memory=config.memory, tree_backoff_base=runtime.tree_backoff_base, tree_backoff_max=runtime.tree_backoff_max,
+        max_tree_restarts=runtime.max_tree_restarts, children=warehouse_children(config))
 
 
 def find_supervisor(config: DwrayConfig) -> Any | None:

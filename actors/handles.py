@@ -5,21 +5,42 @@ generation)`` and its spec (for the deadlines), then calls the plugin host
 directly: the supervisor is never on the data path.
 
 Every call has a deadline (``timeout``, else the child's ``method_timeouts``
-entry, else its ``call_timeout``) and the errors are mapped so that callers
-see dwray errors only:
+entry, else its ``call_timeout``) that bounds all of it: waiting for a plugin
+that is restarting, the call, and any retries. The errors are mapped so that
+callers see dwray errors only:
 
 - the plugin raised a dwray error   -> that error, its own class;
 - the plugin raised anything else   -> ``PluginError`` (made by the host);
 - the deadline passed               -> ``PluginTimeout``; the supervisor is told
                                        (``report_failure``) and restarts the plugin;
 - the actor died                    -> the supervisor is told; an ``idempotent``
-                                       call is retried once on the restarted
-                                       actor, any other raises ``PluginUnavailable``
+                                       call is retried on the restarted actor
+                                       (``[plugins.<kind>.resilience.retry]``:
+                                       full-jitter backoff, within the deadline),
+                                       any other raises ``PluginUnavailable``
                                        saying it was not retried;
-- the supervisor escalated          -> ``NotReady``.
+- the tree is restarting (escalated) -> the call waits for it within its deadline,
+                                       then ``NotReady``.
+
+Resilience, applied here once for every plugin (``dwray.core.resilience``,
+options from the child spec's ``resilience``):
+
+- a circuit breaker per plugin per process: past its failure-rate or
+  slow-call-rate threshold calls fail fast with ``CircuitOpen`` (a
+  ``PluginUnavailable``) until half-open trial calls succeed again. Only
+  failures of the plugin count (deadline, death, ``PluginError``, storage
+  and key-service outages), not a ``NotFound`` or ``AccessDenied`` it answered.
+  State changes are reported to the supervisor (``breaker_changed``), whose
+  readiness and status show them;
+- a bulkhead per plugin per process: at most ``max_concurrent_calls`` calls in
+  flight, the excess fails fast with ``BulkheadFull`` (or waits ``max_wait``).
 
 ``submit``/``resolve`` keep several calls in flight (pipelining) with the same
-mapping; submitted calls are never retried.
+mapping and breaker (not the bulkhead: a pipeline bounds its own window);
+submitted calls are never retried.
+
+A handle that loses its supervisor (killed: Ray restarts it) asks again, by
+name when it was found by name, until the call's deadline.
 
 Each call carries the caller's OpenTelemetry context (W3C trace context,
 injected into the reserved keyword ``_dwray_trace``); the host runs the method
@@ -32,6 +53,8 @@ up to its first ``:``: ``storage:local`` counts as ``storage``).
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -43,7 +66,15 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from dwray.config import DwrayConfig
 from dwray.core.request_timing import RequestTimer, current_timer
-from dwray.errors import DwrayError, PluginTimeout, PluginUnavailable
+from dwray.core.resilience import Bulkhead, CircuitBreaker, counts_as_failure, process_guards, retrying
+from dwray.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    DwrayError,
+    NotReady,
+    PluginTimeout,
+    PluginUnavailable,
+)
 
 __all__ = ["DEFAULT_NAMESPACE", "DEFAULT_SUPERVISOR", "PluginHandle", "death_reason", "plugin_handle",
            "running_config"]
@@ -55,6 +86,47 @@ _ASK_SLACK = 10.0
 # Submitted calls of timed requests awaiting their resolve; a ref never resolved (a caller
 # that ray.get()s it itself) is dropped once this many newer ones wait.
 _MAX_TIMED_SUBMITS = 1024
+# Pause before asking a supervisor that did not answer again (Ray restarts a killed one).
+_SUPERVISOR_RETRY = 0.2
+
+
+def _caller_id() -> str:
+    """Names this process in the supervisor's breaker reports."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# Guard name -> the supervisor its breaker changes are reported to (the last handle made wins).
+_BREAKER_SUPERVISORS: dict[str, Any] = {}
+_BREAKER_LOCK = threading.Lock()
+_BREAKER_LISTENING = False
+
+
+def _report_breaker(name: str, old: str, new: str) -> None:
+    supervisor = _BREAKER_SUPERVISORS.get(name)
+    if supervisor is None:
+        return
+    child_id = name.split("@", 1)[0]
+    open_for = None
+    if new == "open":
+        guard = process_guards().snapshot().get(name) or {}
+        open_for = guard.get("opened_for")
+    try:
+        supervisor.breaker_changed.remote(child_id, _caller_id(), new, open_for)
+    except Exception:  # noqa: BLE001 - the supervisor is restarting; its readiness misses one report
+        pass
+
+
+def _listen_for_breakers() -> None:
+    global _BREAKER_LISTENING
+    with _BREAKER_LOCK:
+        if not _BREAKER_LISTENING:
+            process_guards().add_listener(_report_breaker)
+            _BREAKER_LISTENING = True
+
+
+def _retryable(exc: BaseException) -> bool:
+    """An idempotent call is tried again when its actor died or its supervisor did not answer."""
+    return isinstance(exc, PluginUnavailable) and not isinstance(exc, (CircuitOpen, BulkheadFull))
 
 
 class _ActorGone(Exception):
@@ -94,6 +166,7 @@ class PluginHandle:
         self._spec: Any = None
         self.kind = child_id.split(":", 1)[0]  # the timing phase of this plugin's calls
         self._submitted: OrderedDict[Any, tuple[RequestTimer, float]] = OrderedDict()  # by _ref_key
+        self._guard: tuple[CircuitBreaker, Bulkhead] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The cache and the lock stay behind; the copy asks the supervisor again.
@@ -115,15 +188,35 @@ class PluginHandle:
                                                        f"in namespace {self.namespace!r}") from None
         return self._supervisor
 
-    def _ask(self, ref: Any, timeout: float) -> Any:
+    def _ask(self, method: str, *args: Any, timeout: float) -> Any:
+        """``supervisor.<method>(*args)``; a supervisor that died (Ray restarts it) is asked again until
+        ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ref = getattr(self.supervisor, method).remote(*args)
+                return ray.get(ref, timeout=max(0.001, deadline - time.monotonic()))
+            except RayTaskError as exc:
+                if isinstance(exc.cause, DwrayError):
+                    raise exc.cause from None
+                raise
+            except GetTimeoutError:
+                raise PluginUnavailable(self.child_id, f"the supervisor did not answer {method} "
+                                                       f"within {timeout:g} s") from None
+            except RayActorError as exc:
+                if time.monotonic() + _SUPERVISOR_RETRY >= deadline:
+                    raise PluginUnavailable(self.child_id, "the supervisor does not answer: "
+                                                           f"{death_reason(exc)}") from None
+                time.sleep(_SUPERVISOR_RETRY)
+                self._reresolve_supervisor()
+
+    def _reresolve_supervisor(self) -> None:
+        """Look the supervisor up again by name (a new one may have been started under it)."""
         try:
-            return ray.get(ref, timeout=timeout)
-        except RayTaskError as exc:
-            if isinstance(exc.cause, DwrayError):
-                raise exc.cause from None
-            raise
-        except (RayActorError, GetTimeoutError) as exc:
-            raise PluginUnavailable(self.child_id, f"the supervisor does not answer: {death_reason(exc)}") from None
+            found = ray.get_actor(self.supervisor_name, namespace=self.namespace)
+        except ValueError:
+            return  # none yet: keep the old handle, Ray may still be restarting that actor
+        self._supervisor = found
 
     @property
     def generation(self) -> int | None:
@@ -133,8 +226,17 @@ class PluginHandle:
     def spec(self) -> Any:
         """The child's ``ChildSpec`` (asked once)."""
         if self._spec is None:
-            self._spec = self._ask(self.supervisor.child_spec.remote(self.child_id), _ASK_SLACK)
+            self._spec = self._ask("child_spec", self.child_id, timeout=_ASK_SLACK)
         return self._spec
+
+    def guards(self) -> tuple[CircuitBreaker, Bulkhead]:
+        """This process's breaker and bulkhead for the plugin (``dwray.core.resilience.process_guards``)."""
+        if self._guard is None:
+            name = self.child_id if self.namespace == DEFAULT_NAMESPACE else f"{self.child_id}@{self.namespace}"
+            _listen_for_breakers()
+            _BREAKER_SUPERVISORS[name] = self.supervisor
+            self._guard = process_guards().guard(name, self.spec().resilience)
+        return self._guard
 
     def deadline(self, method: str) -> float:
         """Seconds a call to ``method`` may take."""
@@ -145,8 +247,7 @@ class PluginHandle:
         with self._lock:
             if self._actor is not None and (newer_than is None or self._generation > newer_than):
                 return self._actor, self._generation  # type: ignore[return-value]
-        actor, generation = self._ask(self.supervisor.handle.remote(self.child_id, wait, newer_than),
-                                      wait + _ASK_SLACK)
+        actor, generation = self._ask("handle", self.child_id, wait, newer_than, timeout=wait + _ASK_SLACK)
         with self._lock:
             self._actor, self._generation = actor, generation
         return actor, generation
@@ -158,7 +259,10 @@ class PluginHandle:
                 return
             generation = self._generation
             self._actor = self._generation = None
-        self.supervisor.report_failure.remote(self.child_id, generation, reason)
+        try:
+            self.supervisor.report_failure.remote(self.child_id, generation, reason, actor_id)
+        except Exception:  # noqa: BLE001 - a supervisor that is gone finds out from its own pings
+            pass
 
     # -- calling the plugin ---------------------------------------------------------
 
@@ -200,25 +304,70 @@ class PluginHandle:
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], idempotent: bool,
               seconds: float) -> Any:
-        actor, generation = self.current()
-        try:
-            ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
-            return self._get(ref, method, seconds, actor._actor_id.hex())
-        except _ActorGone as gone:
+        breaker, bulkhead = self.guards()
+        deadline = time.monotonic() + seconds
+        with bulkhead.slot():
             if not idempotent:
+                return self._guarded(breaker, method, args, kwargs, seconds, deadline, None)
+            failed: list[int] = []  # generations that died under this call
+            for attempt in retrying(self.spec().resilience.retry, retry_if=_retryable, deadline=deadline):
+                with attempt:
+                    return self._guarded(breaker, method, args, kwargs, seconds, deadline, failed)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _guarded(self, breaker: CircuitBreaker, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 seconds: float, deadline: float, failed: list[int] | None) -> Any:
+        """One attempt through the breaker: its outcome counts unless the plugin was never reached."""
+        breaker.acquire()
+        started = time.monotonic()
+        try:
+            result = self._attempt(method, args, kwargs, seconds, deadline, failed)
+        except Exception as exc:
+            if counts_as_failure(exc):
+                breaker.record(time.monotonic() - started, True)
+            elif isinstance(exc, NotReady):
+                breaker.release()  # the tree is restarting: this plugin was not asked
+            else:
+                breaker.record(time.monotonic() - started, False)  # the plugin answered (NotFound, say)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.record(time.monotonic() - started, False)
+        return result
+
+    def _attempt(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float,
+                 deadline: float, failed: list[int] | None) -> Any:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PluginTimeout(self.child_id, method, seconds)
+        # A plugin that is restarting is waited for, within the deadline; a retry needs a newer generation.
+        actor, generation = self.current(wait=remaining, newer_than=max(failed) if failed else None)
+        ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
+        try:
+            return self._get(ref, method, max(0.001, deadline - time.monotonic()), actor._actor_id.hex())
+        except _ActorGone as gone:
+            if failed is None:
                 raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} was not retried "
                                                        "because it is not idempotent") from None
-        actor, generation = self.current(wait=self.restart_wait, newer_than=generation)
-        try:
-            ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
-            return self._get(ref, method, seconds, actor._actor_id.hex())
-        except _ActorGone as again:
-            raise PluginUnavailable(self.child_id, f"{again.reason}; the call to {method} failed again "
-                                                   "after one retry") from None
+            failed.append(generation)
+            raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} failed on "
+                                                   f"{len(failed)} generation(s)") from None
 
     def submit(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
-        """Start ``plugin.<method>(...)`` and return its ObjectRef (a list if ``num_returns`` > 1)."""
-        actor, _ = self.current()
+        """Start ``plugin.<method>(...)`` and return its ObjectRef (a list if ``num_returns`` > 1).
+
+        Fails fast with ``CircuitOpen`` when the breaker is open; ``resolve``
+        records the outcome. A plugin that is restarting is waited for, up to
+        the method's deadline.
+        """
+        breaker, _ = self.guards()
+        breaker.acquire()
+        try:
+            actor, _ = self.current(wait=self.deadline(method))
+        except BaseException:
+            breaker.release()
+            raise
         timer = current_timer()
         started = time.perf_counter()
         refs = actor.call.options(num_returns=num_returns).remote(
@@ -236,11 +385,20 @@ class PluginHandle:
         first = refs[0] if isinstance(refs, list) and refs else refs
         actor_id = first.task_id().actor_id().hex() if isinstance(first, ray.ObjectRef) else ""
         timed = self._timed_submit(refs)
+        breaker, _ = self.guards()
+        started = time.monotonic()
         try:
-            return self._get(refs, method, seconds, actor_id)
+            result = self._get(refs, method, seconds, actor_id)
         except _ActorGone as gone:
+            breaker.record(time.monotonic() - started, True)
             raise PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
                                                    "retried, submit them again") from None
+        except Exception as exc:
+            breaker.record(time.monotonic() - started, counts_as_failure(exc))
+            raise
+        else:
+            breaker.record(time.monotonic() - started, False)
+            return result
         finally:
             if timed is not None:
                 timed[0].add(self.kind, time.perf_counter() - timed[1])

@@ -290,6 +290,7 @@ class PluginHost:
         # Decided from package metadata: no third-party code runs in this process to decide it.
         self._sandboxed = spec.sandbox.mode != "never" and not is_builtin_plugin(spec.plugin)
         self._manifest: Manifest | None = None
+        self._prepared: tuple[type[Plugin], Manifest] | None = None  # a standby's loaded plugin class
         self._start_lock = threading.Lock()
         # Calls in flight, so that an orderly shutdown lets them finish before close().
         self._idle = threading.Condition()
@@ -346,6 +347,44 @@ class PluginHost:
     # -- lifecycle --------------------------------------------------------------
 
     @ray.method(concurrency_group=CONTROL_GROUP)
+    def prepare(self) -> None:
+        """A standby's warm-up: load and check the plugin class now, instantiate it at the handshake.
+
+        Nothing of the plugin runs (no file or connection is opened), so a
+        standby may wait beside the running host of the same child.
+        """
+        if self._sandboxed:
+            return  # its subprocess starts at the handshake, with the generation it will serve
+        with self._start_lock:
+            if self._prepared is None:
+                cls = load_plugin_class(self._spec.plugin, self._spec.plugin_trust)
+                self._prepared = (cls, check_manifest(self._spec.id, getattr(cls, "manifest", None),
+                                                      self._spec.kind, self._spec.config))
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def activate(self, generation: int) -> tuple[int, str]:
+        """Promote this standby to serve ``generation``; returns ``(pid, node id)``. The handshake follows."""
+        with self._start_lock:
+            if self._plugin is not None:
+                raise InvalidArgument(f"the host of {self._spec.id!r} already serves generation {self._generation}")
+            self._generation = generation
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def memory_pressure(self, level: str) -> None:
+        """The node's memory pressure changed (from the supervisor): tell the plugin."""
+        plugin = self._started("on_memory_pressure")
+        hook = getattr(plugin, "on_memory_pressure", None)
+        if hook is None:  # a sandboxed plugin's proxy, or a plugin from before the hook
+            return
+        try:
+            hook(level)
+        except DwrayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(self._spec.id, "on_memory_pressure", _reason(exc)) from None
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
     def handshake(self) -> Manifest:
         """Load, check and instantiate the plugin; return its manifest.
 
@@ -359,9 +398,12 @@ class PluginHost:
                 return self._manifest
             if self._sandboxed:
                 return self._start_sandboxed()
-            cls = load_plugin_class(spec.plugin, spec.plugin_trust)
-            # Checked before instantiation: an incompatible plugin's code never runs with this config.
-            manifest = check_manifest(spec.id, getattr(cls, "manifest", None), spec.kind, spec.config)
+            if self._prepared is not None:
+                cls, manifest = self._prepared
+            else:
+                cls = load_plugin_class(spec.plugin, spec.plugin_trust)
+                # Checked before instantiation: an incompatible plugin's code never runs with this config.
+                manifest = check_manifest(spec.id, getattr(cls, "manifest", None), spec.kind, spec.config)
             try:
                 plugin = cls(**spec.config)
             except DwrayError:

@@ -8,6 +8,11 @@ and keeps the events; this module does the Ray work for one child:
   handshakes (``handshake_timeout``) and checks the manifest; a child that is
   not admitted raises :class:`StartFailed`, which says whether trying again
   may help.
+- :func:`prepare_standby` starts a spare host for a child whose spec asks for
+  one (``standby``): the worker process runs and the plugin class is loaded
+  and checked, but not instantiated. :func:`start_host` promotes it (the
+  plugin is instantiated at the handshake, as in any host), so a restart
+  does not wait for Ray to start a worker process.
 - :func:`stop_host` gives the child its ``shutdown`` seconds for the host's
   ``shutdown()``, ends the actor gracefully (so replies in flight are
   delivered) and ``ray.kill``s whatever is left; ``brutal_kill`` kills at once.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,18 +36,30 @@ from dwray.core.plugins import Manifest, check_manifest
 from dwray.core.supervision import ChildSpec
 from dwray.errors import DwrayError, InvalidArgument, PluginNotFound, PluginRefused
 
-__all__ = ["StartFailed", "SupervisedChild", "host_options", "kill_host", "start_host", "stop_host",
-           "unwrap_task_error"]
+__all__ = ["StartFailed", "SupervisedChild", "drop_standby", "host_name", "host_options", "kill_host",
+           "prepare_standby", "start_host", "stop_host", "unwrap_task_error"]
 
-# How long a killed host may take to be gone (its actor name is released then).
+# How long a killed host may take to be gone.
 _DEATH_WAIT = 5.0
+# How long a standby may take to answer its promotion (it is running: this is a round trip).
+_PROMOTE_WAIT = 5.0
 _EXIT_WAIT = 2.0
+
+
+def host_name(spec: ChildSpec) -> str:
+    """A new host's Ray actor name: ``dwray:<child id>:<8 hex digits>``.
+
+    Unique per host, so that a standby can be started beside the running host,
+    and a restarted supervisor need not wait for the names of the hosts it
+    lost to be released.
+    """
+    return f"{spec.actor_name}:{secrets.token_hex(4)}"
 
 
 def host_options(spec: ChildSpec, namespace: str) -> dict[str, Any]:
     """Ray actor options for a child's plugin host: resources and placement from its spec."""
     options: dict[str, Any] = {
-        "name": spec.actor_name,
+        "name": host_name(spec),
         "namespace": namespace,
         "num_cpus": spec.num_cpus,
         "max_concurrency": spec.max_concurrency,
@@ -97,6 +115,9 @@ class SupervisedChild:
     node_id: str | None = None
     manifest: Manifest | None = None
     health: Any = field(default=None, repr=False)
+    host_name: str | None = None  # the Ray actor name of the current host
+    standby: tuple[Any, str] | None = None  # a prepared spare (host, name), promoted at the next start
+    standby_task: Any = None  # the asyncio task preparing it
 
     @property
     def id(self) -> str:
@@ -104,22 +125,28 @@ class SupervisedChild:
 
 
 async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> None:
-    """Create and admit the host of ``child``'s current generation; raise ``StartFailed`` if it is not admitted.
+    """Create (or promote the standby of) and admit the host of ``child``'s current generation.
 
-    On success ``child.host``, ``pid``, ``manifest`` and ``node_id`` describe
-    the new host; on failure the host is killed and ``child.host`` is ``None``.
+    Raises ``StartFailed`` if it is not admitted. On success ``child.host``,
+    ``host_name``, ``pid``, ``manifest`` and ``node_id`` describe the new host;
+    on failure the host is killed and ``child.host`` is ``None``.
     """
     spec = child.spec
-    host = await _create_host(child, namespace, supervisor, cgroup_root)
-    child.host = host
+    promoted = await _promote_standby(child)
+    if promoted is None:
+        host, name = _create_host(child, namespace, supervisor, cgroup_root)
+    else:
+        host, name = promoted
+    child.host, child.host_name = host, name
     try:
-        try:
-            child.pid = await asyncio.wait_for(host.pid.remote(), spec.start_timeout)
-        except TimeoutError:
-            raise StartFailed(f"the host was not placed and started within {spec.start_timeout:g} s "
-                              "(start_timeout); check its resources and placement", retry=True) from None
-        except RayActorError as exc:
-            raise StartFailed(f"the host died while starting: {death_reason(exc)}", retry=True) from None
+        if promoted is None:
+            try:
+                child.pid = await asyncio.wait_for(host.pid.remote(), spec.start_timeout)
+            except TimeoutError:
+                raise StartFailed(f"the host was not placed and started within {spec.start_timeout:g} s "
+                                  "(start_timeout); check its resources and placement", retry=True) from None
+            except RayActorError as exc:
+                raise StartFailed(f"the host died while starting: {death_reason(exc)}", retry=True) from None
         try:
             manifest = await asyncio.wait_for(host.handshake.remote(), spec.handshake_timeout)
             child.manifest = check_manifest(spec.id, manifest, spec.kind, spec.config)
@@ -136,24 +163,61 @@ async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cg
             if isinstance(cause, (PluginNotFound, InvalidArgument)):
                 raise StartFailed(str(cause), retry=False) from None
             raise StartFailed(f"the handshake failed: {cause}", retry=True) from None
-        child.node_id = await host.node_id.remote()
+        if child.node_id is None:
+            child.node_id = await host.node_id.remote()
     except BaseException:
         ray.kill(host, no_restart=True)
-        child.host = None
+        child.host = child.host_name = None
         raise
 
 
-async def _create_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> Any:
+async def _promote_standby(child: SupervisedChild) -> tuple[Any, str] | None:
+    """Hand ``child``'s prepared standby its new generation; ``None`` if there is none that answers."""
+    standby, child.standby = child.standby, None
+    if standby is None:
+        return None
+    host, name = standby
+    try:
+        child.pid, child.node_id = await asyncio.wait_for(host.activate.remote(child.generation), _PROMOTE_WAIT)
+    except Exception:  # noqa: BLE001 - a standby that died or hangs is dropped; a new host is created instead
+        ray.kill(host, no_restart=True)
+        child.pid = child.node_id = None
+        return None
+    return host, name
+
+
+async def prepare_standby(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> None:
+    """Start a spare host for ``child`` and load its plugin class; keep it in ``child.standby``.
+
+    A spare that fails to start is dropped (the next restart creates a host as
+    usual) and the reason returned through the exception for the caller to log.
+    """
+    host, name = _create_host(child, namespace, supervisor, cgroup_root)
+    try:
+        await asyncio.wait_for(host.prepare.remote(), child.spec.start_timeout + child.spec.handshake_timeout)
+    except BaseException:
+        ray.kill(host, no_restart=True)
+        raise
+    if child.standby is not None:  # a concurrent preparation won: keep one
+        ray.kill(host, no_restart=True)
+        return
+    child.standby = (host, name)
+
+
+def drop_standby(child: SupervisedChild) -> None:
+    """Kill ``child``'s spare host and stop preparing one."""
+    if child.standby_task is not None:
+        child.standby_task.cancel()
+        child.standby_task = None
+    if child.standby is not None:
+        ray.kill(child.standby[0], no_restart=True)
+        child.standby = None
+
+
+def _create_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> tuple[Any, str]:
     options = host_options(child.spec, namespace)
-    deadline = time.monotonic() + _DEATH_WAIT
-    while True:
-        try:
-            return PluginHost.options(**options).remote(child.spec, child.generation, supervisor, cgroup_root)
-        except ValueError as exc:
-            # The name of a just-killed generation is released asynchronously.
-            if "already" not in str(exc) or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
+    return PluginHost.options(**options).remote(child.spec, child.generation, supervisor, cgroup_root), \
+        options["name"]
 
 
 async def stop_host(child: SupervisedChild) -> str | None:
@@ -181,7 +245,7 @@ async def stop_host(child: SupervisedChild) -> str | None:
             await asyncio.wait_for(host.exit.remote(), _EXIT_WAIT)
     ray.kill(host, no_restart=True)
     await _await_death(host)
-    child.host = None
+    child.host = child.host_name = None
     child.pid = None
     return how
 
@@ -190,7 +254,7 @@ def kill_host(child: SupervisedChild) -> None:
     """Kill ``child``'s host at once, if it has one."""
     if child.host is not None:
         ray.kill(child.host, no_restart=True)
-        child.host = None
+        child.host = child.host_name = None
         child.pid = None
 
 

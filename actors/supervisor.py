@@ -24,9 +24,28 @@ logic in ``dwray.core.supervision``; this async actor applies them to Ray actors
   plugin asked to stop: a normal exit).
 - Exits are handled one at a time, in arrival order. Reports naming an old
   generation are ignored: each (re)start of a child increments its generation.
-- More than ``max_restarts`` restarts within ``period`` seconds escalates:
-  every child is stopped, ``ready()`` answers ``(False, reason)`` and
-  ``handle()`` raises ``NotReady``.
+- More than ``max_restarts`` restarts within ``period`` seconds escalates. As
+  in OTP the failure goes up a level: every child is stopped and, after a
+  backoff that doubles with each escalation in a row (``tree_backoff_base``
+  up to ``tree_backoff_max``, jittered), the whole tree is started again,
+  fresh hosts recovering their state from durable storage, for as long as
+  failures continue. Meanwhile the supervisor is "restarting": ``ready()``
+  answers ``(False, "restarting: ...")`` and ``handle()`` waits (up to its
+  ``wait``) then raises ``NotReady``. Only ``max_tree_restarts``, when set,
+  ends this: the supervisor is then "failed" for good.
+- Killed itself, the supervisor is restarted by Ray (``max_restarts=-1``): its
+  hosts died with it (Ray ends the actors an actor owns), and the new
+  incarnation starts the tree again on its own, healing as above when that
+  fails. Callers' handles re-resolve (``actors.handles``).
+- Children whose spec asks for a ``standby`` (the catalog, storage, stages)
+  get a spare host prepared in the background after each start; a restart
+  promotes it, so recovery does not wait for a worker process to start.
+
+Callers' circuit breakers report their state changes (``breaker_changed``): a
+required child whose breaker some caller holds open makes the warehouse not
+ready. A memory monitor (``dwray.core.memory_pressure``) in the supervisor's
+process tells every running plugin when the node's memory pressure changes
+(``on_memory_pressure``), and critical pressure makes the warehouse not ready.
 
 Secret rotation: ``secret_rotated(ref)`` tells every running child's host
 that the secret ``ref`` names has a new value (``dw secret rotate`` calls it
@@ -57,8 +76,10 @@ from actors.plugin_host import DEFAULT_CGROUP_ROOT
 from actors.supervised_child import (
     StartFailed,
     SupervisedChild,
+    drop_standby,
     host_options,
     kill_host,
+    prepare_standby,
     start_host,
     stop_host,
     unwrap_task_error,
@@ -68,6 +89,7 @@ from dwray.core.supervision import (
     ChildSpec,
     RestartIntensity,
     SupervisorSpec,
+    TreeBackoff,
     plan_restart,
 )
 from dwray.errors import (
@@ -91,9 +113,12 @@ _DOWN = frozenset({"stopped", "terminated", "failed", "refused"})
 # capability), and their outcome: a plugin refused admission is a denied access.
 _AUDITED_EVENTS = {"refused": "denied", "start_failed": "error"}
 _MAX_EVENTS = 1000
+# An open breaker's report counts for its open time plus this, unless a newer report replaces it.
+_BREAKER_SLACK = 2.0
+_BREAKER_RANK = {"closed": 0, "half_open": 1, "open": 2}
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class Supervisor:
     """Supervises plugin host actors; see the module docstring."""
 
@@ -120,6 +145,24 @@ class Supervisor:
         # start, as audit records, until a child with the "audit" capability runs to take them.
         self._audit_pending: deque[dict[str, Any]] = deque(maxlen=_MAX_EVENTS)
         self._audit_sends: set[asyncio.Task[None]] = set()
+        # Escalation that heals: whole-tree restarts.
+        self._tree_backoff = TreeBackoff(spec.tree_backoff_base, spec.tree_backoff_max)
+        self._tree_restarts = 0  # whole-tree restarts so far (a restart of the supervisor counts too)
+        self._tree_attempt = 0  # escalations in a row, for the backoff
+        self._tree_started_at = time.monotonic()
+        self._last_failure: str | None = None  # what escalated last
+        self._restart_at: float | None = None  # when the scheduled tree restart begins
+        self._tree_task: asyncio.Task[None] | None = None
+        # Callers' breakers: child id -> caller -> (state, monotonic time the report stops counting).
+        self._breakers: dict[str, dict[str, tuple[str, float]]] = {}
+        self._memory: Any = None  # the process's MemoryMonitor once started
+        self._memory_level = "normal"
+        self._reconstructed = False
+        context = ray.get_runtime_context()
+        if context.was_current_actor_reconstructed:
+            # Ray restarted this supervisor after its process died: start the tree again at once.
+            self._reconstructed = True
+            context.current_actor.recover.remote()
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -192,7 +235,27 @@ class Supervisor:
         child.admitted = True
         child.started_at = time.monotonic()
         self._set_state(child, "running")
-        self._event("started", child, pid=child.pid, node_id=child.node_id)
+        self._event("started", child, pid=child.pid, node_id=child.node_id, actor=child.host_name)
+
+    def _ensure_standbys(self) -> None:
+        """Prepare a spare host, in the background, for each running child whose spec asks for one."""
+        for child in self._children.values():
+            if not child.spec.standby or child.state != "running" or child.standby is not None:
+                continue
+            if child.standby_task is not None and not child.standby_task.done():
+                continue
+            child.standby_task = asyncio.get_running_loop().create_task(self._prepare_standby(child))
+
+    async def _prepare_standby(self, child: SupervisedChild) -> None:
+        try:
+            await prepare_standby(child, self._namespace, self._me, self._cgroup_root)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - without a standby the next restart creates a host as usual
+            reason = unwrap_task_error(exc)
+            self._event("standby_failed", child, f"{type(reason).__name__}: {reason}"[:300])
+        else:
+            self._event("standby_ready", child)
 
     async def _stop_child(self, child: SupervisedChild, why: str) -> None:
         """Stop one child per its ``shutdown`` spec (see the module docstring); the caller sets its state."""
@@ -202,11 +265,18 @@ class Supervisor:
 
     # -- failures ---------------------------------------------------------------------
 
-    def _exit(self, child_id: str, generation: int, reason: str, normal: bool) -> bool:
-        """Take note of an exit of ``child_id`` at ``generation``; ``False`` if the report is stale."""
+    def _exit(self, child_id: str, generation: int, reason: str, normal: bool, actor_id: str | None = None) -> bool:
+        """Take note of an exit of ``child_id`` at ``generation``; ``False`` if the report is stale.
+
+        With ``actor_id`` the report also names the host: a report about a host
+        of an earlier incarnation of this supervisor (whose generations began
+        again at 1) is stale even when its generation number matches.
+        """
         child = self._child(child_id)
         if self._state not in {"starting", "running"} or generation != child.generation \
                 or child.state != "running":
+            return False
+        if actor_id is not None and (child.host is None or child.host._actor_id.hex() != actor_id):
             return False
         child.last_failure = None if normal else reason
         self._set_state(child, "restarting")
@@ -251,10 +321,13 @@ class Supervisor:
             await self._stop_child(sibling, f"{self._spec.strategy.value} restart after {child.id!r} exited")
         for dropped in plan.drop:
             self._set_state(self._children[dropped], "stopped")
-        delay = self._backoff.delay(child.attempts)
+        # As in OTP the first restart is immediate; restarts in a row back off.
+        delay = self._backoff.delay(child.attempts - 1) if child.attempts else 0.0
         child.attempts += 1
-        await asyncio.sleep(delay)
+        if delay:
+            await asyncio.sleep(delay)
         await self._start_in_order(plan.start, during_start=False)
+        self._ensure_standbys()
 
     async def _start_in_order(self, child_ids: tuple[str, ...] | list[str], during_start: bool) -> None:
         """Start children in order.
@@ -291,14 +364,67 @@ class Supervisor:
                     return
 
     async def _escalate(self, reason: str) -> None:
-        self._state = "escalated"
-        self._reason = reason
+        """Stop the tree and schedule its restart after the backoff (or give up past max_tree_restarts)."""
+        self._last_failure = reason
         self._event("escalated", None, reason)
         self._cancel_pings()
         await self._stop_all(f"escalated: {reason}")
+        limit = self._spec.max_tree_restarts
+        if limit is not None and self._tree_restarts >= limit:
+            self._state = "failed"
+            self._reason = f"gave up after {self._tree_restarts} tree restart(s) (max_tree_restarts): {reason}"
+            self._event("gave_up", None, self._reason)
+            self._notify()
+            return
+        if time.monotonic() - self._tree_started_at > 2 * self._spec.period:
+            self._tree_attempt = 0  # the tree ran well since its last restart: start the backoff over
+        delay = self._tree_backoff.delay(self._tree_attempt)
+        self._tree_attempt += 1
+        self._state = "restarting"
+        self._reason = reason
+        self._restart_at = time.monotonic() + delay
+        self._event("tree_restart_scheduled", None, reason, delay=round(delay, 3))
+        self._tree_task = asyncio.get_running_loop().create_task(self._restart_tree(delay), name="tree-restart")
+        self._notify()
+
+    async def _restart_tree(self, delay: float) -> None:
+        """After ``delay`` seconds: start the whole tree again, fresh, as ``start()`` does."""
+        await asyncio.sleep(delay)
+        async with self._ops:
+            if self._state != "restarting":
+                return
+            self._tree_restarts += 1
+            self._restart_at = None
+            self._event("tree_restarting", None, self._reason, restart=self._tree_restarts)
+            self._intensity = RestartIntensity(self._spec.max_restarts, self._spec.period)
+            while not self._exits.empty():  # reports about hosts that are gone
+                self._exits.get_nowait()
+            for child in self._children.values():
+                child.attempts = 0
+            try:
+                await self._start_in_order(self._order, during_start=True)
+            except PluginRefused as exc:
+                await self._stop_all(f"tree restart failed: {exc}")
+                await self._escalate(f"tree restart {self._tree_restarts} failed: {exc}")
+                return
+            self._running()
+            self._event("tree_restarted", None, restart=self._tree_restarts)
+
+    def _running(self) -> None:
+        """The tree is up: serve, ping, prepare standbys."""
+        self._state = "running"
+        self._reason = ""
+        self._tree_started_at = time.monotonic()
+        self._tasks = [task for task in self._tasks if not task.done() and task.get_name() != "pings"]
+        if not any(task.get_name() == "supervise" for task in self._tasks):
+            self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(), name="supervise"))
+        self._tasks.append(asyncio.get_running_loop().create_task(self._ping_loop(), name="pings"))
+        self._ensure_standbys()
         self._notify()
 
     async def _stop_all(self, why: str) -> None:
+        for child in self._children.values():
+            drop_standby(child)
         for child_id in reversed(self._order):
             child = self._children[child_id]
             if child.host is not None:
@@ -341,36 +467,81 @@ class Supervisor:
                 return
         self._exit(child.id, generation, reason, normal=False)
 
+    # -- memory pressure -----------------------------------------------------------------
+
+    def _watch_memory(self) -> None:
+        if self._memory is not None:
+            return
+        from dwray.core.memory_pressure import shared_monitor
+
+        self._memory = shared_monitor(self._spec.memory)
+        if self._memory is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._memory.add_listener(
+            lambda old, new, reading: loop.call_soon_threadsafe(self._memory_changed, old, new))
+        self._memory_level = self._memory.level
+
+    def _memory_changed(self, old: str, new: str) -> None:
+        """On the event loop: note the new level and tell every running plugin."""
+        self._memory_level = new
+        self._event("memory_pressure", None, f"{old} -> {new}")
+        self._notify()
+        for child in self._children.values():
+            if child.state == "running" and child.host is not None:
+                task = asyncio.get_running_loop().create_task(self._tell_memory(child, new))
+                self._audit_sends.add(task)
+                task.add_done_callback(self._audit_sends.discard)
+
+    async def _tell_memory(self, child: SupervisedChild, level: str) -> None:
+        try:
+            await asyncio.wait_for(child.host.memory_pressure.remote(level), self._spec.ping_timeout)
+        except Exception as exc:  # noqa: BLE001 - a plugin that misses it still runs; its pings tell if it is sick
+            logger.warning("supervisor %s: could not tell %s of memory pressure %s: %s", self._spec.name,
+                           child.id, level, type(unwrap_task_error(exc)).__name__)
+
     # -- the actor's API ------------------------------------------------------------
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self, heal: bool = False) -> dict[str, Any]:
         """Start every child in order; return ``status()``.
 
         Raises ``PluginRefused`` naming the first required child that was
         refused or did not start, and why; the children already started are
-        stopped again and the supervisor is left "failed".
+        stopped again and the supervisor is left "failed". With ``heal`` (a
+        supervisor that Ray restarted) such a failure escalates instead: the
+        tree is restarted after the backoff, as after any escalation.
         """
         if self._state != "idle":
             raise InvalidArgument(f"supervisor {self._spec.name!r} was already started (it is {self._state})")
         self._me = ray.get_runtime_context().current_actor
         self._state = "starting"
         self._event("supervisor_starting")
+        self._watch_memory()
         async with self._ops:
             try:
                 await self._start_in_order(self._order, during_start=True)
             except PluginRefused as exc:
+                await self._stop_all(f"start failed: {exc}")
+                if heal:
+                    await self._escalate(f"start after a supervisor restart failed: {exc}")
+                    return self._status()
                 self._state = "failed"
                 self._reason = str(exc)
-                await self._stop_all(f"start failed: {exc}")
                 raise
             if self._state != "starting":  # stop() was called meanwhile; it stops the children
                 return self._status()
-            self._state = "running"
-        self._tasks = [asyncio.create_task(self._supervise(), name="supervise"),
-                       asyncio.create_task(self._ping_loop(), name="pings")]
+            self._running()
         self._event("supervisor_running")
-        self._notify()
         return self._status()
+
+    async def recover(self) -> dict[str, Any]:
+        """After Ray restarted this supervisor: start the tree again, healing if that fails."""
+        if self._state != "idle":
+            return self._status()
+        self._tree_restarts += 1
+        self._last_failure = "the supervisor's process died; Ray restarted it"
+        self._event("supervisor_restarted", None, self._last_failure)
+        return await self.start(heal=True)
 
     async def stop(self) -> dict[str, Any]:
         """Stop every child in reverse start order (orderly, within each one's shutdown); return ``status()``."""
@@ -378,10 +549,12 @@ class Supervisor:
             return self._status()
         self._state = "stopping"
         self._notify()
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._tree_task] if self._tree_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._tree_task = None
         async with self._ops:
             await self._stop_all("the supervisor is stopping")
         self._state = "stopped"
@@ -394,20 +567,27 @@ class Supervisor:
         """``(actor handle, generation)`` of a running child.
 
         Waits up to ``wait`` seconds while the child is (re)starting, and, with
-        ``newer_than``, until its generation is above that one. Raises
-        ``NotReady`` if the supervisor escalated, ``PluginUnavailable`` if the
-        child is down or still not running after ``wait``.
+        ``newer_than``, until its generation is above that one; while the whole
+        tree restarts (escalated) it waits for that too. Raises ``NotReady`` if
+        the tree is still restarting after ``wait`` or the supervisor gave up or
+        failed to start, ``PluginUnavailable`` if the child is down or still not
+        running after ``wait``.
         """
         child = self._child(child_id)
         deadline = time.monotonic() + wait
         while True:
-            if self._state == "escalated":
-                raise NotReady(self._reason)
-            if self._state not in {"starting", "running"}:
+            if self._state == "failed":
+                raise NotReady(f"failed: {self._reason}")
+            healing = self._state == "restarting" or (self._state == "idle" and self._reconstructed)
+            if self._state not in {"starting", "running"} and not healing:
                 raise PluginUnavailable(child_id, f"supervisor {self._spec.name!r} is {self._state}")
-            if child.state == "running" and (newer_than is None or child.generation > newer_than):
+            if healing:
+                # Nothing is served until the whole tree is up again.
+                if time.monotonic() >= deadline:
+                    raise NotReady(self._not_ready_reason())
+            elif child.state == "running" and (newer_than is None or child.generation > newer_than):
                 return child.host, child.generation
-            if child.state in _DOWN:
+            elif child.state in _DOWN:
                 detail = f": {child.last_failure}" if child.last_failure else ""
                 raise PluginUnavailable(child_id, f"the child is {child.state}{detail}")
             remaining = deadline - time.monotonic()
@@ -419,13 +599,43 @@ class Supervisor:
         """The spec of a child (callers take its deadlines from it)."""
         return self._child(child_id).spec
 
-    async def report_failure(self, child_id: str, generation: int, reason: str) -> bool:
+    async def report_failure(self, child_id: str, generation: int, reason: str, actor_id: str | None = None) -> bool:
         """A caller (or the host) saw ``child_id`` at ``generation`` fail: kill and restart it.
 
-        Returns ``False`` when the report is stale (an older generation, or the
-        child is not running), which is then ignored.
+        Returns ``False`` when the report is stale (an older generation, another
+        host than ``actor_id``, or the child is not running): it is then ignored.
         """
-        return self._exit(child_id, generation, reason, normal=False)
+        return self._exit(child_id, generation, reason, normal=False, actor_id=actor_id)
+
+    async def breaker_changed(self, child_id: str, caller: str, state: str, open_for: float | None = None) -> None:
+        """A caller's circuit breaker in front of ``child_id`` moved to ``state``.
+
+        An "open" report counts for ``open_for`` seconds (the breaker's own wait
+        before it tries again) unless a newer one from that caller replaces it,
+        so a caller that died with its breaker open does not hold the warehouse
+        not ready.
+        """
+        self._child(child_id)
+        if state not in _BREAKER_RANK:
+            raise InvalidArgument(f"breaker state must be one of {sorted(_BREAKER_RANK)}, not {state!r}")
+        callers = self._breakers.setdefault(child_id, {})
+        if state == "closed":
+            callers.pop(caller, None)
+        else:
+            until = time.monotonic() + float(open_for or 0.0) + _BREAKER_SLACK
+            callers[caller] = (state, until if state == "open" else time.monotonic() + 60.0)
+        self._event("breaker", self._children[child_id], f"{caller}: {state}")
+        self._notify()
+
+    def _breaker_state(self, child_id: str) -> str:
+        """The worst state a caller reported for ``child_id``'s breaker, among reports still counting."""
+        callers = self._breakers.get(child_id)
+        if not callers:
+            return "closed"
+        now = time.monotonic()
+        for caller in [c for c, (_, until) in callers.items() if until < now]:
+            del callers[caller]
+        return max((state for state, _ in callers.values()), key=_BREAKER_RANK.__getitem__, default="closed")
 
     async def report_exit(self, child_id: str, generation: int, reason: str) -> bool:
         """The plugin asked to stop: a normal exit (stopped in order; a transient child stays down)."""
@@ -440,8 +650,8 @@ class Supervisor:
         """
         child = self._child(child_id)
         async with self._ops:
-            if self._state == "escalated":
-                raise NotReady(self._reason)
+            if self._state in {"restarting", "failed"}:
+                raise NotReady(self._not_ready_reason())
             if self._state != "running":
                 raise PluginUnavailable(child_id, f"supervisor {self._spec.name!r} is {self._state}")
             self._set_state(child, "restarting")
@@ -449,6 +659,7 @@ class Supervisor:
             await self._stop_child(child, "requested by an operator")
             child.attempts = 0
             await self._start_in_order([child_id], during_start=False)
+            self._ensure_standbys()
             if child.state != "running":
                 raise PluginRefused(child_id, child.last_failure or f"the child is {child.state}")
             return child.generation
@@ -500,6 +711,10 @@ class Supervisor:
                 "last_failure": child.last_failure,
                 "pid": child.pid,
                 "node_id": child.node_id,
+                "actor": child.host_name,
+                "actor_id": None if child.host is None else child.host._actor_id.hex(),
+                "standby": child.standby is not None,
+                "breaker": self._breaker_state(child.id),
                 "manifest": None if manifest is None else {"name": manifest.name, "version": manifest.version},
                 "health": child.health,
             })
@@ -512,13 +727,25 @@ class Supervisor:
             "max_restarts": self._spec.max_restarts,
             "period": self._spec.period,
             "restarts_in_period": self._intensity.count(),
+            "tree_restarts": self._tree_restarts,
+            "last_failure": self._last_failure,
+            "restarting_in": (None if self._restart_at is None
+                              else round(max(0.0, self._restart_at - time.monotonic()), 3)),
+            "max_tree_restarts": self._spec.max_tree_restarts,
+            "memory": None if self._memory is None else self._memory.status(),
             "children": children,
         }
 
     async def ready(self) -> tuple[bool, str]:
-        """``(True, "ready")`` when running with every required child running, else ``(False, why)``."""
-        if self._state == "escalated":
-            return False, f"escalated: {self._reason}"
+        """``(True, "ready")``, else ``(False, why)``: the first of the reasons below that holds.
+
+        ``"restarting: ..."`` (escalated, the tree restarts), ``"failed: ..."``
+        (gave up), ``"supervisor ... is <state>"``, ``"required child ..."``
+        (not running), ``"breaker open: ..."`` (a caller's breaker in front of a
+        required child is open), ``"memory critical: ..."``.
+        """
+        if self._state in {"restarting", "failed"} or (self._state == "idle" and self._reconstructed):
+            return False, self._not_ready_reason()
         if self._state != "running":
             detail = f": {self._reason}" if self._reason else ""
             return False, f"supervisor {self._spec.name!r} is {self._state}{detail}"
@@ -527,7 +754,25 @@ class Supervisor:
             if child.spec.required and child.state != "running":
                 detail = f" ({child.last_failure})" if child.last_failure else ""
                 return False, f"required child {child_id!r} is {child.state}{detail}"
+        for child_id in self._order:
+            if self._children[child_id].spec.required and self._breaker_state(child_id) == "open":
+                callers = sorted(c for c, (state, _) in self._breakers.get(child_id, {}).items() if state == "open")
+                return False, f"breaker open: plugin {child_id!r} (held open by {len(callers)} caller(s))"
+        if self._memory_level == "critical" and self._memory is not None:
+            status = self._memory.status()
+            return False, (f"memory critical: {status.get('used', 0)} of {status.get('limit', 0)} bytes in use "
+                           f"({status.get('source')})")
         return True, "ready"
+
+    def _not_ready_reason(self) -> str:
+        if self._state == "failed":
+            return f"failed: {self._reason}"
+        if self._restart_at is None:
+            return f"restarting: the plugin tree is starting again (tree restart {self._tree_restarts}) after: " \
+                   f"{self._last_failure or self._reason}"
+        seconds = max(0.0, self._restart_at - time.monotonic())
+        return (f"restarting: the plugin tree restarts in {seconds:.1f} s (tree restart {self._tree_restarts + 1}) "
+                f"after: {self._reason}")
 
     async def started(self) -> bool:
         """Whether every required child has been admitted at least once."""

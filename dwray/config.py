@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from dwray.errors import ConfigError
 from dwray.secret_ref import SecretRefField
@@ -124,6 +124,49 @@ class LimitsConfig(_Section):
     multipart_upload_expiry: float = Field(7 * 24 * 3600.0, ge=0, description="seconds; 0 = never expire")
 
 
+class BreakerOptions(_Section):
+    """A circuit breaker in front of one plugin, with resilience4j's semantics.
+
+    Over a sliding window of the last ``window_size`` calls (once at least
+    ``minimum_calls`` were made), a failure rate or a slow-call rate at or above
+    its threshold opens the breaker: calls fail fast for ``wait_in_open``
+    seconds, then ``half_open_calls`` trial calls decide between closing it
+    again and opening it for another wait.
+    """
+
+    enabled: bool = True
+    failure_rate_threshold: float = Field(50.0, gt=0, le=100, description="percent of failed calls that opens")
+    slow_call_rate_threshold: float = Field(100.0, gt=0, le=100, description="percent of slow calls that opens")
+    slow_call_duration: float = Field(10.0, gt=0, description="a call slower than this many seconds is slow")
+    window_size: int = Field(20, ge=1, le=10_000, description="calls in the sliding window")
+    minimum_calls: int = Field(10, ge=1, le=10_000, description="calls needed before the rates count")
+    wait_in_open: float = Field(5.0, gt=0, description="seconds an open breaker fails fast before half-open")
+    half_open_calls: int = Field(3, ge=1, le=1000, description="trial calls permitted while half-open")
+
+    @model_validator(mode="after")
+    def _check_window(self) -> BreakerOptions:
+        if self.minimum_calls > self.window_size:
+            raise ValueError(f"minimum_calls ({self.minimum_calls}) is larger than window_size ({self.window_size})")
+        return self
+
+
+class RetryOptions(_Section):
+    """Retries of idempotent plugin calls: full-jitter exponential backoff (tenacity)."""
+
+    attempts: int = Field(3, ge=1, le=20, description="tries in all, the first included")
+    base: float = Field(0.05, ge=0, description="first backoff bound, seconds")
+    max: float = Field(1.0, ge=0, description="largest backoff bound, seconds")
+
+
+class ResilienceOptions(_Section):
+    """What every caller of one plugin applies to its calls (``actors.handles.PluginHandle``)."""
+
+    breaker: BreakerOptions = BreakerOptions()
+    retry: RetryOptions = RetryOptions()
+    max_concurrent_calls: int = Field(256, ge=1, le=100_000, description="bulkhead: calls in flight per caller")
+    max_wait: float = Field(0.0, ge=0, description="seconds a call may wait for a bulkhead slot; 0 = fail fast")
+
+
 class PluginOptions(_Section):
     """Ray options and caps for one plugin's actor (keyed by child id in ``[plugins]``)."""
 
@@ -143,6 +186,7 @@ class PluginOptions(_Section):
     # own unless granted here, and a CPU cap through cgroups where writable.
     network: bool = Field(False, description="a sandboxed plugin may use the host's network")
     cpu_quota: float | None = Field(None, gt=0, description="CPUs a sandboxed plugin may use, e.g. 0.5")
+    resilience: ResilienceOptions = ResilienceOptions()
 
 
 class RuntimeConfig(_Section):
@@ -160,6 +204,40 @@ class RuntimeConfig(_Section):
     ping_interval: float = Field(1.0, gt=0)
     ping_timeout: float = Field(5.0, gt=0)
     handshake_timeout: float = Field(30.0, gt=0)
+    # Escalation heals: past the restart intensity the whole tree is restarted after a
+    # jittered backoff doubling from tree_backoff_base to tree_backoff_max, for as long as
+    # failures continue; max_tree_restarts (unset: never give up) may end it.
+    tree_backoff_base: float = Field(1.0, ge=0, description="first tree restart delay, seconds")
+    tree_backoff_max: float = Field(30.0, ge=0, description="largest tree restart delay, seconds")
+    max_tree_restarts: int | None = Field(None, ge=0, description="tree restarts before giving up; unset = never")
+    # A pre-started host per critical child (catalog, storage, stages), promoted when the
+    # running one dies: recovery without waiting for Ray to start a worker process.
+    standby_hosts: bool = True
+
+
+class MemoryConfig(_Section):
+    """Memory pressure (``dwray.core.memory_pressure``): levels of the node's memory in use.
+
+    The limit is the process's cgroup limit where one is set (v2 ``memory.max``,
+    v1 ``memory.limit_in_bytes``), else the machine's memory. A level is entered
+    at its fraction and left only below it by ``hysteresis``. At ``warning``
+    caches shrink and plugins are told; at ``critical`` new writes and large
+    reads are refused (``503 SlowDown``, ``Backpressure``) until it passes.
+    """
+
+    enabled: bool = True
+    interval: float = Field(1.0, gt=0, description="seconds between readings")
+    warning: float = Field(0.85, gt=0, le=1, description="fraction of the limit in use that is a warning")
+    critical: float = Field(0.95, gt=0, le=1, description="fraction of the limit in use that is critical")
+    hysteresis: float = Field(0.05, ge=0, lt=1, description="a level is left this far below where it began")
+    retry_after: int = Field(5, ge=1, le=3600, description="seconds a refused client is told to wait")
+    large_read: Size = Field(8 * 1024 * 1024, ge=0, description="reads of at least this many bytes are large")
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> MemoryConfig:
+        if self.critical < self.warning:
+            raise ValueError(f"critical ({self.critical}) is below warning ({self.warning})")
+        return self
 
 
 class TenantRate(_Section):
@@ -378,6 +456,7 @@ class DwrayConfig(_Section):
     audit: AuditConfig = AuditConfig()
     plugin_trust: PluginTrustConfig = PluginTrustConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    memory: MemoryConfig = MemoryConfig()
 
     def plugin_options(self, child_id: str) -> PluginOptions:
         """Options for a child: ``[plugins."<child id>"]``, else ``[plugins.<kind>]``, else defaults."""

@@ -66,6 +66,9 @@ wrong. No error ever carries secret material: pass names and ids, never keys.
     │   └── PluginRefused                    a plugin's handshake does not fit its child spec
     ├── PluginTimeout(TimeoutError)          a plugin call or handshake passed its deadline
     ├── PluginUnavailable(ConnectionError)   a plugin's actor died or is being restarted
+    │   ├── CircuitOpen                      its circuit breaker is open: failed fast
+    │   └── BulkheadFull                     this caller has the most calls in flight it may have
+    ├── Backpressure(RuntimeError)           the node is short of memory: new writes wait
     ├── NotReady(RuntimeError)               the warehouse is not (or no longer) ready to serve
     └── DependencyMissing(ImportError)       an optional dependency is not installed
 """
@@ -114,6 +117,9 @@ __all__ = [
     "KeyringError",
     "NotFound",
     "NotReady",
+    "CircuitOpen",
+    "BulkheadFull",
+    "Backpressure",
     "ObjectNotFound",
     "PluginError",
     "PluginNotFound",
@@ -578,6 +584,27 @@ class PluginUnavailable(DwrayError, ConnectionError):
 
     fields = ("plugin", "reason")
     template = "plugin {plugin!r} is unavailable: {reason}"
+
+
+class CircuitOpen(PluginUnavailable):
+    """A plugin's circuit breaker is open: the call failed fast without reaching the plugin."""
+
+    fields = ("plugin", "reason")
+    template = "plugin {plugin!r} is unavailable: circuit breaker open ({reason})"
+
+
+class BulkheadFull(PluginUnavailable):
+    """This caller already has the most calls in flight to a plugin that it may have."""
+
+    fields = ("plugin", "reason")
+    template = "plugin {plugin!r} is unavailable: bulkhead full ({reason})"
+
+
+class Backpressure(DwrayError, RuntimeError):
+    """The node is short of memory: new writes and large reads wait until it recovers."""
+
+    fields = ("reason", "retry_after")
+    template = "the warehouse is refusing new work for now: {reason}; retry after {retry_after} s"
 
 
 class NotReady(DwrayError, RuntimeError):

@@ -43,7 +43,7 @@ from pydantic import (
     model_validator,
 )
 
-from dwray.config import Size
+from dwray.config import MemoryConfig, ResilienceOptions, Size
 from dwray.core.plugin_trust.settings import PluginTrust
 from dwray.core.sandbox import SandboxSettings
 
@@ -55,6 +55,7 @@ __all__ = [
     "RestartPlan",
     "Strategy",
     "SupervisorSpec",
+    "TreeBackoff",
     "plan_restart",
     "should_restart",
 ]
@@ -112,6 +113,9 @@ class ChildSpec(_Spec):
     method_timeouts: dict[str, float] = Field(default_factory=dict, description="deadlines by method name")
     start_timeout: float = Field(60.0, gt=0, description="seconds Ray may take to place and start the host")
     handshake_timeout: float = Field(30.0, gt=0, description="seconds the plugin may take to start")
+    resilience: ResilienceOptions = Field(default_factory=ResilienceOptions,
+                                          description="breaker, retries and bulkhead of every caller")
+    standby: bool = Field(False, description="keep a pre-started host ready to take over at once")
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings,
                                      description="how a third-party plugin is confined (dwray.core.sandbox)")
     plugin_trust: PluginTrust = Field(default_factory=PluginTrust,
@@ -194,6 +198,10 @@ class SupervisorSpec(_Spec):
     backoff_max: float = Field(10.0, ge=0, description="largest restart delay, seconds")
     ping_interval: float = Field(1.0, gt=0, description="seconds between health pings of a child")
     ping_timeout: float = Field(5.0, gt=0, description="a ping not answered within this is a hung plugin")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="memory pressure levels of the node")
+    tree_backoff_base: float = Field(1.0, ge=0, description="first delay before the tree restarts, seconds")
+    tree_backoff_max: float = Field(30.0, ge=0, description="largest delay before the tree restarts, seconds")
+    max_tree_restarts: int | None = Field(None, ge=0, description="tree restarts before giving up; None = never")
     children: list[ChildSpec] = Field(default_factory=list, description="in start order")
 
     @field_validator("children", mode="before")
@@ -225,6 +233,9 @@ class SupervisorSpec(_Spec):
             seen.add(child.id)
         if self.backoff_max < self.backoff_base:
             raise ValueError(f"backoff_max ({self.backoff_max}) is below backoff_base ({self.backoff_base})")
+        if self.tree_backoff_max < self.tree_backoff_base:
+            raise ValueError(f"tree_backoff_max ({self.tree_backoff_max}) is below tree_backoff_base "
+                             f"({self.tree_backoff_base})")
         return self
 
     def child(self, child_id: str) -> ChildSpec:
@@ -357,3 +368,17 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """A jittered delay in ``[0, ceiling(attempt)]``."""
         return self._rng.uniform(0.0, self.ceiling(attempt))
+
+
+class TreeBackoff(Backoff):
+    """The delay before the whole tree restarts after an escalation: ``uniform(c/2, c)``, c the ceiling.
+
+    Equal jitter rather than full: the delay must grow with each escalation in
+    a row (1 s, 2 s, 4 s ... up to the cap) so a tree that keeps failing is not
+    restarted in a tight loop, while a jitter still spreads the warehouses of
+    one cluster that failed together.
+    """
+
+    def delay(self, attempt: int) -> float:
+        ceiling = self.ceiling(attempt)
+        return self._rng.uniform(ceiling / 2.0, ceiling)

@@ -121,6 +121,7 @@ _MAPPING: tuple[tuple[type[BaseException], str], ...] = (
     (dw.BucketNotEmpty, "BucketNotEmpty"),
     (dw.QuotaExceeded, "QuotaExceeded"),
     (dw.AccessDenied, "AccessDenied"),
+    (dw.Backpressure, "SlowDown"),
     (dw.StorageFull, "ServiceUnavailable"),
     (dw.PluginUnavailable, "ServiceUnavailable"),
     (dw.PluginTimeout, "ServiceUnavailable"),
@@ -137,6 +138,8 @@ def from_dwray_error(error: BaseException, *, resource: str = "") -> S3Error:
     for cls, code in _MAPPING:
         if isinstance(error, cls):
             headers = {"Retry-After": "1"} if STATUS[code] == 503 else {}
+            if isinstance(error, dw.Backpressure):
+                headers = {"Retry-After": str(max(1, int(error.retry_after)))}
             if isinstance(error, (dw.ObjectDeleted, dw.DeleteMarkerVersion)):
                 # S3 says which delete marker answered: the key's latest, or the version named.
                 headers = {"x-amz-delete-marker": "true", "x-amz-version-id": error.version_id}

@@ -17,7 +17,9 @@ from dwray.errors import BlobNotFound
 __all__ = [
     "Configured",
     "CrashOnStart",
+    "CrashWhileMarked",
     "Echo",
+    "Flaky",
     "FutureSdk",
     "HangingClose",
     "HangingHealth",
@@ -177,3 +179,60 @@ class CrashOnStart(Plugin):
 
     def __init__(self) -> None:
         os._exit(3)
+
+
+class CrashWhileMarked(Plugin):
+    """Its process exits in the constructor while the file ``marker`` exists (a fault an operator clears)."""
+
+    manifest = Manifest(name="crash-while-marked", kind="service", version="0.1",
+                        config_schema={"type": "object", "properties": {"marker": {"type": "string"}},
+                                       "required": ["marker"], "additionalProperties": False})
+
+    def __init__(self, marker: str) -> None:
+        if Path(marker).exists():
+            os._exit(3)
+        self.marker = marker
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    def crash(self, code: int = 1) -> None:
+        os._exit(code)
+
+
+class Flaky(Plugin):
+    """Fails, hangs or slows down on command, for breaker, bulkhead and deadline tests.
+
+    ``set_mode(mode, seconds)``: ``"ok"`` answers at once; ``"fail"`` raises a
+    plain exception (the host makes it a ``PluginError``); ``"slow"`` answers
+    after ``seconds``; ``"hang"`` answers after an hour. ``work(value)`` obeys
+    the mode; ``calls()`` counts the ``work`` calls that reached the plugin.
+    """
+
+    manifest = Manifest(name="flaky", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        self._mode = ("ok", 0.0)
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def set_mode(self, mode: str, seconds: float = 0.0) -> str:
+        if mode not in {"ok", "fail", "slow", "hang"}:
+            raise ValueError(f"mode must be ok, fail, slow or hang, not {mode!r}")
+        self._mode = (mode, float(seconds))
+        return mode
+
+    def calls(self) -> int:
+        return self._calls
+
+    def work(self, value: Any) -> Any:
+        with self._lock:
+            self._calls += 1
+        mode, seconds = self._mode
+        if mode == "fail":
+            raise RuntimeError("failing on command")
+        if mode == "slow":
+            time.sleep(seconds)
+        elif mode == "hang":
+            time.sleep(_FOREVER)
+        return value

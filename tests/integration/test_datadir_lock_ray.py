@@ -49,7 +49,8 @@ def test_the_plugin_tree_holds_the_data_dir_until_its_supervisor_goes(ray_sessio
             return next(child["generation"] for child in children if child["id"] == "catalog")
 
         before = catalog_generation()
-        ray.kill(ray.get_actor("dwray:catalog", namespace=config.runtime.namespace))
+        catalog = next(c for c in ray.get(supervisor.status.remote())["children"] if c["id"] == "catalog")
+        ray.kill(ray.get_actor(catalog["actor"], namespace=config.runtime.namespace))
         wait_until(lambda: catalog_generation() > before and ray.get(supervisor.ready.remote())[0],
                    timeout=120, what="the catalog to be restarted", interval=0.2)
         assert DataDirLock(data_dir).holder() == holder

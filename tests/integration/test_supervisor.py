@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -142,9 +143,12 @@ def test_start_admits_children_in_order_and_reports_them(supervise: Callable[...
         assert child["last_failure"] is None
     started = [e["child"] for e in sup.events() if e["kind"] == "started"]
     assert started == ["storage:local", "catalog", "stage:frames:0"]
-    # Plugin hosts are named actors in the supervisor's namespace.
-    host = ray.get_actor("dwray:storage:local", namespace=sup.namespace)
-    assert ray.get(host.pid.remote()) == sup.child("storage:local")["pid"]
+    # Plugin hosts are named actors in the supervisor's namespace: dwray:<child id>:<8 hex digits>.
+    storage = sup.child("storage:local")
+    assert re.fullmatch(r"dwray:storage:local:[0-9a-f]{8}", storage["actor"]), storage["actor"]
+    host = ray.get_actor(storage["actor"], namespace=sup.namespace)
+    assert host._actor_id.hex() == storage["actor_id"]
+    assert ray.get(host.pid.remote()) == storage["pid"]
     assert sup.ready() == (True, "ready")
     assert ray.get(sup.actor.started.remote())
     wait_until(lambda: sup.child("catalog")["health"] == {"ok": True}, 5.0, "a health ping")
@@ -276,23 +280,57 @@ def test_temporary_sibling_is_stopped_by_one_for_all_and_not_restarted(
 # -- intensity and escalation -------------------------------------------------------------------
 
 
-def test_restart_loop_escalates_with_a_reason(supervise: Callable[..., Supervised]) -> None:
+def test_restart_loop_escalates_restarts_the_tree_and_gives_up_past_max_tree_restarts(
+        supervise: Callable[..., Supervised]) -> None:
     sup = supervise([echo("good"), {"id": "crasher", "plugin": P + "CrashOnStart", "required": False}],
-                    max_restarts=2, period=60.0)
-    wait_until(lambda: sup.status()["state"] == "escalated", 30.0, "escalation")
-    # Escalation stops every child, in reverse order.
-    wait_until(lambda: all(c["state"] == "stopped" for c in sup.status()["children"]), 10.0, "children stopped")
+                    max_restarts=2, period=60.0, tree_backoff_base=0.2, tree_backoff_max=0.4, max_tree_restarts=1)
+    wait_until(lambda: sup.status()["state"] == "failed", 60.0, "the supervisor to give up")
+    kinds = [e["kind"] for e in sup.events() if e["child"] is None and not e["kind"].startswith("supervisor")]
+    # The first escalation restarts the whole tree after the backoff; the second one is past the limit.
+    assert kinds == ["escalated", "tree_restart_scheduled", "tree_restarting", "tree_restarted", "escalated",
+                     "gave_up"], kinds
+    scheduled = next(e for e in sup.events() if e["kind"] == "tree_restart_scheduled")
+    assert 0.1 <= scheduled["delay"] <= 0.2, scheduled  # uniform(c/2, c) with c = tree_backoff_base
     ready, reason = sup.ready()
     assert not ready
-    assert reason.startswith("escalated: more than 2 restarts within 60 s; last: child 'crasher'")
+    assert reason.startswith("failed: gave up after 1 tree restart(s) (max_tree_restarts): more than 2 restarts "
+                             "within 60 s; last: child 'crasher'"), reason
     assert "died" in reason
     status = sup.status()
-    assert status["reason"] in reason
+    assert status["tree_restarts"] == 1 and status["last_failure"] in reason
+    # Escalation stops every child, in reverse order.
     assert [c["state"] for c in status["children"]] == ["stopped", "stopped"]
-    assert status["children"][1]["generation"] == 3  # the first start and two restarts
-    assert [e["kind"] for e in sup.events()].count("start_failed") == 3
-    with pytest.raises(NotReady, match="more than 2 restarts"):
+    assert [e["kind"] for e in sup.events()].count("start_failed") == 6  # 3 per tree: start and two restarts
+    with pytest.raises(NotReady, match="gave up after 1 tree restart"):
         sup.handle("good").call("echo", 1)
+
+
+def test_escalation_heals_by_itself_once_the_fault_is_gone(
+        supervise: Callable[..., Supervised], tmp_path: Path) -> None:
+    """A required child that cannot start escalates; the tree keeps restarting, with a growing
+    backoff, not ready meanwhile and naming why; once the fault is cleared it serves again by itself."""
+    marker = tmp_path / "broken"
+    sup = supervise([echo("good"), {"id": "fragile", "plugin": P + "CrashWhileMarked",
+                                    "config": {"marker": str(marker)}}],
+                    max_restarts=1, period=60.0, tree_backoff_base=0.3, tree_backoff_max=1.0)
+    assert sup.handle("fragile").call("echo", 1) == 1
+    marker.touch()
+    with pytest.raises(PluginUnavailable, match="not idempotent"):
+        sup.handle("fragile").call("crash")
+    wait_until(lambda: sup.status()["tree_restarts"] >= 2, 60.0, "two tree restarts that fail")
+    ready, reason = sup.ready()
+    assert not ready and reason.startswith("restarting: "), reason
+    assert "child 'fragile'" in reason or "'fragile' refused" in reason, reason
+    with pytest.raises(NotReady, match="restarting: "):
+        sup.handle("good").call("echo", 2, timeout=0.5)
+    delays = [e["delay"] for e in sup.events() if e["kind"] == "tree_restart_scheduled"]
+    assert len(delays) >= 2 and delays[0] <= 0.3 and all(0.15 <= d <= 1.0 for d in delays), delays
+    marker.unlink()
+    wait_until(lambda: sup.ready() == (True, "ready"), 30.0, "the tree to heal by itself")
+    status = sup.status()
+    assert status["state"] == "running" and "fragile" in status["last_failure"]
+    assert sup.handle("fragile").call("echo", 3) == 3
+    assert sup.handle("good").call("echo", 4) == 4
 
 
 def test_stale_failure_reports_are_ignored(supervise: Callable[..., Supervised]) -> None:
@@ -358,16 +396,14 @@ def test_hanging_handshake_is_refused_naming_the_timeout(supervise: Callable[...
     assert [c["state"] for c in status["children"]] == ["stopped", "failed"]
     ready, reason = sup.ready()
     assert not ready and "handshake_timeout" in reason
-    # The hung host was killed, so its name is free again.
-    wait_until(lambda: _actor_gone("dwray:slow", sup.namespace), 10.0, "the hung host to be killed")
+    # The hung host was killed: no host of that child is left alive.
+    wait_until(lambda: _hosts_gone("slow", sup.namespace), 10.0, "the hung host to be killed")
 
 
-def _actor_gone(name: str, namespace: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return True
-    return False
+def _hosts_gone(child_id: str, namespace: str) -> bool:
+    """No live actor in ``namespace`` is a host of ``child_id`` (named ``dwray:<child id>:<hex>``)."""
+    return not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == namespace and a["name"].startswith(f"dwray:{child_id}:")]
 
 
 def test_incompatible_sdk_is_refused(supervise: Callable[..., Supervised]) -> None:

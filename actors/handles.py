@@ -62,7 +62,7 @@ from typing import Any
 
 import ray
 from opentelemetry import propagate
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from dwray.config import DwrayConfig
 from dwray.core.request_timing import RequestTimer, current_timer
@@ -203,7 +203,7 @@ class PluginHandle:
             except GetTimeoutError:
                 raise PluginUnavailable(self.child_id, f"the supervisor did not answer {method} "
                                                        f"within {timeout:g} s") from None
-            except RayActorError as exc:
+            except (RayActorError, ActorUnavailableError) as exc:  # dead, or being restarted by Ray
                 if time.monotonic() + _SUPERVISOR_RETRY >= deadline:
                     raise PluginUnavailable(self.child_id, "the supervisor does not answer: "
                                                            f"{death_reason(exc)}") from None
@@ -242,12 +242,17 @@ class PluginHandle:
         """Seconds a call to ``method`` may take."""
         return float(self.spec().timeout_for(method))
 
-    def current(self, wait: float = 0.0, newer_than: int | None = None) -> tuple[Any, int]:
-        """``(actor handle, generation)``, from the cache unless a newer generation is needed."""
+    def current(self, wait: float = 0.0, newer_than: int | None = None,
+                not_actor: str | None = None) -> tuple[Any, int]:
+        """``(actor handle, generation)``, from the cache unless a newer generation, or another host than
+        the actor ``not_actor`` names (one that died: a restarted supervisor numbers generations anew),
+        is needed."""
         with self._lock:
-            if self._actor is not None and (newer_than is None or self._generation > newer_than):
+            if self._actor is not None and (newer_than is None or self._generation > newer_than) \
+                    and (not_actor is None or self._actor._actor_id.hex() != not_actor):
                 return self._actor, self._generation  # type: ignore[return-value]
-        actor, generation = self._ask("handle", self.child_id, wait, newer_than, timeout=wait + _ASK_SLACK)
+        actor, generation = self._ask("handle", self.child_id, wait, newer_than, not_actor,
+                                      timeout=wait + _ASK_SLACK)
         with self._lock:
             self._actor, self._generation = actor, generation
         return actor, generation
@@ -309,14 +314,14 @@ class PluginHandle:
         with bulkhead.slot():
             if not idempotent:
                 return self._guarded(breaker, method, args, kwargs, seconds, deadline, None)
-            failed: list[int] = []  # generations that died under this call
+            failed: list[str] = []  # ids of the hosts that died under this call
             for attempt in retrying(self.spec().resilience.retry, retry_if=_retryable, deadline=deadline):
                 with attempt:
                     return self._guarded(breaker, method, args, kwargs, seconds, deadline, failed)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _guarded(self, breaker: CircuitBreaker, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 seconds: float, deadline: float, failed: list[int] | None) -> Any:
+                 seconds: float, deadline: float, failed: list[str] | None) -> Any:
         """One attempt through the breaker: its outcome counts unless the plugin was never reached."""
         breaker.acquire()
         started = time.monotonic()
@@ -337,20 +342,21 @@ class PluginHandle:
         return result
 
     def _attempt(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float,
-                 deadline: float, failed: list[int] | None) -> Any:
+                 deadline: float, failed: list[str] | None) -> Any:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PluginTimeout(self.child_id, method, seconds)
-        # A plugin that is restarting is waited for, within the deadline; a retry needs a newer generation.
-        actor, generation = self.current(wait=remaining, newer_than=max(failed) if failed else None)
+        # A plugin that is restarting is waited for, within the deadline; a retry needs another host.
+        actor, _ = self.current(wait=remaining, not_actor=failed[-1] if failed else None)
+        actor_id = actor._actor_id.hex()
         ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
         try:
-            return self._get(ref, method, max(0.001, deadline - time.monotonic()), actor._actor_id.hex())
+            return self._get(ref, method, max(0.001, deadline - time.monotonic()), actor_id)
         except _ActorGone as gone:
             if failed is None:
                 raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} was not retried "
                                                        "because it is not idempotent") from None
-            failed.append(generation)
+            failed.append(actor_id)
             raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} failed on "
                                                    f"{len(failed)} generation(s)") from None
 

@@ -64,6 +64,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -158,11 +160,14 @@ class Supervisor:
         self._memory: Any = None  # the process's MemoryMonitor once started
         self._memory_level = "normal"
         self._reconstructed = False
-        context = ray.get_runtime_context()
-        if context.was_current_actor_reconstructed:
+        self._recovery: asyncio.Task[Any] | None = None
+        if ray.get_runtime_context().was_current_actor_reconstructed:
             # Ray restarted this supervisor after its process died: start the tree again at once.
+            # The first call to reach it starts the recovery; a thread makes that call so that
+            # it begins even if no caller comes.
             self._reconstructed = True
-            context.current_actor.recover.remote()
+            threading.Thread(target=_kick_recovery, args=(ray.get_runtime_context().current_actor,),
+                             name="supervisor-recovery", daemon=True).start()
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -420,6 +425,8 @@ class Supervisor:
             self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(), name="supervise"))
         self._tasks.append(asyncio.get_running_loop().create_task(self._ping_loop(), name="pings"))
         self._ensure_standbys()
+        if self._memory_level != "normal":  # the hosts are new: tell them the level they start under
+            self._memory_changed(self._memory_level, self._memory_level)
         self._notify()
 
     async def _stop_all(self, why: str) -> None:
@@ -535,13 +542,21 @@ class Supervisor:
         return self._status()
 
     async def recover(self) -> dict[str, Any]:
-        """After Ray restarted this supervisor: start the tree again, healing if that fails."""
-        if self._state != "idle":
-            return self._status()
+        """After Ray restarted this supervisor: start the tree again (once), healing if that fails."""
+        self._recover_if_restarted()
+        recovery = self._recovery
+        if recovery is not None:
+            await asyncio.shield(recovery)
+        return self._status()
+
+    def _recover_if_restarted(self) -> None:
+        """Begin the recovery of a supervisor that Ray restarted, unless it has begun."""
+        if not self._reconstructed or self._recovery is not None or self._state != "idle":
+            return
         self._tree_restarts += 1
         self._last_failure = "the supervisor's process died; Ray restarted it"
         self._event("supervisor_restarted", None, self._last_failure)
-        return await self.start(heal=True)
+        self._recovery = asyncio.get_running_loop().create_task(self.start(heal=True), name="recovery")
 
     async def stop(self) -> dict[str, Any]:
         """Stop every child in reverse start order (orderly, within each one's shutdown); return ``status()``."""
@@ -562,17 +577,19 @@ class Supervisor:
         self._notify()
         return self._status()
 
-    async def handle(self, child_id: str, wait: float = 0.0,
-                     newer_than: int | None = None) -> tuple[Any, int]:
+    async def handle(self, child_id: str, wait: float = 0.0, newer_than: int | None = None,
+                     not_actor: str | None = None) -> tuple[Any, int]:
         """``(actor handle, generation)`` of a running child.
 
         Waits up to ``wait`` seconds while the child is (re)starting, and, with
-        ``newer_than``, until its generation is above that one; while the whole
+        ``newer_than``, until its generation is above that one (with
+        ``not_actor``, until its host is another actor); while the whole
         tree restarts (escalated) it waits for that too. Raises ``NotReady`` if
         the tree is still restarting after ``wait`` or the supervisor gave up or
         failed to start, ``PluginUnavailable`` if the child is down or still not
         running after ``wait``.
         """
+        self._recover_if_restarted()
         child = self._child(child_id)
         deadline = time.monotonic() + wait
         while True:
@@ -585,7 +602,8 @@ class Supervisor:
                 # Nothing is served until the whole tree is up again.
                 if time.monotonic() >= deadline:
                     raise NotReady(self._not_ready_reason())
-            elif child.state == "running" and (newer_than is None or child.generation > newer_than):
+            elif child.state == "running" and (newer_than is None or child.generation > newer_than) \
+                    and (not_actor is None or child.host._actor_id.hex() != not_actor):
                 return child.host, child.generation
             elif child.state in _DOWN:
                 detail = f": {child.last_failure}" if child.last_failure else ""
@@ -692,6 +710,7 @@ class Supervisor:
 
     async def status(self) -> dict[str, Any]:
         """The supervision tree as plain data."""
+        self._recover_if_restarted()
         return self._status()
 
     def _status(self) -> dict[str, Any]:
@@ -721,6 +740,7 @@ class Supervisor:
         return {
             "name": self._spec.name,
             "namespace": self._namespace,
+            "pid": os.getpid(),
             "state": self._state,
             "reason": self._reason,
             "strategy": self._spec.strategy.value,
@@ -744,6 +764,7 @@ class Supervisor:
         (not running), ``"breaker open: ..."`` (a caller's breaker in front of a
         required child is open), ``"memory critical: ..."``.
         """
+        self._recover_if_restarted()
         if self._state in {"restarting", "failed"} or (self._state == "idle" and self._reconstructed):
             return False, self._not_ready_reason()
         if self._state != "running":
@@ -783,6 +804,16 @@ class Supervisor:
         if limit < 0:
             raise InvalidArgument(f"limit must be 0 or more, not {limit}")
         return list(self._events)[-limit:] if limit else []
+
+
+def _kick_recovery(me: Any) -> None:
+    """From a thread of a supervisor that Ray restarted: call its ``recover()`` once it serves calls."""
+    for _ in range(600):
+        try:
+            ray.get(me.recover.remote(), timeout=300)
+            return
+        except Exception:  # noqa: BLE001 - not serving calls yet (or the recovery is healing): try again
+            time.sleep(0.1)
 
 
 def create_supervisor(spec: SupervisorSpec, namespace: str = DEFAULT_NAMESPACE, detached: bool = False,

@@ -2,7 +2,10 @@
 
 Not durable (``durable = False``): blobs live only as long as the process, and
 inserting a blob evicts the least recently used ones until the new one fits
-under ``max_bytes``. Reading a blob makes it the most recently used.
+under ``max_bytes``. Reading a blob makes it the most recently used. Under
+memory pressure ``shrink`` gives back the least recently used half of the
+bytes it holds (what it holds, not its cap: the cap may be far above the use,
+and halving it would free nothing).
 """
 from __future__ import annotations
 
@@ -72,6 +75,19 @@ class MemoryBackend(StorageBackend):
             self._blobs[blob_id] = (data, time.time())
             self._used += len(data)
         return len(data)
+
+    def shrink(self, keep: float = 0.5) -> int:
+        """Evict least recently used blobs until at most ``keep`` of the bytes held now remain;
+        returns the bytes freed. The cap is unchanged: later puts may fill it again."""
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 <= keep <= 1:
+            raise InvalidArgument(f"keep must be a fraction in [0, 1], not {keep!r}")
+        with self._lock:
+            before = self._used
+            target = int(before * keep)
+            while self._used > target:
+                _, (evicted, _) = self._blobs.popitem(last=False)
+                self._used -= len(evicted)
+            return before - self._used
 
     def _touch(self, blob_id: str) -> bytes:
         validate_blob_id(blob_id)

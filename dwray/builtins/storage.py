@@ -239,10 +239,19 @@ class LocalStoragePlugin(_StoragePlugin):
 
 
 class MemoryStoragePlugin(_StoragePlugin):
-    """A byte-capped LRU of blobs in memory (not durable: for tests and caches)."""
+    """A byte-capped LRU of blobs in memory (not durable: for tests and caches).
+
+    Under memory pressure (``warning`` or ``critical``, each time the level
+    rises) it evicts its least recently used blobs down to half of the bytes
+    it holds (``MemoryBackend.shrink``); ``normal`` changes nothing.
+    """
 
     backend_name = "memory"
     manifest = Manifest(
         name="storage.memory", kind="storage", version="1.0.0", capabilities=("ranges", "uploads"),
         config_schema={"type": "object", "properties": {"max_bytes": {"type": "integer", "minimum": 1}},
                        "additionalProperties": False})
+
+    def on_memory_pressure(self, level: str) -> None:
+        if level in ("warning", "critical"):
+            self.backend.shrink()

@@ -90,7 +90,11 @@ class Plugin:
       ``on_secret_rotated(ref)`` -- a secret was rotated (an event through the
                        supervisor, ``dw secret rotate``, or the host's watch saw a
                        new version): the default drops it from ``secret_resolver``'s
-                       cache, so the next read gets the new value, no restart.
+                       cache, so the next read gets the new value, no restart;
+      ``on_memory_pressure(level)`` -- the node's memory pressure level changed
+                       (``"normal"``, ``"warning"``, ``"critical"``; told through the
+                       supervisor): at ``warning`` or above, drop what can be had
+                       again (caches, buffers). The default does nothing.
 
     A plugin that uses secrets takes their *references* in its config (never
     values: the config is the actor's arguments, which the Ray dashboard shows)
@@ -123,6 +127,10 @@ class Plugin:
         """The secret ``ref`` names was rotated: forget its cached value (the default does, in ``secret_resolver``)."""
         if self.secret_resolver is not None:
             self.secret_resolver.invalidate(ref)
+
+    def on_memory_pressure(self, level: str) -> None:
+        """The node's memory pressure is now ``level`` (``dwray.core.memory_pressure.LEVELS``):
+        shrink caches at ``warning`` and ``critical``. The default holds none, so does nothing."""
 
     def request_stop(self, reason: str = "the plugin asked to stop") -> None:
         """Ask the supervisor to stop this plugin as a normal exit."""

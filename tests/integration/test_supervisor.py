@@ -333,6 +333,41 @@ def test_escalation_heals_by_itself_once_the_fault_is_gone(
     assert sup.handle("good").call("echo", 4) == 4
 
 
+def test_killed_supervisor_is_restarted_by_ray_and_starts_its_tree_again(
+        supervise: Callable[..., Supervised]) -> None:
+    sup = supervise([echo("a"), echo("b")])
+    handle = sup.handle("a")
+    assert handle.call("echo", 1, idempotent=True) == 1
+    before = sup.status()
+    kill_9(before["pid"])
+    # Ray restarts the supervisor; the new one starts a fresh tree by itself, and the hosts of the
+    # old one end with their owner.
+    after = wait_until(lambda: _running_status(sup), 60.0, "the restarted supervisor's tree")
+    assert after["pid"] != before["pid"]
+    assert after["tree_restarts"] == 1 and "supervisor's process died" in after["last_failure"]
+    for old, new in zip(before["children"], after["children"], strict=True):
+        assert new["actor_id"] != old["actor_id"] and new["pid"] != old["pid"]
+        wait_until(lambda pid=old["pid"]: not psutil.pid_exists(pid)
+                   or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30.0, "an old host to end")
+    # The handle still holds the old tree's host, now dead: the call goes to the new one.
+    assert handle.call("echo", 2, idempotent=True, timeout=60) == 2
+    assert [e["kind"] for e in sup.events()][:2] == ["supervisor_restarted", "supervisor_starting"]
+    assert sup.ready() == (True, "ready")
+    # A report about a host of the old incarnation is stale even though its generation number matches.
+    assert ray.get(sup.actor.report_failure.remote("a", 1, "old host", before["children"][0]["actor_id"]),
+                   timeout=30) is False
+
+
+def _running_status(sup: Supervised) -> dict[str, Any] | None:
+    """The supervisor's status once it runs with every child running; None while Ray restarts it."""
+    try:
+        status = sup.status()
+    except ray.exceptions.RayActorError:  # ActorUnavailableError: being restarted
+        return None
+    running = status["state"] == "running" and all(c["state"] == "running" for c in status["children"])
+    return status if running else None
+
+
 def test_stale_failure_reports_are_ignored(supervise: Callable[..., Supervised]) -> None:
     sup = supervise([echo("a")])
     assert ray.get(sup.actor.report_failure.remote("a", 0, "from an old generation")) is False

@@ -1,16 +1,26 @@
 """What every part of the warehouse works on: its config, backend, catalog, keyring and frame
-engine, the tenant an operation runs for, and a short-lived cache of bucket records."""
+engine, the tenant an operation runs for, a short-lived cache of bucket records, and the
+process's memory pressure monitor (``dwray.core.memory_pressure``).
+
+Under memory pressure the warehouse gives memory back rather than be OOM-killed:
+at ``warning`` it drops its bucket records and cached data keys (and, with an
+in-process memory backend, the least recently used half of its blobs); at
+``critical`` new writes and large reads raise ``Backpressure`` before any of
+their bytes are held (``_refuse_if_critical``).
+"""
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 from dwray.backends import create_backend
 from dwray.backends.base import StorageBackend
+from dwray.backends.memory import MemoryBackend
 from dwray.config import DwrayConfig, load_config
 from dwray.core.audit import AuditSink, open_audit_log
 from dwray.core.audit.deferred import DeferredRecords
@@ -19,6 +29,7 @@ from dwray.core.contracts import KeyService, PagedCatalog
 from dwray.core.data_keys import DataKeys
 from dwray.core.datadir_lock import DataDirLock, LockHolder
 from dwray.core.key_services import open_key_service
+from dwray.core.memory_pressure import LEVELS, MemoryReading, shared_monitor
 from dwray.core.models import ObjectInfo, TenantContext
 from dwray.core.pipeline import FrameEngine, ThreadFrameEngine
 from dwray.core.warehouse.inputs import clean_metadata
@@ -86,6 +97,35 @@ class WarehouseBase:
         self._closed = threading.Event()
         self._keks_ready: set[str] = set()
         self._buckets: dict[tuple[str, str], tuple[float, BucketRecord]] = {}
+        self.memory = shared_monitor(self.config.memory)
+        self._stop_watching_memory = self._watch_memory()
+
+    def _watch_memory(self) -> weakref.finalize | None:
+        """Listen to the memory monitor without keeping this warehouse alive: the listener holds
+        it weakly, and is removed at ``close()`` or when the warehouse is collected."""
+        if self.memory is None:
+            return None
+        this = weakref.ref(self)
+
+        def listener(old: str, new: str, reading: MemoryReading) -> None:
+            warehouse = this()
+            if warehouse is not None and LEVELS.index(new) > LEVELS.index(old):
+                warehouse._shed_memory()
+
+        self.memory.add_listener(listener)
+        return weakref.finalize(self, self.memory.remove_listener, listener)
+
+    def _shed_memory(self) -> None:
+        """Memory pressure rose (to warning or critical): drop what can be fetched again."""
+        self._buckets.clear()
+        self.data_keys.forget()
+        if isinstance(self.backend, MemoryBackend):  # this process's own blobs, not a plugin's
+            self.backend.shrink()
+
+    def _refuse_if_critical(self, what: str) -> None:
+        """Raise ``Backpressure`` if memory is critical: before a new write or a large read starts."""
+        if self.memory is not None:
+            self.memory.refuse_if_critical(what)
 
     @classmethod
     def load(cls, data_dir: str | Path | None = None, config_path: str | Path | None = None,
@@ -111,6 +151,8 @@ class WarehouseBase:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._stop_watching_memory is not None:
+            self._stop_watching_memory()
         try:
             if self._audit_reads is not None and self.audit is not None:
                 try:

@@ -90,10 +90,12 @@ class MultipartUploads(ObjectWrites):
     def upload_part(self, bucket: str, key: str, upload_id: str, part_number: int, data: Any, *,
                     tenant: TenantArg = None) -> PartInfo:
         """Store part ``part_number`` (bytes, binary file object or iterable of chunks), replacing
-        any earlier part of that number. Returns once the part is durable and recorded."""
+        any earlier part of that number. Returns once the part is durable and recorded.
+        ``Backpressure`` while memory is critical, before any of ``data`` is read."""
         ctx = self._tenant(tenant)
         self._check_part_number(part_number)
         upload = self._upload(ctx, bucket, key, upload_id)
+        self._refuse_if_critical("a new write (upload_part)")
         return self._store_part(ctx, upload, part_number, plaintext_frames(data, self.config.pipeline.frame_size))
 
     @traced("upload_part_copy")
@@ -108,6 +110,7 @@ class MultipartUploads(ObjectWrites):
         ctx = self._tenant(tenant)
         self._check_part_number(part_number)
         upload = self._upload(ctx, bucket, key, upload_id)
+        self._refuse_if_critical("a new write (upload_part_copy)")
         with self.open(src_bucket, src_key, range=range, version_id=src_version_id, tenant=ctx) as source:
             frames = plaintext_frames(iter(source), self.config.pipeline.frame_size)
             return self._store_part(ctx, upload, part_number, frames)

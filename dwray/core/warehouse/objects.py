@@ -73,6 +73,7 @@ class ObjectWrites(ObjectReads):
         ``if_none_match`` (no current version) and ``if_match`` (the current
         version's ETag) make the write conditional, decided in the commit
         (``PreconditionFailed``; ``ObjectNotFound`` for ``if_match`` on no object).
+        ``Backpressure`` while memory is critical, before any of ``data`` is read.
         """
         ctx = self._tenant(tenant)
         validate_bucket_name(bucket)
@@ -80,6 +81,7 @@ class ObjectWrites(ObjectReads):
         clean_metadata, clean_headers = self._check_metadata(metadata), check_headers(headers)
         clean_tags = validate_tags(tags or {})
         condition = write_condition(if_match, if_none_match)
+        self._refuse_if_critical("a new write (put)")
         bucket_record = self._bucket(ctx, bucket)
         try:
             record = self._write_object(ctx, bucket_record, key,
@@ -178,6 +180,7 @@ class ObjectWrites(ObjectReads):
         validate_key(dst_key)
         condition = write_condition(if_match, if_none_match)
         new_tags = None if tags is None else validate_tags(tags)
+        self._refuse_if_critical("a new write (copy)")
         replace = metadata is not None or content_type is not None or headers is not None
         source = self.open(src_bucket, src_key, version_id=version_id, tenant=ctx)
         with source:

@@ -147,7 +147,9 @@ class ObjectReads(WarehouseBase):
 
         ``last`` may be ``None`` (to the end) or past the end (clipped). Raises
         ``InvalidRange`` when ``first`` is at or past the end. Bytes that fail
-        authentication raise ``IntegrityError`` and are never returned.
+        authentication raise ``IntegrityError`` and are never returned. A read
+        of at least ``[memory] large_read`` bytes raises ``Backpressure`` while
+        memory is critical, before any of it is fetched.
         """
         # The span lasts until the reader closes: the reads happen as it is consumed.
         span = tracer.start_span("dwray.get", attributes={"dwray.operation": "get"})
@@ -157,6 +159,8 @@ class ObjectReads(WarehouseBase):
             ctx = self._tenant(tenant)
             record = self._lookup(ctx, bucket, key, version_id)
             start, end = resolve_range(range, record.size)
+            if end - start >= self.config.memory.large_read:
+                self._refuse_if_critical(f"a large read ({end - start} bytes)")
             placement = record.placement
             if placement is None:  # a multipart object: its bytes are in its segments
                 source = self._segments_plaintext(ctx, record, start, end)

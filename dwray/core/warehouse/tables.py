@@ -27,6 +27,7 @@ class Tables(ObjectWrites):
 
         if not isinstance(table, pa.Table):
             raise InvalidArgument(f"put_table takes a pyarrow.Table, not {type(table).__name__}")
+        self._refuse_if_critical("a new write (put_table)")  # before the Parquet copy is made
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression=compression)
         buffer = sink.getvalue()

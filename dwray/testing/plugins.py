@@ -204,7 +204,8 @@ class Flaky(Plugin):
     """Fails, hangs or slows down on command, for breaker, bulkhead and deadline tests.
 
     ``set_mode(mode, seconds)``: ``"ok"`` answers at once; ``"fail"`` raises a
-    plain exception (the host makes it a ``PluginError``); ``"slow"`` answers
+    plain exception (the host makes it a ``PluginError``); ``"missing"`` answers
+    with a dwray error (``BlobNotFound``: the plugin works); ``"slow"`` answers
     after ``seconds``; ``"hang"`` answers after an hour. ``work(value)`` obeys
     the mode; ``calls()`` counts the ``work`` calls that reached the plugin.
     """
@@ -217,8 +218,8 @@ class Flaky(Plugin):
         self._lock = threading.Lock()
 
     def set_mode(self, mode: str, seconds: float = 0.0) -> str:
-        if mode not in {"ok", "fail", "slow", "hang"}:
-            raise ValueError(f"mode must be ok, fail, slow or hang, not {mode!r}")
+        if mode not in {"ok", "fail", "missing", "slow", "hang"}:
+            raise ValueError(f"mode must be ok, fail, missing, slow or hang, not {mode!r}")
         self._mode = (mode, float(seconds))
         return mode
 
@@ -231,6 +232,8 @@ class Flaky(Plugin):
         mode, seconds = self._mode
         if mode == "fail":
             raise RuntimeError("failing on command")
+        if mode == "missing":
+            raise BlobNotFound(str(value))
         if mode == "slow":
             time.sleep(seconds)
         elif mode == "hang":

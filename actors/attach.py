@@ -24,6 +24,8 @@ from dwray.errors import NotReady
 
 __all__ = ["RayWarehouse", "attach_or_start", "join_ray", "leave_ray", "ray_running_locally"]
 
+SUPERVISOR_TIMEOUT = 30.0  # status() and ready() answer from memory: longer means the supervisor is hung
+
 
 class RayWarehouse(Warehouse):
     """A ``Warehouse`` whose parts are plugin actors supervised on a Ray cluster."""
@@ -56,7 +58,7 @@ class RayWarehouse(Warehouse):
 
     def status(self) -> dict[str, Any]:
         """The supervisor's plugin tree: state, generation, restarts, last failure of each plugin."""
-        return ray.get(self.supervisor.status.remote())
+        return ray.get(self.supervisor.status.remote(), timeout=SUPERVISOR_TIMEOUT)
 
     def storage_path(self) -> Path | None:
         return self.config.blob_root if self.config.storage.backend == "local" else None
@@ -109,7 +111,7 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
             raise NotReady(f"no warehouse runs in Ray namespace {runtime.namespace!r}")
         supervisor = start_supervisor(config, started_by="dwray.connect()")
     else:
-        ready, reason = ray.get(supervisor.ready.remote())
+        ready, reason = ray.get(supervisor.ready.remote(), timeout=SUPERVISOR_TIMEOUT)
         if not ready:
             raise NotReady(reason)
         config = running_config(config, supervisor)

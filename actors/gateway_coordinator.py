@@ -13,10 +13,22 @@ the process shutting the gateway down calls ``set_draining(True)`` and then
 two flags, nothing more; it is never on the data path. A replica that stops
 reporting (it died, or Serve scaled it down) is dropped once its report is
 older than ``max_age`` seconds.
+
+The coordinator heals: killed with SIGKILL (or lost with its node) Ray
+restarts it (``max_restarts=-1``; every method is safe to run again, so
+calls in flight are retried too), and one removed for good (``ray.kill``)
+is created again, detached and by name, by the next replica whose report
+finds it gone (:func:`ensure_coordinator`). Either way it starts empty: the
+replicas' next reports (every half second) fill it again; a restarted actor
+starts its epoch at a random number, so every replica sees it move and drops
+its key caches (a change made while it was down is not missed); and a replica
+that was told to drain tells the new actor so (a replica's drain is one way),
+so a drain survives the restart.
 """
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +37,7 @@ import ray
 
 from dwray.errors import InvalidArgument
 
-__all__ = ["DEFAULT_NAME", "GatewayCoordinator", "create_coordinator", "find_coordinator"]
+__all__ = ["DEFAULT_NAME", "GatewayCoordinator", "create_coordinator", "ensure_coordinator", "find_coordinator"]
 
 DEFAULT_NAME = "dwray:gateway"
 DEFAULT_MAX_AGE = 30.0
@@ -47,7 +59,9 @@ def _check_age(name: str, value: float) -> float:
     return float(value)
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+# Every method only sets or reads the latest state (bump_epoch's second run bumps once more: harmless, replicas
+# compare the epoch for inequality), so calls lost with a killed actor are retried on its restart.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class GatewayCoordinator:
     """Latest report per gateway replica plus the draining flag and cache epoch; see the module docstring."""
 
@@ -57,7 +71,9 @@ class GatewayCoordinator:
         # Replicas whose last reply said "draining"; reset when draining is set again.
         self._told: set[str] = set()
         self._draining = False
-        self._epoch = 0
+        # Restarted by Ray after a crash: an epoch no replica holds, so all of them drop their caches.
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._epoch = secrets.randbelow(1 << 30) + 1 if restarted else 0
 
     async def report(self, replica_id: str, exposition: bytes, in_flight: int) -> dict[str, Any]:
         """Store ``replica_id``'s latest snapshot; answer the control state it must follow."""
@@ -153,6 +169,24 @@ def create_coordinator(namespace: str, name: str = DEFAULT_NAME, detached: bool 
     if detached:
         options["lifetime"] = "detached"
     return GatewayCoordinator.options(**options).remote(max_age)
+
+
+def ensure_coordinator(namespace: str, name: str = DEFAULT_NAME) -> Any:
+    """The running coordinator, or a new detached one when none runs (it was removed for good).
+
+    Replicas call this when their handle's actor is dead; several may at once:
+    ``get_if_exists`` makes them all end up with the same actor.
+    """
+    found = find_coordinator(namespace, name)
+    if found is not None:
+        return found
+    try:
+        return create_coordinator(namespace, name, detached=True)
+    except ValueError:  # another replica created it between the two calls
+        found = find_coordinator(namespace, name)
+        if found is None:
+            raise
+        return found
 
 
 def find_coordinator(namespace: str, name: str = DEFAULT_NAME) -> Any | None:

@@ -124,12 +124,13 @@ class SupervisedChild:
         return self.spec.id
 
 
-async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> None:
+async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> bool:
     """Create (or promote the standby of) and admit the host of ``child``'s current generation.
 
     Raises ``StartFailed`` if it is not admitted. On success ``child.host``,
-    ``host_name``, ``pid``, ``manifest`` and ``node_id`` describe the new host;
-    on failure the host is killed and ``child.host`` is ``None``.
+    ``host_name``, ``pid``, ``manifest`` and ``node_id`` describe the new host,
+    and the result says whether it was the standby; on failure the host is
+    killed and ``child.host`` is ``None``.
     """
     spec = child.spec
     promoted = await _promote_standby(child)
@@ -169,6 +170,7 @@ async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cg
         ray.kill(host, no_restart=True)
         child.host = child.host_name = None
         raise
+    return promoted is not None
 
 
 async def _promote_standby(child: SupervisedChild) -> tuple[Any, str] | None:

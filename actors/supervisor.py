@@ -236,11 +236,15 @@ class Supervisor:
         child.pid = child.node_id = child.manifest = None
         self._set_state(child, "starting")
         self._event("starting", child)
-        await start_host(child, self._namespace, self._me, self._cgroup_root)
+        preparing = child.standby_task
+        if child.standby is None and preparing is not None and not preparing.done():
+            # Its spare's worker process is already starting: taking it is sooner than starting another.
+            await asyncio.wait({preparing}, timeout=child.spec.start_timeout)
+        standby = await start_host(child, self._namespace, self._me, self._cgroup_root)
         child.admitted = True
         child.started_at = time.monotonic()
         self._set_state(child, "running")
-        self._event("started", child, pid=child.pid, node_id=child.node_id, actor=child.host_name)
+        self._event("started", child, pid=child.pid, node_id=child.node_id, actor=child.host_name, standby=standby)
 
     def _ensure_standbys(self) -> None:
         """Prepare a spare host, in the background, for each running child whose spec asks for one."""

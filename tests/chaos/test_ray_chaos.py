@@ -241,7 +241,7 @@ def _pid_from_state_api(name: str, namespace: str, actor_id: str) -> tuple[int, 
 
 def locate(tree: Tree, child_id: str) -> int:
     """The worker PID of ``child_id``'s running host: state API, cross-checked with pid() and status."""
-    name = f"dwray:{child_id}"
+    name = tree.child(child_id)["actor"]
     host = ray.get_actor(name, namespace=tree.namespace)
     pid, source = _pid_from_state_api(name, tree.namespace, host._actor_id.hex())
     tree.pid_sources.add(source)
@@ -492,10 +492,17 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
         per_plugin.setdefault(kill.child, []).append(round(kill.recovered_after, 3))
     every = [kill.recovered_after for kill in kills]
     median = statistics.median(every)
+    kinds: dict[str, list[float]] = {}
+    for kill in kills:
+        kinds.setdefault(kill.child.split(":", 1)[0], []).append(kill.recovered_after)
+    per_kind = {kind: {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3)}
+                for kind, times in kinds.items()}
     summary = {
         "kill_to_next_successful_call_s": per_plugin,
+        "per_kind": per_kind,
         "median_s": round(median, 3),
         "max_s": round(max(every), 3),
+        "restarts_by_standby": sum(1 for e in events if e["kind"] == "started" and e.get("standby")),
         "kill_to_supervisor_restart_s": {k: [round(x.restarted_after, 3) for x in kills if x.child == k]
                                          for k in per_plugin},
         "pid_sources": sorted(tree.pid_sources),
@@ -514,6 +521,7 @@ def test_kill_9_of_storage_stage_and_catalog_under_concurrent_puts(
               f"{kill.recovered_after:.3f} s ({len(kill.failed_attempts)} failed probes)")
     record_property("kill_to_recovery_s", json.dumps(per_plugin))
     record_property("kill_to_recovery_median_s", round(median, 3))
+    record_property("kill_to_recovery_per_kind", json.dumps(per_kind))
     record_property("ray_chaos_summary", json.dumps(summary))
     assert len(kills) == ROUNDS * 3 and all(k.writers_running == WRITERS for k in kills)
     assert len(acked) >= 20 * WRITERS, summary  # a real load, not a trickle
@@ -532,24 +540,26 @@ def test_handshake_hanging_on_restart_kills_each_hung_host_and_escalates(ray_ses
         children=[{"id": "good", "plugin": "dwray.testing.plugins:Echo"},
                   {"id": "slow", "plugin": "dwray.testing.plugins:SlowHandshake", "required": False,
                    "handshake_timeout": 0.5}],
-        max_restarts=2, period=60.0, ping_interval=0.2, ping_timeout=5.0, backoff_base=0.05, backoff_max=0.1)
+        max_restarts=2, period=60.0, ping_interval=0.2, ping_timeout=5.0, backoff_base=0.05, backoff_max=0.1,
+        max_tree_restarts=0)
     supervisor = create_supervisor(spec, namespace=namespace)
     try:
         status = ray.get(supervisor.start.remote(), timeout=60)
         assert status["state"] == "running"
         assert PluginHandle("good", supervisor=supervisor, namespace=namespace).call("echo", 7) == 7
-        wait_until(lambda: ray.get(supervisor.status.remote(), timeout=30)["state"] == "escalated", 30.0,
-                   "escalation")
+        wait_until(lambda: ray.get(supervisor.status.remote(), timeout=30)["state"] == "failed", 30.0,
+                   "escalation (with no tree restart allowed: max_tree_restarts = 0)")
         ready, reason = ray.get(supervisor.ready.remote(), timeout=30)
         assert not ready
-        assert reason.startswith("escalated: more than 2 restarts within 60 s; last: child 'slow'"), reason
+        assert reason.startswith("failed: gave up after 0 tree restart(s) (max_tree_restarts): more than 2 "
+                                 "restarts within 60 s; last: child 'slow'"), reason
         assert "handshake did not return within 0.5 s (handshake_timeout)" in reason, reason
         events = ray.get(supervisor.events.remote(1000), timeout=30)
         failed = [e for e in events if e["kind"] == "start_failed" and e["child"] == "slow"]
         assert [e["generation"] for e in failed] == [1, 2, 3], failed
         assert all("handshake_timeout" in e["reason"] for e in failed)
         # Every hung host was killed: no actor of that name is left alive.
-        wait_until(lambda: _gone("dwray:slow", namespace), 10.0, "the hung hosts to be killed")
+        wait_until(lambda: _gone("slow", namespace), 10.0, "the hung hosts to be killed")
         # Escalation stops every child (the healthy one too), in reverse start order.
         wait_until(lambda: [c["state"] for c in ray.get(supervisor.status.remote(), timeout=30)["children"]]
                    == ["stopped", "stopped"], 15.0, "every child stopped")
@@ -563,9 +573,7 @@ def test_handshake_hanging_on_restart_kills_each_hung_host_and_escalates(ray_ses
             ray.kill(supervisor)
 
 
-def _gone(name: str, namespace: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        return True
-    return False
+def _gone(child_id: str, namespace: str) -> bool:
+    """No live host of ``child_id`` (named ``dwray:<child id>:<hex>``) is left in ``namespace``."""
+    return not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == namespace and a["name"].startswith(f"dwray:{child_id}:")]

@@ -15,6 +15,12 @@ created or revoked) is made through any replica (the coordinator's epoch
 reaches the others within ``REPORT_INTERVAL``); the short bound on unknown
 keys covers keys created elsewhere (a driver's ``dwray.connect()``). Unknown
 keys have a table of their own, so a flood of them cannot evict known keys.
+
+The coordinator may be killed: Ray restarts it, and one removed for good is
+created again by the first report that finds it gone
+(:func:`actors.gateway_coordinator.ensure_coordinator`); the replica then
+drops its key caches and, if it was draining, tells the new one. A replica's
+drain is one way: once told, it stays draining until Serve removes it.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import Any
 
 import ray
 
-from actors.handles import PluginHandle, plugin_handle
+from actors.handles import DEFAULT_NAMESPACE, PluginHandle, plugin_handle
 from actors.remote_services import RemoteIdentity
 from dwray.config import DwrayConfig
 from dwray.core.access_keys import AccessKeys
@@ -43,6 +49,8 @@ __all__ = ["GatewayContext", "current", "install"]
 log = logging.getLogger("dwray.gateway")
 
 REPORT_INTERVAL = 0.5
+REPORT_TIMEOUT = 5.0  # every call to the coordinator has this deadline
+REQUIRED_CACHE_SECONDS = 30.0  # which plugins are required changes only with the config
 KEY_CACHE_SECONDS = 30.0
 UNKNOWN_KEY_CACHE_SECONDS = 5.0  # a repeated made-up key id costs no lookup; a key made elsewhere waits this long
 MAX_CACHED_KEYS = 10_000
@@ -82,7 +90,8 @@ class GatewayContext:
         self.warehouse = RayWarehouse(self.config, supervisor)
         self.identity = RemoteIdentity(self.handle("identity"))
         self.access_keys = AccessKeys(self.identity, self.warehouse.keyring)
-        self.metrics = GatewayMetrics()
+        self.memory = _memory_monitor(config)
+        self.metrics = GatewayMetrics(guards=self.guard_snapshot, memory=self.memory_status)
         gateway = config.gateway
         self.limiter = RateLimiter.from_config(config, gateway.replicas)
         self.auth_failures = AuthFailureLimiter.from_config(config, gateway.replicas)
@@ -90,6 +99,7 @@ class GatewayContext:
         self.forwarded_client = os.environ.get(ENV_HARDENED) == "1"
         self.verifier = SigV4Verifier(self.lookup_key, region=gateway.region, max_skew=gateway.max_clock_skew)
         self.draining = False
+        self._required: tuple[float, frozenset[str] | None] = (float("-inf"), None)
         self._epoch: int | None = None
         self._keys: dict[str, tuple[float, SigningIdentity]] = {}
         self._unknown_keys: OrderedDict[str, float] = OrderedDict()
@@ -102,6 +112,42 @@ class GatewayContext:
 
     def handle(self, child_id: str) -> PluginHandle:
         return plugin_handle(self.config, self.supervisor, child_id)
+
+    # Health -----------------------------------------------------------------------
+
+    def memory_status(self) -> dict[str, Any] | None:
+        """This process's memory monitor's status (``None`` when memory pressure is off)."""
+        return None if self.memory is None else self.memory.status()
+
+    def guard_snapshot(self) -> dict[str, dict[str, Any]]:
+        """This process's breakers and bulkheads for this warehouse's plugins, by child id.
+
+        ``process_guards()`` names a guard ``child@namespace`` outside the default
+        namespace (one process may call several warehouses); a replica serves one.
+        """
+        from dwray.core.resilience import process_guards
+
+        namespace = self.config.runtime.namespace
+        suffix = "" if namespace == DEFAULT_NAMESPACE else f"@{namespace}"
+        found = {}
+        for name, snapshot in process_guards().snapshot().items():
+            child, at, where = name.partition("@")
+            if (at + where) == suffix:
+                found[child] = snapshot
+        return found
+
+    def required_children(self) -> frozenset[str] | None:
+        """The ids of the required plugins (asked of the supervisor at most every 30 s); ``None``: unknown."""
+        at, required = self._required
+        if time.monotonic() - at < REQUIRED_CACHE_SECONDS:
+            return required
+        try:
+            children = ray.get(self.supervisor.status.remote(), timeout=REPORT_TIMEOUT)["children"]
+        except Exception:  # noqa: BLE001 - unknown: every plugin counts as required
+            return required
+        required = frozenset(c["id"] for c in children if c.get("required", True))
+        self._required = (time.monotonic(), required)
+        return required
 
     # Identities, cached -------------------------------------------------------------
 
@@ -188,7 +234,7 @@ class GatewayContext:
         """After an admin change: drop this replica's caches and tell the others."""
         self.forget_identities()
         try:
-            ray.get(self.coordinator.bump_epoch.remote(), timeout=5)
+            ray.get(self.coordinator.bump_epoch.remote(), timeout=REPORT_TIMEOUT)
         except Exception:  # noqa: BLE001 - others still expire their caches within 30 s
             log.warning("could not tell the coordinator that access keys changed")
 
@@ -202,21 +248,56 @@ class GatewayContext:
         """Send this replica's metrics and in-flight count; learn draining and the key epoch."""
         try:
             control = ray.get(self.coordinator.report.remote(
-                self.replica_id, self.metrics.exposition(), self.metrics.in_flight), timeout=5)
+                self.replica_id, self.metrics.exposition(), self.metrics.in_flight), timeout=REPORT_TIMEOUT)
+        except ray.exceptions.ActorDiedError:
+            self._replace_coordinator()  # removed for good: the next report goes to the new one
+            return
         except Exception:  # noqa: BLE001 - a missed report only delays what others see
             return
-        self.draining = bool(control.get("draining"))
+        if self.draining and not control.get("draining"):
+            # A coordinator that started again since this replica was told to drain: tell it.
+            self._tell_draining()
+        self.draining = self.draining or bool(control.get("draining"))
         epoch = control.get("epoch")
         if self._epoch is not None and epoch != self._epoch:
             self.forget_identities()
         self._epoch = epoch
 
+    def _replace_coordinator(self) -> None:
+        from actors.gateway_coordinator import ensure_coordinator
+
+        try:
+            coordinator = ensure_coordinator(self.config.runtime.namespace)
+        except Exception as error:  # noqa: BLE001 - tried again at the next report
+            log.warning("the gateway coordinator is gone and could not be created again (%s)",
+                        type(error).__name__)
+            return
+        log.warning("the gateway coordinator was gone; replica %s uses a new one", self.replica_id)
+        self.coordinator = coordinator
+        self._epoch = None
+        self.forget_identities()  # an access key change made while it was gone reached nobody
+        if self.draining:
+            self._tell_draining()
+
+    def _tell_draining(self) -> None:
+        try:
+            ray.get(self.coordinator.set_draining.remote(True), timeout=REPORT_TIMEOUT)
+        except Exception:  # noqa: BLE001 - tried again at the next report
+            log.warning("could not tell the gateway coordinator that this replica drains")
+
     def close(self) -> None:
         self._stop.set()
         try:
-            ray.get(self.coordinator.forget.remote(self.replica_id), timeout=5)
+            ray.get(self.coordinator.forget.remote(self.replica_id), timeout=REPORT_TIMEOUT)
         except Exception:  # noqa: BLE001 - the coordinator drops stale replicas anyway
             pass
         self.warehouse.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.body_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _memory_monitor(config: DwrayConfig) -> Any:
+    """The process's shared memory monitor for ``[memory]`` (``None`` when it is off)."""
+    from dwray.core.memory_pressure import shared_monitor
+
+    return shared_monitor(config.memory)

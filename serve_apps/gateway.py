@@ -6,8 +6,10 @@ with its own settings (:func:`build_app`). Routes:
 
 - ``/healthz/live``: the replica's event loop answers; contacts nothing.
 - ``/healthz/startup``: the supervisor has admitted every required plugin.
-- ``/healthz/ready``: catalog and storage answer, no required plugin failed,
-  and the gateway is not draining.
+- ``/healthz/ready``: catalog and storage answer, the supervisor is ready, no
+  breaker of this replica is open for a required plugin, its memory is not
+  critical and the gateway is not draining; a 503 names every reason
+  (:mod:`serve_apps.health`).
 - ``/metrics``: Prometheus exposition of every replica plus warehouse-wide figures
   (tenant names only with ``[gateway] metrics_tenant_labels``; a bearer token
   when ``[gateway] metrics_token`` names one).
@@ -47,6 +49,7 @@ __all__ = ["Gateway", "app", "build_app", "fastapi_app"]
 log = logging.getLogger("dwray.gateway")
 
 PROBE_TIMEOUT = 3.0
+METRICS_CALL_TIMEOUT = 5.0
 RESERVED_PATHS = ("/admin", "/healthz", "/metrics")
 
 
@@ -175,23 +178,46 @@ async def startup() -> JSONResponse:
 
 @fastapi_app.get("/healthz/ready", include_in_schema=False)
 async def ready() -> JSONResponse:
+    """200, or 503 naming every reason (:mod:`serve_apps.health`); each remote check has ``PROBE_TIMEOUT``.
+
+    A draining replica asks nothing remote: it is on its way out whatever the plugins say.
+    """
+    from serve_apps.health import assess
+
     ctx = current()
-    if ctx.draining:
-        return JSONResponse({"status": "draining"}, status_code=503)
-    checks: dict[str, str] = {}
+    supervisor: tuple[bool, str] | BaseException | None = None
+    probes: dict[str, BaseException | None] = {}
+    required = None
+    if not ctx.draining:
+        async def ask_supervisor() -> tuple[bool, str] | BaseException:
+            try:
+                answer = await _blocking(lambda: ray.get(ctx.supervisor.ready.remote(), timeout=PROBE_TIMEOUT))
+                return bool(answer[0]), str(answer[1])
+            except Exception as error:  # noqa: BLE001 - any failure is "unreachable", named
+                return error
+
+        async def probe(child: str) -> BaseException | None:
+            try:
+                await _blocking(lambda: ctx.handle(child).call("health", idempotent=True))
+                return None
+            except Exception as error:  # noqa: BLE001
+                return error
+
+        storage = f"storage:{ctx.config.storage.backend}"
+        supervisor, catalog, stored, required = await asyncio.gather(
+            ask_supervisor(), probe("catalog"), probe(storage), _quiet(_blocking(ctx.required_children)))
+        probes = {"catalog": catalog, "storage": stored}
+    result = assess(draining=ctx.draining, supervisor=supervisor, probes=probes, guards=ctx.guard_snapshot(),
+                    required=required if isinstance(required, frozenset) else None, memory=ctx.memory_status())
+    return JSONResponse(result.body(), status_code=result.status_code)
+
+
+async def _quiet(awaitable: Any) -> Any:
+    """``awaitable``'s result, or ``None`` if it failed or ran out of time."""
     try:
-        ok, reason = await _blocking(lambda: ray.get(ctx.supervisor.ready.remote(), timeout=PROBE_TIMEOUT))
-        checks["plugins"] = "ok" if ok else reason
-    except Exception as error:  # noqa: BLE001
-        checks["plugins"] = f"supervisor unreachable ({type(error).__name__})"
-    for name, child in (("catalog", "catalog"), ("storage", f"storage:{ctx.config.storage.backend}")):
-        try:
-            await _blocking(lambda child=child: ctx.handle(child).call("health", idempotent=True))
-            checks[name] = "ok"
-        except Exception as error:  # noqa: BLE001
-            checks[name] = f"unreachable ({type(error).__name__})"
-    status = 200 if all(value == "ok" for value in checks.values()) else 503
-    return JSONResponse({"status": "ready" if status == 200 else "not ready", "checks": checks}, status_code=status)
+        return await awaitable
+    except Exception:  # noqa: BLE001
+        return None
 
 
 @fastapi_app.get("/metrics", include_in_schema=False)
@@ -215,11 +241,19 @@ async def metrics(request: Request) -> Response:
 
     def gather() -> bytes:
         ctx.report()
-        snapshots = ray.get(ctx.coordinator.snapshots.remote(), timeout=5)
-        plugins = ray.get(ctx.supervisor.status.remote(), timeout=5)["children"]
+        try:
+            snapshots = ray.get(ctx.coordinator.snapshots.remote(), timeout=METRICS_CALL_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - the coordinator is restarting: this replica's own figures
+            log.warning("metrics: the gateway coordinator did not answer (%s)", type(error).__name__)
+            snapshots = {ctx.replica_id: ctx.metrics.exposition()}
+        try:
+            tree = ray.get(ctx.supervisor.status.remote(), timeout=METRICS_CALL_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - the page goes on without the tree
+            log.warning("metrics: the supervisor did not answer (%s)", type(error).__name__)
+            tree = None
         tenants = ctx.warehouse.catalog.tenant_stats()  # one row per tenant, kept by the catalog: no scan
-        return render(snapshots, plugins=plugins, tenants=tenants, draining=ctx.draining,
-                      tenant_labels=gateway.metrics_tenant_labels)
+        return render(snapshots, plugins=tree["children"] if tree else [], supervisor=tree, tenants=tenants,
+                      draining=ctx.draining, tenant_labels=gateway.metrics_tenant_labels)
 
     body = await _blocking(gather, timeout=10)
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
@@ -295,7 +329,7 @@ class Gateway:
                        max_object_size=config.limits.max_object_size,
                        max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining,
                        auth_failures=ctx.auth_failures, forwarded_client=ctx.forwarded_client,
-                       server_timing=config.gateway.server_timing)
+                       server_timing=config.gateway.server_timing, memory=ctx.memory)
         install(ctx)
         self.ctx = ctx
         log.info("gateway replica %s ready in %.1f s", ctx.replica_id, time.monotonic() - started)

@@ -313,12 +313,15 @@ def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> di
     from ray import serve
 
     from actors.bootstrap import release_data_dir
+    from actors.gateway_coordinator import find_coordinator
 
     timeout = running.config.gateway.drain_timeout if timeout is None else timeout
     report: dict[str, Any] = {"drained": False}
+    # The one running now: a replica creates it again if the one started with the gateway was removed.
+    coordinator = find_coordinator(running.config.runtime.namespace) or running.coordinator
     try:
-        ray.get(running.coordinator.set_draining.remote(True), timeout=10)
-        report["drained"] = ray.get(running.coordinator.wait_drained.remote(timeout), timeout=timeout + 10)
+        ray.get(coordinator.set_draining.remote(True), timeout=10)
+        report["drained"] = ray.get(coordinator.wait_drained.remote(timeout), timeout=timeout + 10)
     except Exception as error:  # noqa: BLE001 - stopping goes on regardless
         report["drain_error"] = type(error).__name__
     # delete lets in-flight requests finish; shutdown alone would cut them. A
@@ -333,7 +336,7 @@ def stop_gateway(running: RunningGateway, *, timeout: float | None = None) -> di
         report["plugins"] = ray.get(running.supervisor.stop.remote(), timeout=120)
     finally:
         ray.kill(running.supervisor)
-        ray.kill(running.coordinator)
+        ray.kill(coordinator)
         try:
             running.files.state.unlink()
         except FileNotFoundError:

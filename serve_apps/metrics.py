@@ -21,13 +21,22 @@ metrics_tenant_labels`` is on; otherwise the page has the warehouse's totals
 (objects, bytes, tenants storing) and nothing per tenant. The counts come from
 ``Catalog.tenant_stats``, kept by the catalog as objects change, so a scrape
 costs one row per tenant, not a scan of the objects.
+
+Resilience, per replica (read from the process when the exposition is made,
+so never stale): each plugin's circuit breaker state (one series per state,
+1 for the current one), calls it refused, and its bulkhead's calls in flight
+and rejections (:mod:`dwray.core.resilience`); the memory level (one series
+per level) and the bytes used and the limit (:mod:`dwray.core.memory_pressure`).
+Warehouse-wide, from the supervisor: its state, the tree's restarts, and the
+worst breaker state any caller reported per plugin. The ``child`` label takes
+the plugin tree's ids (the config's), ``state`` and ``level`` fixed sets.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -37,7 +46,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -47,11 +56,14 @@ from dwray.s3.errors import STATUS as S3_ERROR_STATUS
 
 __all__ = [
     "ALLOWED_LABELS",
+    "BREAKER_STATES",
     "DURATION_BUCKETS",
     "OPERATIONS",
     "PLUGIN_STATES",
     "KEY_LOOKUP_SOURCES",
+    "MEMORY_LEVELS",
     "RATE_LIMIT_SCOPES",
+    "SUPERVISOR_STATES",
     "GatewayMetrics",
     "normalise_operation",
     "render",
@@ -81,9 +93,17 @@ DURATION_BUCKETS: tuple[float, ...] = (
 PLUGIN_STATES: tuple[str, ...] = (
     "idle", "starting", "running", "restarting", "stopped", "terminated", "failed", "refused",
 )
+# The supervisor's own states; states seen in the data are added to these.
+SUPERVISOR_STATES: tuple[str, ...] = (
+    "idle", "starting", "running", "restarting", "failed", "stopping", "stopped",
+)
+# dwray.core.resilience.BREAKER_STATES and dwray.core.memory_pressure.LEVELS (not imported: this page
+# must render whatever a replica of another version reported).
+BREAKER_STATES: tuple[str, ...] = ("closed", "open", "half_open")
+MEMORY_LEVELS: tuple[str, ...] = ("normal", "warning", "critical")
 # Every label name the merged exposition may carry ("le" is the histogram's).
 ALLOWED_LABELS: frozenset[str] = frozenset({
-    "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant", "source",
+    "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant", "source", "level",
 })
 _OTHER_CODE = "other"
 # Families render() adds itself; a replica's snapshot may not define them.
@@ -91,6 +111,7 @@ _WAREHOUSE_FAMILIES = frozenset({
     "dwray_plugin_restarts", "dwray_plugin_state", "dwray_tenant_objects",
     "dwray_tenant_bytes", "dwray_stored_objects", "dwray_stored_bytes", "dwray_storing_tenants",
     "dwray_gateway_draining", "dwray_gateway_replicas",
+    "dwray_supervisor_state", "dwray_supervisor_tree_restarts", "dwray_plugin_breaker_state",
 })
 
 
@@ -100,11 +121,19 @@ def normalise_operation(operation: str) -> str:
 
 
 class GatewayMetrics:
-    """One replica's request metrics, in a registry of its own."""
+    """One replica's request metrics, in a registry of its own.
 
-    def __init__(self) -> None:
+    ``guards`` and ``memory`` are read each time the exposition is made: the
+    process's ``process_guards().snapshot`` and its memory monitor's ``status``
+    (or ``None`` when memory pressure is off).
+    """
+
+    def __init__(self, *, guards: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                 memory: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        if guards is not None or memory is not None:
+            registry.register(_ProcessCollector(guards, memory))
         self._requests = Counter("dwray_s3_requests_total", "Requests by operation and HTTP status.",
                                  ["operation", "status"], registry=registry)
         self._duration = Histogram("dwray_s3_request_duration_seconds", "Request latency by operation.",
@@ -193,13 +222,16 @@ class GatewayMetrics:
 
 
 def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
-           tenants: Mapping[str, Mapping[str, int]], draining: bool, tenant_labels: bool = False) -> bytes:
+           tenants: Mapping[str, Mapping[str, int]], draining: bool, tenant_labels: bool = False,
+           supervisor: Mapping[str, Any] | None = None) -> bytes:
     """Merge the replicas' expositions and add the warehouse-wide families.
 
     ``snapshots`` maps replica id to that replica's :meth:`GatewayMetrics.exposition`;
     ``plugins`` is the supervisor's ``status()["children"]``; ``tenants`` maps a
     tenant name to ``{"objects": n, "bytes": n}``: summed into totals always,
-    and shown per tenant, names as labels, only with ``tenant_labels``. A
+    and shown per tenant, names as labels, only with ``tenant_labels``;
+    ``supervisor`` the whole ``status()`` (its state and tree restarts), when
+    it answered. A
     snapshot that does not parse is left out (and logged) so one bad replica
     cannot take the page down.
     """
@@ -207,6 +239,8 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     merged, replicas = _merge_replicas(snapshots)
     families.extend(merged.values())
     families.extend(_plugin_families(plugins))
+    if supervisor is not None:
+        families.extend(_supervisor_families(supervisor, plugins))
     families.extend(_tenant_families(tenants, tenant_labels))
     families.append(GaugeMetricFamily("dwray_gateway_draining", "1 while the gateway drains for shutdown.",
                                       value=1.0 if draining else 0.0))
@@ -278,6 +312,88 @@ def _plugin_families(plugins: list[dict[str, Any]]) -> list[Metric]:
         for name in states:
             state.add_metric([child, name], 1.0 if name == current else 0.0)
     return [restarts, state]
+
+
+def _one_hot(family: GaugeMetricFamily, labels: list[str], states: Iterable[str], current: Any) -> None:
+    for state in states:
+        family.add_metric([*labels, state], 1.0 if state == current else 0.0)
+
+
+def _with_seen(known: tuple[str, ...], seen: Iterable[Any]) -> list[str]:
+    """``known`` plus any other state seen (strings only), so a new state shows rather than vanishes."""
+    return list(known) + sorted({s for s in seen if isinstance(s, str)} - set(known))
+
+
+def _supervisor_families(tree: Mapping[str, Any], plugins: list[dict[str, Any]]) -> list[Metric]:
+    state = GaugeMetricFamily("dwray_supervisor_state", "1 for the state the supervisor is in, 0 for the others.",
+                              labels=["state"])
+    _one_hot(state, [], _with_seen(SUPERVISOR_STATES, [tree.get("state")]), tree.get("state"))
+    restarts = CounterMetricFamily("dwray_supervisor_tree_restarts",
+                                   "Restarts of the whole plugin tree after an escalation.")
+    count = tree.get("tree_restarts")
+    restarts.add_metric([], float(count) if isinstance(count, int) and not isinstance(count, bool) else 0.0)
+    breakers = GaugeMetricFamily("dwray_plugin_breaker_state", "1 for the worst circuit breaker state any caller "
+                                 "reported for each plugin, 0 for the others.", labels=["child", "state"])
+    reported = [(p.get("id"), p.get("breaker")) for p in plugins if isinstance(p, Mapping) and "breaker" in p]
+    states = _with_seen(BREAKER_STATES, [b for _, b in reported])
+    for child, current in reported:
+        if isinstance(child, str):
+            _one_hot(breakers, [child], states, current)
+    return [state, restarts, breakers]
+
+
+class _ProcessCollector(Collector):
+    """This replica's breakers, bulkheads and memory, read from the process at each exposition."""
+
+    def __init__(self, guards: Callable[[], Mapping[str, Mapping[str, Any]]] | None,
+                 memory: Callable[[], Mapping[str, Any] | None] | None) -> None:
+        self._guards = guards
+        self._memory = memory
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no fixed names to check for clashes: the registry is the replica's own
+
+    def collect(self) -> Iterable[Metric]:
+        families: list[Metric] = []
+        if self._guards is not None:
+            families.extend(_guard_families(self._guards()))
+        if self._memory is not None:
+            families.extend(_memory_families(self._memory()))
+        return families
+
+
+def _guard_families(guards: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
+    state = GaugeMetricFamily("dwray_breaker_state", "1 for the state of this replica's circuit breaker for each "
+                              "plugin, 0 for the others.", labels=["child", "state"])
+    refused = CounterMetricFamily("dwray_breaker_not_permitted", "Calls this replica's breaker refused, per plugin.",
+                                  labels=["child"])
+    in_flight = GaugeMetricFamily("dwray_bulkhead_in_flight", "Calls in flight to each plugin from this replica.",
+                                  labels=["child"])
+    rejected = CounterMetricFamily("dwray_bulkhead_rejected", "Calls the bulkhead refused (too many in flight), "
+                                   "per plugin.", labels=["child"])
+    states = _with_seen(BREAKER_STATES, [g.get("state") for g in guards.values()])
+    for child in sorted(guards):
+        guard = guards[child]
+        _one_hot(state, [child], states, guard.get("state"))
+        refused.add_metric([child], float(guard.get("not_permitted") or 0))
+        in_flight.add_metric([child], float(guard.get("in_flight") or 0))
+        rejected.add_metric([child], float(guard.get("rejected") or 0))
+    return [state, refused, in_flight, rejected]
+
+
+def _memory_families(memory: Mapping[str, Any] | None) -> list[Metric]:
+    if not memory:
+        return []
+    level = GaugeMetricFamily("dwray_memory_level", "1 for the memory pressure level of this replica's node "
+                              "(its cgroup where limited), 0 for the others.", labels=["level"])
+    _one_hot(level, [], _with_seen(MEMORY_LEVELS, [memory.get("level")]), memory.get("level"))
+    families: list[Metric] = [level]
+    for key, name, text in (("used", "dwray_memory_used_bytes", "Memory in use, as the pressure monitor reads it."),
+                            ("limit", "dwray_memory_limit_bytes", "The memory limit the pressure levels apply to.")):
+        value = memory.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            families.append(GaugeMetricFamily(name, text, value=float(value)))
+    return families
 
 
 def _tenant_families(tenants: Mapping[str, Mapping[str, int]], labelled: bool) -> list[Metric]:

@@ -16,6 +16,10 @@ With ``[gateway] server_timing`` on, every S3 response carries a
 first byte) and the time in each phase (``auth``, ``body`` read, each plugin
 kind's remote calls: :mod:`dwray.core.request_timing`). The client's latency
 minus ``total`` is what HTTP, HAProxy and Serve cost.
+
+While the node's memory is critical (:mod:`dwray.core.memory_pressure`), a
+write that stores new data (:data:`MEMORY_REFUSED`) is answered ``503
+SlowDown`` with ``Retry-After`` once authenticated, before its body is read.
 """
 from __future__ import annotations
 
@@ -42,10 +46,15 @@ from serve_apps.s3_multipart import MultipartOperations
 from serve_apps.s3_objects import ObjectOperations
 from serve_apps.s3_subresources import SubresourceOperations
 
-__all__ = ["TIMING_PHASES", "S3Api"]
+__all__ = ["MEMORY_REFUSED", "TIMING_PHASES", "S3Api"]
 
 log = logging.getLogger("dwray.gateway")
 
+# Operations refused with 503 SlowDown while memory is critical: each stores a body's worth of new data.
+# CreateMultipartUpload, CompleteMultipartUpload (it joins parts already stored and frees the upload's state),
+# deletes, aborts and the small subresource writes (tags, ACLs, versioning) go on: they add no object bytes,
+# and refusing them would keep memory and storage held longer.
+MEMORY_REFUSED = frozenset({"PutObject", "CopyObject", "UploadPart", "UploadPartCopy"})
 # The phases every Server-Timing header names, in this order (0 when not reached); other plugin kinds follow.
 TIMING_PHASES = ("auth", "body", "identity", "catalog", "kms", "storage", "stage", "audit")
 
@@ -106,6 +115,7 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
                 call.auth = await self.run(self.verifier.verify, call.method, call.raw_path, call.raw_query,
                                            call.header_list, host_bucket=call.host_bucket)
             self._rate_limit(call)
+            self._refuse_writes_at_memory_critical(call)
             if call.operation == "Unsupported":
                 raise S3Error("NotImplemented", "dwray does not implement this S3 operation")
             refuse_unhonoured_headers(call.headers, call.operation, call.tenant)
@@ -141,6 +151,16 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
                 self.metrics.rate_limited("source")
             raise S3Error("SlowDown", "Too many requests from your address failed authentication; "
                           "please reduce your request rate.", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+    def _refuse_writes_at_memory_critical(self, call: S3Call) -> None:
+        """503 SlowDown with Retry-After (``Backpressure``) for a write that would store data, while the
+        node's memory is critical; decided from the headers, before a byte of the body is read.
+
+        Large reads are refused by the warehouse once the object's size is known (after its lookup,
+        before a byte is read); writes that free memory or store no data go on (see MEMORY_REFUSED).
+        """
+        if self.memory is not None and call.operation in MEMORY_REFUSED:
+            self.memory.refuse_if_critical(call.operation)
 
     def _rate_limit(self, call: S3Call) -> None:
         if self.limiter is None or call.auth is None:

@@ -52,7 +52,7 @@ class S3Operations:
                  limiter: Any = None, metrics: Any = None, domain: str | None = None, region: str = "us-east-1",
                  max_object_size: int, max_metadata_bytes: int, is_draining: Callable[[], bool] = lambda: False,
                  auth_failures: AuthFailureLimiter | None = None, forwarded_client: bool = False,
-                 server_timing: bool = False) -> None:
+                 server_timing: bool = False, memory: Any = None) -> None:
         self.wh = warehouse
         self.verifier = verifier
         # Short calls (auth, metadata) and long ones (a body being read or
@@ -73,6 +73,8 @@ class S3Operations:
         self.forwarded_client = forwarded_client
         # Answer each S3 request with a Server-Timing header (dwray.core.request_timing).
         self.server_timing = server_timing
+        # The process's memory monitor (dwray.core.memory_pressure): at critical, writes are refused unread.
+        self.memory = memory
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A blocking call on the gateway's thread pool, in the request's context (its timer)."""

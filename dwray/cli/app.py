@@ -271,7 +271,7 @@ cli.add_command(keys_group)
 @command(cli, "status")
 @click.option("--address", default=None, help="Ray address of the cluster (default: RAY_ADDRESS or this machine)")
 def status_command(state: State, as_json: bool, address: str | None) -> None:
-    """Show the running warehouse's plugin tree: state, generation, restarts, last failure."""
+    """Show the running warehouse on one screen: supervisor, tree restarts, plugins, breakers, memory, readiness."""
     from dwray.cli.status import read_status
 
     report = read_status(address, config_path=state.config)
@@ -279,16 +279,9 @@ def status_command(state: State, as_json: bool, address: str | None) -> None:
 
 
 def _print_status(report: dict[str, Any]) -> None:
-    ready = "[green]ready[/green]" if report.get("ready") else f"[red]not ready[/red]: {report.get('reason')}"
-    stdout.print(f"supervisor {report.get('name')} ({report.get('strategy')}): {ready}", highlight=False)
-    table = Table(box=None)
-    for column in ("plugin", "kind", "state", "gen", "restarts", "pid", "node", "last failure"):
-        table.add_column(column)
-    for child in report.get("children", []):
-        table.add_row(child.get("id", "?"), str(child.get("kind") or ""), str(child.get("state")),
-                      str(child.get("generation")), str(child.get("restarts")), str(child.get("pid") or ""),
-                      str(child.get("node_id") or "")[:12], str(child.get("last_failure") or ""))
-    print_table(table)
+    from dwray.cli.status import print_status
+
+    print_status(report)
 
 
 @command(cli, "demo")

@@ -1,14 +1,26 @@
-"""``dw status``: the running warehouse's plugin tree, read from its supervisor."""
+"""``dw status``: the running warehouse on one screen, read from its supervisor and the gateway coordinator.
+
+The supervisor's state, the tree's restarts and last failure (the tree is
+restarted whole after an escalation), each plugin's state, generation,
+restarts, circuit breaker and standby, the memory level of the supervisor's
+node, whether a gateway runs and drains, and every reason the warehouse is
+not ready. ``--json`` prints the same report as data.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from dwray.cli.output import printable
 from dwray.config import load_config
 from dwray.errors import NotReady
 
-__all__ = ["read_status"]
+__all__ = ["format_bytes", "print_status", "read_status", "readiness_reasons"]
+
+CALL_TIMEOUT = 30.0  # the supervisor and coordinator answer from memory; longer means one is hung
 
 
 def read_status(address: str | None = None, *, config_path: str | Path | None = None) -> dict[str, Any]:
@@ -30,9 +42,121 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
         if supervisor is None:
             raise NotReady(f"no warehouse supervisor {runtime.supervisor_name!r} in Ray namespace "
                            f"{runtime.namespace!r}")
-        report = ray.get(supervisor.status.remote(), timeout=30)
-        ready, reason = ray.get(supervisor.ready.remote(), timeout=30)
-        report.update({"ready": ready, "reason": reason})
+        report = ray.get(supervisor.status.remote(), timeout=CALL_TIMEOUT)
+        ready, reason = ray.get(supervisor.ready.remote(), timeout=CALL_TIMEOUT)
+        report.update({"ready": ready, "reason": reason, "gateway": _gateway(runtime.namespace)})
+        report["readiness"] = readiness_reasons(report)
         return report
     finally:
         ray.shutdown()
+
+
+def _gateway(namespace: str) -> dict[str, Any] | None:
+    """The gateway coordinator's control state and how many replicas report; ``None``: no gateway runs."""
+    import ray
+
+    from actors.gateway_coordinator import find_coordinator
+
+    coordinator = find_coordinator(namespace)
+    if coordinator is None:
+        return None
+    try:
+        control = ray.get(coordinator.control.remote(), timeout=CALL_TIMEOUT)
+        replicas = ray.get(coordinator.snapshots.remote(), timeout=CALL_TIMEOUT)
+    except Exception as error:  # noqa: BLE001 - shown, not fatal: the warehouse's status stands without it
+        return {"error": f"the gateway coordinator did not answer ({type(error).__name__})"}
+    return {"draining": bool(control.get("draining")), "replicas": len(replicas)}
+
+
+def readiness_reasons(report: dict[str, Any]) -> list[str]:
+    """Every reason the warehouse is not ready: the supervisor's, a draining gateway, open breakers.
+
+    The supervisor names the first reason it finds; breakers and the gateway are
+    listed too, so one look shows all of them (as ``/healthz/ready`` does per replica).
+    """
+    reasons = [] if report.get("ready") else [str(report.get("reason"))]
+    gateway = report.get("gateway") or {}
+    if gateway.get("draining"):
+        reasons.append("gateway draining")
+    if gateway.get("error"):
+        reasons.append(gateway["error"])
+    for child in report.get("children", []):
+        breaker = child.get("breaker")
+        if child.get("required") and breaker in ("open", "half_open"):
+            reason = f"breaker {breaker}: {child.get('id')}"
+            if not any(reason in r for r in reasons):
+                reasons.append(reason)
+    return reasons
+
+
+def format_bytes(count: Any) -> str:
+    if not isinstance(count, int) or isinstance(count, bool):
+        return "?"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def _shown(value: Any) -> str:
+    """``value`` as text that can drive neither the terminal nor rich's markup."""
+    return escape(printable(str(value)))
+
+
+def _summary_lines(report: dict[str, Any]) -> list[str]:
+    ready = "[green]ready[/green]" if report.get("ready") else "[red]not ready[/red]"
+    lines = [f"supervisor {_shown(report.get('name'))} ({report.get('strategy')}): {report.get('state')}, {ready}"]
+    tree = f"  tree restarts: {report.get('tree_restarts', 0)}"
+    if report.get("restarting_in") is not None:
+        tree += f", restarting in {report['restarting_in']:.1f} s"
+    tree += f"; restarts in period: {report.get('restarts_in_period', 0)} (max {report.get('max_restarts')} " \
+            f"in {report.get('period')} s)"
+    lines.append(tree)
+    lines.append(f"  last failure: {_shown(report.get('last_failure') or '-')}")
+    memory = report.get("memory")
+    if memory:
+        fraction = memory.get("fraction")
+        share = f", {fraction:.0%}" if isinstance(fraction, int | float) else ""
+        lines.append(f"  memory: {memory.get('level')}, {format_bytes(memory.get('used'))} of "
+                     f"{format_bytes(memory.get('limit'))} in use ({memory.get('source')}{share}; warning at "
+                     f"{memory.get('warning', 0):.0%}, critical at {memory.get('critical', 0):.0%})")
+    else:
+        lines.append("  memory: not monitored")
+    gateway = report.get("gateway")
+    if gateway is None:
+        lines.append("  gateway: none running")
+    elif gateway.get("error"):
+        lines.append(f"  gateway: {_shown(gateway['error'])}")
+    else:
+        lines.append(f"  gateway: {gateway.get('replicas')} replica(s) reporting"
+                     f"{', draining' if gateway.get('draining') else ''}")
+    return lines
+
+
+def print_status(report: dict[str, Any]) -> None:
+    """The report on one screen (``dw status`` without ``--json``)."""
+    from rich.table import Table
+
+    from dwray.cli.output import print_table, stdout
+
+    for line in _summary_lines(report):
+        stdout.print(line, highlight=False, soft_wrap=True)
+    table = Table(box=None)
+    for column in ("plugin", "kind", "state", "gen", "restarts", "breaker", "standby", "pid", "node",
+                   "last failure"):
+        table.add_column(column)
+    for child in report.get("children", []):
+        standby = child.get("standby")
+        table.add_row(*(_shown(value) for value in (
+            child.get("id", "?"), child.get("kind") or "", child.get("state"), child.get("generation"),
+            child.get("restarts"), child.get("breaker") or "-", "-" if standby is None else
+            ("yes" if standby else "no"), child.get("pid") or "", str(child.get("node_id") or "")[:12],
+            child.get("last_failure") or "")))
+    print_table(table)
+    reasons = report.get("readiness") or []
+    if reasons:
+        stdout.print("not ready because:", highlight=False)
+        for reason in reasons:
+            stdout.print(f"  - {_shown(reason)}", highlight=False, soft_wrap=True)

@@ -114,7 +114,8 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
 
         # Readiness turns 503 first, and new requests are refused, while the download goes on.
         def not_ready() -> bool:
-            return requests.get(f"{up.endpoint}/healthz/ready", timeout=5).status_code == 503
+            answer = requests.get(f"{up.endpoint}/healthz/ready", timeout=5)
+            return answer.status_code == 503 and "draining" in answer.json()["reasons"]
 
         wait_until(not_ready, timeout=10, what="/healthz/ready to turn 503")
         assert downloader.is_alive(), "the in-flight download must still be running while draining"

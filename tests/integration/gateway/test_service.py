@@ -33,7 +33,8 @@ def test_health_probes_answer_with_kubernetes_semantics(gateway: GatewayUnderTes
     assert startup.status_code == 200 and startup.json()["status"] == "started"
     ready = requests.get(f"{gateway.endpoint}/healthz/ready", timeout=10)
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"plugins": "ok", "catalog": "ok", "storage": "ok"}
+    assert ready.json()["checks"] == {"plugins": "ok", "catalog": "ok", "storage": "ok", "breakers": "ok",
+                                      "memory": "ok"}
 
 
 # --- metrics ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from dwray.core.supervision import ChildSpec
 from dwray.errors import DwrayError, InvalidArgument, PluginNotFound, PluginRefused
 
 __all__ = ["StartFailed", "SupervisedChild", "drop_standby", "host_name", "host_options", "kill_host",
-           "prepare_standby", "start_host", "stop_host", "unwrap_task_error"]
+           "prepare_standby", "prestart_host", "start_host", "stop_host", "unwrap_task_error"]
 
 # How long a killed host may take to be gone.
 _DEATH_WAIT = 5.0
@@ -116,7 +116,9 @@ class SupervisedChild:
     manifest: Manifest | None = None
     health: Any = field(default=None, repr=False)
     host_name: str | None = None  # the Ray actor name of the current host
-    standby: tuple[Any, str] | None = None  # a prepared spare (host, name), promoted at the next start
+    # A spare (host, name, prepared), promoted at the next start: prepared in the background after a
+    # start (prepare_standby), or only created, for a start of several children (prestart_host).
+    standby: tuple[Any, str, bool] | None = None
     standby_task: Any = None  # the asyncio task preparing it
 
     @property
@@ -129,10 +131,11 @@ async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cg
 
     Raises ``StartFailed`` if it is not admitted. On success ``child.host``,
     ``host_name``, ``pid``, ``manifest`` and ``node_id`` describe the new host,
-    and the result says whether it was the standby; on failure the host is
+    and the result says whether it was a prepared standby; on failure the host is
     killed and ``child.host`` is ``None``.
     """
     spec = child.spec
+    prepared = child.standby is not None and child.standby[2]
     promoted = await _promote_standby(child)
     if promoted is None:
         host, name = _create_host(child, namespace, supervisor, cgroup_root)
@@ -170,7 +173,7 @@ async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cg
         ray.kill(host, no_restart=True)
         child.host = child.host_name = None
         raise
-    return promoted is not None
+    return promoted is not None and prepared
 
 
 async def _promote_standby(child: SupervisedChild) -> tuple[Any, str] | None:
@@ -178,9 +181,11 @@ async def _promote_standby(child: SupervisedChild) -> tuple[Any, str] | None:
     standby, child.standby = child.standby, None
     if standby is None:
         return None
-    host, name = standby
+    host, name, prepared = standby
+    # A spare that was only created may still be waiting for Ray to start its worker process.
+    wait = _PROMOTE_WAIT if prepared else child.spec.start_timeout
     try:
-        child.pid, child.node_id = await asyncio.wait_for(host.activate.remote(child.generation), _PROMOTE_WAIT)
+        child.pid, child.node_id = await asyncio.wait_for(host.activate.remote(child.generation), wait)
     except Exception:  # noqa: BLE001 - a standby that died or hangs is dropped; a new host is created instead
         ray.kill(host, no_restart=True)
         child.pid = child.node_id = None
@@ -203,7 +208,20 @@ async def prepare_standby(child: SupervisedChild, namespace: str, supervisor: An
     if child.standby is not None:  # a concurrent preparation won: keep one
         ray.kill(host, no_restart=True)
         return
-    child.standby = (host, name)
+    child.standby = (host, name, True)
+
+
+def prestart_host(child: SupervisedChild, namespace: str, supervisor: Any, cgroup_root: str) -> None:
+    """Create ``child``'s next host now, without waiting for it, unless a spare is there or coming.
+
+    Called for every child of a start of several (the whole tree at start, or
+    after an escalation) before they are started one by one in order: their
+    worker processes start together rather than one after another, while the
+    handshakes keep the start order.
+    """
+    if child.standby is not None or (child.standby_task is not None and not child.standby_task.done()):
+        return
+    child.standby = (*_create_host(child, namespace, supervisor, cgroup_root), False)
 
 
 def drop_standby(child: SupervisedChild) -> None:

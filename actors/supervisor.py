@@ -36,7 +36,9 @@ logic in ``dwray.core.supervision``; this async actor applies them to Ray actors
 - Killed itself, the supervisor is restarted by Ray (``max_restarts=-1``): its
   hosts died with it (Ray ends the actors an actor owns), and the new
   incarnation starts the tree again on its own, healing as above when that
-  fails. Callers' handles re-resolve (``actors.handles``).
+  fails. Callers' handles re-resolve (``actors.handles``). Its counts and
+  events begin again with that restart (``tree_restarts`` 1, the event
+  "supervisor_restarted"): they lived in the process that died.
 - Children whose spec asks for a ``standby`` (the catalog, storage, stages)
   get a spare host prepared in the background after each start; a restart
   promotes it, so recovery does not wait for a worker process to start.
@@ -82,6 +84,7 @@ from actors.supervised_child import (
     host_options,
     kill_host,
     prepare_standby,
+    prestart_host,
     start_host,
     stop_host,
     unwrap_task_error,
@@ -347,6 +350,9 @@ class Supervisor:
         strategy, and the rest of this sequence, left "restarting", is taken
         along by the next plan.
         """
+        if len(child_ids) > 1:
+            for child_id in child_ids:
+                prestart_host(self._children[child_id], self._namespace, self._me, self._cgroup_root)
         for child_id in child_ids:
             child = self._children[child_id]
             if not during_start:
@@ -377,9 +383,12 @@ class Supervisor:
         self._last_failure = reason
         self._event("escalated", None, reason)
         self._cancel_pings()
-        await self._stop_all(f"escalated: {reason}")
+        # The spares stay: they are fresh hosts whose plugins never ran, and they make the restart quick.
+        await self._stop_all(f"escalated: {reason}", keep_standbys=True)
         limit = self._spec.max_tree_restarts
         if limit is not None and self._tree_restarts >= limit:
+            for child in self._children.values():
+                drop_standby(child)
             self._state = "failed"
             self._reason = f"gave up after {self._tree_restarts} tree restart(s) (max_tree_restarts): {reason}"
             self._event("gave_up", None, self._reason)
@@ -413,7 +422,7 @@ class Supervisor:
             try:
                 await self._start_in_order(self._order, during_start=True)
             except PluginRefused as exc:
-                await self._stop_all(f"tree restart failed: {exc}")
+                await self._stop_all(f"tree restart failed: {exc}", keep_standbys=True)
                 await self._escalate(f"tree restart {self._tree_restarts} failed: {exc}")
                 return
             self._running()
@@ -433,9 +442,10 @@ class Supervisor:
             self._memory_changed(self._memory_level, self._memory_level)
         self._notify()
 
-    async def _stop_all(self, why: str) -> None:
-        for child in self._children.values():
-            drop_standby(child)
+    async def _stop_all(self, why: str, keep_standbys: bool = False) -> None:
+        if not keep_standbys:
+            for child in self._children.values():
+                drop_standby(child)
         for child_id in reversed(self._order):
             child = self._children[child_id]
             if child.host is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "HangingClose",
     "HangingHealth",
     "MemoryHog",
+    "PressureAware",
     "SlowHandshake",
 ]
 
@@ -239,3 +240,18 @@ class Flaky(Plugin):
         elif mode == "hang":
             time.sleep(_FOREVER)
         return value
+
+
+class PressureAware(Plugin):
+    """Keeps the memory pressure levels the supervisor told it of, in order (``levels()``)."""
+
+    manifest = Manifest(name="pressure-aware", kind="service", version="0.1")
+
+    def __init__(self) -> None:
+        self._levels: list[str] = []
+
+    def on_memory_pressure(self, level: str) -> None:
+        self._levels.append(level)
+
+    def levels(self) -> list[str]:
+        return list(self._levels)

@@ -368,6 +368,35 @@ def _running_status(sup: Supervised) -> dict[str, Any] | None:
     return status if running else None
 
 
+def test_memory_pressure_reaches_plugins_and_critical_makes_the_tree_not_ready(
+        supervise: Callable[..., Supervised]) -> None:
+    """The supervisor's monitor reads the node's real memory; levels set below what is in use
+    put it at once at warning (then critical), and every running plugin is told."""
+    from dwray.core.memory_pressure import read_memory
+
+    used = read_memory().fraction
+    sup = supervise([{"id": "aware", "plugin": P + "PressureAware"}],
+                    memory={"warning": round(used / 2, 4), "critical": 1.0, "interval": 0.2, "hysteresis": 0.0})
+    handle = sup.handle("aware")
+    wait_until(lambda: "warning" in handle.call("levels"), 10.0, "the plugin to be told of the warning")
+    status = sup.status()
+    assert status["memory"]["level"] == "warning" and status["memory"]["limit"] > 0
+    assert sup.ready() == (True, "ready")  # a warning is not a reason to stop serving
+    assert any(e["kind"] == "memory_pressure" for e in sup.events())
+
+
+def test_memory_critical_makes_the_tree_not_ready(supervise: Callable[..., Supervised]) -> None:
+    from dwray.core.memory_pressure import read_memory
+
+    used = read_memory().fraction
+    sup = supervise([{"id": "aware", "plugin": P + "PressureAware"}],
+                    memory={"warning": round(used / 3, 4), "critical": round(used / 2, 4), "interval": 0.2})
+    wait_until(lambda: not sup.ready()[0], 10.0, "memory critical to make the tree not ready")
+    ready, reason = sup.ready()
+    assert reason.startswith("memory critical: ") and "bytes in use" in reason, reason
+    wait_until(lambda: "critical" in sup.handle("aware").call("levels"), 10.0, "the plugin to be told")
+
+
 def test_stale_failure_reports_are_ignored(supervise: Callable[..., Supervised]) -> None:
     sup = supervise([echo("a")])
     assert ray.get(sup.actor.report_failure.remote("a", 0, "from an old generation")) is False

@@ -70,7 +70,9 @@ class GatewayUnderTest:
 def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
     return DwrayConfig(
         data_dir=data_dir,
-        runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5),
+        # The kill storm (test_kill_storm.py) escalates: a tree restart waits 4 s at most.
+        runtime=RuntimeConfig(namespace=f"dwray-gw-{uuid.uuid4().hex[:8]}", ping_interval=0.5,
+                              tree_backoff_max=4.0),
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
         sweeper=SweeperConfig(interval=0),  # no housekeeper: not these tests' subject (tests.conftest.make_config)
         gateway=GatewayConfig(

@@ -271,7 +271,8 @@ class PluginHandle:
 
     # -- calling the plugin ---------------------------------------------------------
 
-    def _get(self, refs: Any, method: str, seconds: float, actor_id: str) -> Any:
+    def _get(self, refs: Any, method: str, seconds: float, actor_id: str, deadline: float | None = None) -> Any:
+        """``ray.get`` within ``seconds``; errors say the call's whole ``deadline`` (default: ``seconds``)."""
         try:
             return ray.get(refs, timeout=seconds)
         except RayTaskError as exc:
@@ -287,8 +288,9 @@ class PluginHandle:
                                                        f"{death_reason(exc.cause)}") from None
             raise
         except GetTimeoutError:
-            self._report(actor_id, f"call {method} passed its {seconds:g} s deadline")
-            raise PluginTimeout(self.child_id, method, seconds) from None
+            stated = seconds if deadline is None else deadline
+            self._report(actor_id, f"call {method} passed its {stated:g} s deadline")
+            raise PluginTimeout(self.child_id, method, stated) from None
         except RayActorError as exc:
             reason = death_reason(exc)
             self._report(actor_id, f"actor died during {method}: {reason}")
@@ -351,7 +353,7 @@ class PluginHandle:
         actor_id = actor._actor_id.hex()
         ref = actor.call.remote(method, *args, _dwray_trace=_trace_carrier(), **kwargs)
         try:
-            return self._get(ref, method, max(0.001, deadline - time.monotonic()), actor_id)
+            return self._get(ref, method, max(0.001, deadline - time.monotonic()), actor_id, seconds)
         except _ActorGone as gone:
             if failed is None:
                 raise PluginUnavailable(self.child_id, f"{gone.reason}; the call to {method} was not retried "

@@ -5,6 +5,12 @@ counted by the supervisor only), then calls ``handshake()``, which loads the
 plugin class, checks its manifest against the child spec *before* any plugin
 code runs with the config, instantiates it and returns the manifest.
 
+A spare host (``ChildSpec.standby``) is created ahead of need: ``prepare()``
+loads and checks the class without instantiating it, and on a restart
+``activate(generation)`` hands it the new generation before the handshake.
+``memory_pressure(level)`` passes the node's memory pressure, from the
+supervisor, to the plugin's ``on_memory_pressure``.
+
 Plugin calls run on the default concurrency group (``max_concurrency``
 threads, from the child spec). Control calls (handshake, ping, shutdown, exit,
 pid, node_id, finished_spans) have their own small thread group, so a plugin

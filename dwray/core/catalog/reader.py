@@ -67,13 +67,34 @@ class _Rows:
 
 
 class _ReadConnection(sqlite3.Connection):
-    """A connection whose failures say "fall back", not "the catalog failed"."""
+    """A connection whose failures say "fall back", not "the catalog failed".
+
+    ``shut()`` closes it from any thread, but never under a statement that its
+    own thread is running: closing a SQLite connection while another thread
+    steps a statement on it crashes the process (a segmentation fault, seen
+    when a reader was replaced after a catalog restart under load). The lock
+    is its own thread's but for that one moment, so reads do not contend.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_use = threading.Lock()
+        self._shut = False
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
-        try:
-            return _Rows(super().execute(sql, parameters).fetchall())
-        except sqlite3.Error as exc:
-            raise LocalReadUnavailable(f"local catalog read failed: {exc}") from None
+        with self._in_use:
+            if self._shut:
+                raise LocalReadUnavailable("the local catalog reader was closed")
+            try:
+                return _Rows(super().execute(sql, parameters).fetchall())
+            except sqlite3.Error as exc:
+                raise LocalReadUnavailable(f"local catalog read failed: {exc}") from None
+
+    def shut(self) -> None:
+        """Close the connection once no statement runs on it; later reads raise ``LocalReadUnavailable``."""
+        with self._in_use:
+            self._shut = True
+            self.close()
 
 
 class CatalogReader(Catalog):
@@ -91,7 +112,7 @@ class CatalogReader(Catalog):
         self._local = threading.local()
         self._guard = threading.Lock()
         # Weak: a connection goes with its thread (a thread pool's thread that ends), close() ends the rest.
-        self._connections: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[_ReadConnection] = weakref.WeakSet()
         self._closed = False
         self._connection()  # fail now, not at the first read, if the file is not ours to read
 
@@ -116,11 +137,11 @@ class CatalogReader(Catalog):
                 raise LocalReadUnavailable(f"the catalog {self.path} has schema version {found}; "
                                            f"this code reads version {SCHEMA_VERSION}")
         except BaseException:
-            db.close()
+            db.shut()
             raise
         with self._guard:
             if self._closed:
-                db.close()
+                db.shut()
                 raise LocalReadUnavailable(f"the local catalog reader of {self.path} is closed")
             self._connections.add(db)
         self._local.db = db
@@ -136,7 +157,7 @@ class CatalogReader(Catalog):
             connections = list(self._connections)
             self._connections.clear()
         for db in connections:
-            db.close()
+            db.shut()  # waits for a statement running on it in another thread
 
     @property
     def schema_version(self) -> int:

@@ -2,7 +2,7 @@
 
 Each proxy is its contract (``dwray.core.contracts``) forwarded over a
 ``PluginHandle``: every contract method that the class body does not define
-is a call of the same name on the plugin, retried once after an actor restart
+is a call of the same name on the plugin, retried after an actor restart
 when the contract marks it ``idempotent`` (``PluginHandle.call`` carries the
 caller's trace context and maps the errors). The class bodies hold what is
 special:
@@ -222,7 +222,7 @@ class RemoteCatalog(_ServiceProxy, PagedReads):
             local.close()
 
     def commit_object(self, record: ObjectRecord, condition: WriteCondition | None = None) -> ObjectRecord:
-        """Commit through the group-commit queue (idempotent, so retried once after a restart).
+        """Commit through the group-commit queue (idempotent, so retried after a restart).
 
         A conditional commit goes on its own: its condition is decided in its own transaction either way.
         """
@@ -250,7 +250,7 @@ class RemoteIdentity(_ServiceProxy):
 
     Reads and the writes that are safe to repeat (adding the same key or admin
     token, revoking an access key, shredding a tenant, compare-and-set) are
-    retried once after an actor restart; creating or deleting a tenant,
+    retried after an actor restart; creating or deleting a tenant,
     revoking an admin token and bootstrapping are not.
     """
 

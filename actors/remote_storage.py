@@ -7,8 +7,8 @@ into the object store once, in batches of several MiB; sealed records go from
 the stage actor to the storage actor as ObjectRefs and never pass through the
 driver.
 
-Reads and deletes are idempotent, so retried once after an actor restart;
-upload sessions are not.
+Reads and deletes are idempotent, so retried after an actor restart (within
+the call's deadline); upload sessions are not.
 """
 from __future__ import annotations
 

@@ -95,6 +95,12 @@ def _caller_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# (namespace, supervisor name) -> the tree epoch this process last heard of. A handle whose cached
+# host is of an older epoch asks the supervisor again before its next call: once any handle of the
+# process learns that the tree was restarted (after an escalation, or by a new supervisor), the
+# others stop calling hosts that died with the old tree.
+_TREE_EPOCHS: dict[tuple[str, str], str] = {}
+
 # Guard name -> the supervisor its breaker changes are reported to (the last handle made wins).
 _BREAKER_SUPERVISORS: dict[str, Any] = {}
 _BREAKER_LOCK = threading.Lock()
@@ -162,6 +168,7 @@ class PluginHandle:
         self._supervisor = supervisor
         self._lock = threading.Lock()
         self._actor: Any = None
+        self._epoch: str | None = None  # the tree epoch of the cached host
         self._generation: int | None = None
         self._spec: Any = None
         self.kind = child_id.split(":", 1)[0]  # the timing phase of this plugin's calls
@@ -247,14 +254,17 @@ class PluginHandle:
         """``(actor handle, generation)``, from the cache unless a newer generation, or another host than
         the actor ``not_actor`` names (one that died: a restarted supervisor numbers generations anew),
         is needed."""
+        tree = (self.namespace, self.supervisor_name)
         with self._lock:
             if self._actor is not None and (newer_than is None or self._generation > newer_than) \
-                    and (not_actor is None or self._actor._actor_id.hex() != not_actor):
+                    and (not_actor is None or self._actor._actor_id.hex() != not_actor) \
+                    and _TREE_EPOCHS.get(tree) == self._epoch:
                 return self._actor, self._generation  # type: ignore[return-value]
-        actor, generation = self._ask("handle", self.child_id, wait, newer_than, not_actor,
-                                      timeout=wait + _ASK_SLACK)
+        actor, generation, epoch = self._ask("handle", self.child_id, wait, newer_than, not_actor, True,
+                                             timeout=wait + _ASK_SLACK)
         with self._lock:
-            self._actor, self._generation = actor, generation
+            self._actor, self._generation, self._epoch = actor, generation, epoch
+            _TREE_EPOCHS[tree] = epoch
         return actor, generation
 
     def _report(self, actor_id: str, reason: str) -> None:

@@ -67,6 +67,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -164,6 +165,7 @@ class Supervisor:
         self._memory_level = "normal"
         self._reconstructed = False
         self._recovery: asyncio.Task[Any] | None = None
+        self._tree_epoch = secrets.token_hex(8)  # new at every start of the tree
         if ray.get_runtime_context().was_current_actor_reconstructed:
             # Ray restarted this supervisor after its process died: start the tree again at once.
             # The first call to reach it starts the recovery; a thread makes that call so that
@@ -433,6 +435,7 @@ class Supervisor:
         self._state = "running"
         self._reason = ""
         self._tree_started_at = time.monotonic()
+        self._tree_epoch = secrets.token_hex(8)
         self._tasks = [task for task in self._tasks if not task.done() and task.get_name() != "pings"]
         if not any(task.get_name() == "supervise" for task in self._tasks):
             self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(), name="supervise"))
@@ -592,8 +595,12 @@ class Supervisor:
         return self._status()
 
     async def handle(self, child_id: str, wait: float = 0.0, newer_than: int | None = None,
-                     not_actor: str | None = None) -> tuple[Any, int]:
-        """``(actor handle, generation)`` of a running child.
+                     not_actor: str | None = None, with_epoch: bool = False) -> tuple[Any, ...]:
+        """``(actor handle, generation)`` of a running child; with ``with_epoch`` also the tree's epoch.
+
+        The epoch is a token that changes every time the tree starts (after an
+        escalation, or in a supervisor that Ray restarted): callers compare it
+        to tell that the hosts they cached died with an earlier tree.
 
         Waits up to ``wait`` seconds while the child is (re)starting, and, with
         ``newer_than``, until its generation is above that one (with
@@ -618,7 +625,8 @@ class Supervisor:
                     raise NotReady(self._not_ready_reason())
             elif child.state == "running" and (newer_than is None or child.generation > newer_than) \
                     and (not_actor is None or child.host._actor_id.hex() != not_actor):
-                return child.host, child.generation
+                return (child.host, child.generation, self._tree_epoch) if with_epoch else \
+                    (child.host, child.generation)
             elif child.state in _DOWN:
                 detail = f": {child.last_failure}" if child.last_failure else ""
                 raise PluginUnavailable(child_id, f"the child is {child.state}{detail}")

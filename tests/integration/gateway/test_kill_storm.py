@@ -48,6 +48,7 @@ PUT_INTERVAL = 0.1
 MAX_PUTS = 2000  # per writer: bounded whatever happens
 DRIVER_WRITERS = 2
 S3_WRITERS = 2
+PROBE_BLOB = b"probe " * 10_000  # 60 KB: above the inline limit
 # Sizes: inline (one small frame), one blob, several frames.
 SIZES = (700, 40_000, 300_000)
 
@@ -130,11 +131,15 @@ def serves(gateway: GatewayUnderTest, warehouse: RayWarehouse, s3: Any, bucket: 
         if ready.status_code != 200:
             _NOT_YET.append(f"ready {ready.status_code}: {ready.text[:300]}")
             return False
-        warehouse.put(bucket, f"probe/driver-{probe}", b"driver probe")
-        if warehouse.get(bucket, f"probe/driver-{probe}") != b"driver probe":
-            return False
-        s3.put_object(Bucket=bucket, Key=f"probe/s3-{probe}", Body=b"s3 probe")
-        return s3.get_object(Bucket=bucket, Key=f"probe/s3-{probe}")["Body"].read() == b"s3 probe"
+        # Small (inline in the catalog) and larger (a blob: stages and storage) objects, both ways.
+        for name, data in (("small", b"probe"), ("blob", PROBE_BLOB)):
+            warehouse.put(bucket, f"probe/driver-{name}-{probe}", data)
+            if warehouse.get(bucket, f"probe/driver-{name}-{probe}") != data:
+                return False
+            s3.put_object(Bucket=bucket, Key=f"probe/s3-{name}-{probe}", Body=data)
+            if s3.get_object(Bucket=bucket, Key=f"probe/s3-{name}-{probe}")["Body"].read() != data:
+                return False
+        return True
     except Exception as exc:  # noqa: BLE001 - not serving yet
         _NOT_YET.append(f"{type(exc).__name__}: {exc}"[:300])
         return False

@@ -160,11 +160,10 @@ class PluginHandle:
     """Calls one supervised plugin (child ``child_id``) with deadlines, error mapping and tracing."""
 
     def __init__(self, child_id: str, supervisor: Any = None, namespace: str = DEFAULT_NAMESPACE,
-                 supervisor_name: str = DEFAULT_SUPERVISOR, restart_wait: float = 30.0) -> None:
+                 supervisor_name: str = DEFAULT_SUPERVISOR) -> None:
         self.child_id = child_id
         self.namespace = namespace
         self.supervisor_name = supervisor_name
-        self.restart_wait = restart_wait
         self._supervisor = supervisor
         self._lock = threading.Lock()
         self._actor: Any = None
@@ -177,8 +176,7 @@ class PluginHandle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The cache and the lock stay behind; the copy asks the supervisor again.
-        return (type(self), (self.child_id, self._supervisor, self.namespace, self.supervisor_name,
-                             self.restart_wait))
+        return (type(self), (self.child_id, self._supervisor, self.namespace, self.supervisor_name))
 
     def __repr__(self) -> str:
         return f"PluginHandle({self.child_id!r}, generation={self._generation})"

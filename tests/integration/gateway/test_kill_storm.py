@@ -20,6 +20,7 @@ serves again by itself. (The coordinator and a replica: test_gateway_heal.py.)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -124,8 +125,12 @@ def status(supervisor: Any) -> dict[str, Any] | None:
         return None
 
 
-def serves(gateway: GatewayUnderTest, warehouse: RayWarehouse, s3: Any, bucket: str, probe: int) -> bool:
+_PROBES = itertools.count()  # each probe writes keys of its own
+
+
+def serves(gateway: GatewayUnderTest, warehouse: RayWarehouse, s3: Any, bucket: str) -> bool:
     """Readiness 200, a driver put and get, and an S3 put and get, all right now."""
+    probe = next(_PROBES)
     try:
         ready = requests.get(f"{gateway.endpoint}/healthz/ready", timeout=5)
         if ready.status_code != 200:
@@ -208,14 +213,8 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
                 skipped += 1  # the tree is restarting: nothing of it runs to be killed
             time.sleep(max(0.0, KILL_EVERY - (time.monotonic() - tick)))
         last_kill = kills[-1]["at"]
-        probe = 0
-
-        def healed() -> bool:
-            nonlocal probe
-            probe += 1
-            return serves(gateway, warehouse, s3, bucket, probe)
-
-        wait_until(healed, 120.0, "the warehouse to serve again after the storm", interval=0.2)
+        wait_until(lambda: serves(gateway, warehouse, s3, bucket), 120.0,
+                   "the warehouse to serve again after the storm", interval=0.2)
         healed_after = time.monotonic() - last_kill
         # Writers keep going for a moment on the healed warehouse: each is acknowledged again.
         marks = {w.name: len(w.acked) for w in writers}
@@ -269,14 +268,8 @@ def test_a_killed_supervisor_heals_and_the_gateway_serves_again(gateway: Gateway
     assert alive_pid(supervisor._actor_id.hex()) == before["pid"]
     os.kill(before["pid"], signal.SIGKILL)
     warehouse = RayWarehouse(config, supervisor)
-    probe = 0
-
-    def healed() -> bool:
-        nonlocal probe
-        probe += 1
-        return serves(gateway, warehouse, s3, bucket, probe)
-
-    wait_until(healed, 120.0, "the gateway to serve again after the supervisor was killed", interval=0.3)
+    wait_until(lambda: serves(gateway, warehouse, s3, bucket), 120.0,
+               "the gateway to serve again after the supervisor was killed", interval=0.3)
     after = status(supervisor)
     assert after is not None and after["pid"] != before["pid"] and after["state"] == "running"
     # The new incarnation's counts begin with its own restart (the old process's memory died with it).

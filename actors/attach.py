@@ -19,6 +19,7 @@ from actors.remote_services import RemoteAudit, RemoteCatalog, RemoteKeyring
 from actors.remote_storage import RayFrameEngine, RemoteBackend
 from dwray.config import DwrayConfig, load_config
 from dwray.core.pipeline import ThreadFrameEngine
+from dwray.core.storage_setup import target_spec
 from dwray.core.warehouse import Warehouse
 from dwray.errors import NotReady
 
@@ -42,13 +43,15 @@ class RayWarehouse(Warehouse):
         def handle(child_id: str) -> PluginHandle:
             return plugin_handle(config, supervisor, child_id)
 
-        backend_id = f"storage:{config.storage.backend}"
+        default = config.storage.backend
+        storages = {target: RemoteBackend(handle(f"storage:{target}"), target, spec=target_spec(config, target))
+                    for target in config.storage_targets if target != default}
         if runtime.stage_placement == "actors":
             engine: Any = RayFrameEngine([handle(f"stage:frames:{n}") for n in range(runtime.stage_workers)])
         else:
             engine = ThreadFrameEngine(config.worker_threads)
         audit = RemoteAudit(handle("audit")) if config.audit.enabled else None
-        super().__init__(config, backend=RemoteBackend(handle(backend_id), config.storage.backend),
+        super().__init__(config, backend=RemoteBackend(handle(f"storage:{default}"), default), storages=storages,
                          catalog=RemoteCatalog(handle("catalog")), keyring=RemoteKeyring(handle(config.kms_child_id)),
                          engine=engine, audit=audit)
 

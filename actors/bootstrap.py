@@ -6,8 +6,11 @@ The tree, in start order (stopped in reverse):
   identity         tenants, access keys and admin-token hashes (SQLite)
   audit            the audit log's one writer (when [audit] enabled)
   kms:<plugin>     key-encryption keys: kms:local (the sealed keyring) or kms:vault-transit
-  storage:<name>   the storage backend
+  storage:<name>   a storage target: [storage]'s backend (storage:local...), each pool, each
+                   backend placed on directly ([placement]); a pool's members run in its actor
   stage:frames:N   frame stage workers (unless stages run in the caller)
+  scrubber         verifies every blob on a schedule ([scrub] interval)
+  tier-mover       moves blobs of tiered pools to their cold tier
   housekeeper      expires abandoned multipart uploads and sweeps blobs ([sweeper] interval)
 
 Beside the tree, not in it, runs the data dir's lock holder: it takes the data
@@ -36,6 +39,7 @@ from dwray.config import DwrayConfig
 from dwray.core.datadir_lock import DataDirLock, LockHolder, RayEndpoint
 from dwray.core.plugin_trust import PluginTrust
 from dwray.core.sandbox import sandbox_settings
+from dwray.core.storage_setup import target_spec
 from dwray.core.supervision import ChildSpec, SupervisorSpec
 from dwray.errors import DwrayError
 from dwray.secrets import resolver_settings
@@ -77,9 +81,6 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
     """The child specs of a warehouse with ``config``."""
     data_dir = config.data_dir.resolve()
     config = config.model_copy(update={"data_dir": data_dir})
-    backend = config.storage.backend
-    storage_config: dict[str, Any] = ({"root": str(config.blob_root.resolve())} if backend == "local"
-                                      else {"max_bytes": config.storage.memory_max_bytes})
     children = [
         _child(config, "settings", "service.settings", "service",
                {"settings": config.model_dump(mode="json")}),
@@ -89,16 +90,36 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
         _child(config, "identity", "service.identity", "service", {"path": str(config.identity_path.resolve())}),
         *_audit_children(config),
         _kms_child(config),
-        _child(config, f"storage:{backend}", f"storage.{backend}", "storage", storage_config),
+        *_storage_children(config),
     ]
     if config.runtime.stage_placement == "actors":
         children += [_child(config, f"stage:frames:{n}", "stage.frames", "stage", {})
                      for n in range(config.runtime.stage_workers)]
+    settings = {"settings": config.model_dump(mode="json")}
+    # Not required, like the housekeeper: the warehouse serves without them, and their rounds
+    # catch and report their own failures.
+    if config.scrub.interval > 0:
+        children.append(_child(config, "scrubber", "service.scrubber", "service", settings, required=False))
+    if any(pool.kind == "tiered" for pool in config.pools.values()):
+        children.append(_child(config, "tier-mover", "service.tier-mover", "service", settings, required=False))
     if config.sweeper.interval > 0:
         # Last: it works through the children above. Not required: the warehouse
         # serves without it, and its rounds catch and report their own failures.
         children.append(_child(config, "housekeeper", "service.housekeeper", "service",
                                {"settings": config.model_dump(mode="json")}, required=False))
+    return children
+
+
+def _storage_children(config: DwrayConfig) -> list[ChildSpec]:
+    """A child per storage target. Its config is the target's spec: secret references only,
+    resolved in the plugin's own actor with ``secret_settings``."""
+    children = []
+    for target in config.storage_targets:
+        spec = target_spec(config, target)
+        kind = spec.pop("kind")
+        if kind not in ("local", "memory"):
+            spec["secret_settings"] = resolver_settings(config)
+        children.append(_child(config, f"storage:{target}", f"storage.{kind}", "storage", spec))
     return children
 
 

@@ -25,7 +25,6 @@ import ray
 
 from actors.coalescer import Coalescer
 from actors.handles import PluginHandle
-from dwray.backends import backend_class
 from dwray.backends.base import (
     BlobStat,
     BytesLike,
@@ -35,6 +34,7 @@ from dwray.backends.base import (
 )
 from dwray.core.frames import FrameTable
 from dwray.core.pipeline import FrameEngine, ObjectCrypto, StoredBlob, record_batches
+from dwray.core.storage_setup import spec_properties
 from dwray.errors import EntityTooLarge
 
 __all__ = ["RayFrameEngine", "RemoteBackend"]
@@ -53,14 +53,15 @@ class RemoteBackend(StorageBackend):
 
     read_ahead_before_put_check = BATCH_BYTES
 
-    def __init__(self, handle: PluginHandle, name: str, *, inflight: int = 4) -> None:
+    def __init__(self, handle: PluginHandle, name: str, *, spec: dict[str, Any] | None = None,
+                 inflight: int = 4) -> None:
+        """``name``: the storage target; ``spec`` (``dwray.core.storage_setup.target_spec``) says what
+        it is, by default the backend kind ``name``."""
         self.handle = handle
         self.name = name
         self._inflight = inflight
-        # The remote backend's own properties, from its class in the registry.
-        kind = backend_class(name)
-        self.durable = kind.durable
-        self.nested_ids_conflict = kind.nested_ids_conflict
+        # The remote backend's own properties, from its spec's classes in the registry.
+        self.durable, self.nested_ids_conflict = spec_properties(spec or {"kind": name})
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.handle.child_id!r})"
@@ -131,6 +132,19 @@ class RemoteBackend(StorageBackend):
 
     def sweep_temp_files(self, older_than_seconds: float) -> int:
         return self.handle.call("sweep_temp_files", older_than_seconds, idempotent=True)
+
+    # The scrubber's and the tier mover's calls (dwray.builtins.storage).
+    def scrub(self, cursor: str = "", max_bytes: int = 64 << 20, grace_seconds: float = 3600.0) -> dict[str, Any]:
+        return self.handle.call("scrub", cursor, max_bytes, grace_seconds, idempotent=True)
+
+    def catch_up(self, max_blobs: int = 1000) -> dict[str, Any]:
+        return self.handle.call("catch_up", max_blobs, idempotent=True)
+
+    def move_due(self, max_bytes: int | None = None) -> dict[str, Any]:
+        return self.handle.call("move_due", max_bytes, idempotent=True)
+
+    def pool_status(self) -> dict[str, Any]:
+        return self.handle.call("pool_status", idempotent=True)
 
 
 class _RemoteRead:

@@ -14,14 +14,23 @@ file or variable a bad value came from, and that is the error users need.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
+from dwray.config_base import Section as _Section
+from dwray.config_base import Size, parse_size
+from dwray.config_storage import (
+    BackendConfig,
+    PlacementConfig,
+    PoolConfig,
+    ScrubConfig,
+    StorageConfig,
+    check_storage_names,
+)
 from dwray.errors import ConfigError
 from dwray.secret_ref import SecretRefField
 
@@ -37,6 +46,10 @@ __all__ = [
     "RuntimeConfig",
     "StorageConfig",
     "SweeperConfig",
+    "BackendConfig",
+    "PoolConfig",
+    "PlacementConfig",
+    "ScrubConfig",
     "default_master_key_path",
     "load_config",
     "parse_size",
@@ -47,36 +60,6 @@ ENV_PREFIX = "DWRAY_"
 # Variables of the dw commands, not config fields (the admin ones: dwray.cli.admin_client).
 _ENV_NOT_FIELDS = frozenset({"DWRAY_CONFIG", "DWRAY_ENDPOINT", "DWRAY_ADMIN_TOKEN", "DWRAY_ADMIN_TOKEN_FILE",
                              "DWRAY_PLUGINS_ALLOW"})
-_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: Any) -> Any:
-    """Turn ``"64MiB"`` or ``"1.5GiB"`` into bytes; leave other values for pydantic to judge."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError("not a size (use bytes, or a number with a unit: KiB, MiB, GiB, TiB, KB, MB, GB, TB)")
-        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    return value
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StorageConfig(_Section):
-    """Where blobs go."""
-
-    backend: Literal["local", "memory"] = "local"
-    root: Path | None = Field(None, description="blob folder for 'local' (default: DATA_DIR/blobs)")
-    memory_max_bytes: Size = Field(256 << 20, gt=0)
-
-
 class PipelineConfig(_Section):
     """How object data is cut, compressed and sealed."""
 
@@ -457,6 +440,32 @@ class DwrayConfig(_Section):
     plugin_trust: PluginTrustConfig = PluginTrustConfig()
     sandbox: SandboxConfig = SandboxConfig()
     memory: MemoryConfig = MemoryConfig()
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    pools: dict[str, PoolConfig] = Field(default_factory=dict)
+    placement: PlacementConfig = PlacementConfig()
+    scrub: ScrubConfig = ScrubConfig()
+
+    @model_validator(mode="after")
+    def _storage_names_resolve(self) -> DwrayConfig:
+        check_storage_names(self.storage, self.backends, self.pools, self.placement)
+        return self
+
+    @property
+    def default_target(self) -> str:
+        """Where new objects go when no placement rule names their tenant or bucket."""
+        return self.placement.default or self.storage.backend
+
+    def placement_target(self, tenant: str, bucket: str) -> str:
+        """The target (pool or backend name) new objects of ``bucket`` in ``tenant`` are written to."""
+        rules = self.placement
+        return (rules.buckets.get(f"{tenant}/{bucket}") or rules.buckets.get(bucket) or rules.tenants.get(tenant)
+                or self.default_target)
+
+    @property
+    def storage_targets(self) -> list[str]:
+        """Every target data may be on: ``[storage]``'s backend, every pool, and backends placed on directly."""
+        direct = [name for name in self.backends if name in self.placement.targets()]
+        return list(dict.fromkeys([self.storage.backend, *self.pools, *direct]))
 
     def plugin_options(self, child_id: str) -> PluginOptions:
         """Options for a child: ``[plugins."<child id>"]``, else ``[plugins.<kind>]``, else defaults."""

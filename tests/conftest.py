@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, StorageConfig, SweeperConfig
+from dwray.config import DwrayConfig, PipelineConfig, RuntimeConfig, ScrubConfig, StorageConfig, SweeperConfig
 from dwray.core.warehouse import Warehouse
 
 # The master key's default home is $XDG_CONFIG_HOME/dwray: the tests (and the
@@ -18,7 +18,7 @@ from dwray.core.warehouse import Warehouse
 # theirs in a folder of their own, never in the user's ~/.config.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="dwray-test-xdg-")
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.postgres_server"]
 
 # Small frames so that every test crosses frame boundaries without big data.
 TEST_FRAME_SIZE = 4096
@@ -32,6 +32,8 @@ def make_config(data_dir: Path, backend: str = "local", **pipeline: int) -> Dwra
         # No housekeeper child: a tree starts faster without it, and it is tested where it is the
         # subject (test_housekeeper.py) and in the trees 'dw up' and the cluster script start.
         sweeper=SweeperConfig(interval=0),
+        # Nor a scrubber: tested where it is the subject (tests/integration/test_pools_ray.py).
+        scrub=ScrubConfig(interval=0),
         # No spare hosts either: each is a worker process started after every start of a tree. They
         # are tested where they are the subject (tests/chaos/test_ray_chaos.py, the session
         # gateway's kill storm in tests/integration/gateway/test_kill_storm.py).

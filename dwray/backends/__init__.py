@@ -37,10 +37,15 @@ __all__ = [
 _BACKENDS: dict[str, str] = {
     "local": "dwray.backends.local:LocalDiskBackend",
     "memory": "dwray.backends.memory:MemoryBackend",
+    "s3": "dwray.backends.s3:S3Backend",
+    "sqlite": "dwray.backends.sqlite:SqliteBackend",
+    "postgres": "dwray.backends.postgres:PostgresBackend",
+    "mirror": "dwray.backends.mirror:MirrorBackend",
+    "tiered": "dwray.backends.tiered:TieredBackend",
 }
 
 # The pip extra that installs a backend's third-party imports, where it has any.
-_EXTRAS: dict[str, str] = {}
+_EXTRAS: dict[str, str] = {"s3": "s3", "postgres": "postgres"}
 
 #: backend name -> ``"module:Class"``; read-only
 BACKENDS: Mapping[str, str] = MappingProxyType(_BACKENDS)

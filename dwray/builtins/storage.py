@@ -18,6 +18,7 @@ import numpy as np
 from dwray.backends import create_backend
 from dwray.backends.base import BlobStat
 from dwray.core.plugins import Manifest, Plugin
+from dwray.core.scrubbing import scrub_step
 from dwray.errors import (
     BlobExists,
     DwrayError,
@@ -126,9 +127,13 @@ class _StoragePlugin(Plugin):
     backend_name = ""
 
     def __init__(self, **options: Any) -> None:
-        self.backend = create_backend(self.backend_name, **options)
+        self.backend = self._open(**options)
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
+
+    def _open(self, **options: Any) -> Any:
+        """The backend this plugin serves; subclasses that build it otherwise override this."""
+        return create_backend(self.backend_name, **options)
 
     def begin_upload(self, blob_id: str) -> str:
         """Start writing ``blob_id``; returns an upload id for ``append``/``finish_upload``."""
@@ -214,6 +219,24 @@ class _StoragePlugin(Plugin):
     def sweep_temp_files(self, older_than_seconds: float) -> int:
         sweep = getattr(self.backend, "sweep_temp_files", None)
         return sweep(older_than_seconds) if sweep is not None else 0
+
+    def scrub(self, cursor: str = "", max_bytes: int = 64 << 20, grace_seconds: float = 3600.0) -> dict[str, Any]:
+        """One step of a scrub pass (``dwray.core.scrubbing.scrub_step``)."""
+        return scrub_step(self.backend, cursor, max_bytes, grace_seconds)
+
+    def catch_up(self, max_blobs: int = 1000) -> dict[str, Any]:
+        """Copy missed replicas to members that are back (a mirror); nothing for other targets."""
+        catch_up = getattr(self.backend, "catch_up", None)
+        return catch_up(max_blobs) if catch_up is not None else {}
+
+    def move_due(self, max_bytes: int | None = None) -> dict[str, Any]:
+        """Move blobs that are due to the cold tier (a tiered pool); nothing for other targets."""
+        move_due = getattr(self.backend, "move_due", None)
+        return move_due(max_bytes) if move_due is not None else {}
+
+    def pool_status(self) -> dict[str, Any]:
+        status = getattr(self.backend, "pool_status", None)
+        return status() if status is not None else {"kind": self.backend_name}
 
     def health(self) -> dict[str, Any]:
         with self._lock:

@@ -6,6 +6,7 @@ from dwray.cli import audit_cmds as _audit_cmds  # noqa: F401 - registers audit
 from dwray.cli import gateway_cmds as _gateway_cmds  # noqa: F401 - registers up/down/tenant/key/plugin
 from dwray.cli import plugin_cmds as _plugin_cmds  # noqa: F401 - registers plugin keygen/sign/verify/discover
 from dwray.cli import quota_cmds as _quota_cmds  # noqa: F401 - registers quota
+from dwray.cli import scrub_cmds as _scrub_cmds  # noqa: F401 - registers scrub
 from dwray.cli.app import cli
 
 

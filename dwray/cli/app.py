@@ -319,9 +319,12 @@ def _print_demo(report: dict[str, Any]) -> None:
 @click.option("--large-count", default=8, show_default=True, help="s3 mode: 64 MiB objects per load")
 @click.option("--endpoint", default=None, help="s3 mode: gateway URL (default: the running one, else a temporary one)")
 @click.option("--compare/--no-compare", default=True, help="s3 mode: run the same load against SeaweedFS")
+@click.option("--backend", default="local", show_default=True,
+              help="where blobs go: local, memory, sqlite, mirror (2 local disks), tiered, s3 (a SeaweedFS "
+                   "started here), postgres (a PostgreSQL started here); also measures local for the ratio")
 def bench_command(state: State, as_json: bool, mode: str, placement: str, writers: int | None, size: str,
                   folder: Path | None, small_count: int | None, repeat: int, processes: int, threads: int,
-                  seconds: float, large_count: int, endpoint: str | None, compare: bool) -> None:
+                  seconds: float, large_count: int, endpoint: str | None, compare: bool, backend: str) -> None:
     """Measure put/get throughput and small puts against the yardstick (or, in s3 mode, SeaweedFS) in the same run."""
     from dwray.cli.bench import run_bench
     from dwray.config import parse_size
@@ -343,18 +346,23 @@ def bench_command(state: State, as_json: bool, mode: str, placement: str, writer
         raise InvalidArgument(f"--size: {exc}") from None
     result = run_bench(size_bytes, folder=folder, small_count=300 if small_count is None else small_count,
                        repeat=repeat, mode=mode,
-                       placement=placement, writers=writers, keys_from=command_config(state))
+                       placement=placement, writers=writers, keys_from=command_config(state), backend=backend)
 
     def human() -> None:
-        table = Table(title=f"dw bench ({mode}, {size_bytes >> 20} MiB corpus)")
+        table = Table(title=f"dw bench ({mode}, {backend}, {size_bytes >> 20} MiB corpus)")
         for column in ("measure", "dwray", "yardstick", "ratio"):
             table.add_column(column, justify="right")
         for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
             table.add_row(f"{name} ({unit})", f"{result[f'{name}_{unit}']:.1f}",
                           f"{result['yardstick'][f'{name}_{unit}']:.1f}", f"{result[f'{name}_ratio']:.2f}x")
         print_table(table)
-        print(f"small puts with the audit log: {result['small_put_ops']:.1f} ops, without: "
-              f"{result['small_put_ops_without_audit']:.1f} ops ({result['audit_small_put_ratio']:.2f}x)")
+        if backend == "local":
+            print(f"small puts with the audit log: {result['small_put_ops']:.1f} ops, without: "
+                  f"{result['small_put_ops_without_audit']:.1f} ops ({result['audit_small_put_ratio']:.2f}x)")
+        else:
+            vs = result["vs_local"]
+            print(f"{backend} against one local disk, same run: put {vs['put_MBps']:.2f}x, get {vs['get_MBps']:.2f}x, "
+                  f"small puts {vs['small_put_ops']:.2f}x")
     emit(as_json, result, human)
 
 

@@ -115,13 +115,14 @@ def _bench_config(folder: Path, keys_from: DwrayConfig | None, **sections: Any) 
 
 
 def dwray_inprocess(data: bytes, folder: Path, small_count: int,
-                    keys_from: DwrayConfig | None = None, *, audit: bool = True) -> dict[str, float]:
+                    keys_from: DwrayConfig | None = None, *, audit: bool = True,
+                    storage: dict[str, Any] | None = None) -> dict[str, float]:
     """The same work through the whole warehouse in this process: catalog, keyring, frames, local disk
-    (and the audit log, unless ``audit`` is false)."""
+    (or the ``storage`` sections' backend), and the audit log, unless ``audit`` is false."""
     from dwray.config import AuditConfig
     from dwray.core.warehouse import Warehouse
 
-    with Warehouse(_bench_config(folder, keys_from, audit=AuditConfig(enabled=audit))) as wh:
+    with Warehouse(_bench_config(folder, keys_from, audit=AuditConfig(enabled=audit), **(storage or {}))) as wh:
         return _measure(wh, data, small_count, 1)
 
 
@@ -155,7 +156,8 @@ def _measure(wh: Any, data: bytes, small_count: int, writers: int) -> dict[str, 
 
 
 def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, writers: int,
-              keys_from: DwrayConfig | None = None, *, audit: bool = True) -> dict[str, float]:
+              keys_from: DwrayConfig | None = None, *, audit: bool = True,
+              storage: dict[str, Any] | None = None) -> dict[str, float]:
     """The same work from a driver through the supervised plugin actors on a local Ray."""
     import uuid
 
@@ -163,57 +165,68 @@ def dwray_ray(data: bytes, folder: Path, small_count: int, placement: str, write
     from dwray.config import AuditConfig, RuntimeConfig
 
     runtime = RuntimeConfig(namespace=f"dwray-bench-{uuid.uuid4().hex[:8]}", stage_placement=placement)
-    with connect(config=_bench_config(folder, keys_from, runtime=runtime, audit=AuditConfig(enabled=audit))) as wh:
+    config = _bench_config(folder, keys_from, runtime=runtime, audit=AuditConfig(enabled=audit), **(storage or {}))
+    with connect(config=config) as wh:
         return _measure(wh, data, small_count, writers)
 
 
 def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, repeat: int = 1,
               mode: str = "inprocess", placement: str = "actors", writers: int | None = None,
-              keys_from: DwrayConfig | None = None) -> dict[str, Any]:
+              keys_from: DwrayConfig | None = None, backend: str = "local") -> dict[str, Any]:
     """Measure the yardstick and dwray alternately, ``repeat`` times each; keep the best of each.
 
     ``mode="ray"`` drives the warehouse's actors from this process (stages in
     actors, or in this process with ``placement="caller"``); small puts then
     come from ``writers`` threads (default 8). The key service is the one
-    ``keys_from`` configures (default: the sealed local keyring).
+    ``keys_from`` configures (default: the sealed local keyring). ``backend``
+    names the set-up blobs go to (``dwray.cli.bench_backends``).
 
-    Each round also runs dwray once more with the audit log off, so
-    ``audit_small_put_ratio`` (small puts with the audit log / without) is
-    measured in the same run, under the same load.
+    Each round also runs dwray once more, under the same load: on the local
+    backend with the audit log off, so ``audit_small_put_ratio`` (small puts
+    with the audit log / without) is measured in the same run; or, with
+    another ``backend``, on the local backend, so ``vs_local`` gives that
+    backend's put and get as ratios to a single local disk's.
     """
+    from dwray.cli.bench_backends import bench_storage
+
     data = corpus(size)
     if writers is None:
         writers = 8 if mode == "ray" else 1
+
+    def run_dwray(scratch: Path, storage: dict[str, Any], audit: bool = True) -> dict[str, float]:
+        if mode == "ray":
+            return dwray_ray(data, scratch, small_count, placement, writers, keys_from, audit=audit, storage=storage)
+        return dwray_inprocess(data, scratch, small_count, keys_from, audit=audit, storage=storage)
+
     best_yard: dict[str, float] = {}
     best_dw: dict[str, float] = {}
-    best_unaudited = 0.0
-    for _ in range(max(repeat, 1)):
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            put, get = yardstick_pipeline(data, Path(scratch))
-            small = yardstick_small_puts(Path(scratch), small_count)
-            yard = {"put_MBps": put, "get_MBps": get, "small_put_ops": small}
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            if mode == "ray":
-                ours = dwray_ray(data, Path(scratch), small_count, placement, writers, keys_from)
-            else:
-                ours = dwray_inprocess(data, Path(scratch), small_count, keys_from)
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            if mode == "ray":
-                unaudited = dwray_ray(data, Path(scratch), small_count, placement, writers, keys_from, audit=False)
-            else:
-                unaudited = dwray_inprocess(data, Path(scratch), small_count, keys_from, audit=False)
-        best_unaudited = max(best_unaudited, unaudited["small_put_ops"])
-        for name in yard:
-            best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
-            best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
-    result: dict[str, Any] = {"mode": mode, "size": len(data), "repeat": max(repeat, 1), "writers": writers,
-                              "kms": keys_from.kms.plugin if keys_from is not None else "local"}
+    best_other: dict[str, float] = {}
+    with bench_storage(backend) as sections:
+        for _ in range(max(repeat, 1)):
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                put, get = yardstick_pipeline(data, Path(scratch))
+                small = yardstick_small_puts(Path(scratch), small_count)
+                yard = {"put_MBps": put, "get_MBps": get, "small_put_ops": small}
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                ours = run_dwray(Path(scratch), sections(Path(scratch)))
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                other = run_dwray(Path(scratch), {}, audit=backend != "local")
+            for name in yard:
+                best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
+                best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
+                best_other[name] = max(best_other.get(name, 0.0), other[name])
+    result: dict[str, Any] = {"mode": mode, "backend": backend, "size": len(data), "repeat": max(repeat, 1),
+                              "writers": writers, "kms": keys_from.kms.plugin if keys_from is not None else "local"}
     if mode == "ray":
         result["placement"] = placement
     result.update({name: round(value, 1) for name, value in best_dw.items()})
     result["yardstick"] = {name: round(value, 1) for name, value in best_yard.items()}
     for name, unit in (("put", "MBps"), ("get", "MBps"), ("small_put", "ops")):
         result[f"{name}_ratio"] = round(best_dw[f"{name}_{unit}"] / best_yard[f"{name}_{unit}"], 3)
-    result["small_put_ops_without_audit"] = round(best_unaudited, 1)
-    result["audit_small_put_ratio"] = round(best_dw["small_put_ops"] / best_unaudited, 3)
+    if backend == "local":
+        result["small_put_ops_without_audit"] = round(best_other["small_put_ops"], 1)
+        result["audit_small_put_ratio"] = round(best_dw["small_put_ops"] / best_other["small_put_ops"], 3)
+    else:
+        result["local"] = {name: round(value, 1) for name, value in best_other.items()}
+        result["vs_local"] = {name: round(best_dw[name] / best_other[name], 3) for name in best_other}
     return result

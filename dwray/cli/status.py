@@ -44,7 +44,8 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
                            f"{runtime.namespace!r}")
         report = ray.get(supervisor.status.remote(), timeout=CALL_TIMEOUT)
         ready, reason = ray.get(supervisor.ready.remote(), timeout=CALL_TIMEOUT)
-        report.update({"ready": ready, "reason": reason, "gateway": _gateway(runtime.namespace)})
+        report.update({"ready": ready, "reason": reason, "gateway": _gateway(runtime.namespace),
+                       "storage": _storage(config, supervisor)})
         report["readiness"] = readiness_reasons(report)
         return report
     finally:
@@ -66,6 +67,32 @@ def _gateway(namespace: str) -> dict[str, Any] | None:
     except Exception as error:  # noqa: BLE001 - shown, not fatal: the warehouse's status stands without it
         return {"error": f"the gateway coordinator did not answer ({type(error).__name__})"}
     return {"draining": bool(control.get("draining")), "replicas": len(replicas)}
+
+
+def _storage(config: Any, supervisor: Any) -> dict[str, Any]:
+    """Each storage target's pool status (replicas, hints, tiers), the scrubber's rounds and the last
+    scrub pass's totals. A part that does not answer is shown as its error; the rest stands."""
+    from actors.handles import plugin_handle, running_config
+    from dwray.core.scrubbing import load_report
+
+    config = running_config(config, supervisor)
+    targets: dict[str, Any] = {}
+    for target in config.storage_targets:
+        try:
+            targets[target] = plugin_handle(config, supervisor, f"storage:{target}").call("pool_status",
+                                                                                         idempotent=True)
+        except Exception as error:  # noqa: BLE001 - shown, not fatal
+            targets[target] = {"error": f"{type(error).__name__}: {error}"}
+    scrubber = None
+    if config.scrub.interval > 0:
+        try:
+            scrubber = plugin_handle(config, supervisor, "scrubber").call("status", idempotent=True)
+        except Exception as error:  # noqa: BLE001 - shown, not fatal
+            scrubber = {"error": f"{type(error).__name__}: {error}"}
+    last = load_report(config.data_dir)
+    last_pass = None if last is None else {key: last.get(key) for key in ("finished", "seconds", "complete",
+                                                                          "totals")}
+    return {"targets": targets, "scrubber": scrubber, "last_scrub": last_pass}
 
 
 def readiness_reasons(report: dict[str, Any]) -> list[str]:
@@ -135,6 +162,35 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _storage_lines(storage: dict[str, Any]) -> list[str]:
+    lines = []
+    for target, status in (storage.get("targets") or {}).items():
+        details = ", ".join(f"{key} {_shown(value)}" for key, value in status.items() if key != "kind"
+                            and not isinstance(value, dict | list))
+        lines.append(f"storage {_shown(target)} ({_shown(status.get('kind', '?'))}): {details or 'ok'}")
+        members = status.get("members")
+        if isinstance(members, dict):
+            for name, member in members.items():
+                lines.append(f"  member {_shown(name)}: {_shown(member)}")
+    last = storage.get("last_scrub")
+    if last and last.get("totals"):
+        totals = last["totals"]
+        lines.append(f"last scrub: {totals.get('blobs')} blob(s), {format_bytes(totals.get('bytes'))}, "
+                     f"{totals.get('corrupt')} corrupt, {totals.get('missing')} missing, {totals.get('repaired')} "
+                     f"repaired, {totals.get('unrepairable')} unrepairable"
+                     f"{'' if last.get('complete') else ' (incomplete)'}")
+    else:
+        lines.append("last scrub: none yet")
+    scrubber = storage.get("scrubber")
+    if scrubber:
+        running = scrubber.get("running")
+        lines.append(f"scrubber: {scrubber.get('rounds', 0)} pass(es)"
+                     + (f", scrubbing {_shown(running.get('target'))} now" if running else "")
+                     + (f", last error: {_shown(scrubber['last_error'])}" if scrubber.get("last_error") else "")
+                     + (f"{_shown(scrubber['error'])}" if scrubber.get("error") else ""))
+    return lines
+
+
 def print_status(report: dict[str, Any]) -> None:
     """The report on one screen (``dw status`` without ``--json``)."""
     from rich.table import Table
@@ -155,6 +211,8 @@ def print_status(report: dict[str, Any]) -> None:
             ("yes" if standby else "no"), child.get("pid") or "", str(child.get("node_id") or "")[:12],
             child.get("last_failure") or "")))
     print_table(table)
+    for line in _storage_lines(report.get("storage") or {}):
+        stdout.print(line, highlight=False, soft_wrap=True)
     reasons = report.get("readiness") or []
     if reasons:
         stdout.print("not ready because:", highlight=False)

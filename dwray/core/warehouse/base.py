@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from dwray.backends import create_backend
 from dwray.backends.base import StorageBackend
 from dwray.backends.memory import MemoryBackend
 from dwray.config import DwrayConfig, load_config
@@ -32,7 +31,10 @@ from dwray.core.key_services import open_key_service
 from dwray.core.memory_pressure import LEVELS, MemoryReading, shared_monitor
 from dwray.core.models import ObjectInfo, TenantContext
 from dwray.core.pipeline import FrameEngine, ThreadFrameEngine
+from dwray.core.storage_setup import open_targets
 from dwray.core.warehouse.inputs import clean_metadata
+from dwray.errors import StorageError
+from dwray.secrets import shared_resolver
 
 __all__ = ["BUCKET_CACHE_SECONDS", "TenantArg", "WarehouseBase", "object_info"]
 
@@ -56,9 +58,11 @@ class WarehouseBase:
 
     def __init__(self, config: DwrayConfig | None = None, *, backend: StorageBackend | None = None,
                  catalog: PagedCatalog | None = None, keyring: KeyService | None = None,
-                 engine: FrameEngine | None = None, audit: AuditSink | None = None) -> None:
-        """Open the warehouse of ``config``; the Ray runtime passes remote ``backend``,
-        ``catalog``, ``keyring``, ``engine`` and ``audit`` objects that keep the same contracts."""
+                 engine: FrameEngine | None = None, audit: AuditSink | None = None,
+                 storages: Mapping[str, StorageBackend] | None = None) -> None:
+        """Open the warehouse of ``config``; the Ray runtime passes remote ``backend`` ([storage]'s),
+        ``storages`` (the other placement targets, by name), ``catalog``, ``keyring``, ``engine`` and
+        ``audit`` objects that keep the same contracts."""
         self.config = config if config is not None else load_config()
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.ExitStack() as undo:  # closes what was opened if a later part fails
@@ -70,14 +74,20 @@ class WarehouseBase:
                 self._datadir_lock = DataDirLock(self.config.data_dir).acquire(
                     LockHolder.this_process("an in-process Warehouse"))
                 undo.callback(self._datadir_lock.release)
+            default_name = self.config.storage.backend
             if backend is None:
-                if self.config.storage.backend == "local":
-                    backend = create_backend("local", root=self.config.blob_root)
-                else:
-                    backend = create_backend("memory", max_bytes=self.config.storage.memory_max_bytes)
-            undo.callback(backend.close)
+                opened = open_targets(self.config, shared_resolver(self.config))
+                for target in opened.values():
+                    undo.callback(target.close)
+                backend = opened[default_name]
+            else:
+                opened = {default_name: backend, **(storages or {})}
+                for target in opened.values():
+                    undo.callback(target.close)
+            #: every placement target by name ([storage]'s under its backend kind, as rows record it)
+            self.storages: dict[str, StorageBackend] = opened
             self.backend = backend
-            self.backend_name = backend.name or self.config.storage.backend
+            self.backend_name = default_name
             self.catalog = catalog if catalog is not None else Catalog(
                 self.config.catalog_path, synchronous=self.config.catalog.synchronous,
                 busy_timeout_ms=self.config.catalog.busy_timeout_ms)
@@ -161,7 +171,8 @@ class WarehouseBase:
                     self.audit.close()
             self.engine.close()
             self.catalog.close()
-            self.backend.close()
+            for storage in self.storages.values():
+                storage.close()
         finally:
             if self._datadir_lock is not None:
                 self._datadir_lock.release()
@@ -170,6 +181,20 @@ class WarehouseBase:
         if isinstance(tenant, TenantContext):
             return tenant
         return TenantContext(tenant if tenant is not None else self.config.default_tenant)
+
+    def _storage_for(self, tenant: str, bucket: str) -> tuple[str, StorageBackend]:
+        """The placement target new objects of ``bucket`` go to (``[placement]``), and its backend."""
+        target = self.config.placement_target(tenant, bucket)
+        return target, self._storage_named(target)
+
+    def _storage_named(self, target: str) -> StorageBackend:
+        """The backend or pool of a target a catalog row names; ``StorageError`` if the config lost it."""
+        try:
+            return self.storages[target]
+        except KeyError:
+            raise StorageError("read", target, "the data is on storage target "
+                               f"{target!r}, which this warehouse's config does not name "
+                               f"(known: {', '.join(sorted(self.storages))})") from None
 
     def _check_metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         return clean_metadata(metadata, self.config.limits.max_metadata_bytes)

@@ -2,13 +2,16 @@
 multipart uploads, the sweep of unreferenced blobs, and usage figures."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dwray.core.catalog import ObjectRecord, WrappedKey
 from dwray.core.frames import KeyHeader
 from dwray.core.models import SweepReport
+from dwray.core.scrubbing import run_pass, save_report
 from dwray.core.warehouse.access import operator_only
 from dwray.core.warehouse.base import TenantArg, WarehouseBase
 from dwray.core.warehouse.tracing import traced
@@ -137,33 +140,54 @@ class Maintenance(WarehouseBase):
     @traced("sweep")
     @operator_only("Sweep")
     def sweep(self, *, grace_seconds: float | None = None, tenant: TenantArg | str = "*") -> SweepReport:
-        """Delete blobs that no committed row references and that are older than the grace period.
+        """Delete blobs that no committed row references and that are older than the grace period,
+        on every storage target.
 
         ``tenant="*"`` (default) sweeps the whole backend; a tenant sweeps only its blobs.
         """
         grace = self.config.sweeper.grace_seconds if grace_seconds is None else grace_seconds
         cutoff = time.time() - grace
         prefix = "" if tenant == "*" else f"{self._tenant(tenant).tenant}/"
-        referenced = self.catalog.referenced_blobs(self.backend_name)
-        deleted = young = kept = 0
-        for blob_id in list(self.backend.list_blobs(prefix)):
-            if blob_id in referenced:
-                kept += 1
-                continue
-            try:
-                stat = self.backend.stat_blob(blob_id)
-            except DwrayError:
-                continue
-            if stat.mtime > cutoff:
-                young += 1
-            elif not self.catalog.is_referenced(self.backend_name, blob_id):
-                self.backend.delete_blob(blob_id)
-                deleted += 1
-        temp_files = 0
-        sweep_temp = getattr(self.backend, "sweep_temp_files", None)
-        if sweep_temp is not None:
-            temp_files = sweep_temp(grace)
+        deleted = young = kept = temp_files = 0
+        for target, backend in self.storages.items():
+            referenced = self.catalog.referenced_blobs(target)
+            for blob_id in list(backend.list_blobs(prefix)):
+                if blob_id in referenced:
+                    kept += 1
+                    continue
+                try:
+                    stat = backend.stat_blob(blob_id)
+                except DwrayError:
+                    continue
+                if stat.mtime > cutoff:
+                    young += 1
+                elif not self.catalog.is_referenced(target, blob_id):
+                    backend.delete_blob(blob_id)
+                    deleted += 1
+            sweep_temp = getattr(backend, "sweep_temp_files", None)
+            if sweep_temp is not None:
+                temp_files += sweep_temp(grace)
         return SweepReport(deleted, young, kept, temp_files)
+
+    @traced("scrub")
+    @operator_only("Scrub")
+    def scrub(self, *, rate: int | None = None, stop: threading.Event | None = None,
+              on_step: Callable[[str, dict[str, Any]], None] | None = None, tenant: str = "*") -> dict[str, Any]:
+        """One scrub pass over every storage target now (``dwray.core.scrubbing``), at most ``rate``
+        (default ``[scrub] rate``) bytes per second; the report is also kept for ``dw scrub --report``.
+        Storage is scrubbed whole: ``tenant`` is ``"*"`` (it names the resource audited)."""
+        _whole_storage(tenant)
+        report = run_pass(self.storages, rate=rate or self.config.scrub.rate,
+                          grace_seconds=self.config.scrub.grace_seconds, stop=stop, on_step=on_step)
+        save_report(self.config.data_dir, report)
+        return report
+
+    @operator_only("MoveTiers")
+    def move_tiers(self, max_bytes: int | None = None, *, tenant: str = "*") -> dict[str, dict[str, Any]]:
+        """Move what is due to the cold tier in every tiered pool now; what each pool moved."""
+        _whole_storage(tenant)
+        return {target: backend.move_due(max_bytes) for target, backend in self.storages.items()
+                if self.config.pools.get(target) is not None and self.config.pools[target].kind == "tiered"}
 
     @traced("expire_uploads")
     @operator_only("ExpireUploads")
@@ -209,6 +233,11 @@ class Maintenance(WarehouseBase):
         """Where a local backend keeps blobs (for ``dw demo``), else ``None``."""
         root = getattr(self.backend, "root", None)
         return Path(root) if root is not None else None
+
+
+def _whole_storage(tenant: object) -> None:
+    if tenant != "*":
+        raise InvalidArgument(f"storage is scrubbed and tiered whole: tenant must be '*', not {tenant!r}")
 
 
 def _sealed_header(record: ObjectRecord | WrappedKey) -> bytes:

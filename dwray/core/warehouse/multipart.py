@@ -127,11 +127,11 @@ class MultipartUploads(ObjectWrites):
             self._forget_bucket(ctx, upload.bucket)
             raise
         part = PartRecord(upload.upload_id, part_number, sealed.stored.size, sealed.stored.md5.hex(), time.time(),
-                          sealed.placement(self.backend_name), part_version)
+                          sealed.placement(), part_version)
         try:
             self.catalog.commit_part(ctx.tenant, upload.bucket, upload.key, part)
         except BaseException:
-            self._forget_blob(sealed.blob_id)
+            self._forget_blob(sealed)
             raise
         return PartInfo(part_number, part.etag, part.size, part.created)
 

@@ -45,13 +45,15 @@ class Sealed:
     header: KeyHeader
     stored: StoredBlob
     inline: bytes | None = None
+    #: the storage target (pool or backend name) the blob was written to
+    target: str = ""
 
-    def placement(self, backend: str) -> Placement:
+    def placement(self) -> Placement:
         """Where the sealed records are, for the row that will reference them."""
         if self.inline is not None:
             return Placement(INLINE_BACKEND, "", self.header.to_bytes(), self.stored.table.to_bytes(),
                              self.header.kek_id, self.header.kek_version, inline=self.inline)
-        return Placement(backend, self.blob_id, self.header.to_bytes(), self.stored.table.to_bytes(),
+        return Placement(self.target, self.blob_id, self.header.to_bytes(), self.stored.table.to_bytes(),
                          self.header.kek_id, self.header.kek_version)
 
 
@@ -125,16 +127,17 @@ class ObjectWrites(ObjectReads):
         # Folders by time (one per ~69 s of writes) rather than by hash: a
         # durable put into an existing folder skips creating and fsyncing one.
         blob_id = f"{ctx.tenant}/{bucket.bucket_id}/{time.time_ns() >> 36:x}/{secrets.token_hex(16)}"
-        stored = self.engine.store(self.backend, blob_id, itertools.chain((first,), frames), crypto, max_size)
-        return Sealed(blob_id, keys.header(frame_size, stored.size, stored.md5), stored)
+        target, backend = self._storage_for(ctx.tenant, bucket.name)
+        stored = self.engine.store(backend, blob_id, itertools.chain((first,), frames), crypto, max_size)
+        return Sealed(blob_id, keys.header(frame_size, stored.size, stored.md5), stored, target=target)
 
-    def _forget_blob(self, blob_id: str) -> None:
+    def _forget_blob(self, sealed: Sealed) -> None:
         """Remove a blob whose row was not committed, so nothing references it (best effort:
         the sweeper gets it otherwise). An inline object has none (``blob_id`` is empty)."""
-        if not blob_id:
+        if not sealed.blob_id:
             return
         try:
-            self.backend.delete_blob(blob_id)
+            self._storage_named(sealed.target).delete_blob(sealed.blob_id)
         except DwrayError:
             pass
 
@@ -148,18 +151,18 @@ class ObjectWrites(ObjectReads):
             try:
                 headers = {**headers, **check_headers(finalize())}
             except BaseException:
-                self._forget_blob(sealed.blob_id)
+                self._forget_blob(sealed)
                 raise
         record = ObjectRecord(
             tenant=ctx.tenant, bucket=bucket.name, key=key, version_id=version_id, is_latest=True,
             delete_marker=False, size=sealed.stored.size, etag=sealed.stored.md5.hex(), content_type=content_type,
-            headers=headers, metadata=metadata, created=time.time(), placement=sealed.placement(self.backend_name),
+            headers=headers, metadata=metadata, created=time.time(), placement=sealed.placement(),
             tags=dict(tags or {}))
         try:
             return self.catalog.commit_object(record, condition) if condition is not None else \
                 self.catalog.commit_object(record)
         except BaseException:
-            self._forget_blob(sealed.blob_id)
+            self._forget_blob(sealed)
             raise
 
     @traced("copy")

@@ -166,7 +166,7 @@ class ObjectReads(WarehouseBase):
                 source = self._segments_plaintext(ctx, record, start, end)
             else:
                 source = self._blob_plaintext(
-                    ctx, record.bucket, record.key, record.version_id, placement.blob_id,
+                    ctx, record.bucket, record.key, record.version_id, placement.backend, placement.blob_id,
                     KeyHeader.from_bytes(placement.key_header), FrameTable.from_bytes(placement.frame_table),
                     start, end, placement.inline)
         except BaseException as exc:
@@ -186,7 +186,7 @@ class ObjectReads(WarehouseBase):
         with self.open(bucket, key, range=range, version_id=version_id, tenant=tenant) as reader:
             return reader.readall()
 
-    def _blob_plaintext(self, ctx: TenantContext, bucket: str, key: str, version: str, blob_id: str,
+    def _blob_plaintext(self, ctx: TenantContext, bucket: str, key: str, version: str, target: str, blob_id: str,
                         header: KeyHeader, table: FrameTable, start: int, end: int,
                         inline: bytes | None = None) -> Iterator[bytes]:
         """Plaintext bytes ``[start, end)`` of one blob sealed under identity (tenant, bucket, key, ``version``).
@@ -200,7 +200,7 @@ class ObjectReads(WarehouseBase):
 
         def opened(frames: range) -> Iterator[bytes]:
             if inline is None:
-                return self.engine.load(self.backend, blob_id, table, crypto, frames, last_index)
+                return self.engine.load(self._storage_named(target), blob_id, table, crypto, frames, last_index)
             return _open_inline(crypto, table, inline, frames, last_index)
 
         if end <= start:
@@ -241,7 +241,8 @@ class ObjectReads(WarehouseBase):
             raise IntegrityError(what, f"starts at byte {segment.offset}, after the previous part ended")
         if header.plaintext_length != segment.size:
             raise IntegrityError(what, f"sealed {header.plaintext_length} bytes, the catalog says {segment.size}")
-        return self._blob_plaintext(ctx, record.bucket, record.key, segment.part_version, placement.blob_id, header,
+        return self._blob_plaintext(ctx, record.bucket, record.key, segment.part_version, placement.backend,
+                                    placement.blob_id, header,
                                     FrameTable.from_bytes(placement.frame_table), lo, hi)
 
 

@@ -122,11 +122,11 @@ def open_storage(spec: dict[str, Any], resolver: SecretResolver) -> StorageBacke
                 members[name] = open_storage(member_spec, resolver)
                 undo.callback(members[name].close)
             if kind == "mirror":
-                pool = create_backend("mirror", members, spec["index"], write_quorum=spec.get("write_quorum"))
+                pool = backend_class("mirror")(members, spec["index"], write_quorum=spec.get("write_quorum"))
             else:
-                pool = create_backend("tiered", members["hot"], members["cold"], spec["index"],
-                                      after_seconds=spec.get("after_seconds"),
-                                      hot_max_bytes=spec.get("hot_max_bytes"))
+                pool = backend_class("tiered")(members["hot"], members["cold"], spec["index"],
+                                               after_seconds=spec.get("after_seconds"),
+                                               hot_max_bytes=spec.get("hot_max_bytes"))
             undo.pop_all()
             return pool
     if kind == "local":
@@ -134,13 +134,13 @@ def open_storage(spec: dict[str, Any], resolver: SecretResolver) -> StorageBacke
     if kind == "memory":
         return create_backend("memory", max_bytes=spec["max_bytes"])
     if kind == "sqlite":
-        return create_backend("sqlite", spec["path"])
+        return create_backend("sqlite", path=spec["path"])
     if kind == "postgres":
-        return create_backend("postgres", _revealed(resolver, spec["dsn"]), table=spec["table"],
+        return create_backend("postgres", dsn=_revealed(resolver, spec["dsn"]), table=spec["table"],
                               max_connections=spec["max_connections"])
     if kind == "s3":
         return create_backend(
-            "s3", spec["bucket"], endpoint=spec.get("endpoint"), region=spec.get("region"),
+            "s3", bucket=spec["bucket"], endpoint=spec.get("endpoint"), region=spec.get("region"),
             prefix=spec.get("prefix") or "", addressing_style=spec.get("addressing_style") or "auto",
             access_key=_revealed(resolver, spec.get("access_key")),
             secret_key=_revealed(resolver, spec.get("secret_key")),

@@ -30,6 +30,11 @@ def test_registered_backends() -> None:
     assert dict(BACKENDS) == {
         "local": "dwray.backends.local:LocalDiskBackend",
         "memory": "dwray.backends.memory:MemoryBackend",
+        "s3": "dwray.backends.s3:S3Backend",
+        "sqlite": "dwray.backends.sqlite:SqliteBackend",
+        "postgres": "dwray.backends.postgres:PostgresBackend",
+        "mirror": "dwray.backends.mirror:MirrorBackend",
+        "tiered": "dwray.backends.tiered:TieredBackend",
     }
     for name in BACKENDS:
         cls = backend_class(name)

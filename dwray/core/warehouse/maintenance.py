@@ -148,12 +148,12 @@ class Maintenance(WarehouseBase):
         grace = self.config.sweeper.grace_seconds if grace_seconds is None else grace_seconds
         cutoff = time.time() - grace
         prefix = "" if tenant == "*" else f"{self._tenant(tenant).tenant}/"
-        deleted = young = kept = temp_files = 0
+        deleted = young = referenced_count = temp_files = 0
         for target, backend in self.storages.items():
             referenced = self.catalog.referenced_blobs(target)
             for blob_id in list(backend.list_blobs(prefix)):
                 if blob_id in referenced:
-                    kept += 1
+                    referenced_count += 1
                     continue
                 try:
                     stat = backend.stat_blob(blob_id)
@@ -167,7 +167,7 @@ class Maintenance(WarehouseBase):
             sweep_temp = getattr(backend, "sweep_temp_files", None)
             if sweep_temp is not None:
                 temp_files += sweep_temp(grace)
-        return SweepReport(deleted, young, kept, temp_files)
+        return SweepReport(deleted, young, referenced_count, temp_files)
 
     @traced("scrub")
     @operator_only("Scrub")

@@ -225,6 +225,7 @@ async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from serve_apps.metrics import render
+    from serve_apps.metrics_storage import gather_storage
 
     ctx = current()
     gateway = ctx.config.gateway
@@ -252,8 +253,10 @@ async def metrics(request: Request) -> Response:
             log.warning("metrics: the supervisor did not answer (%s)", type(error).__name__)
             tree = None
         tenants = ctx.warehouse.catalog.tenant_stats()  # one row per tenant, kept by the catalog: no scan
+        scrubber = ctx.handle("scrubber") if ctx.config.scrub.interval > 0 else None
         return render(snapshots, plugins=tree["children"] if tree else [], supervisor=tree, tenants=tenants,
-                      draining=ctx.draining, tenant_labels=gateway.metrics_tenant_labels)
+                      draining=ctx.draining, tenant_labels=gateway.metrics_tenant_labels,
+                      storage=gather_storage(ctx.warehouse, scrubber))
 
     body = await _blocking(gather, timeout=10)
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)

@@ -53,6 +53,7 @@ from prometheus_client.samples import Sample
 
 from dwray.errors import InvalidArgument
 from dwray.s3.errors import STATUS as S3_ERROR_STATUS
+from serve_apps.metrics_storage import storage_families
 
 __all__ = [
     "ALLOWED_LABELS",
@@ -104,6 +105,7 @@ MEMORY_LEVELS: tuple[str, ...] = ("normal", "warning", "critical")
 # Every label name the merged exposition may carry ("le" is the histogram's).
 ALLOWED_LABELS: frozenset[str] = frozenset({
     "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant", "source", "level",
+    "target", "tier", "member", "what",
 })
 _OTHER_CODE = "other"
 # Families render() adds itself; a replica's snapshot may not define them.
@@ -112,6 +114,10 @@ _WAREHOUSE_FAMILIES = frozenset({
     "dwray_tenant_bytes", "dwray_stored_objects", "dwray_stored_bytes", "dwray_storing_tenants",
     "dwray_gateway_draining", "dwray_gateway_replicas",
     "dwray_supervisor_state", "dwray_supervisor_tree_restarts", "dwray_plugin_breaker_state",
+    "dwray_storage_blobs", "dwray_storage_bytes", "dwray_storage_tier_bytes", "dwray_storage_member_up",
+    "dwray_storage_hints_pending", "dwray_storage_repairs", "dwray_storage_moves", "dwray_scrub_passes",
+    "dwray_scrub_found", "dwray_scrub_running", "dwray_scrub_last_pass_timestamp_seconds",
+    "dwray_scrub_last_pass_unrepairable",
 })
 
 
@@ -223,7 +229,7 @@ class GatewayMetrics:
 
 def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
            tenants: Mapping[str, Mapping[str, int]], draining: bool, tenant_labels: bool = False,
-           supervisor: Mapping[str, Any] | None = None) -> bytes:
+           supervisor: Mapping[str, Any] | None = None, storage: Mapping[str, Any] | None = None) -> bytes:
     """Merge the replicas' expositions and add the warehouse-wide families.
 
     ``snapshots`` maps replica id to that replica's :meth:`GatewayMetrics.exposition`;
@@ -231,7 +237,8 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     tenant name to ``{"objects": n, "bytes": n}``: summed into totals always,
     and shown per tenant, names as labels, only with ``tenant_labels``;
     ``supervisor`` the whole ``status()`` (its state and tree restarts), when
-    it answered. A
+    it answered; ``storage`` the storage targets' and the scrubber's status
+    (``serve_apps.metrics_storage``). A
     snapshot that does not parse is left out (and logged) so one bad replica
     cannot take the page down.
     """
@@ -242,6 +249,8 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     if supervisor is not None:
         families.extend(_supervisor_families(supervisor, plugins))
     families.extend(_tenant_families(tenants, tenant_labels))
+    if storage is not None:
+        families.extend(storage_families(storage))
     families.append(GaugeMetricFamily("dwray_gateway_draining", "1 while the gateway drains for shutdown.",
                                       value=1.0 if draining else 0.0))
     families.append(GaugeMetricFamily("dwray_gateway_replicas", "Gateway replicas whose metrics are on this page.",

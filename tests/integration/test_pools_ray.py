@@ -139,6 +139,18 @@ def test_the_scrubber_repairs_a_rotten_replica_on_its_schedule(pools_on_ray: Any
     assert shown["targets"]["safe"]["kind"] == "mirror"
     assert set(shown["targets"]["safe"]["members"]) == {"disk1", "disk2"}
     assert shown["scrubber"]["rounds"] >= 1 and shown["last_scrub"]["totals"]["blobs"] >= 1
+    # The gateway's /metrics page gathers the same, from the same actors.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serve_apps.metrics import render
+    from serve_apps.metrics_storage import gather_storage
+
+    page = render({}, plugins=[], tenants={}, draining=False, storage=gather_storage(wh, scrubber))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(page.decode()) for s in family.samples}
+    assert samples[("dwray_scrub_found_total", (("what", "repaired"),))] >= 1
+    assert samples[("dwray_storage_member_up", (("member", "disk2"), ("target", "safe")))] == 1
+    assert samples[("dwray_storage_blobs", (("target", "safe"),))] >= 2
 
 
 def test_the_tier_mover_keeps_the_hot_tier_under_its_limit(pools_on_ray: Any) -> None:

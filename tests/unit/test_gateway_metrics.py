@@ -246,3 +246,36 @@ def test_render_refuses_malformed_status(plugins: list[dict[str, Any]], tenants:
     with pytest.raises(InvalidArgument, match=message):
         render({}, plugins=plugins, tenants=tenants, draining=False)
 
+
+
+STORAGE = {
+    "targets": {
+        "local": {"kind": "local"},
+        "safe": {"kind": "mirror", "blobs": 7, "bytes": 7000, "hints_pending": 2, "repairs": 1, "moves": 0,
+                 "tiers": {}, "members": {"disk1": {"up": True, "last_error": None},
+                                          "disk2": {"up": False, "last_error": "storage put failed"}}},
+        "aging": {"kind": "tiered", "blobs": 3, "bytes": 300, "hints_pending": 0, "repairs": 0, "moves": 4,
+                  "tiers": {"hot": {"blobs": 1, "bytes": 100}, "cold": {"blobs": 2, "bytes": 200}},
+                  "members": {"hot": {"up": True}, "cold": {"up": True}}},
+    },
+    "scrubber": {"rounds": 3, "running": {"target": "safe", "cursor": "a", "bytes": 10},
+                 "found": {"blobs": 30, "bytes": 9000, "corrupt": 2, "missing": 1, "repaired": 3, "orphans_removed": 0},
+                 "last_pass": {"finished": 1700000000.0, "unrepairable": {"safe": ["t/b/x"]}}},
+}
+
+
+def test_storage_and_scrub_families() -> None:
+    page = parse(render({}, plugins=[], tenants={}, draining=False, storage=STORAGE))
+    assert value(page["dwray_storage_blobs"], "dwray_storage_blobs", target="safe") == 7
+    assert value(page["dwray_storage_hints_pending"], "dwray_storage_hints_pending", target="safe") == 2
+    assert value(page["dwray_storage_member_up"], "dwray_storage_member_up", target="safe", member="disk2") == 0
+    assert value(page["dwray_storage_tier_bytes"], "dwray_storage_tier_bytes", target="aging", tier="cold") == 200
+    assert value(page["dwray_storage_moves"], "dwray_storage_moves_total", target="aging") == 4
+    # A plain backend keeps no index: it has no blob counts to show.
+    assert all(s.labels.get("target") != "local" for f in page.values() for s in f.samples)
+    assert value(page["dwray_scrub_passes"], "dwray_scrub_passes_total") == 3
+    assert value(page["dwray_scrub_found"], "dwray_scrub_found_total", what="repaired") == 3
+    assert value(page["dwray_scrub_running"], "dwray_scrub_running") == 1
+    assert value(page["dwray_scrub_last_pass_unrepairable"], "dwray_scrub_last_pass_unrepairable") == 1
+    names = {label for f in page.values() for s in f.samples for label in s.labels}
+    assert names <= ALLOWED_LABELS

@@ -59,7 +59,7 @@ class PeriodicService(Plugin):
         return {}
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval * (1 + random.uniform(0, 0.1))):  # noqa: S311 - jitter only
+        while not self._stop.wait(self._interval * (1 + random.uniform(0, 0.1))):
             self.run_once()
 
     def run_once(self) -> dict[str, Any]:
@@ -85,7 +85,9 @@ class PeriodicService(Plugin):
 
     def _warehouse_over_tree(self) -> Any:
         if self._warehouse is None:
-            from actors.attach import RayWarehouse  # the tree's proxies; imported late, as the host runs us
+            from actors.attach import (
+                RayWarehouse,  # the tree's proxies; imported late, as the host runs us
+            )
 
             runtime = self._config.runtime
             supervisor = ray.get_actor(runtime.supervisor_name, namespace=runtime.namespace)

@@ -46,6 +46,7 @@ __all__ = [
     "BytesLike",
     "StorageBackend",
     "as_byte_view",
+    "is_valid_blob_id",
     "validate_blob_id",
     "validate_prefix",
 ]
@@ -91,6 +92,15 @@ def validate_blob_id(blob_id: object) -> str:
         if not _COMPONENT.fullmatch(part):
             raise InvalidBlobId(blob_id, f"component {part!r} has characters outside [A-Za-z0-9._=-]")
     return blob_id
+
+
+def is_valid_blob_id(text: object) -> bool:
+    """True if ``text`` is a blob id ``validate_blob_id`` accepts (for skipping foreign names in listings)."""
+    try:
+        validate_blob_id(text)
+    except InvalidBlobId:
+        return False
+    return True
 
 
 def validate_prefix(prefix: object) -> str:

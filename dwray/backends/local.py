@@ -30,6 +30,7 @@ from dwray.backends.base import (
     BytesLike,
     StorageBackend,
     as_byte_view,
+    is_valid_blob_id,
     validate_blob_id,
     validate_prefix,
 )
@@ -463,7 +464,7 @@ class LocalDiskBackend(StorageBackend):
                     elif name.startswith(TEMP_PREFIX):
                         if entry.is_file(follow_symlinks=False):
                             temps.append(name)
-                    elif not _is_component(name):
+                    elif not is_valid_blob_id(name):
                         continue
                     elif entry.is_dir(follow_symlinks=False):
                         subfolders.append(name)
@@ -537,11 +538,3 @@ class LocalDiskBackend(StorageBackend):
             except OSError:
                 pass  # not empty: the usual case
         return removed
-
-
-def _is_component(name: str) -> bool:
-    try:
-        validate_blob_id(name)
-    except InvalidBlobId:
-        return False
-    return True

@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dwray.backends.base import StorageBackend
+from dwray.backends.blob_locks import BlobLocks
 from dwray.errors import InvalidArgument
 
 __all__ = ["BlobLocks", "MemberHealth", "check_members", "check_number"]
@@ -103,25 +103,3 @@ class MemberHealth:
                 name: {"up": now >= self._down_until.get(name, now), "last_error": error}
                 for name, error in self._last_error.items()
             }
-
-
-class BlobLocks:
-    """A lock per blob id, created on first use and dropped when no one holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, list[Any]] = {}
-
-    @contextmanager
-    def hold(self, blob_id: str) -> Iterator[None]:
-        with self._lock:
-            entry = self._held.setdefault(blob_id, [threading.Lock(), 0])
-            entry[1] += 1
-        try:
-            with entry[0]:
-                yield
-        finally:
-            with self._lock:
-                entry[1] -= 1
-                if not entry[1]:
-                    del self._held[blob_id]

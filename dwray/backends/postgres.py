@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -169,9 +170,17 @@ class PostgresBackend(StorageBackend):
             # Give up a reconnection round soon, so the next call starts a fresh one at once (rather than
             # wait out a long backoff) when the server is back.
             reconnect_timeout=self.connect_timeout, name=f"dwray-postgres-{table}")
+        self._tables_ready = False
+        self._tables_lock = threading.Lock()
         self._pool.open(wait=False)
+        # Tables are made on the first connection, now if the server answers. A server that is down
+        # when the backend opens must not keep the warehouse (or a mirror's other replicas) from
+        # starting: its tables are then made on first use, once it is back.
         try:
-            self._create_tables()
+            with self._connection("open", self.table):
+                pass
+        except StorageError as exc:
+            _log.warning("PostgreSQL backend: %s; its tables are made when it answers", exc)
         except BaseException:
             self._pool.close(timeout=1)
             raise
@@ -207,13 +216,23 @@ class PostgresBackend(StorageBackend):
         """A pooled connection; any database failure inside becomes a ``StorageError``."""
         try:
             with self._pool.connection() as conn:
+                if not self._tables_ready:
+                    self._create_tables(conn)
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             raise self._error(operation, target, exc) from None
 
-    def _create_tables(self) -> None:
+    def _create_tables(self, conn: psycopg.Connection) -> None:
+        """Create the tables if missing, once per backend object (on its first connection)."""
+        with self._tables_lock:
+            if self._tables_ready:
+                return
+            self._create_tables_in(conn)
+            self._tables_ready = True
+
+    def _create_tables_in(self, conn: psycopg.Connection) -> None:
         names = {"blobs": self._blobs, "chunks": self._chunks}
-        with self._connection("open", self.table) as conn, conn.transaction():
+        with conn.transaction():
             # Concurrent CREATE TABLE IF NOT EXISTS of one name can still collide: take turns.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dwray-backend-{self.table}",))
             existed = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.table}_chunks",)).fetchone()[0]

@@ -161,3 +161,30 @@ def test_postgresql_crashes_under_a_single_postgres_backend(postgres: PostgresSe
                             table=f"single_{uuid.uuid4().hex[:8]}")
     with Warehouse(make_config(tmp_path / "data").model_copy(update={"storage": storage})) as wh:
         _check_single_backend(wh, lambda: postgres.stop("immediate"), postgres.start)
+
+
+def test_a_mirror_opens_and_writes_while_its_postgresql_is_down(postgres: PostgresServer,
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OUTAGE_PG_DSN", postgres.dsn)
+    remote = BackendConfig(kind="postgres", dsn="secret://env/OUTAGE_PG_DSN", table=f"late_{uuid.uuid4().hex[:8]}")
+    postgres.stop("immediate")
+    try:
+        with Warehouse(_mirror_with(tmp_path / "data", remote)) as wh:
+            wh.create_bucket("late")
+            bodies = {f"k{n}": os.urandom(BODY) for n in range(5)}
+            for key, body in bodies.items():
+                wh.put("late", key, body)  # a quorum of 1: the local replica acknowledges
+            pool = wh.storages["edge"]
+            assert pool.pool_status()["hints_pending"] == 5
+            postgres.start()
+            deadline = time.monotonic() + 60
+            while pool.pool_status()["hints_pending"] and time.monotonic() < deadline:
+                pool.catch_up()
+                time.sleep(0.2)
+            assert pool.pool_status()["hints_pending"] == 0
+            assert set(pool.list_blobs("")) <= set(pool.members["remote"].list_blobs(""))
+            for key, body in bodies.items():
+                assert wh.get("late", key) == body
+    finally:
+        if not postgres.pid:
+            postgres.start()

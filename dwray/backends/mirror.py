@@ -58,6 +58,7 @@ from dwray.backends.pool_members import (
     MemberHealth,
     check_members,
     check_number,
+    sweep_members,
 )
 from dwray.backends.pool_repair import ReplicaRepairer
 from dwray.backends.pool_scrub import (
@@ -313,6 +314,10 @@ class MirrorBackend(StorageBackend):
         except StorageError as exc:
             self._health.failed(name, exc)
             return 0
+
+    def sweep_temp_files(self, older_than_seconds: float) -> int:
+        """The members' own leftovers (temp files, crashed uploads); orphan replicas are ``scrub``'s."""
+        return sweep_members(self.members.values(), older_than_seconds)
 
     def pool_status(self) -> dict[str, Any]:
         """The pool at a glance (JSON-able); see ``pool_scrub.pool_status_base``."""

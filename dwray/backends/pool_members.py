@@ -24,7 +24,7 @@ from dwray.backends.base import StorageBackend
 from dwray.backends.blob_locks import BlobLocks
 from dwray.errors import InvalidArgument
 
-__all__ = ["BlobLocks", "MemberHealth", "check_members", "check_number"]
+__all__ = ["BlobLocks", "MemberHealth", "check_members", "check_number", "sweep_members"]
 
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -103,3 +103,13 @@ class MemberHealth:
                 name: {"up": now >= self._down_until.get(name, now), "last_error": error}
                 for name, error in self._last_error.items()
             }
+
+
+def sweep_members(members: Iterable[StorageBackend], older_than_seconds: float) -> int:
+    """What every member's own ``sweep_temp_files`` removed (temp files, crashed uploads), summed."""
+    removed = 0
+    for member in members:
+        sweep = getattr(member, "sweep_temp_files", None)
+        if sweep is not None:
+            removed += int(sweep(older_than_seconds))
+    return removed

@@ -52,8 +52,8 @@ found before reading far: a small put learns it from its PutObject, having
 pulled at most ``multipart_threshold`` bytes; a large one asks (HeadObject)
 before it uploads. A crash (or a server gone) between upload and commit, or
 during a delete, leaves data under ``.large/`` that no manifest names, and an
-abort that cannot reach the server leaves an upload's parts: an
-``AbortIncompleteMultipartUpload`` lifecycle rule removes the latter.
+abort that cannot reach the server leaves an upload's parts: ``sweep_temp_files``
+(run by every sweep of the warehouse, after its grace period) removes both.
 
 Errors. 404 -> ``BlobNotFound``; a missing bucket (checked once, on the first
 call) -> ``StorageError`` naming it; refused connections, timeouts, 5xx and
@@ -425,6 +425,46 @@ class S3Backend(StorageBackend):
                 yield item["Key"], False
             for folder in page.get("CommonPrefixes", []):
                 yield folder["Prefix"], True
+
+    def sweep_temp_files(self, older_than_seconds: float) -> int:
+        """Remove what a crash or a lost connection leaves under the prefix, once older than
+        ``older_than_seconds``: large-blob data no manifest names, stale claims, and multipart uploads
+        never completed or aborted. Returns how many were removed (``Warehouse.sweep`` calls this)."""
+        self._ready("sweep", self.prefix)
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for key, modified in self._objects_under(self.prefix + _LARGE_FOLDER):
+            data = key[len(self.prefix):]  # .large/<blob id>/<token>
+            blob_id = data[len(_LARGE_FOLDER):].rpartition("/")[0]
+            if modified > cutoff or not is_valid_blob_id(blob_id):
+                continue
+            head = self._head(self._key(blob_id), "sweep", blob_id)
+            if head is None or head.get("Metadata", {}).get(_DATA) != data:
+                self._delete_quietly(blob_id, key)
+                removed += 1
+        for key, modified in self._objects_under(self.prefix + _CLAIMS_FOLDER):
+            if modified <= cutoff:
+                self._delete_quietly(key, key)
+                removed += 1
+        pages = iter(self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=self.prefix))
+        while (page := self._call("sweep", self.prefix, next, pages, None)) is not None:
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() <= cutoff:
+                    try:
+                        self._call("sweep", upload["Key"], self._client.abort_multipart_upload, Bucket=self.bucket,
+                                   Key=upload["Key"], UploadId=upload["UploadId"])
+                    except BlobNotFound:
+                        continue  # completed or aborted meanwhile
+                    removed += 1
+        return removed
+
+    def _objects_under(self, key_prefix: str) -> Iterator[tuple[str, float]]:
+        """(key, modification time) of every object under ``key_prefix``."""
+        pages = iter(self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key_prefix))
+        while (page := self._call("sweep", key_prefix, next, pages, None)) is not None:
+            for item in page.get("Contents", []):
+                yield item["Key"], item["LastModified"].timestamp()
 
     def close(self) -> None:
         with self._lock:

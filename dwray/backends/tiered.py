@@ -64,6 +64,7 @@ from dwray.backends.pool_members import (
     MemberHealth,
     check_members,
     check_number,
+    sweep_members,
 )
 from dwray.backends.pool_scrub import (
     ScrubRun,
@@ -413,6 +414,10 @@ class TieredBackend(StorageBackend):
     def catch_up(self, max_blobs: int = 1000) -> dict[str, int]:
         """A tiered pool keeps no hints: nothing to catch up (``{}``)."""
         return {}
+
+    def sweep_temp_files(self, older_than_seconds: float) -> int:
+        """The members' own leftovers (temp files, crashed uploads); orphan replicas are ``scrub``'s."""
+        return sweep_members(self.tiers.values(), older_than_seconds)
 
     def pool_status(self) -> dict[str, Any]:
         """The pool at a glance (JSON-able); see ``pool_scrub.pool_status_base``."""

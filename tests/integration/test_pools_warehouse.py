@@ -102,9 +102,14 @@ def test_tier_moves_keep_objects_readable_and_sweep_covers_every_target(pooled: 
         assert wh.get("logs", key, tenant="archive") == body
     # An orphan on a pool (no row references it) is swept like one on a plain backend.
     storage.put_bytes("archive/orphan", b"x" * 100)
+    # A temp file a crashed put left on a member is the member's to sweep, through the pool.
+    leftover = tmp_path / "data" / "cold.sqlite"
+    assert leftover.exists()
+    (tmp_path / "data" / "hot" / ".tmp-0123456789abcdef").write_bytes(b"half a blob")
     report = wh.sweep(grace_seconds=0)
-    assert report.deleted == 1 and report.referenced == 3
+    assert report.deleted == 1 and report.referenced == 3 and report.temp_files == 1
     assert not storage.exists("archive/orphan")
+    assert not (tmp_path / "data" / "hot" / ".tmp-0123456789abcdef").exists()
 
 
 def test_rows_on_a_target_the_config_lost_fail_clearly(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from dwray.config import (
     LimitsConfig,
     RateLimitConfig,
     RuntimeConfig,
+    ScrubConfig,
     SweeperConfig,
     TenantRate,
 )
@@ -75,6 +76,9 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
                               tree_backoff_max=4.0),
         limits=LimitsConfig(max_object_size=MAX_OBJECT_SIZE),
         sweeper=SweeperConfig(interval=0),  # no housekeeper: not these tests' subject (tests.conftest.make_config)
+        # Nor a scrubber: one more worker to start at every tree restart of the kill storm, which
+        # heals within 10 s; the scrubber is tested in tests/integration/test_pools_ray.py.
+        scrub=ScrubConfig(interval=0),
         gateway=GatewayConfig(
             port=port, drain_timeout=20, domain=VIRTUAL_HOST_DOMAIN, max_header_bytes=MAX_HEADER_BYTES,
             server_timing=True,  # test_server_timing.py; the TLS gateway (dw up defaults) checks it off

@@ -39,17 +39,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dwray.backends.base import (
-    BlobStat,
     BytesLike,
     StorageBackend,
     validate_blob_id,
-    validate_prefix,
 )
+from dwray.backends.pool_base import IndexedPool
 from dwray.backends.pool_blocks import ReplicaBad, check_replica, read_verified
 from dwray.backends.pool_fanout import fan_out_put
 from dwray.backends.pool_index import BlobRow, PoolIndex
@@ -70,7 +69,6 @@ from dwray.backends.pool_scrub import (
 from dwray.errors import (
     BlobExists,
     BlobNotFound,
-    IntegrityError,
     InvalidArgument,
     InvalidBlobId,
     StorageError,
@@ -84,7 +82,7 @@ _log = logging.getLogger(__name__)
 _KiB = 1024
 
 
-class MirrorBackend(StorageBackend):
+class MirrorBackend(IndexedPool):
     """Every blob on several members, checked on read, repaired from a good replica."""
 
     name = "mirror"
@@ -196,28 +194,7 @@ class MirrorBackend(StorageBackend):
 
     # Reads ------------------------------------------------------------------
 
-    def _row(self, blob_id: str) -> BlobRow:
-        row = self._index.get(validate_blob_id(blob_id))
-        if row is None:
-            raise BlobNotFound(blob_id)
-        return row
-
-    def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
-        row = self._row(blob_id)
-        self.check_range(start, end, row.size)
-        return self._read(row, start, end)
-
-    def get_ranges(self, blob_id: str, ranges: Sequence[tuple[int, int | None]]) -> list[bytes]:
-        """One index lookup for all ranges."""
-        row = self._row(blob_id)
-        for start, end in ranges:
-            self.check_range(start, end, row.size)
-        return [self._read(row, start, end) for start, end in ranges]
-
-    def _read(self, row: BlobRow, start: int, end: int | None) -> bytes:
-        start, end = min(start, row.size), row.size if end is None else min(end, row.size)
-        if end <= start:
-            return b""
+    def _read_within(self, row: BlobRow, start: int, end: int) -> bytes:
         problems: dict[str, Exception] = {}
         for name in self._health.order(self.members):
             try:
@@ -234,23 +211,9 @@ class MirrorBackend(StorageBackend):
             if bad_replicas:
                 self._repairs.schedule(row.blob_id, bad_replicas)
             return data
-        return self._no_good_replica(row, problems)
-
-    def _no_good_replica(self, row: BlobRow, problems: Mapping[str, Exception]) -> bytes:
         if not self._index.exists(row.blob_id):
             raise BlobNotFound(row.blob_id)  # deleted while it was being read
-        reasons = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
-        if any(isinstance(p, ReplicaBad) and p.kind == "corrupt" for p in problems.values()):
-            raise IntegrityError(f"blob {row.blob_id!r}", f"no member holds a good replica ({reasons})")
-        raise StorageError("get", row.blob_id, f"no member returned a good replica ({reasons})")
-
-    def list_blobs(self, prefix: str = "") -> Iterator[str]:
-        validate_prefix(prefix)
-        return self._index.ids(prefix)
-
-    def stat_blob(self, blob_id: str) -> BlobStat:
-        row = self._row(blob_id)
-        return BlobStat(row.blob_id, row.size, row.created)
+        self._no_good_copy(row, problems, "member")
 
     # Repairs and catch-up ---------------------------------------------------
 

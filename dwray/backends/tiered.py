@@ -38,16 +38,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dwray.backends.base import (
-    BlobStat,
     BytesLike,
     StorageBackend,
     validate_blob_id,
-    validate_prefix,
 )
+from dwray.backends.pool_base import IndexedPool
 from dwray.backends.pool_blocks import (
     BlockSummer,
     ReplicaBad,
@@ -75,7 +74,6 @@ from dwray.backends.pool_scrub import (
 from dwray.errors import (
     BlobExists,
     BlobNotFound,
-    IntegrityError,
     InvalidArgument,
     InvalidBlobId,
     StorageError,
@@ -90,7 +88,7 @@ _OTHER = {HOT: COLD, COLD: HOT}
 _PAGE = 256
 
 
-class TieredBackend(StorageBackend):
+class TieredBackend(IndexedPool):
     """New blobs on ``hot``; ``move_due()`` moves them to ``cold`` by age and by hot's size."""
 
     name = "tiered"
@@ -164,28 +162,7 @@ class TieredBackend(StorageBackend):
                 raise
             return summer.size
 
-    def _row(self, blob_id: str) -> BlobRow:
-        row = self._index.get(validate_blob_id(blob_id))
-        if row is None:
-            raise BlobNotFound(blob_id)
-        return row
-
-    def get_blob(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
-        row = self._row(blob_id)
-        self.check_range(start, end, row.size)
-        return self._read(row, start, end)
-
-    def get_ranges(self, blob_id: str, ranges: Sequence[tuple[int, int | None]]) -> list[bytes]:
-        """One index lookup for all ranges."""
-        row = self._row(blob_id)
-        for start, end in ranges:
-            self.check_range(start, end, row.size)
-        return [self._read(row, start, end) for start, end in ranges]
-
-    def _read(self, row: BlobRow, start: int, end: int | None) -> bytes:
-        start, end = min(start, row.size), row.size if end is None else min(end, row.size)
-        if end <= start:
-            return b""
+    def _read_within(self, row: BlobRow, start: int, end: int) -> bytes:
         problems: dict[str, Exception] = {}
         for tier in (row.tier, _OTHER[row.tier]):
             try:
@@ -203,11 +180,8 @@ class TieredBackend(StorageBackend):
         if current is None:
             raise BlobNotFound(row.blob_id)  # deleted while it was being read
         if current.tier != row.tier:
-            return self._read(current, start, end)  # moved between the lookup and the reads
-        reasons = "; ".join(f"{tier}: {problem}" for tier, problem in problems.items())
-        if any(isinstance(p, ReplicaBad) and p.kind == "corrupt" for p in problems.values()):
-            raise IntegrityError(f"blob {row.blob_id!r}", f"no tier holds a good copy ({reasons})")
-        raise StorageError("get", row.blob_id, f"no tier returned a good copy ({reasons})")
+            return self._read_within(current, start, end)  # moved between the lookup and the reads
+        self._no_good_copy(row, problems, "tier")
 
     def delete_blob(self, blob_id: str) -> None:
         validate_blob_id(blob_id)
@@ -220,14 +194,6 @@ class TieredBackend(StorageBackend):
                 except StorageError as exc:  # the blob is gone; its copy is an orphan for the scrub
                     self._health.failed(tier, exc)
                     _log.warning("tiered: could not delete the %s copy of %r: %s", tier, blob_id, exc)
-
-    def list_blobs(self, prefix: str = "") -> Iterator[str]:
-        validate_prefix(prefix)
-        return self._index.ids(prefix)
-
-    def stat_blob(self, blob_id: str) -> BlobStat:
-        row = self._row(blob_id)
-        return BlobStat(row.blob_id, row.size, row.created)
 
     # Moves ------------------------------------------------------------------
 

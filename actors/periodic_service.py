@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import ray
@@ -28,7 +29,7 @@ __all__ = ["PeriodicService"]
 log = logging.getLogger(__name__)
 
 
-class PeriodicService(Plugin):
+class PeriodicService(Plugin, ABC):
     """Rounds of ``do_round(warehouse)`` every ``interval`` seconds; subclasses set both."""
 
     #: what the rounds do, for log lines
@@ -48,11 +49,13 @@ class PeriodicService(Plugin):
             self._thread = threading.Thread(target=self._loop, name=f"dwray-{self.doing}", daemon=True)
             self._thread.start()
 
+    @abstractmethod
     def interval_of(self, config: DwrayConfig) -> float:
-        raise NotImplementedError
+        """Seconds between rounds, from the config (0: no rounds)."""
 
+    @abstractmethod
     def do_round(self, warehouse: Any) -> None:
-        raise NotImplementedError
+        """One round of work; an exception is logged and counted by ``run_once``."""
 
     def round_status(self) -> dict[str, Any]:
         """What the subclass's rounds did so far, for ``status()``."""

@@ -23,6 +23,8 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from dwray.config_base import Section as _Section
 from dwray.config_base import Size, parse_size
+from dwray.config_events import EventsConfig
+from dwray.config_slo import SloConfig
 from dwray.config_storage import (
     BackendConfig,
     PlacementConfig,
@@ -31,6 +33,7 @@ from dwray.config_storage import (
     StorageConfig,
     check_storage_names,
 )
+from dwray.config_telemetry import LoggingConfig, TracingConfig
 from dwray.errors import ConfigError
 from dwray.secret_ref import SecretRefField
 
@@ -444,6 +447,10 @@ class DwrayConfig(_Section):
     pools: dict[str, PoolConfig] = Field(default_factory=dict)
     placement: PlacementConfig = PlacementConfig()
     scrub: ScrubConfig = ScrubConfig()
+    tracing: TracingConfig = TracingConfig()
+    logging: LoggingConfig = LoggingConfig()
+    slo: SloConfig = SloConfig()
+    events: EventsConfig = EventsConfig()
 
     @model_validator(mode="after")
     def _storage_names_resolve(self) -> DwrayConfig:

@@ -125,6 +125,13 @@ def status(supervisor: Any) -> dict[str, Any] | None:
         return None
 
 
+def timeline(supervisor: Any, since: float, until: float) -> list[str]:
+    """The supervisor's events between ``since`` and ``until`` (wall clock), as seconds after ``since``."""
+    events = ray.get(supervisor.events.remote(limit=400), timeout=10)
+    return [f"+{e['time'] - since:.2f} {e['kind']} {e['child'] or ''} {e.get('delay', '')}".rstrip()
+            for e in events if since - 0.5 <= e["time"] <= until]
+
+
 _PROBES = itertools.count()  # each probe writes keys of its own
 
 
@@ -208,7 +215,7 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
                 pid = alive_pid(child["actor_id"])
             if pid is not None and pid == child["pid"]:
                 os.kill(pid, signal.SIGKILL)
-                kills.append({"child": child["id"], "pid": pid, "at": time.monotonic()})
+                kills.append({"child": child["id"], "pid": pid, "at": time.monotonic(), "wall": time.time()})
             else:
                 skipped += 1  # the tree is restarting: nothing of it runs to be killed
             time.sleep(max(0.0, KILL_EVERY - (time.monotonic() - tick)))
@@ -216,6 +223,7 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
         wait_until(lambda: serves(gateway, warehouse, s3, bucket), 120.0,
                    "the warehouse to serve again after the storm", interval=0.2)
         healed_after = time.monotonic() - last_kill
+        healed_wall = time.time()
         # Writers keep going for a moment on the healed warehouse: each is acknowledged again.
         marks = {w.name: len(w.acked) for w in writers}
         wait_until(lambda: all(len(w.acked) > marks[w.name] for w in writers), 60.0,
@@ -248,6 +256,8 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
         "healed_after_last_kill_s": round(healed_after, 2),
         "acked": len(acked), "failed": {w.name: w.failures for w in writers},
         "not_serving_yet": sorted(set(_NOT_YET))[:12],
+        # Where the heal's time went: the supervisor's events from the last kill to serving again.
+        "timeline": timeline(supervisor, kills[-1]["wall"], healed_wall),
     }
     print("\nkill storm:", json.dumps(summary, indent=1))
     assert len(kills) >= STORM_SECONDS / KILL_EVERY / 2, summary  # a storm, not a drizzle

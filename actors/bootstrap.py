@@ -11,6 +11,7 @@ The tree, in start order (stopped in reverse):
   stage:frames:N   frame stage workers (unless stages run in the caller)
   scrubber         verifies every blob on a schedule ([scrub] interval)
   tier-mover       moves blobs of tiered pools to their cold tier
+  events           the message bus: outbox reader, queues, webhook and actor delivery ([events] enabled)
   housekeeper      expires abandoned multipart uploads and sweeps blobs ([sweeper] interval)
 
 Beside the tree, not in it, runs the data dir's lock holder: it takes the data
@@ -69,7 +70,8 @@ def _child(config: DwrayConfig, child_id: str, plugin: str, kind: str, plugin_co
         env_vars=options.env_vars, sandbox=sandbox_settings(config, child_id),
         plugin_trust=PluginTrust.from_config(config.plugin_trust),
         handshake_timeout=config.runtime.handshake_timeout, resilience=options.resilience,
-        standby=config.runtime.standby_hosts and _has_standby(child_id))
+        standby=config.runtime.standby_hosts and _has_standby(child_id),
+        tracing=config.tracing, logging=config.logging)
 
 
 def _has_standby(child_id: str) -> bool:
@@ -102,6 +104,15 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
         children.append(_child(config, "scrubber", "service.scrubber", "service", settings, required=False))
     if any(pool.kind == "tiered" for pool in config.pools.values()):
         children.append(_child(config, "tier-mover", "service.tier-mover", "service", settings, required=False))
+    if config.events.enabled:
+        # Not required: the warehouse serves without the bus, and object and bucket events wait
+        # in the catalog's outbox until it is back (``actors.event_bus``). Only the sections it reads,
+        # so a reload restarts it only when one of them changed.
+        bus_settings = {name: settings["settings"][name] for name in ("data_dir", "events", "runtime", "secrets",
+                                                                     "keys")}
+        children.append(_child(config, "events", "service.events", "service",
+                               {"settings": bus_settings, "path": str(data_dir / "events" / "bus.db")},
+                               required=False))
     if config.sweeper.interval > 0:
         # Last: it works through the children above. Not required: the warehouse
         # serves without it, and its rounds catch and report their own failures.
@@ -156,7 +167,8 @@ def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
         name=runtime.supervisor_name, strategy="one_for_one", max_restarts=runtime.max_restarts,
         period=runtime.restart_period, ping_interval=runtime.ping_interval, ping_timeout=runtime.ping_timeout,
         memory=config.memory, tree_backoff_base=runtime.tree_backoff_base, tree_backoff_max=runtime.tree_backoff_max,
-        max_tree_restarts=runtime.max_tree_restarts, children=warehouse_children(config))
+        max_tree_restarts=runtime.max_tree_restarts, tracing=config.tracing, logging=config.logging,
+        children=warehouse_children(config))
 
 
 def find_supervisor(config: DwrayConfig) -> Any | None:

@@ -46,6 +46,10 @@ Each call carries the caller's OpenTelemetry context (W3C trace context,
 injected into the reserved keyword ``_dwray_trace``); the host runs the method
 in a span ``<child id>.<method>`` under it.
 
+Every call (``call``, and ``resolve`` for submitted ones) is counted in
+:data:`actors.call_metrics.PLUGIN_CALLS`: calls by method and outcome, errors
+by kind, latency, for the gateway page and Ray's metrics export port.
+
 When the caller runs for a timed request (:mod:`dwray.core.request_timing`,
 the gateway's ``Server-Timing``), each call's time from submission to result
 is added to the request's phase named after the plugin's kind (the child id
@@ -64,6 +68,7 @@ import ray
 from opentelemetry import propagate
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
+from actors.call_metrics import PLUGIN_CALLS
 from dwray.config import DwrayConfig
 from dwray.core.request_timing import RequestTimer, current_timer
 from dwray.core.resilience import Bulkhead, CircuitBreaker, counts_as_failure, process_guards, retrying
@@ -83,6 +88,7 @@ DEFAULT_NAMESPACE = "dwray"
 DEFAULT_SUPERVISOR = "dwray:supervisor"
 # Slack on top of a wait the supervisor itself bounds, for the round trip.
 _ASK_SLACK = 10.0
+SPEC_TTL = 5.0  # seconds a handle trusts its cached ChildSpec: a config reload may change it live
 # Submitted calls of timed requests awaiting their resolve; a ref never resolved (a caller
 # that ray.get()s it itself) is dropped once this many newer ones wait.
 _MAX_TIMED_SUBMITS = 1024
@@ -170,6 +176,9 @@ class PluginHandle:
         self._epoch: str | None = None  # the tree epoch of the cached host
         self._generation: int | None = None
         self._spec: Any = None
+        self._spec_at = 0.0  # when the cached spec was read (time.monotonic)
+        self._spec_ref: Any = None  # a refresh of the spec in flight
+        self._guard_options: Any = None  # the resilience options the cached guards were built from
         self.kind = child_id.split(":", 1)[0]  # the timing phase of this plugin's calls
         self._submitted: OrderedDict[Any, tuple[RequestTimer, float]] = OrderedDict()  # by _ref_key
         self._guard: tuple[CircuitBreaker, Bulkhead] | None = None
@@ -229,18 +238,35 @@ class PluginHandle:
         return self._generation
 
     def spec(self) -> Any:
-        """The child's ``ChildSpec`` (asked once)."""
+        """The child's ``ChildSpec``: asked once, then refreshed in the background every ``SPEC_TTL``
+        seconds (a config reload may change its deadlines and resilience options live). A call never
+        waits for a refresh: it uses the spec it has until the new one has arrived."""
         if self._spec is None:
             self._spec = self._ask("child_spec", self.child_id, timeout=_ASK_SLACK)
+            self._spec_at = time.monotonic()
+        elif time.monotonic() - self._spec_at > SPEC_TTL:
+            if self._spec_ref is None:
+                try:
+                    self._spec_ref = self.supervisor.child_spec.remote(self.child_id)
+                except Exception:  # noqa: BLE001 - the supervisor is away: keep the spec we have
+                    self._spec_at = time.monotonic()
+            elif ray.wait([self._spec_ref], timeout=0)[0]:
+                try:
+                    self._spec = ray.get(self._spec_ref)
+                except Exception:  # noqa: BLE001 - keep the spec we have; try again after SPEC_TTL
+                    pass
+                self._spec_ref, self._spec_at = None, time.monotonic()
         return self._spec
 
     def guards(self) -> tuple[CircuitBreaker, Bulkhead]:
         """This process's breaker and bulkhead for the plugin (``dwray.core.resilience.process_guards``)."""
-        if self._guard is None:
+        options = self.spec().resilience
+        if self._guard is None or self._guard_options != options:
             name = self.child_id if self.namespace == DEFAULT_NAMESPACE else f"{self.child_id}@{self.namespace}"
             _listen_for_breakers()
             _BREAKER_SUPERVISORS[name] = self.supervisor
-            self._guard = process_guards().guard(name, self.spec().resilience)
+            # A reload that changed the options gets new guards (process_guards replaces them).
+            self._guard, self._guard_options = process_guards().guard(name, options), options
         return self._guard
 
     def deadline(self, method: str) -> float:
@@ -309,13 +335,18 @@ class PluginHandle:
         """``plugin.<method>(*args, **kwargs)`` on the plugin's host, within the deadline."""
         seconds = timeout if timeout is not None else self.deadline(method)
         timer = current_timer()
-        if timer is None:
-            return self._call(method, args, kwargs, idempotent, seconds)
         started = time.perf_counter()
+        error: BaseException | None = None
         try:
             return self._call(method, args, kwargs, idempotent, seconds)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            timer.add(self.kind, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            PLUGIN_CALLS.observe(self.child_id, method, elapsed, error)
+            if timer is not None:
+                timer.add(self.kind, elapsed)
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], idempotent: bool,
               seconds: float) -> Any:
@@ -403,19 +434,25 @@ class PluginHandle:
         timed = self._timed_submit(refs)
         breaker, _ = self.guards()
         started = time.monotonic()
+        error: BaseException | None = None
         try:
             result = self._get(refs, method, seconds, actor_id)
         except _ActorGone as gone:
             breaker.record(time.monotonic() - started, True)
-            raise PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
-                                                   "retried, submit them again") from None
+            error = PluginUnavailable(self.child_id, f"{gone.reason}; submitted calls to {method} are not "
+                                                     "retried, submit them again")
+            raise error from None
         except Exception as exc:
+            error = exc
             breaker.record(time.monotonic() - started, counts_as_failure(exc))
             raise
         else:
             breaker.record(time.monotonic() - started, False)
             return result
         finally:
+            # Counted from submission when the submitter was timed, else from the wait for the result.
+            elapsed = time.perf_counter() - timed[1] if timed is not None else time.monotonic() - started
+            PLUGIN_CALLS.observe(self.child_id, method, elapsed, error)
             if timed is not None:
                 timed[0].add(self.kind, time.perf_counter() - timed[1])
 

@@ -55,8 +55,13 @@ plugins run here exactly as before.
 
 Tracing: ``call`` takes the caller's OpenTelemetry context in the reserved
 keyword ``_dwray_trace`` and runs the method in a span ``<child id>.<method>``.
-With ``DWRAY_TRACE_MEMORY=1`` in the host's environment, finished spans are
-kept in memory and ``finished_spans()`` returns them (for tests).
+The host applies the child spec's ``tracing`` and ``logging`` sections to its
+process (:mod:`dwray.core.telemetry`): spans are exported where the config
+says, log lines carry the trace of the call that wrote them; ``shutdown()``
+sends the spans still held; ``configure_telemetry(tracing, logging)`` applies
+reloaded sections in place. With ``DWRAY_TRACE_MEMORY=1`` in the host's
+environment, finished spans are also kept in memory and ``finished_spans()``
+returns them (for tests).
 """
 from __future__ import annotations
 
@@ -74,9 +79,12 @@ import ray
 from opentelemetry import propagate, trace
 
 from actors.sandbox_host import SandboxedPlugin
+from dwray.config_telemetry import LoggingConfig, TracingConfig
+from dwray.core import telemetry
 from dwray.core.plugins import Manifest, Plugin, check_manifest, load_plugin_class
 from dwray.core.sandbox import is_builtin_plugin
 from dwray.core.supervision import ChildSpec
+from dwray.core.telemetry import add_span_processor, flush_telemetry
 from dwray.errors import DwrayError, InvalidArgument, PluginError, PluginUnavailable
 from dwray.secret_ref import parse_secret_ref
 from dwray.secrets.resolver import invalidate_shared
@@ -101,6 +109,7 @@ MEMORY_EXIT_CODE = 137
 SANDBOX_EXIT_CODE = 1
 TRACE_KWARG = "_dwray_trace"
 TRACE_MEMORY_ENV = "DWRAY_TRACE_MEMORY"
+SPAN_FLUSH_TIMEOUT = 2.0
 # Lifecycle methods belong to the supervisor, not to callers.
 _NOT_CALLABLE = frozenset({"close", "request_stop"})
 
@@ -241,22 +250,18 @@ class SecretWatch(threading.Thread):
 
 
 def _install_memory_tracing() -> Any:
-    """Keep this process's finished spans in memory (``DWRAY_TRACE_MEMORY=1``); return the exporter.
+    """Also keep this process's finished spans in memory (``DWRAY_TRACE_MEMORY=1``); return the exporter.
 
-    A Ray actor has its process to itself, so the host may set the global
-    tracer provider. (The exporter is kept on the host, not in a module global:
-    Ray ships the actor class by value, with its own copy of this module's globals.)
+    (The exporter is kept on the host, not in a module global: Ray ships the
+    actor class by value, with its own copy of this module's globals.)
     """
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
         InMemorySpanExporter,
     )
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    add_span_processor(SimpleSpanProcessor(exporter))
     return exporter
 
 
@@ -302,6 +307,9 @@ class PluginHost:
         self._idle = threading.Condition()
         self._inflight = 0
         self._closing = False
+        # Spans exported and log lines shaped as the config says; a header secret that cannot be
+        # resolved here degrades to no export (logged) rather than keeping the plugin from serving.
+        telemetry.configure_telemetry(spec.tracing, spec.logging, f"plugin:{spec.id}", degrade=True)
         self._span_exporter = _install_memory_tracing() if os.environ.get(TRACE_MEMORY_ENV) == "1" else None
         self._tracer = trace.get_tracer("dwray.plugin_host")
         self._enforcement = "none"
@@ -508,6 +516,18 @@ class PluginHost:
             raise
         except Exception as exc:  # noqa: BLE001
             raise PluginError(self._spec.id, "close", _reason(exc)) from None
+        finally:
+            flush_telemetry(SPAN_FLUSH_TIMEOUT)  # the last batch of spans, before exit() ends the process
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def configure_telemetry(self, tracing: TracingConfig, logging: LoggingConfig) -> None:
+        """Apply reloaded ``[tracing]`` and ``[logging]`` sections to this process, in place (no restart).
+
+        A header reference that does not resolve raises its dwray error and
+        leaves the previous settings in force (the supervisor records it).
+        """
+        telemetry.configure_telemetry(tracing, logging, f"plugin:{self._spec.id}")
+        self._spec = self._spec.model_copy(update={"tracing": tracing, "logging": logging})
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     def exit(self) -> None:

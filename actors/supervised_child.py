@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnschedulableError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.handles import death_reason
@@ -151,6 +151,8 @@ async def start_host(child: SupervisedChild, namespace: str, supervisor: Any, cg
                                   "(start_timeout); check its resources and placement", retry=True) from None
             except RayActorError as exc:
                 raise StartFailed(f"the host died while starting: {death_reason(exc)}", retry=True) from None
+            except ActorUnschedulableError as exc:  # not a RayActorError: e.g. hard affinity to a node gone
+                raise StartFailed(f"the host cannot be placed: {str(exc)[:300]}", retry=True) from None
         try:
             manifest = await asyncio.wait_for(host.handshake.remote(), spec.handshake_timeout)
             child.manifest = check_manifest(spec.id, manifest, spec.kind, spec.config)

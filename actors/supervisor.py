@@ -49,6 +49,20 @@ ready. A memory monitor (``dwray.core.memory_pressure``) in the supervisor's
 process tells every running plugin when the node's memory pressure changes
 (``on_memory_pressure``), and critical pressure makes the warehouse not ready.
 
+Hot reload: ``reconfigure(children, record)`` takes the child specs of a new
+config (``actors.config_reload`` works them out and validates the file) and
+applies them all or nothing: the new config of every child that must restart
+is first checked against its running plugin's config schema (from its
+handshake manifest); children whose only changes are read by callers or by
+the supervisor (deadlines, resilience) get their new spec without a restart;
+the others are restarted one by one, in start order, with their new spec. If
+one of them fails its handshake, every changed child goes back to its old
+spec (restarted again if it was restarted) and the reload is refused. Every
+reload, applied or refused, is audited with its (redacted) diff and kept in
+``reloads()``; ``config_revision()`` counts those applied, for gateway replicas
+to notice. A supervisor that Ray restarts begins again from the specs it was
+created with (the config ``dw up`` started).
+
 Secret rotation: ``secret_rotated(ref)`` tells every running child's host
 that the secret ``ref`` names has a new value (``dw secret rotate`` calls it
 when a warehouse runs for the data dir); each host drops the cached value and
@@ -90,6 +104,8 @@ from actors.supervised_child import (
     stop_host,
     unwrap_task_error,
 )
+from dwray.core.config_diff import ChildPlan, plan_children
+from dwray.core.plugins import check_manifest
 from dwray.core.supervision import (
     Backoff,
     ChildSpec,
@@ -99,6 +115,7 @@ from dwray.core.supervision import (
     plan_restart,
 )
 from dwray.errors import (
+    DwrayError,
     InvalidArgument,
     NotReady,
     PluginNotFound,
@@ -119,6 +136,7 @@ _DOWN = frozenset({"stopped", "terminated", "failed", "refused"})
 # capability), and their outcome: a plugin refused admission is a denied access.
 _AUDITED_EVENTS = {"refused": "denied", "start_failed": "error"}
 _MAX_EVENTS = 1000
+_MAX_RELOADS = 100
 # An open breaker's report counts for its open time plus this, unless a newer report replaces it.
 _BREAKER_SLACK = 2.0
 _BREAKER_RANK = {"closed": 0, "half_open": 1, "open": 2}
@@ -131,6 +149,7 @@ class Supervisor:
     def __init__(self, spec: SupervisorSpec, namespace: str = DEFAULT_NAMESPACE,
                  cgroup_root: str = str(DEFAULT_CGROUP_ROOT)) -> None:
         self._spec = spec
+        _configure_telemetry(spec)
         self._namespace = namespace
         self._cgroup_root = cgroup_root
         self._children = {child.id: SupervisedChild(child) for child in spec.children}
@@ -166,6 +185,9 @@ class Supervisor:
         self._reconstructed = False
         self._recovery: asyncio.Task[Any] | None = None
         self._tree_epoch = secrets.token_hex(8)  # new at every start of the tree
+        # Hot reloads (reconfigure): how many were applied, and the latest ones, applied or refused.
+        self._config_revision = 0
+        self._reloads: deque[dict[str, Any]] = deque(maxlen=_MAX_RELOADS)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             # Ray restarted this supervisor after its process died: start the tree again at once.
             # The first call to reach it starts the recovery; a thread makes that call so that
@@ -385,10 +407,17 @@ class Supervisor:
         self._last_failure = reason
         self._event("escalated", None, reason)
         self._cancel_pings()
+        escalated_at = time.monotonic()
+        limit = self._spec.max_tree_restarts
+        giving_up = limit is not None and self._tree_restarts >= limit
+        if not giving_up:
+            # The next tree's hosts start now, while this one stops and the backoff runs: the restart
+            # then promotes them instead of waiting for worker processes (a child with a spare keeps it).
+            for child_id in self._order:
+                prestart_host(self._children[child_id], self._namespace, self._me, self._cgroup_root)
         # The spares stay: they are fresh hosts whose plugins never ran, and they make the restart quick.
         await self._stop_all(f"escalated: {reason}", keep_standbys=True)
-        limit = self._spec.max_tree_restarts
-        if limit is not None and self._tree_restarts >= limit:
+        if giving_up:
             for child in self._children.values():
                 drop_standby(child)
             self._state = "failed"
@@ -402,9 +431,11 @@ class Supervisor:
         self._tree_attempt += 1
         self._state = "restarting"
         self._reason = reason
-        self._restart_at = time.monotonic() + delay
-        self._event("tree_restart_scheduled", None, reason, delay=round(delay, 3))
-        self._tree_task = asyncio.get_running_loop().create_task(self._restart_tree(delay), name="tree-restart")
+        # The backoff counts from the escalation: the time the old tree took to stop is part of it.
+        self._restart_at = escalated_at + delay
+        wait = max(0.0, self._restart_at - time.monotonic())
+        self._event("tree_restart_scheduled", None, reason, delay=round(delay, 3), wait=round(wait, 3))
+        self._tree_task = asyncio.get_running_loop().create_task(self._restart_tree(wait), name="tree-restart")
         self._notify()
 
     async def _restart_tree(self, delay: float) -> None:
@@ -704,6 +735,156 @@ class Supervisor:
                 raise PluginRefused(child_id, child.last_failure or f"the child is {child.state}")
             return child.generation
 
+    # -- hot reload --------------------------------------------------------------------
+
+    async def reconfigure(self, children: list[ChildSpec], record: dict[str, Any],
+                          telemetry: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """Apply a reload's child specs all or nothing (see the module docstring); return what happened.
+
+        ``record`` describes the reload for the audit log and the history:
+        ``principal``, ``source`` (the file), ``summary`` (the redacted diff, one
+        line), ``changes`` (redacted), and ``refused`` when the caller already
+        refused it (an invalid file, a change that cannot be made live): it is
+        then only audited and recorded. ``telemetry``: the new ``(TracingConfig,
+        LoggingConfig)``, applied to the supervisor's own process once the
+        reload is. The result has ``outcome`` ("applied", "unchanged" or
+        "refused"), ``reason``, ``revision``, ``restarted``, ``live``,
+        ``rolled_back`` and the children's ``generations``.
+        """
+        result: dict[str, Any] = {"outcome": "refused", "reason": record.get("refused"), "restarted": [],
+                                  "live": [], "rolled_back": False}
+        if result["reason"] is None:
+            async with self._ops:
+                if self._state != "running":
+                    result["reason"] = f"supervisor {self._spec.name!r} is {self._state}; try again when it runs"
+                else:
+                    result.update(await self._apply_specs(list(children)))
+        if result["outcome"] != "refused" and telemetry is not None:
+            self._spec = self._spec.model_copy(update={"tracing": telemetry[0], "logging": telemetry[1]})
+            _configure_telemetry(self._spec)
+        result["revision"] = self._config_revision
+        result["generations"] = {child.id: child.generation for child in self._children.values()}
+        self._record_reload(record, result)
+        return result
+
+    async def _apply_specs(self, children: list[ChildSpec]) -> dict[str, Any]:
+        """Under ``_ops``: check, then swap or restart the changed children; roll back on a failed start."""
+        try:
+            plan = plan_children([self._children[child_id].spec for child_id in self._order], children)
+        except ValueError as exc:
+            return {"reason": str(exc)}
+        # A host that cannot apply new telemetry settings in place gets them by a restart.
+        unable = {child_id for child_id in plan.telemetry if not _tells_telemetry(self._children[child_id].host)}
+        plan = ChildPlan(plan.same, tuple(i for i in plan.live if i not in unable),
+                         tuple(i for i in self._order if i in plan.restart or i in unable),
+                         tuple(i for i in plan.telemetry if i not in unable))
+        new = {spec.id: spec for spec in children}
+        for child_id in plan.restart:
+            child = self._children[child_id]
+            if child.manifest is not None and child.spec.plugin == new[child_id].plugin:
+                try:
+                    check_manifest(child_id, child.manifest, new[child_id].kind, new[child_id].config)
+                except PluginRefused as exc:
+                    return {"reason": f"the new config of plugin {child_id!r} fails its schema: {exc.reason}"}
+        if not plan.changed:
+            return {"outcome": "unchanged", "reason": None}
+        # A child that is down (refused, failed, stopped) was serving nothing: it takes its new spec at its
+        # next start ('dw plugin restart'), and its failing to start cannot refuse the reload.
+        down = {child_id for child_id in plan.restart if self._children[child_id].state in _DOWN}
+        plan = ChildPlan(plan.same, plan.live + tuple(i for i in plan.restart if i in down),
+                         tuple(i for i in plan.restart if i not in down), plan.telemetry)
+        old = {child_id: self._children[child_id].spec for child_id in plan.changed}
+        for child_id in plan.live:
+            self._children[child_id].spec = new[child_id]
+        restarted: list[str] = []
+        for child_id in plan.restart:
+            child = self._children[child_id]
+            restarted.append(child_id)
+            failure = await self._restart_with(child, new[child_id], "the config was reloaded")
+            if failure is not None:
+                await self._roll_back(plan, old, restarted)
+                return {"reason": f"plugin {child_id!r} did not start with the new config: {failure}; "
+                                  "every changed plugin went back to its old config",
+                        "rolled_back": True, "restarted": restarted}
+        await asyncio.gather(*(self._tell_telemetry(self._children[child_id]) for child_id in plan.telemetry))
+        self._spec = self._spec.model_copy(update={"children": [
+            self._children[child_id].spec for child_id in self._order]})
+        self._config_revision += 1
+        self._ensure_standbys()
+        return {"outcome": "applied", "reason": None, "restarted": restarted, "live": list(plan.live)}
+
+    async def _tell_telemetry(self, child: SupervisedChild) -> None:
+        """Have ``child``'s host apply its spec's tracing and logging (a host that misses it keeps the old)."""
+        if child.state != "running" or child.host is None:
+            return
+        try:
+            await asyncio.wait_for(child.host.configure_telemetry.remote(child.spec.tracing, child.spec.logging),
+                                   self._spec.ping_timeout)
+        except Exception as exc:  # noqa: BLE001 - log levels are not worth a restart; said in the events
+            self._event("telemetry_not_applied", child, f"{type(unwrap_task_error(exc)).__name__}")
+
+    async def _restart_with(self, child: SupervisedChild, spec: ChildSpec, why: str) -> str | None:
+        """Stop ``child``, give it ``spec`` and start it; the reason it failed to start, or ``None``."""
+        self._set_state(child, "restarting")
+        self._event("restart", child, why, stop=[child.id], start=[child.id])
+        drop_standby(child)  # a spare made with the old spec would start the old config
+        if child.host is not None:
+            await self._stop_child(child, why)
+        child.spec = spec
+        child.attempts = 0
+        child.restarts += 1
+        try:
+            await self._start_child(child)
+        except StartFailed as failed:
+            reason = failed.reason
+        except Exception as exc:  # noqa: BLE001 - Ray's own (an unschedulable host, say): a failed start all the same
+            reason = f"the host did not start: {death_reason(unwrap_task_error(exc))}"
+        else:
+            return None
+        child.last_failure = reason
+        self._set_state(child, "restarting")
+        self._event("start_failed", child, reason)
+        return reason
+
+    async def _roll_back(self, plan: ChildPlan, old: dict[str, ChildSpec], restarted: list[str]) -> None:
+        """Give every changed child its old spec again; restart those that were restarted."""
+        for child_id in plan.live:
+            self._children[child_id].spec = old[child_id]
+        for child_id in restarted:
+            child = self._children[child_id]
+            failure = await self._restart_with(child, old[child_id], "rolling back a refused reload")
+            if failure is not None:
+                # Its old config no longer starts either: a crash like any other, for the strategy to handle.
+                self._exits.put_nowait((child.id, child.generation, failure, False))
+        self._ensure_standbys()
+
+    def _record_reload(self, record: dict[str, Any], result: dict[str, Any]) -> None:
+        """Audit the reload (its diff redacted by the caller) and keep it in ``reloads()``."""
+        outcome = result["outcome"]
+        entry = {"time": time.time(), "principal": record.get("principal"), "source": record.get("source"),
+                 "summary": record.get("summary"), "changes": record.get("changes", []), **result}
+        self._reloads.append(entry)
+        self._event("config_reloaded" if outcome != "refused" else "config_refused", None,
+                    result.get("reason") or "", revision=self._config_revision, restarted=result["restarted"],
+                    live=result["live"])
+        self._audit_pending.append({
+            "principal": str(record.get("principal") or f"supervisor:{self._spec.name}"),
+            "action": "dwray:ReloadConfig",
+            "resource": f"config:{record.get('source')}: {record.get('summary') or 'no change'}",
+            "outcome": "denied" if outcome == "refused" else "allowed",
+            "error": None if result.get("reason") is None else str(result["reason"])[:1000]})
+        self._flush_audit()
+
+    async def config_revision(self) -> int:
+        """How many reloads were applied since this supervisor started (gateway replicas poll it)."""
+        return self._config_revision
+
+    async def reloads(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest ``limit`` reloads, applied or refused, oldest first."""
+        if limit < 0:
+            raise InvalidArgument(f"limit must be 0 or more, not {limit}")
+        return list(self._reloads)[-limit:] if limit else []
+
     async def secret_rotated(self, ref: str) -> dict[str, Any]:
         """Tell every running child that the secret ``ref`` names was rotated.
 
@@ -826,6 +1007,24 @@ class Supervisor:
         if limit < 0:
             raise InvalidArgument(f"limit must be 0 or more, not {limit}")
         return list(self._events)[-limit:] if limit else []
+
+
+def _tells_telemetry(host: Any) -> bool:
+    """Whether a plugin host can apply new ``[tracing]``/``[logging]`` in place (not a restart)."""
+    return host is not None and hasattr(host, "configure_telemetry")
+
+
+def _configure_telemetry(spec: SupervisorSpec) -> None:
+    """Apply the tree's ``[tracing]`` and ``[logging]`` to the supervisor's own process.
+
+    ``degrade``: a header reference that does not resolve here leaves spans unexported, not the tree down.
+    """
+    from dwray.core.telemetry import configure_telemetry
+
+    try:
+        configure_telemetry(spec.tracing, spec.logging, f"supervisor:{spec.name}", degrade=True)
+    except DwrayError as exc:
+        logger.warning("supervisor %s: [tracing]/[logging] not applied: %s", spec.name, exc)
 
 
 def _kick_recovery(me: Any) -> None:

@@ -23,6 +23,8 @@ class TracingConfig(Section):
     ratio: float = Field(1.0, ge=0, le=1, description="fraction of traces kept by the ratio samplers")
     service_name: str = "dwray"
     timeout: float = Field(10.0, gt=0, description="seconds an export may take")
+    schedule_delay: float = Field(1.0, gt=0, le=60,
+                                  description="seconds a finished span waits in its process before its batch is sent")
 
 
 class LoggingConfig(Section):

@@ -21,6 +21,13 @@ created again by the first report that finds it gone
 (:func:`actors.gateway_coordinator.ensure_coordinator`); the replica then
 drops its key caches and, if it was draining, tells the new one. A replica's
 drain is one way: once told, it stays draining until Serve removes it.
+
+Hot reloads reach the replica through the same thread: every
+``CONFIG_CHECK_SECONDS`` it asks the supervisor for its ``config_revision``
+and, when that moved, reads the running config (the ``settings`` plugin's)
+and takes its rate limits, auth-failure limits, log levels and tracing
+(``apply_config``). The buckets of the old limiters are dropped with them: a
+client starts from a full bucket under the new limits.
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ log = logging.getLogger("dwray.gateway")
 
 REPORT_INTERVAL = 0.5
 REPORT_TIMEOUT = 5.0  # every call to the coordinator has this deadline
+CONFIG_CHECK_SECONDS = 1.0  # how soon a reloaded config's limits reach the replica
 REQUIRED_CACHE_SECONDS = 30.0  # which plugins are required changes only with the config
 KEY_CACHE_SECONDS = 30.0
 UNKNOWN_KEY_CACHE_SECONDS = 5.0  # a repeated made-up key id costs no lookup; a key made elsewhere waits this long
@@ -107,6 +115,8 @@ class GatewayContext:
         self._admin_tokens: dict[str, tuple[float, AdminTokenInfo | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._config_revision: int | None = None
+        self._config_checked = time.monotonic()
         self._reporter = threading.Thread(target=self._report_loop, name="dwray-gateway-report", daemon=True)
         self._reporter.start()
 
@@ -243,6 +253,45 @@ class GatewayContext:
     def _report_loop(self) -> None:
         while not self._stop.wait(REPORT_INTERVAL):
             self.report()
+            if time.monotonic() - self._config_checked >= CONFIG_CHECK_SECONDS:
+                self._config_checked = time.monotonic()
+                self.check_config()
+
+    def check_config(self) -> bool:
+        """Take the running config if a reload was applied since the last look; whether it was taken."""
+        from actors.handles import running_config
+
+        try:
+            revision = ray.get(self.supervisor.config_revision.remote(), timeout=REPORT_TIMEOUT)
+            if self._config_revision is None:
+                # The first look: the replica started with the running config (of this revision or later).
+                self._config_revision = revision
+                return False
+            if revision == self._config_revision:
+                return False
+            config = running_config(self.config, self.supervisor)
+        except Exception as error:  # noqa: BLE001 - tried again at the next check
+            log.warning("could not check for a reloaded config (%s)", type(error).__name__)
+            return False
+        self.apply_config(config)
+        self._config_revision = revision
+        return True
+
+    def apply_config(self, config: DwrayConfig) -> None:
+        """Take what a reload may change in a replica: rate limits, auth-failure limits, logging, tracing."""
+        gateway = self.config.gateway.model_copy(update={"rate_limit": config.gateway.rate_limit,
+                                                         "auth_failures": config.gateway.auth_failures})
+        self.config = self.config.model_copy(update={"gateway": gateway, "logging": config.logging,
+                                                     "tracing": config.tracing})
+        self.limiter = RateLimiter.from_config(self.config, gateway.replicas)
+        self.auth_failures = AuthFailureLimiter.from_config(self.config, gateway.replicas)
+        try:
+            from dwray.core.telemetry import configure_telemetry
+
+            configure_telemetry(config.tracing, config.logging, "gateway", config=config)
+        except Exception as error:  # noqa: BLE001 - the limits are taken; spans and log levels stay as they were
+            log.warning("the reloaded [tracing]/[logging] could not be applied here (%s)", type(error).__name__)
+        log.info("replica %s took the reloaded config (rate limits, log levels)", self.replica_id)
 
     def report(self) -> None:
         """Send this replica's metrics and in-flight count; learn draining and the key epoch."""

@@ -18,6 +18,10 @@ with its own settings (:func:`build_app`). Routes:
   ``gateway.domain``). Bucket names ``admin``, ``healthz`` and ``metrics`` are
   therefore reserved in path style.
 
+Each replica applies ``[tracing]`` and ``[logging]`` to its process
+(:mod:`dwray.core.telemetry`); every S3 request is one trace whose id is its
+``x-amz-request-id`` (:mod:`serve_apps.s3_api`).
+
 A source address whose requests keep failing authentication (S3 signatures,
 the admin token, the metrics token) is refused with 503 SlowDown before
 anything is looked up, for as long as its bucket in ``[gateway]
@@ -38,13 +42,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dwray.config import DwrayConfig, load_config
+from dwray.core.telemetry import configure_telemetry
 from serve_apps import admin
 from serve_apps.context import GatewayContext, current, install
 from serve_apps.s3_api import S3Api
 from serve_apps.s3_call import client_address
 from serve_apps.serve_patches import bound_request_bodies
 
-__all__ = ["Gateway", "app", "build_app", "fastapi_app"]
+__all__ = ["Gateway", "app", "build_app", "fastapi_app", "replica_context"]
 
 log = logging.getLogger("dwray.gateway")
 
@@ -207,9 +212,37 @@ async def ready() -> JSONResponse:
         supervisor, catalog, stored, required = await asyncio.gather(
             ask_supervisor(), probe("catalog"), probe(storage), _quiet(_blocking(ctx.required_children)))
         probes = {"catalog": catalog, "storage": stored}
+        await asyncio.gather(*(trial_calls(ctx, child) for child in _half_open(ctx)))
     result = assess(draining=ctx.draining, supervisor=supervisor, probes=probes, guards=ctx.guard_snapshot(),
                     required=required if isinstance(required, frozenset) else None, memory=ctx.memory_status())
     return JSONResponse(result.body(), status_code=result.status_code)
+
+
+# Trial calls a readiness probe makes, at most, on one plugin whose breaker is half-open in this replica.
+MAX_TRIAL_CALLS = 10
+
+
+def _half_open(ctx: Any) -> list[str]:
+    return [child for child, guard in ctx.guard_snapshot().items() if guard.get("state") == "half_open"]
+
+
+async def trial_calls(ctx: Any, child: str) -> None:
+    """Close (or open again) a breaker that is half-open in this replica, with health calls.
+
+    A half-open breaker waits for its trial calls, and a replica out of rotation
+    because of it gets no traffic to make them: a plugin used only now and then
+    (identity behind the key cache) would hold the replica out indefinitely. The
+    probe makes the trial calls itself: each is a health call through the guard.
+    """
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    for _ in range(MAX_TRIAL_CALLS):
+        left = deadline - time.monotonic()
+        if left <= 0 or ctx.guard_snapshot().get(child, {}).get("state") != "half_open":
+            return
+        try:
+            await _blocking(lambda: ctx.handle(child).call("health", idempotent=True), timeout=left)
+        except Exception:  # noqa: BLE001 - failed trials open the breaker again once they decide: readiness says so
+            continue
 
 
 async def _quiet(awaitable: Any) -> Any:
@@ -312,6 +345,19 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     return config, supervisor, coordinator
 
 
+def replica_context(config: DwrayConfig, supervisor: Any, coordinator: Any) -> GatewayContext:
+    """A replica's context with its S3 handler: what ``fastapi_app`` serves once :func:`install` ed."""
+    ctx = GatewayContext(config, supervisor, coordinator)
+    ctx.s3 = S3Api(ctx.warehouse, ctx.verifier, executor=ctx.executor, body_executor=ctx.body_executor,
+                   max_header_bytes=config.gateway.max_header_bytes, limiter=ctx.limiter,
+                   metrics=ctx.metrics, domain=config.gateway.domain, region=config.gateway.region,
+                   max_object_size=config.limits.max_object_size,
+                   max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining,
+                   auth_failures=ctx.auth_failures, forwarded_client=ctx.forwarded_client,
+                   server_timing=config.gateway.server_timing, memory=ctx.memory)
+    return ctx
+
+
 # No Serve access log: the warehouse audits every S3 request and the gateway counts each in its
 # metrics; Serve's own log line per request cost ~3% of a replica's CPU on small objects.
 @serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256,
@@ -325,16 +371,10 @@ class Gateway:
         started = time.monotonic()
         bound_request_bodies()
         config, supervisor, coordinator = _attach(settings)
-        ctx = GatewayContext(config, supervisor, coordinator)
-        ctx.s3 = S3Api(ctx.warehouse, ctx.verifier, executor=ctx.executor, body_executor=ctx.body_executor,
-                       max_header_bytes=config.gateway.max_header_bytes, limiter=ctx.limiter,
-                       metrics=ctx.metrics, domain=config.gateway.domain, region=config.gateway.region,
-                       max_object_size=config.limits.max_object_size,
-                       max_metadata_bytes=config.limits.max_metadata_bytes, is_draining=lambda: ctx.draining,
-                       auth_failures=ctx.auth_failures, forwarded_client=ctx.forwarded_client,
-                       server_timing=config.gateway.server_timing, memory=ctx.memory)
+        # Spans exported and log lines shaped as configured, before the replica logs anything of its own.
+        configure_telemetry(config.tracing, config.logging, "gateway", config=config, degrade=True)
+        self.ctx = ctx = replica_context(config, supervisor, coordinator)
         install(ctx)
-        self.ctx = ctx
         log.info("gateway replica %s ready in %.1f s", ctx.replica_id, time.monotonic() - started)
 
     def __del__(self) -> None:

@@ -15,6 +15,8 @@ places, gathered by the route in :mod:`serve_apps.gateway` and composed here
   memory at ``critical`` (``dwray.core.memory_pressure.shared_monitor``). A
   replica whose own calls to storage are failing fast must leave rotation even
   while the supervisor, which sees the plugin answer pings, still says ready.
+  A half-open breaker awaits trial calls, which a replica out of rotation does
+  not get: the route makes them itself (``serve_apps.gateway.trial_calls``).
 
 ``checks`` keeps one entry per source, ``"ok"`` when it passes; ``reasons``
 lists what failed, most fundamental first.

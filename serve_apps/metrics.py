@@ -30,6 +30,13 @@ per level) and the bytes used and the limit (:mod:`dwray.core.memory_pressure`).
 Warehouse-wide, from the supervisor: its state, the tree's restarts, and the
 worst breaker state any caller reported per plugin. The ``child`` label takes
 the plugin tree's ids (the config's), ``state`` and ``level`` fixed sets.
+
+Each replica's page also carries the calls its process made to plugins
+(:mod:`actors.call_metrics`: calls by method and outcome, errors by kind,
+latency). And in Ray every request, rate limit and authentication failure is
+mirrored through ``ray.util.metrics``, and the warehouse-wide gauges are set
+there each time the page is built (:mod:`serve_apps.metrics_ray`), so Ray's
+metrics export port shows the same series prefixed ``ray_``.
 """
 from __future__ import annotations
 
@@ -51,8 +58,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from actors.call_metrics import PLUGIN_CALLS
+from dwray.config_slo import LATENCY_THRESHOLDS
 from dwray.errors import InvalidArgument
 from dwray.s3.errors import STATUS as S3_ERROR_STATUS
+from serve_apps.metrics_ray import RayGatewayMetrics
 from serve_apps.metrics_storage import storage_families
 
 __all__ = [
@@ -86,10 +96,8 @@ OPERATIONS: frozenset[str] = frozenset({
 RATE_LIMIT_SCOPES: frozenset[str] = frozenset({"tenant", "key", "source"})
 # Where an access key's identity came from: this replica's cache (known or unknown key) or the identity service.
 KEY_LOOKUP_SOURCES: frozenset[str] = frozenset({"cache", "service"})
-# From 1 ms (a HEAD served from cache) to 60 s (a multi-GiB PUT).
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)
+# From 1 ms (a HEAD served from cache) to 60 s (a multi-GiB PUT); latency SLO thresholds are these bounds.
+DURATION_BUCKETS: tuple[float, ...] = LATENCY_THRESHOLDS
 # The supervisor's child states; states seen in the data are added to these.
 PLUGIN_STATES: tuple[str, ...] = (
     "idle", "starting", "running", "restarting", "stopped", "terminated", "failed", "refused",
@@ -105,7 +113,7 @@ MEMORY_LEVELS: tuple[str, ...] = ("normal", "warning", "critical")
 # Every label name the merged exposition may carry ("le" is the histogram's).
 ALLOWED_LABELS: frozenset[str] = frozenset({
     "operation", "status", "le", "scope", "code", "replica", "child", "state", "tenant", "source", "level",
-    "target", "tier", "member", "what",
+    "target", "tier", "member", "what", "kind", "method", "outcome", "error",
 })
 _OTHER_CODE = "other"
 # Families render() adds itself; a replica's snapshot may not define them.
@@ -119,6 +127,10 @@ _WAREHOUSE_FAMILIES = frozenset({
     "dwray_scrub_found", "dwray_scrub_running", "dwray_scrub_last_pass_timestamp_seconds",
     "dwray_scrub_last_pass_unrepairable",
 })
+
+
+# This process's mirror in Ray (nothing outside Ray): every replica's requests, and the tree gauges.
+RAY_METRICS = RayGatewayMetrics(DURATION_BUCKETS)
 
 
 def normalise_operation(operation: str) -> str:
@@ -140,6 +152,8 @@ class GatewayMetrics:
         registry = self.registry
         if guards is not None or memory is not None:
             registry.register(_ProcessCollector(guards, memory))
+        # The process's calls to plugins (actors.call_metrics), counted by its PluginHandles.
+        registry.register(PLUGIN_CALLS)
         self._requests = Counter("dwray_s3_requests_total", "Requests by operation and HTTP status.",
                                  ["operation", "status"], registry=registry)
         self._duration = Histogram("dwray_s3_request_duration_seconds", "Request latency by operation.",
@@ -174,12 +188,14 @@ class GatewayMetrics:
         self._duration.labels(op).observe(seconds)
         self._received.labels(op).inc(bytes_in)
         self._sent.labels(op).inc(bytes_out)
+        RAY_METRICS.observe(op, status, seconds, bytes_in, bytes_out)
 
     def rate_limited(self, scope: str) -> None:
         """Count one request refused by the ``"tenant"`` or ``"key"`` rate limit."""
         if scope not in RATE_LIMIT_SCOPES:
             raise InvalidArgument(f"rate limit scope must be one of {sorted(RATE_LIMIT_SCOPES)}, got {scope!r}")
         self._rate_limited.labels(scope).inc()
+        RAY_METRICS.count("rate_limited", "scope", scope)
 
     def key_lookup(self, source: str) -> None:
         """Count one access key lookup answered from ``"cache"`` or by the identity ``"service"``."""
@@ -189,7 +205,9 @@ class GatewayMetrics:
 
     def auth_failed(self, code: str) -> None:
         """Count one authentication failure by its S3 error code (unknown codes count as ``other``)."""
-        self._auth_failures.labels(code if code in S3_ERROR_STATUS else _OTHER_CODE).inc()
+        code = code if code in S3_ERROR_STATUS else _OTHER_CODE
+        self._auth_failures.labels(code).inc()
+        RAY_METRICS.count("auth_failures", "code", code)
 
     @property
     def in_flight(self) -> int:
@@ -249,6 +267,7 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     if supervisor is not None:
         families.extend(_supervisor_families(supervisor, plugins))
     families.extend(_tenant_families(tenants, tenant_labels))
+    _mirror_in_ray(plugins, supervisor, tenants)
     if storage is not None:
         families.extend(storage_families(storage))
     families.append(GaugeMetricFamily("dwray_gateway_draining", "1 while the gateway drains for shutdown.",
@@ -258,6 +277,19 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_FixedCollector(families))
     return generate_latest(registry)
+
+
+def _mirror_in_ray(plugins: list[dict[str, Any]], supervisor: Mapping[str, Any] | None,
+                   tenants: Mapping[str, Mapping[str, int]]) -> None:
+    """The warehouse-wide gauges into Ray too (called once the inputs were checked by the families)."""
+    states = {
+        "plugin": _with_seen(PLUGIN_STATES, [p.get("state") for p in plugins if isinstance(p, Mapping)]),
+        "breaker": _with_seen(BREAKER_STATES, [p.get("breaker") for p in plugins if isinstance(p, Mapping)]),
+        "supervisor": _with_seen(SUPERVISOR_STATES, [(supervisor or {}).get("state")]),
+    }
+    totals = {"objects": sum(t["objects"] for t in tenants.values()),
+              "bytes": sum(t["bytes"] for t in tenants.values()), "tenants": len(tenants)}
+    RAY_METRICS.record_tree(plugins, supervisor, totals, states)
 
 
 class _FixedCollector(Collector):

@@ -17,6 +17,14 @@ first byte) and the time in each phase (``auth``, ``body`` read, each plugin
 kind's remote calls: :mod:`dwray.core.request_timing`). The client's latency
 minus ``total`` is what HTTP, HAProxy and Serve cost.
 
+Every request is one trace (:mod:`dwray.core.telemetry` exports it): the
+gateway's span ``s3.<Operation>`` (kind SERVER) is its root, or the child of
+the client's W3C ``traceparent`` when one is sent; the warehouse's spans and
+the plugin hosts' are its descendants. Its trace id (32 hex digits) is the
+response's ``x-amz-request-id``, the error document's ``RequestId`` and the
+audit record's request id, and every log line written while the request is
+served carries it. A streamed response's span ends with its last byte.
+
 While the node's memory is critical (:mod:`dwray.core.memory_pressure`), a
 write that stores new data (:data:`MEMORY_REFUSED`) is answered ``503
 SlowDown`` with ``Retry-After`` once authenticated, before its body is read.
@@ -26,11 +34,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import cached_property
 from types import MappingProxyType
 from typing import ClassVar
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -49,6 +60,9 @@ from serve_apps.s3_subresources import SubresourceOperations
 __all__ = ["MEMORY_REFUSED", "TIMING_PHASES", "S3Api"]
 
 log = logging.getLogger("dwray.gateway")
+tracer = trace.get_tracer("dwray.gateway")
+# Only W3C trace context is taken from a client (not baggage: that would let clients set our attributes).
+_W3C = TraceContextTextMapPropagator()
 
 # Operations refused with 503 SlowDown while memory is critical: each stores a body's worth of new data.
 # CreateMultipartUpload, CompleteMultipartUpload (it joins parts already stored and frees the upload's state),
@@ -79,6 +93,8 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
         "GetObjectAcl": "get_object_acl", "PutObjectAcl": "put_object_acl",
         "GetObjectTagging": "get_object_tagging", "PutObjectTagging": "put_object_tagging",
         "DeleteObjectTagging": "delete_object_tagging",
+        "GetBucketNotificationConfiguration": "get_bucket_notification",
+        "PutBucketNotificationConfiguration": "put_bucket_notification",
     })
 
     @cached_property
@@ -89,6 +105,30 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
     # The request cycle ---------------------------------------------------------
 
     async def handle(self, request: Request) -> Response:
+        """Answer one S3 request, in its own span (see the module docstring)."""
+        parent = _W3C.extract(request.headers)
+        span = tracer.start_span("s3.request", context=parent, kind=trace.SpanKind.SERVER,
+                                 attributes={"http.request.method": request.method})
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            response = await self._timed(request)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {response.status_code}"))
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _ending_span(response.body_iterator, span)
+        else:
+            span.end()
+        return response
+
+    async def _timed(self, request: Request) -> Response:
         if not self.server_timing:
             return await self._handle(request)
         with timing(RequestTimer()) as timer:
@@ -105,6 +145,7 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
             self._refuse_failing_source(source)  # before anything reaches an actor
             call = S3Call(request, self.domain)
             call.source_address = source
+            _name_span(call)
             header_bytes = sum(len(name) + len(value) + 4 for name, value in call.header_list)
             if header_bytes > self.max_header_bytes:
                 raise S3Error("RequestHeaderSectionTooLarge",
@@ -132,9 +173,14 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
                 and 400 <= response.status_code < 500:
             self.auth_failures.failed(source)  # unauthenticated and failing: spends from the address's bucket
         operation = call.operation if call else "unknown"
+        if call is not None and call.auth is not None:
+            trace.get_current_span().set_attribute("dwray.tenant", call.tenant)
         if not reached:
             audit_refusal(self.wh, request, call, source, response)
-        response.headers["x-amz-request-id"] = call.request_id if call else secrets.token_hex(8).upper()
+        response.headers["x-amz-request-id"] = call.request_id if call else _request_id()
+        if log.isEnabledFor(logging.DEBUG):  # an access log line, at DEBUG ([logging] levels), with the trace id
+            log.debug("%s %s %s -> %d", operation, call.method if call else request.method,
+                      call.resource if call else request.url.path, response.status_code)
         if self.metrics is not None:
             # A streamed body is counted by its declared length when the response starts.
             sent = (int(response.headers.get("content-length", 0)) if isinstance(response, StreamingResponse)
@@ -184,3 +230,28 @@ class S3Api(BucketOperations, SubresourceOperations, ObjectOperations, Multipart
             return Response(status_code=error.status, headers=headers)
         body = s3xml.error_xml(error, call.request_id if call else "")
         return Response(body, status_code=error.status, media_type="application/xml", headers=headers)
+
+
+def _request_id() -> str:
+    """The current trace's id (32 hex digits), or random hex when tracing is not set up in this process."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else secrets.token_hex(16)
+
+
+def _name_span(call: S3Call) -> None:
+    """Name the request's span after its operation, and make its trace id the request id."""
+    span = trace.get_current_span()
+    span.update_name(f"s3.{call.operation}")
+    span.set_attribute("dwray.s3.operation", call.operation)
+    if call.bucket:
+        span.set_attribute("aws.s3.bucket", call.bucket)
+    call.request_id = _request_id()
+
+
+async def _ending_span(chunks: AsyncIterator[bytes], span: trace.Span) -> AsyncIterator[bytes]:
+    """A streamed body whose request span ends with its last chunk (or when the transfer is abandoned)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        span.end()

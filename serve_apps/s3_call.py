@@ -27,7 +27,7 @@ __all__ = ["RESERVED_BUCKETS", "S3Call", "classify", "client_address", "etag", "
 
 # Query parameters that name S3 features dwray does not offer: answered 501, never mistaken for GET/PUT Object.
 UNSUPPORTED_SUBRESOURCES = frozenset({
-    "policy", "cors", "lifecycle", "website", "replication", "logging", "notification",
+    "policy", "cors", "lifecycle", "website", "replication", "logging",
     "encryption", "object-lock", "legal-hold", "retention", "torrent", "requestPayment", "accelerate",
     "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock",
     "restore", "select", "attributes",
@@ -36,7 +36,8 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
     "session", "abac", "policyStatus", "metadataConfiguration", "metadataTable", "metadataAnnotationTable",
     "metadataInventoryTable", "metadataJournalTable", "annotation", "renameObject"})
 # Subresources dwray serves on objects (``?acl``, ``?tagging``) and on buckets (``?acl``, ``?versioning``,
-# ``?versions``); bucket tagging is not among them.
+# ``?versions``, ``?notification``); bucket tagging is not among them. ``?notification`` on an object is
+# answered 501 (S3 has no such operation).
 OBJECT_SUBRESOURCES = {"acl": "Acl", "tagging": "Tagging"}
 # Path-style names the gateway serves itself (/admin, /healthz, /metrics).
 RESERVED_BUCKETS = frozenset({"admin", "healthz", "metrics"})
@@ -83,11 +84,16 @@ def classify(method: str, bucket: str | None, key: str, params: Mapping[str, str
         return "Unsupported"
     if bucket is None:
         return "ListBuckets" if method == "GET" else "Unsupported"
+    if key and "notification" in params:
+        return "Unsupported"
     if not key:
         if "tagging" in params:
             return "Unsupported"
         if "acl" in params:
             return {"GET": "GetBucketAcl", "PUT": "PutBucketAcl"}.get(method, "Unsupported")
+        if "notification" in params:  # S3 removes a configuration by putting an empty one: no DELETE
+            return {"GET": "GetBucketNotificationConfiguration",
+                    "PUT": "PutBucketNotificationConfiguration"}.get(method, "Unsupported")
         table = {
             "GET": ("GetBucketLocation" if "location" in params else
                     "ListMultipartUploads" if "uploads" in params else

@@ -111,12 +111,20 @@ HANDLED: Mapping[str, tuple[str, str]] = {
     "GetObjectTagging": (SUPPORTED, "by `versionId`"),
     "PutObjectTagging": (SUPPORTED, "S3's limits: 10 tags, keys 128 and values 256 characters"),
     "DeleteObjectTagging": (SUPPORTED, "by `versionId`"),
+    "GetBucketNotificationConfiguration": (SUPPORTED, "the bucket's rules, as put"),
+    "PutBucketNotificationConfiguration": (PARTIAL, "Queue and Topic configurations whose ARN names a webhook the "
+                                                    "operator declared (`arn:dwray:webhook::NAME`); ObjectCreated and "
+                                                    "ObjectRemoved events, prefix and suffix filters; Lambda and "
+                                                    "EventBridge targets are InvalidArgument"),
 }
 
 # Not supported operations whose request the gateway cannot tell from a supported one: what it answers instead.
 ROUTED_AS: Mapping[str, str] = {
     # GET / on the S3 Express control endpoint: directory buckets do not exist in dwray.
     "ListDirectoryBuckets": "ListBuckets",
+    # The deprecated notification API: the same request as its successor.
+    "GetBucketNotification": "GetBucketNotificationConfiguration",
+    "PutBucketNotification": "PutBucketNotificationConfiguration",
 }
 
 # Why an operation is not supported, or what dwray offers instead (operations without an entry: no note).
@@ -133,6 +141,8 @@ NOT_SUPPORTED: Mapping[str, str] = {
     "UpdateObjectEncryption": _ENCRYPTION,
     "CreateSession": _EXPRESS, "ListDirectoryBuckets": _EXPRESS + "; answered as ListBuckets",
     "RenameObject": _EXPRESS,
+    "GetBucketNotification": "deprecated by S3: answered as GetBucketNotificationConfiguration",
+    "PutBucketNotification": "deprecated by S3: answered as PutBucketNotificationConfiguration",
 }
 
 # Header families: (family, status, what). Lists come from the code that implements them, so they cannot drift.

@@ -1,4 +1,11 @@
-"""S3 subresources of buckets and objects: versioning configuration, ACLs and object tagging.
+"""S3 subresources of buckets and objects: versioning configuration, ACLs, object tagging and bucket
+notification configurations.
+
+Notifications: a configuration's targets are the operator's webhooks, named
+``arn:dwray:webhook::NAME`` (``dwray.core.events.notifications``); an unknown
+ARN, an event name S3 does not define or a document that is not XML is S3's
+``InvalidArgument`` naming it, never a 500. The message bus delivers the events
+in S3's event JSON.
 
 ACLs: dwray's access control is the tenant boundary plus access-key policies,
 so every bucket and object has exactly S3's canned ``private`` ACL (the owner,
@@ -15,6 +22,7 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
+from dwray.core.events.notifications import notification_xml
 from dwray.s3 import http as s3http
 from dwray.s3 import xml_subresources as subxml
 from dwray.s3.errors import S3Error
@@ -49,7 +57,8 @@ def refuse_unsupported_acl(headers: Mapping[str, str]) -> None:
 
 
 class SubresourceOperations(S3Operations):
-    """Put/GetBucketVersioning, Get/PutBucketAcl, Get/PutObjectAcl, Get/Put/DeleteObjectTagging."""
+    """Put/GetBucketVersioning, Get/PutBucketAcl, Get/PutObjectAcl, Get/Put/DeleteObjectTagging,
+    Get/PutBucketNotificationConfiguration (an empty configuration removes a bucket's)."""
 
     # Versioning ---------------------------------------------------------------------
 
@@ -121,6 +130,17 @@ class SubresourceOperations(S3Operations):
         version_id = await self.run(self.wh.delete_tags, call.bucket, call.key, version_id=self._version(call),
                                     tenant=call.context)
         return Response(status_code=204, headers={"x-amz-version-id": version_id})
+
+    # Bucket notifications -----------------------------------------------------------
+
+    async def get_bucket_notification(self, call: S3Call) -> Response:
+        rules = await self.run(self.wh.bucket_notification, call.bucket, tenant=call.context)
+        return self._xml(notification_xml(rules))
+
+    async def put_bucket_notification(self, call: S3Call) -> Response:
+        body = await self._xml_body(call)
+        await self.run(self.wh.set_bucket_notification, call.bucket, body, tenant=call.context)
+        return Response(status_code=200)
 
     @staticmethod
     def _version(call: S3Call) -> str | None:

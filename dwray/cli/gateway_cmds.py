@@ -21,7 +21,7 @@ from rich.table import Table
 from dwray.cli.app import cli
 from dwray.cli.output import emit, print_table, stderr, stdout
 from dwray.cli.state import State, command, command_config
-from dwray.errors import DataDirInUse, InvalidArgument, NotReady
+from dwray.errors import ConfigError, DataDirInUse, InvalidArgument, NotReady
 
 __all__ = ["down", "up"]
 
@@ -64,9 +64,14 @@ def _pid_alive(state: dict[str, Any]) -> bool:
               help="PEM certificate chain: serve HTTPS (env DWRAY_GATEWAY__TLS_CERT)")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="PEM private key of --tls-cert, mode 0600 (env DWRAY_GATEWAY__TLS_KEY)")
+@click.option("--watch-config", is_flag=True,
+              help="reload the config file whenever it changes (SIGHUP reloads it too)")
 def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
-       replicas: int | None, address: str | None, tls_cert: Path | None, tls_key: Path | None) -> None:
-    """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop."""
+       replicas: int | None, address: str | None, tls_cert: Path | None, tls_key: Path | None,
+       watch_config: bool) -> None:
+    """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop.
+
+    SIGHUP (or 'dw config reload') reloads the config file; --watch-config reloads it on every change."""
     from dwray.core.datadir_lock import DataDirLock
     from dwray.core.gateway_files import GatewayFiles
     from serve_apps.launch import start_gateway, stop_gateway
@@ -74,6 +79,9 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     if up_data_dir is not None:
         state.data_dir = up_data_dir
     config = command_config(state, host=host, port=port, replicas=replicas, tls_cert=tls_cert, tls_key=tls_key)
+    from dwray.core.telemetry import configure_telemetry
+
+    configure_telemetry(config.tracing, config.logging, "dw-up", config=config, degrade=True)
     files = GatewayFiles(config.data_dir.resolve() / "gateway")
     running_state = files.read_state()
     # A stale gateway.json (its 'dw up' was killed) is simply overwritten by this start.
@@ -85,11 +93,18 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     holder = DataDirLock(config.data_dir).holder()
     if holder is not None and holder.ray is None:
         raise DataDirInUse(str(config.data_dir), holder.describe())
+    if watch_config and state.config is None:
+        raise ConfigError("--watch-config needs a config file (--config or DWRAY_CONFIG)", "dw up")
     stop = threading.Event()
     with stderr.status("starting Ray, the warehouse and the gateway ..."):
         running = start_gateway(config, address=address)
+    from actors.config_reload import UpReloader
+
+    reloader = UpReloader(running.config, running.supervisor, state.config, watch=watch_config)
     # After Ray's start, which installs handlers of its own.
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP only asks for a reload: dw up's loop below runs it (a handler must not make Ray calls).
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reloader.on_sighup)
     try:
         first = running.first_start
         info: dict[str, Any] = {"endpoint": running.endpoint, "data_dir": str(running.config.data_dir),
@@ -100,13 +115,14 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
                                    "admin_token": first.admin_token}
         emit(as_json, info, lambda: _print_up(info))
         while not stop.wait(0.5):
-            pass
+            reloader.poll()
         stderr.print("draining ...", highlight=False)
         report = stop_gateway(running)
         emit(as_json, {"stopped": True, "drained": report.get("drained", False)},
              lambda: stdout.print(f"stopped ({'drained' if report.get('drained') else 'drain timed out'})",
                                   highlight=False))
     finally:
+        reloader.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

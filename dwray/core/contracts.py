@@ -38,6 +38,7 @@ from dwray.core.catalog import (
     BucketRecord,
     DeleteOutcome,
     ObjectRecord,
+    OutboxEvent,
     PartRecord,
     SegmentRecord,
     UploadRecord,
@@ -206,6 +207,31 @@ class CatalogService(Protocol):
     @idempotent
     def recount_usage(self, tenant: str) -> dict[str, int]:
         """A tenant's stored object versions and bytes (parts included), recounted from the rows."""
+
+    @idempotent
+    def notification_rules(self, tenant: str, bucket: str) -> list[dict[str, Any]]:
+        """The bucket's S3 notification rules (``dwray.core.events.notifications``); ``[]`` when none."""
+
+    @idempotent
+    def set_notification_rules(self, tenant: str, bucket: str, rules: list[dict[str, Any]]) -> None:
+        """Replace the bucket's notification rules (``[]`` removes them)."""
+
+    @idempotent
+    def outbox_page(self, after: int = 0, limit: int = 500) -> list[OutboxEvent]:
+        """Up to ``limit`` events of the outbox after ``after``, oldest first (``dwray.core.catalog.outbox``)."""
+
+    @idempotent
+    def outbox_trim(self, upto: int) -> int:
+        """Delete the outbox's events up to ``upto`` (the message bus has them); how many went."""
+
+    @idempotent
+    def outbox_size(self) -> int:
+        """How many events wait in the outbox."""
+
+    @idempotent
+    def outbox_publish(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+        """Add a kernel event (``key.rotated``, say) to the outbox, for the message bus to deliver.
+        Retried after a restart: the bus delivers at least once, so a repeat is a duplicate, not a wrong."""
 
     @idempotent
     def get_object(self, tenant: str, bucket: str, key: str, version_id: str | None = None) -> ObjectRecord:

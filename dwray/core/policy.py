@@ -48,11 +48,11 @@ __all__ = ["ACTIONS", "MAX_POLICY_BYTES", "MAX_STATEMENTS", "READ_ACTIONS", "Acc
 ACTIONS: tuple[str, ...] = (
     "s3:AbortMultipartUpload", "s3:CreateBucket", "s3:DeleteBucket", "s3:DeleteObject", "s3:DeleteObjectTagging",
     "s3:DeleteObjectVersion", "s3:DeleteObjectVersionTagging", "s3:GetBucketAcl", "s3:GetBucketLocation",
-    "s3:GetBucketVersioning", "s3:GetObject", "s3:GetObjectAcl", "s3:GetObjectTagging", "s3:GetObjectVersion",
-    "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging", "s3:ListAllMyBuckets", "s3:ListBucket",
-    "s3:ListBucketMultipartUploads", "s3:ListBucketVersions", "s3:ListMultipartUploadParts", "s3:PutBucketAcl",
-    "s3:PutBucketVersioning", "s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging", "s3:PutObjectVersionAcl",
-    "s3:PutObjectVersionTagging",
+    "s3:GetBucketNotification", "s3:GetBucketVersioning", "s3:GetObject", "s3:GetObjectAcl", "s3:GetObjectTagging",
+    "s3:GetObjectVersion", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging", "s3:ListAllMyBuckets",
+    "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions", "s3:ListMultipartUploadParts",
+    "s3:PutBucketAcl", "s3:PutBucketNotification", "s3:PutBucketVersioning", "s3:PutObject", "s3:PutObjectAcl",
+    "s3:PutObjectTagging", "s3:PutObjectVersionAcl", "s3:PutObjectVersionTagging",
 )
 #: What ``AccessPolicy.read_only`` grants: reads and listings, nothing that changes data.
 READ_ACTIONS: tuple[str, ...] = (

@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from dwray.config import MemoryConfig, ResilienceOptions, Size
+from dwray.config_telemetry import LoggingConfig, TracingConfig
 from dwray.core.plugin_trust.settings import PluginTrust
 from dwray.core.sandbox import SandboxSettings
 
@@ -120,6 +121,9 @@ class ChildSpec(_Spec):
                                      description="how a third-party plugin is confined (dwray.core.sandbox)")
     plugin_trust: PluginTrust = Field(default_factory=PluginTrust,
                                       description="what may load: folders, signatures, allowlists (plugin_trust)")
+    # Telemetry of the host process (dwray.core.telemetry): secret references only, resolved in the host.
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="where the host's spans go")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="how the host's log lines look")
 
     @field_validator("id")
     @classmethod
@@ -202,6 +206,8 @@ class SupervisorSpec(_Spec):
     tree_backoff_base: float = Field(1.0, ge=0, description="first delay before the tree restarts, seconds")
     tree_backoff_max: float = Field(30.0, ge=0, description="largest delay before the tree restarts, seconds")
     max_tree_restarts: int | None = Field(None, ge=0, description="tree restarts before giving up; None = never")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="where the supervisor's spans go")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="how its log lines look")
     children: list[ChildSpec] = Field(default_factory=list, description="in start order")
 
     @field_validator("children", mode="before")

@@ -4,7 +4,9 @@ Every actor call carries the caller's trace context (``actors.handles``), and
 each plugin host runs the call in a span ``<child id>.<method>``. With
 ``DWRAY_TRACE_MEMORY=1`` in a host's environment the host keeps its finished
 spans in memory (``PluginHost.finished_spans()``); the driver keeps its own
-with the SDK's ``InMemorySpanExporter``. The test joins both sides.
+(the test's root span and the warehouse's ``dwray.<operation>`` spans) with the
+SDK's ``InMemorySpanExporter`` added to this process's provider
+(``dwray.core.telemetry.add_span_processor``). The test joins both sides.
 
 The variable reaches every child through the config (``[plugins.<kind>]
 env_vars``), as a user would set it.
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 import ray
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -37,6 +39,8 @@ from dwray.config import (
     StorageConfig,
     SweeperConfig,
 )
+from dwray.config_events import EventsConfig
+from dwray.core.telemetry import add_span_processor, remove_span_processor
 
 FRAME_SIZE = 1 << 20
 BATCH = 8 << 20  # actors.remote_storage.BATCH_BYTES: plaintext per seal_batch call
@@ -80,9 +84,9 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         runtime=RuntimeConfig(namespace=namespace, ping_interval=0.5),
         plugins={kind: PluginOptions(env_vars={"DWRAY_TRACE_MEMORY": "1"})
                  for kind in ("settings", "catalog", "identity", "kms", "storage", "stage")},
-        # The audit log's, the housekeeper's and the scrubber's children are not this test's subject.
+        # The audit log's, the housekeeper's, the scrubber's and the bus's children are not this test's subject.
         default_tenant="tracer", audit=AuditConfig(enabled=False), sweeper=SweeperConfig(interval=0),
-        scrub=ScrubConfig(interval=0))
+        scrub=ScrubConfig(interval=0), events=EventsConfig(enabled=False))
     spec = supervisor_spec(config)
     assert tuple(spec.order) == CHILDREN
     assert all(child.env_vars == {"DWRAY_TRACE_MEMORY": "1"} for child in spec.children)
@@ -91,10 +95,12 @@ def traced(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ray.get(supervisor.start.remote(), timeout=120)
         hosts = {child: ray.get(supervisor.handle.remote(child), timeout=30)[0] for child in CHILDREN}
         exporter = InMemorySpanExporter()
-        # A provider of the test's own (not the global one: that can be set once per process).
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        yield TracedTree(config, supervisor, hosts, provider.get_tracer("dwray.tests.tracing"), exporter)
+        processor = SimpleSpanProcessor(exporter)
+        add_span_processor(processor)  # the process's provider: the warehouse's spans are kept too
+        try:
+            yield TracedTree(config, supervisor, hosts, trace.get_tracer("dwray.tests.tracing"), exporter)
+        finally:
+            remove_span_processor(processor)
     finally:
         try:
             ray.get(supervisor.stop.remote(), timeout=60)
@@ -112,8 +118,23 @@ def new_spans(before: dict[str, list[dict[str, Any]]],
     return spans
 
 
-def assert_one_trace(root: Any, spans: list[dict[str, Any]]) -> None:
-    """Every span is in ``root``'s trace and its parents lead up to ``root``."""
+def driver_spans(exporter: InMemorySpanExporter, root: Any) -> list[dict[str, Any]]:
+    """The spans this process finished in ``root``'s trace, but ``root`` (the warehouse's ``dwray.*`` spans)."""
+    return [{**_span_dict(span), "host": "driver"} for span in exporter.get_finished_spans()
+            if span.context.trace_id == root.get_span_context().trace_id
+            and span.context.span_id != root.get_span_context().span_id]
+
+
+def _span_dict(span: Any) -> dict[str, Any]:
+    return {"name": span.name, "trace_id": format(span.context.trace_id, "032x"),
+            "span_id": format(span.context.span_id, "016x"),
+            "parent_span_id": format(span.parent.span_id, "016x") if span.parent is not None else None,
+            "attributes": dict(span.attributes or {}), "status": span.status.status_code.name}
+
+
+def assert_one_trace(root: Any, spans: list[dict[str, Any]], driver: list[dict[str, Any]]) -> None:
+    """Every span is in ``root``'s trace and its parents lead up to ``root`` (through the driver's spans)."""
+    spans = spans + driver
     trace_id, root_id = hex_trace(root), hex_span(root)
     strays = [(s["host"], s["name"], s["trace_id"], s["parent_span_id"]) for s in spans
               if s["trace_id"] != trace_id]
@@ -155,7 +176,7 @@ def test_one_put_is_one_trace_with_a_span_per_stage_and_backend_call(traced: Tra
     assert info.size == len(data)
 
     assert root.parent is None
-    assert_one_trace(root, spans)
+    assert_one_trace(root, spans, driver_spans(traced.exporter, root))
     for span in spans:
         check_host_span(span)
     names = Counter(s["name"] for s in spans)
@@ -182,16 +203,17 @@ def test_one_put_is_one_trace_with_a_span_per_stage_and_backend_call(traced: Tra
     # and the commit only after the blob was finished (hosts record spans as they end).
     storage = [s["name"].rsplit(".", 1)[1] for s in spans if s["host"] == "storage:local"]
     assert storage[0] == "begin_upload" and storage[-1] == "finish_upload"
-    # The driver's side of the trace is the one span it opened.
+    # The driver's side of the trace: the span it opened and, under it, the warehouse's.
     driver = [s for s in traced.exporter.get_finished_spans() if s.context.trace_id == root.context.trace_id]
-    assert [s.name for s in driver] == ["put"]
+    assert [s.name for s in driver] == ["dwray.put", "put"]
+    assert driver[0].parent.span_id == root.context.span_id
 
     # A put that fits in one batch is a single put_blob of the sealed records.
     before = traced.host_spans()
     with traced.tracer.start_as_current_span("one-batch put") as medium:
         wh.put("traced", "medium.bin", payload(2 * FRAME_SIZE))
     spans = new_spans(before, traced.host_spans())
-    assert_one_trace(medium, spans)
+    assert_one_trace(medium, spans, driver_spans(traced.exporter, medium))
     names = Counter(s["name"] for s in spans)
     assert names["storage:local.put_blob"] == 1 and names["storage:local.begin_upload"] == 0
     assert sum(n for name, n in names.items() if name.endswith(".seal_batch")) == 1
@@ -203,7 +225,7 @@ def test_one_put_is_one_trace_with_a_span_per_stage_and_backend_call(traced: Tra
     with traced.tracer.start_as_current_span("small put") as small:
         wh.put("traced", "small.txt", b"a few bytes")
     spans = new_spans(before, traced.host_spans())
-    assert_one_trace(small, spans)
+    assert_one_trace(small, spans, driver_spans(traced.exporter, small))
     names = Counter(s["name"] for s in spans)
     assert dict(names) == {"catalog.commit_many": 1}
     assert hex_trace(small) != hex_trace(root) != hex_trace(medium)
@@ -222,7 +244,7 @@ def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: Tra
     spans = new_spans(before, traced.host_spans())
 
     assert hex_trace(root) != hex_trace(put_root)
-    assert_one_trace(root, spans)
+    assert_one_trace(root, spans, driver_spans(traced.exporter, root))
     for span in spans:
         check_host_span(span)
     names = Counter(s["name"] for s in spans)
@@ -243,7 +265,7 @@ def test_one_get_is_another_trace_with_open_batch_and_get_blob_spans(traced: Tra
         assert wh.get("traced-get", "obj.bin", range=(FRAME_SIZE + 10, FRAME_SIZE + 99)) == \
             data[FRAME_SIZE + 10:FRAME_SIZE + 100]
     spans = new_spans(before, traced.host_spans())
-    assert_one_trace(ranged, spans)
+    assert_one_trace(ranged, spans, driver_spans(traced.exporter, ranged))
     names = Counter(s["name"] for s in spans)
     assert names["storage:local.get_blob"] == 1
     assert sum(n for name, n in names.items() if name.endswith(".open_batch")) == 1

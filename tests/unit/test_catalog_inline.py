@@ -192,11 +192,14 @@ def test_a_schema_6_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
         before = every_row(db)
         plain_bytes = db.execute("SELECT bytes FROM bucket_usage WHERE bucket = 'plain'").fetchone()[0]
     assert len(before["objects"]) == 9 and len(before["object_segments"]) == 2 and before["quotas"]
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 7
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 8
 
     with closing(Catalog(path)) as catalog:
-        assert catalog.schema_version == 7
-        assert every_row(catalog._db) == before
+        assert catalog.schema_version == 8
+        after = every_row(catalog._db)
+        # migration 8's tables (and SQLite's counter of the outbox's AUTOINCREMENT), empty
+        assert [after.pop(table) for table in ("event_outbox", "bucket_notifications", "sqlite_sequence")] == [[]] * 3
+        assert after == before
         assert catalog._db.execute("SELECT COUNT(*) FROM objects WHERE inline_data IS NOT NULL").fetchone()[0] == 0
         assert catalog._db.execute("PRAGMA foreign_key_check").fetchall() == []
         old = catalog.get_object("t1", "plain", "a")
@@ -211,7 +214,7 @@ def test_a_schema_6_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
         assert catalog.get_object("t1", "plain", "new").placement == inline(b"sealed")
         assert catalog.quota("t1", "plain")["usage"]["bytes"] == plain_bytes + 6 == 17 + 6
     with closing(Catalog(path)) as again:  # reopening migrates nothing twice
-        assert again.schema_version == 7 and again.get_object("t1", "plain", "new").placement == inline(b"sealed")
+        assert again.schema_version == 8 and again.get_object("t1", "plain", "new").placement == inline(b"sealed")
 
 
 def test_a_catalog_that_named_a_backend_inline_is_refused_as_it_was(tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_version_1_catalog_migrates_and_keeps_its_rows(tmp_path: Path) -> None:
 
 
 def test_migration_one_is_unchanged_and_later_ones_are_appended() -> None:
-    assert len(MIGRATIONS) == 7
+    assert len(MIGRATIONS) == 8
     assert "CREATE TABLE multipart_parts" in MIGRATIONS[0] and "object_segments" not in MIGRATIONS[0]
     assert "CREATE TABLE object_segments" in MIGRATIONS[1] and "tenants" not in MIGRATIONS[1]
     assert "DROP TABLE tenants" in MIGRATIONS[2]

@@ -63,8 +63,10 @@ def test_a_version_2_catalog_migrates_keeping_every_row(tmp_path: Path) -> None:
     catalog = Catalog(path)
     assert catalog.schema_version == SCHEMA_VERSION
     new_schema = schema(catalog._db)
-    # 4 adds usage counts; 5 quotas and per-bucket usage; 6 null versions and global bucket names
-    assert new_schema["table"] == old_schema["table"] - {"tenants"} | {"tenant_usage", "quotas", "bucket_usage"}
+    # 4 adds usage counts; 5 quotas and per-bucket usage; 6 null versions and global bucket names;
+    # 8 the event outbox and bucket notification rules
+    assert new_schema["table"] == old_schema["table"] - {"tenants"} | {
+        "tenant_usage", "quotas", "bucket_usage", "event_outbox", "bucket_notifications"}
     assert new_schema["index"] == old_schema["index"] | {"objects_null", "buckets_global_name"}  # every index kept
     assert {table: catalog._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in counts} == counts

@@ -150,3 +150,55 @@ def test_replica_metrics_carry_breakers_bulkheads_and_memory() -> None:
 def test_a_replica_without_guards_or_memory_adds_nothing() -> None:
     families: dict[str, Any] = {f.name for f in text_string_to_metric_families(GatewayMetrics().exposition().decode())}
     assert not {n for n in families if n.startswith(("dwray_breaker", "dwray_bulkhead", "dwray_memory"))}
+
+
+class _TrialContext:
+    """What ``trial_calls`` uses of a replica's context: its guards, an executor, and handles whose
+    ``call`` goes through the guard as ``PluginHandle``'s does (acquire, the call, record)."""
+
+    def __init__(self, guards: Guards, plugin_fails: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.guards, self.plugin_fails, self.calls = guards, plugin_fails, 0
+        self.executor = ThreadPoolExecutor(2)
+
+    def guard_snapshot(self) -> dict[str, dict[str, Any]]:
+        return self.guards.snapshot()
+
+    def handle(self, child: str) -> Any:
+        context = self
+
+        class Handle:
+            def call(self, method: str, idempotent: bool = False) -> None:
+                breaker, _ = context.guards.guard(child, OPTIONS)
+                breaker.acquire()
+                context.calls += 1
+                breaker.record(0.001, failed=context.plugin_fails)
+                breaker.release()
+                if context.plugin_fails:
+                    raise PluginTimeout(child, method, 1.0)
+        return Handle()
+
+
+def test_a_half_open_breaker_is_closed_by_the_probes_own_trial_calls() -> None:
+    """No traffic reaches a replica out of rotation: readiness makes the trial calls a half-open breaker awaits."""
+    import asyncio
+
+    from serve_apps import context as replica
+    from serve_apps.gateway import _half_open, trial_calls
+
+    for fails, state in ((False, "closed"), (True, "open")):
+        clock = Clock()
+        guards = tripped_guards(clock)
+        clock.now += 10  # wait_in_open has passed
+        ctx = _TrialContext(guards, plugin_fails=fails)
+        replica.install(ctx)  # type: ignore[arg-type]
+        try:
+            assert _half_open(ctx) == ["storage:local"]
+            asyncio.run(trial_calls(ctx, "storage:local"))
+        finally:
+            replica.install(None)  # type: ignore[arg-type]
+            ctx.executor.shutdown()
+        assert guards.snapshot()["storage:local"]["state"] == state
+        assert ctx.calls == OPTIONS.breaker.half_open_calls  # the trials it takes to decide, no more
+        assert _half_open(ctx) == []

@@ -38,8 +38,9 @@ def test_a_policy_round_trips_through_json_with_its_patterns_as_written() -> Non
     source = doc({"Sid": "Read", **allow(["s3:Get*", "s3:listbucket"], "arn:aws:s3:::logs/2024/*")})
     policy = AccessPolicy.parse(json.dumps(source))
     assert policy.statements[0].actions == (
-        "s3:GetBucketAcl", "s3:GetBucketLocation", "s3:GetBucketVersioning", "s3:GetObject", "s3:GetObjectAcl",
-        "s3:GetObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging",
+        "s3:GetBucketAcl", "s3:GetBucketLocation", "s3:GetBucketNotification", "s3:GetBucketVersioning",
+        "s3:GetObject", "s3:GetObjectAcl", "s3:GetObjectTagging", "s3:GetObjectVersion", "s3:GetObjectVersionAcl",
+        "s3:GetObjectVersionTagging",
         "s3:ListBucket")
     assert json.loads(policy.to_json())["Statement"][0] == {
         "Sid": "Read", "Effect": "Allow", "Action": ["s3:Get*", "s3:listbucket"],

@@ -236,17 +236,18 @@ def test_migration_counts_what_is_already_stored(tmp_path: Path) -> None:
         catalog.commit_object(record("b", "k1", 7))
         catalog.commit_object(record("b", "k2", 5))
         db = catalog._db
-        # Back to version 4: what migrations 5, 6 and 7 added goes.
+        # Back to version 4: what migrations 5, 6, 7 and 8 added goes.
         for name in [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                 "AND name LIKE 'bucket_usage_%'")]:
+                                                 "AND (name LIKE 'bucket_usage_%' OR name LIKE 'event_%')")]:
             db.execute(f"DROP TRIGGER {name}")
         db.executescript("DROP TABLE quotas; DROP TABLE bucket_usage; DROP INDEX objects_null; "
                          "DROP INDEX buckets_global_name; ALTER TABLE objects DROP COLUMN null_version; "
                          "ALTER TABLE objects DROP COLUMN tags; ALTER TABLE multipart_uploads DROP COLUMN tags; "
-                         "ALTER TABLE objects DROP COLUMN inline_data; PRAGMA user_version = 4;")
-    assert schema.SCHEMA_VERSION == 7
+                         "ALTER TABLE objects DROP COLUMN inline_data; DROP TABLE event_outbox; "
+                         "DROP TABLE bucket_notifications; PRAGMA user_version = 4;")
+    assert schema.SCHEMA_VERSION == 8
     with closing(Catalog(path)) as catalog:
-        assert catalog.schema_version == 7
+        assert catalog.schema_version == 8
         assert catalog.quota("t")["usage"] == {"bytes": 12, "objects": 2, "buckets": 1}
 
 

@@ -29,6 +29,11 @@ read placements and key headers only) and ``tenant_stats``. Tenants themselves
 are registered in the identity store alone; the catalog knows a tenant by the
 buckets it owns.
 
+Every change the message bus reports (buckets and object versions created or
+removed) also writes an ``event_outbox`` row in its own transaction, so an
+acknowledged write always has its event (``outbox``); buckets keep their S3
+notification rules there too.
+
 Hard quotas (``quotas``) are checked in the transaction that commits each
 write: usage per bucket (every stored version, and uploaded parts) is kept by
 triggers, so no number of concurrent writers can pass a limit together.
@@ -39,6 +44,7 @@ the remote proxy), ``quotas`` (limits, usage and their checks), ``store``
 (the ``Catalog`` and its queries) and ``reader`` (the catalog read-only, for
 callers on its node: no round trip to the catalog service).
 """
+from dwray.core.catalog.outbox import OutboxEvent
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.reader import CatalogReader, LocalReadUnavailable
 from dwray.core.catalog.records import (
@@ -68,6 +74,7 @@ __all__ = [
     "DeleteOutcome",
     "LocalReadUnavailable",
     "ObjectRecord",
+    "OutboxEvent",
     "PagedReads",
     "PartRecord",
     "Placement",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from dwray.core.catalog.outbox import NEAR_LIMIT, publish_in
 from dwray.errors import BucketNotFound, InvalidArgument, QuotaExceeded
 
 __all__ = ["LIMITS", "QuotaQueries", "Usage", "check_buckets_in", "check_in", "parse_limit", "usage_in"]
@@ -45,14 +46,24 @@ def _scope(tenant: str, bucket: str) -> str:
 
 
 def check_in(db: sqlite3.Connection, tenant: str, bucket: str, before: Usage) -> None:
-    """``QuotaExceeded`` if the change since ``before`` grew a usage past its limit (bucket first)."""
+    """``QuotaExceeded`` if the change since ``before`` grew a usage past its limit (bucket first).
+
+    A change that takes a usage from below ``NEAR_LIMIT`` of its limit to at or above it (and not
+    past it) adds a ``quota.near_limit`` event to the outbox, in the same transaction.
+    """
     after = usage_in(db, tenant, bucket)
+    near = []
     for scope_bucket, offset in ((bucket, 2), ("", 0)):
         limits = _limits_in(db, tenant, scope_bucket)
         for what, index in (("bytes", offset), ("objects", offset + 1)):
             limit = limits[f"max_{what}"]
             if limit is not None and after[index] > limit and after[index] > before[index]:
                 raise QuotaExceeded(_scope(tenant, scope_bucket), what, limit, after[index])
+            if limit is not None and before[index] < NEAR_LIMIT * limit <= after[index]:
+                near.append({"tenant": tenant, "bucket": scope_bucket or None, "what": what, "limit": limit,
+                             "usage": after[index]})
+    for payload in near:
+        publish_in(db, "quota.near_limit", f"{tenant}/{payload['bucket'] or ''}", payload)
 
 
 def check_buckets_in(db: sqlite3.Connection, tenant: str) -> None:

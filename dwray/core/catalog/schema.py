@@ -269,6 +269,58 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE objects ADD COLUMN inline_data BLOB
         CHECK ((inline_data IS NULL) = (backend IS NOT 'inline') AND (inline_data IS NULL OR length(inline_data) > 0));
     """,
+    # 8: the event outbox and bucket notification configurations. ``event_outbox``
+    # gets a row in the very transaction of each change the message bus reports (an
+    # acknowledged write always has its event, whether or not the bus runs): triggers
+    # add bucket creations and removals and every new version or delete marker; the
+    # store adds removed versions itself (``dwray.core.catalog.outbox``), since a
+    # trigger cannot tell a removal from the replacement an overwrite makes. The bus
+    # reads the rows in ``seq`` order and deletes those it has taken. ``name`` is S3's
+    # event name; the kernel's other events the catalog sees (``quota.near_limit`` in the
+    # write that crosses the threshold, ``key.rotated``) carry a JSON ``payload``.
+    # ``bucket_notifications`` holds a bucket's rules (JSON) and goes with it.
+    """
+    CREATE TABLE event_outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic      TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        tenant     TEXT NOT NULL,
+        bucket     TEXT NOT NULL,
+        key        TEXT NOT NULL DEFAULT '',
+        version_id TEXT,
+        size       INTEGER NOT NULL DEFAULT 0,
+        etag       TEXT NOT NULL DEFAULT '',
+        created    REAL NOT NULL,
+        payload    TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE bucket_notifications (
+        tenant TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        rules  TEXT NOT NULL,
+        PRIMARY KEY (tenant, bucket)
+    );
+    CREATE TRIGGER event_bucket_created AFTER INSERT ON buckets BEGIN
+        INSERT INTO event_outbox (topic, name, tenant, bucket, created)
+            VALUES ('bucket.created', 'BucketCreated', NEW.tenant, NEW.name, NEW.created);
+    END;
+    CREATE TRIGGER event_bucket_removed AFTER DELETE ON buckets BEGIN
+        INSERT INTO event_outbox (topic, name, tenant, bucket, created)
+            VALUES ('bucket.removed', 'BucketRemoved', OLD.tenant, OLD.name, (julianday('now') - 2440587.5) * 86400.0);
+        DELETE FROM bucket_notifications WHERE tenant = OLD.tenant AND bucket = OLD.name;
+    END;
+    CREATE TRIGGER event_object_created AFTER INSERT ON objects WHEN NEW.delete_marker = 0 BEGIN
+        INSERT INTO event_outbox (topic, name, tenant, bucket, key, version_id, size, etag, created)
+            VALUES ('object.created',
+                    CASE WHEN NEW.parts > 0 THEN 'ObjectCreated:CompleteMultipartUpload' ELSE 'ObjectCreated:Put' END,
+                    NEW.tenant, NEW.bucket, NEW.key, CASE WHEN NEW.null_version THEN 'null' ELSE NEW.version_id END,
+                    NEW.size, NEW.etag, NEW.created);
+    END;
+    CREATE TRIGGER event_marker_created AFTER INSERT ON objects WHEN NEW.delete_marker = 1 BEGIN
+        INSERT INTO event_outbox (topic, name, tenant, bucket, key, version_id, created)
+            VALUES ('object.removed', 'ObjectRemoved:DeleteMarkerCreated', NEW.tenant, NEW.bucket, NEW.key,
+                    CASE WHEN NEW.null_version THEN 'null' ELSE NEW.version_id END, NEW.created);
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: the migration that makes bucket names global (its index in ``MIGRATIONS``)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from dwray.core.catalog.outbox import EventOutbox
 from dwray.core.catalog.paging import PagedReads
 from dwray.core.catalog.quotas import (
     QuotaQueries,
@@ -75,7 +76,7 @@ RENAME_REMEDY = ("Before upgrading, with the dwray that wrote this data dir, cop
                  "tenant's key) and delete the old one; then start this dwray again.")
 
 
-class Catalog(QuotaQueries, PagedReads, SqliteStore):
+class Catalog(EventOutbox, QuotaQueries, PagedReads, SqliteStore):
     """The SQLite catalog. Thread-safe; several processes may share one file."""
 
     label = "catalog"
@@ -383,6 +384,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
                     return DeleteOutcome(None, None)
                 removed = ObjectRecord._from_row(row)
                 db.execute(f"DELETE FROM objects WHERE {named[0]}", named[1])
+                self._outbox_removal_in(db, removed)
                 if removed.is_latest:
                     db.execute(f"UPDATE objects SET is_latest = 1 WHERE {base[0]} AND version_id = "
                                f"(SELECT version_id FROM objects WHERE {base[0]} ORDER BY created DESC, "
@@ -396,6 +398,7 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
                                      base[1]).fetchone()
                     removed = ObjectRecord._from_row(row) if row is not None else None
                     db.execute(f"DELETE FROM objects WHERE {base[0]} AND null_version = 1", base[1])
+                    self._outbox_removal_in(db, removed)
                 else:
                     marker = replace(marker, null_version=False)
                 db.execute(f"UPDATE objects SET is_latest = 0 WHERE {base[0]} AND is_latest = 1", base[1])
@@ -405,7 +408,9 @@ class Catalog(QuotaQueries, PagedReads, SqliteStore):
             row = db.execute(f"SELECT {OBJECT_COLUMNS} FROM objects WHERE {base[0]} AND is_latest = 1",
                              base[1]).fetchone()
             db.execute(f"DELETE FROM objects WHERE {base[0]}", base[1])
-            return DeleteOutcome(ObjectRecord._from_row(row) if row else None, None)
+            removed = ObjectRecord._from_row(row) if row else None
+            self._outbox_removal_in(db, removed)
+            return DeleteOutcome(removed, None)
 
     def versions_page(self, tenant: str, bucket: str, prefix: str = "", key_marker: str | None = None,
                       version_marker: str | None = None, inclusive: bool = False,

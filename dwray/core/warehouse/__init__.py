@@ -16,6 +16,7 @@ blob ids start with the tenant's name and each tenant has its own KEK.
 - ``tables``: Arrow tables as Parquet objects;
 - ``maintenance``: KEK rotation, rewrap and retirement, sweep, stats;
 - ``quotas``: hard quotas of tenants and buckets (the catalog enforces them);
+- ``notifications``: S3 bucket notification rules (the message bus applies them);
 - ``auditing``: the audit hook every checked operation reports its access to.
 
 They are mixins over ``WarehouseBase`` rather than collaborators: the public
@@ -29,6 +30,7 @@ from dwray.core.warehouse.buckets import Buckets
 from dwray.core.warehouse.listing import Listing
 from dwray.core.warehouse.maintenance import Maintenance
 from dwray.core.warehouse.multipart import MultipartUploads
+from dwray.core.warehouse.notifications import Notifications
 from dwray.core.warehouse.quotas import Quotas
 from dwray.core.warehouse.reads import ObjectReader
 from dwray.core.warehouse.tables import Tables
@@ -36,5 +38,5 @@ from dwray.core.warehouse.tables import Tables
 __all__ = ["ObjectReader", "Warehouse"]
 
 
-class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance, Quotas, Auditing):
+class Warehouse(Buckets, MultipartUploads, Tables, Listing, Maintenance, Quotas, Notifications, Auditing):
     """Buckets and objects of every tenant, stored sealed on one storage backend."""

@@ -2,6 +2,7 @@
 multipart uploads, the sweep of unreferenced blobs, and usage figures."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from dwray.errors import (
     UploadNotFound,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = ["EXPIRE_BATCH", "REWRAP_BATCH", "Maintenance"]
 
 # DEKs a rewrap reads per catalog page (and reports progress after).
@@ -43,6 +46,7 @@ class Maintenance(WarehouseBase):
         self.keyring.ensure(ctx.kek_id)
         version = self.keyring.rotate(ctx.kek_id)
         self.data_keys.forget(ctx.kek_id)  # this process's next writes wrap a bucket key under the new version
+        self._key_rotated(ctx.kek_id, version, ctx.tenant)
         return version
 
     @traced("rotate_all_keys")
@@ -58,8 +62,19 @@ class Maintenance(WarehouseBase):
                 rotated[kek_id] = self.keyring.rotate(kek_id)
             except KeyShredded:
                 continue
+            self._key_rotated(kek_id, rotated[kek_id])
         self.data_keys.forget()
         return rotated
+
+    def _key_rotated(self, kek_id: str, version: int, tenant: str | None = None) -> None:
+        """Report a rotation on the message bus (``key.rotated``, through the catalog's outbox). The rotation
+        is done whatever happens here: a failure to report it is logged, not raised."""
+        try:
+            self.catalog.outbox_publish("key.rotated", kek_id, {"kek_id": kek_id, "version": version,
+                                                                **({"tenant": tenant} if tenant else {})})
+        except DwrayError as exc:
+            log.warning("key %s rotated to version %d, but the key.rotated event was not recorded: %s",
+                        kek_id, version, exc)
 
     @traced("rewrap")
     @operator_only("Rewrap")

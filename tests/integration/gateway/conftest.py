@@ -27,12 +27,15 @@ from dwray.config import (
     SweeperConfig,
     TenantRate,
 )
+from dwray.config_events import EventsConfig
 from dwray.core.ports import free_port
 
 MAX_OBJECT_SIZE = 2 << 30  # above the 1 GiB streaming test, below what the negative tests declare
 THROTTLED_TENANT = "throttled"
 VIRTUAL_HOST_DOMAIN = "s3.dwray.test"
 MAX_HEADER_BYTES = 8 << 10
+#: the session gateway's webhook, for bucket notifications: test_bucket_notifications.py serves it on this port
+NOTIFY_WEBHOOK_PORT = free_port()
 
 
 @dataclass
@@ -69,6 +72,10 @@ class GatewayUnderTest:
 
 
 def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
+    secret = data_dir.parent / "webhook-secret"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(b"gateway-webhook-secret")
+    secret.chmod(0o600)
     return DwrayConfig(
         data_dir=data_dir,
         # The kill storm (test_kill_storm.py) escalates: a tree restart waits 4 s at most.
@@ -86,6 +93,8 @@ def gateway_config(data_dir: Path, port: int) -> DwrayConfig:
             # The negative tests fail authentication on purpose, all from 127.0.0.1: a limit far
             # above theirs. The limit itself is tested on a gateway of its own (test_gateway_tls.py).
             auth_failures=AuthFailureLimit(rate=100, burst=2000)),
+        events=EventsConfig.model_validate({"webhooks": {"gw-hook": {
+            "url": f"http://127.0.0.1:{NOTIFY_WEBHOOK_PORT}/hook", "secret": f"secret://file/{secret}"}}}),
     )
 
 

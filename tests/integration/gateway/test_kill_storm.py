@@ -138,26 +138,42 @@ _PROBES = itertools.count()  # each probe writes keys of its own
 def serves(gateway: GatewayUnderTest, warehouse: RayWarehouse, s3: Any, bucket: str) -> bool:
     """Readiness 200, a driver put and get, and an S3 put and get, all right now."""
     probe = next(_PROBES)
+    began = time.monotonic()
+    steps: list[str] = []  # how long each step of this probe took: the last probe's go to the summary
+
+    def step(name: str) -> None:
+        steps.append(f"{name} {time.monotonic() - began:.2f}")
+
     try:
         ready = requests.get(f"{gateway.endpoint}/healthz/ready", timeout=5)
+        step("ready")
         if ready.status_code != 200:
             _NOT_YET.append(f"ready {ready.status_code}: {ready.text[:300]}")
             return False
         # Small (inline in the catalog) and larger (a blob: stages and storage) objects, both ways.
         for name, data in (("small", b"probe"), ("blob", PROBE_BLOB)):
             warehouse.put(bucket, f"probe/driver-{name}-{probe}", data)
+            step(f"driver put {name}")
             if warehouse.get(bucket, f"probe/driver-{name}-{probe}") != data:
                 return False
+            step(f"driver get {name}")
             s3.put_object(Bucket=bucket, Key=f"probe/s3-{name}-{probe}", Body=data)
+            step(f"s3 put {name}")
             if s3.get_object(Bucket=bucket, Key=f"probe/s3-{name}-{probe}")["Body"].read() != data:
                 return False
+            step(f"s3 get {name}")
         return True
     except Exception as exc:  # noqa: BLE001 - not serving yet
         _NOT_YET.append(f"{type(exc).__name__}: {exc}"[:300])
         return False
+    finally:
+        _PROBE_STEPS[:] = [f"started {began - _STORM_END[0]:+.2f} after the last kill", *steps] \
+            if _STORM_END else steps
 
 
 _NOT_YET: list[str] = []  # why the warehouse did not serve yet, for the summary
+_PROBE_STEPS: list[str] = []  # the last probe's steps, for the summary
+_STORM_END: list[float] = []  # the last kill's time.monotonic()
 
 
 @ray.remote(num_cpus=0)
@@ -220,6 +236,7 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
                 skipped += 1  # the tree is restarting: nothing of it runs to be killed
             time.sleep(max(0.0, KILL_EVERY - (time.monotonic() - tick)))
         last_kill = kills[-1]["at"]
+        _STORM_END[:] = [last_kill]
         wait_until(lambda: serves(gateway, warehouse, s3, bucket), 120.0,
                    "the warehouse to serve again after the storm", interval=0.2)
         healed_after = time.monotonic() - last_kill
@@ -258,6 +275,7 @@ def test_kill_storm_heals_by_itself_and_loses_nothing_acknowledged(gateway: Gate
         "not_serving_yet": sorted(set(_NOT_YET))[:12],
         # Where the heal's time went: the supervisor's events from the last kill to serving again.
         "timeline": timeline(supervisor, kills[-1]["wall"], healed_wall),
+        "last_probe": list(_PROBE_STEPS),
     }
     print("\nkill storm:", json.dumps(summary, indent=1))
     assert len(kills) >= STORM_SECONDS / KILL_EVERY / 2, summary  # a storm, not a drizzle

@@ -110,6 +110,7 @@ def warehouse_children(config: DwrayConfig) -> list[ChildSpec]:
         # so a reload restarts it only when one of them changed.
         bus_settings = {name: settings["settings"][name] for name in ("data_dir", "events", "runtime", "secrets",
                                                                      "keys")}
+        bus_settings["audit"] = {"enabled": config.audit.enabled}  # it follows the audit log's checkpoints
         children.append(_child(config, "events", "service.events", "service",
                                {"settings": bus_settings, "path": str(data_dir / "events" / "bus.db")},
                                required=False))

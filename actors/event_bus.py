@@ -3,8 +3,9 @@
 A thin shell over ``dwray.core.events.bus.EventBus``: it opens the bus's file
 (``DATA_DIR/events/bus.db``), reads the catalog's outbox through the catalog
 child (``RemoteOutbox``), resolves webhook secrets in this actor (the config
-carries references only), delivers to subscribed actors over Ray, and follows
-the supervisor's numbered events to publish ``plugin.state``.
+carries references only), delivers to subscribed actors over Ray, follows
+the supervisor's numbered events to publish ``plugin.state``, and follows the
+audit log's kept checkpoints to publish ``audit.checkpoint_signed``.
 
 Not ``required``: the warehouse serves without it, since object and bucket
 events wait in the catalog's outbox until it is back; a restart (``kill -9``
@@ -35,6 +36,7 @@ __all__ = ["SUPERVISOR_CURSOR", "EventBusPlugin", "RemoteOutbox"]
 log = logging.getLogger(__name__)
 
 SUPERVISOR_CURSOR = "supervisor-events"
+AUDIT_CURSOR = "audit-checkpoints"  # the size of the last kept checkpoint published
 _SCHEMA = {"type": "object", "properties": {"settings": {"type": "object"}, "path": {"type": "string", "minLength": 1}},
            "required": ["settings", "path"], "additionalProperties": False}
 
@@ -78,6 +80,13 @@ class EventBusPlugin(Plugin):
         self._follower = threading.Thread(target=self._follow_supervisor, name="dwray-events-supervisor",
                                           daemon=True)
         self._follower.start()
+        self._audit = None
+        if self._config.audit.enabled:
+            from actors.handles import plugin_handle  # as in RemoteOutbox
+
+            self._audit = plugin_handle(self._config, self._supervisor, "audit")
+        self._audit_follower = threading.Thread(target=self._follow_audit, name="dwray-events-audit", daemon=True)
+        self._audit_follower.start()
 
     # What callers use ----------------------------------------------------------------
 
@@ -115,13 +124,14 @@ class EventBusPlugin(Plugin):
         return self._bus.status()
 
     def health(self) -> dict[str, Any]:
-        alive = self._bus.alive() and self._follower.is_alive()
+        alive = self._bus.alive() and self._follower.is_alive() and self._audit_follower.is_alive()
         return {"ok": alive} if alive else {"ok": False, "reason": "a bus thread stopped"}
 
     def close(self) -> None:
         self._stop.set()
         self._bus.stop()
         self._follower.join(timeout=5)
+        self._audit_follower.join(timeout=5)
         self._store.close()
 
     # Inside ----------------------------------------------------------------------------
@@ -165,3 +175,24 @@ class EventBusPlugin(Plugin):
                     log.warning("event bus: plugin.state not published, will retry: %s", exc)
                     break
                 self._store.set_state(SUPERVISOR_CURSOR, event["seq"])
+
+    def _follow_audit(self) -> None:
+        """Publish each checkpoint the audit log keeps for good as ``audit.checkpoint_signed`` (keyed by
+        the log's id): an outside monitor can fetch and check it as soon as it is signed."""
+        if self._audit is None:
+            return
+        interval = max(self._config.events.poll_interval, 0.5)
+        while not self._stop.wait(interval):
+            seen = self._store.state(AUDIT_CURSOR)
+            try:
+                checkpoints = self._audit.call("checkpoints_since", seen, 100, idempotent=True)
+            except DwrayError as exc:
+                log.debug("event bus: the audit log's checkpoints are unavailable: %s", exc)
+                continue
+            for checkpoint in checkpoints:
+                try:
+                    self._bus.publish("audit.checkpoint_signed", str(checkpoint.get("log", "")), checkpoint)
+                except (Backpressure, DwrayError) as exc:
+                    log.warning("event bus: audit.checkpoint_signed not published, will retry: %s", exc)
+                    break
+                self._store.set_state(AUDIT_CURSOR, int(checkpoint["size"]))

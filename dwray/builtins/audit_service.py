@@ -58,6 +58,10 @@ class AuditLogPlugin(Plugin):
     def append_many(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
         return self.log.append_many(records)
 
+    def checkpoints_since(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Checkpoints kept for good past ``after`` entries (the event bus publishes each one)."""
+        return self.log.kept_checkpoints(after, limit)
+
     def health(self) -> dict[str, Any]:
         return {"ok": True, "entries": self.log.size}
 

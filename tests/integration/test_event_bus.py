@@ -30,6 +30,7 @@ from tests.integration.events_receiver import WebhookReceiver
 
 SECRET = b"a-webhook-secret-for-tests"
 QUEUE_MAX = 5
+CHECKPOINT_EVERY = 8  # the audit log keeps a signed checkpoint for good every 8 entries
 
 
 class BusTree:
@@ -60,7 +61,8 @@ def tree(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     secret_file = root / "hook-secret"
     secret_file.write_bytes(SECRET)
     secret_file.chmod(0o600)
-    receivers = {"hook": WebhookReceiver(SECRET), "slow": WebhookReceiver(SECRET, delay=0.3)}
+    receivers = {"hook": WebhookReceiver(SECRET), "slow": WebhookReceiver(SECRET, delay=0.3),
+                 "monitor": WebhookReceiver(SECRET)}
     late_port = WebhookReceiver(SECRET)  # its port, then closed: "late" is down until a test starts it
     late_port.close()
     urls = {**{name: r.url for name, r in receivers.items()}, "late": late_port.url}
@@ -70,11 +72,14 @@ def tree(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "max_attempts": 3, "delivery_timeout": 5,
         "webhooks": {"hook": {"url": urls["hook"], "secret": ref, "topics": ["bucket.created"]},
                      "slow": {"url": urls["slow"], "secret": ref},
-                     "late": {"url": urls["late"], "secret": ref, "topics": ["key.rotated"]}}})
-    config = make_config(root / "data").model_copy(update={
+                     "late": {"url": urls["late"], "secret": ref, "topics": ["key.rotated"]},
+                     "monitor": {"url": urls["monitor"], "secret": ref, "topics": ["audit.checkpoint_signed"]}}})
+    base = make_config(root / "data")
+    config = base.model_copy(update={
         "runtime": RuntimeConfig(namespace=f"dwray-test-{uuid.uuid4().hex[:8]}", ping_interval=0.5,
                                  stage_placement="caller"),
-        "events": events})
+        "events": events,
+        "audit": base.audit.model_copy(update={"checkpoint_every": CHECKPOINT_EVERY})})
     supervisor = start_supervisor(config)
     warehouse = RayWarehouse(config, supervisor)
     receivers["late-port"] = late_port
@@ -189,3 +194,28 @@ def test_dead_letters_are_listed_and_replayed_by_the_cli(tree: BusTree) -> None:
     wait_until(lambda: len(receiver.messages("key.rotated")) == 3, 60, "every replayed letter")
     assert [m["payload"]["n"] for m in receiver.messages("key.rotated")] == [0, 1, 2]  # in order, one key
     assert dw(tree, "dead-letters") == []
+
+
+def test_each_checkpoint_the_audit_log_keeps_is_published_signed(tree: BusTree) -> None:
+    """``audit.checkpoint_signed``: an outside monitor gets every kept checkpoint and can check its signature."""
+    from dwray.core.audit import AuditLocations
+    from dwray.core.audit.checkpoints import CheckpointSigner, SignedCheckpoint, canonical_json
+
+    monitor = tree.receivers["monitor"]
+    tree.wh.create_bucket("audit-events")
+    for n in range(2 * CHECKPOINT_EVERY):  # each put is an audit entry: two kept checkpoints at least
+        tree.wh.put("audit-events", f"k{n}", b"x")
+    assert monitor.wait_for(lambda: len(monitor.messages("audit.checkpoint_signed")) >= 2, 60), monitor.received
+    public_key = CheckpointSigner(AuditLocations.of(tree.config).signing_key, create=False).public_key
+    sizes = []
+    for message in monitor.messages("audit.checkpoint_signed"):
+        payload = dict(message["payload"])
+        signed = SignedCheckpoint.from_json(canonical_json({
+            "checkpoint": {name: payload[name] for name in ("log", "root", "size", "time")},
+            "signature": payload["signature"], "key_id": payload["key_id"]}))
+        assert signed.verify(public_key), payload
+        assert message["key"] == payload["log"]  # one message group per log: in order
+        sizes.append(payload["size"])
+    assert all(size % CHECKPOINT_EVERY == 0 for size in sizes), sizes
+    first_seen = list(dict.fromkeys(sizes))  # at least once: a redelivery may repeat one, never reorder
+    assert first_seen == sorted(first_seen) and len(first_seen) >= 2, sizes

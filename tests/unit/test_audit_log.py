@@ -311,3 +311,25 @@ def test_a_moved_log_names_the_id_to_configure(locations: AuditLocations) -> Non
         AuditLog(moved)
     report = _verify(moved)
     assert not report.ok and "is for the log '0123456789abcdef'" in report.findings[0].problem
+
+
+def test_kept_checkpoints_are_listed_past_a_size_signed(locations: AuditLocations) -> None:
+    """What the event bus publishes as ``audit.checkpoint_signed``: each kept checkpoint, verifiable."""
+    from dwray.core.audit.checkpoints import canonical_json
+
+    log = AuditLog(locations, checkpoint_every=4)
+    try:
+        for n in range(10):
+            log.append({"principal": "t", "action": "s3:PutObject", "resource": f"b/{n}", "outcome": "allowed"})
+        kept = log.kept_checkpoints()
+        assert [c["size"] for c in kept] == [4, 8]
+        assert [c["size"] for c in log.kept_checkpoints(after=4)] == [8]
+        assert log.kept_checkpoints(after=8) == [] and len(log.kept_checkpoints(limit=1)) == 1
+        public_key = CheckpointSigner(locations.signing_key, create=False).public_key
+        for c in kept:
+            signed = SignedCheckpoint.from_json(canonical_json({
+                "checkpoint": {k: c[k] for k in ("log", "root", "size", "time")},
+                "signature": c["signature"], "key_id": c["key_id"]}))
+            assert signed.verify(public_key) and c["log"] == locations.log_id
+    finally:
+        log.close()

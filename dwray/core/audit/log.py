@@ -109,6 +109,15 @@ class AuditLog(SqliteStore):
     def __repr__(self) -> str:
         return f"AuditLog({str(self.locations.folder)!r})"
 
+    def kept_checkpoints(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The checkpoints kept for good (every ``checkpoint_every`` entries) covering more than
+        ``after`` entries, oldest first, at most ``limit``: each its body's fields, key id and signature
+        (hex). Public data: what ``dw audit verify`` and an outside monitor check."""
+        rows = self._read("SELECT body, signature, key_id FROM checkpoints WHERE kept = 1 AND size > ? "
+                          "ORDER BY size LIMIT ?", (int(after), max(0, int(limit))))
+        return [{**json.loads(body), "key_id": key_id, "signature": bytes(signature).hex()}
+                for body, signature, key_id in rows]
+
     @property
     def size(self) -> int:
         return self._tree.size

@@ -148,6 +148,8 @@ class Supervisor:
 
     def __init__(self, spec: SupervisorSpec, namespace: str = DEFAULT_NAMESPACE,
                  cgroup_root: str = str(DEFAULT_CGROUP_ROOT)) -> None:
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            spec = _reloaded_spec() or spec  # the children as the last applied reload left them
         self._spec = spec
         _configure_telemetry(spec)
         self._namespace = namespace
@@ -621,6 +623,7 @@ class Supervisor:
         async with self._ops:
             await self._stop_all("the supervisor is stopping")
         self._state = "stopped"
+        _forget_reloaded_spec()
         self._event("supervisor_stopped")
         self._notify()
         return self._status()
@@ -810,6 +813,7 @@ class Supervisor:
         self._spec = self._spec.model_copy(update={"children": [
             self._children[child_id].spec for child_id in self._order]})
         self._config_revision += 1
+        _keep_reloaded_spec(self._spec)
         self._ensure_standbys()
         return {"outcome": "applied", "reason": None, "restarted": restarted, "live": list(plan.live)}
 
@@ -1025,6 +1029,42 @@ def _configure_telemetry(spec: SupervisorSpec) -> None:
         configure_telemetry(spec.tracing, spec.logging, f"supervisor:{spec.name}", degrade=True)
     except DwrayError as exc:
         logger.warning("supervisor %s: [tracing]/[logging] not applied: %s", spec.name, exc)
+
+
+def _reloaded_spec_key() -> bytes:
+    # By actor id: the same across Ray's restarts of this supervisor, another for a new supervisor.
+    return f"dwray:supervisor-spec:{ray.get_runtime_context().get_actor_id()}".encode()
+
+
+def _keep_reloaded_spec(spec: SupervisorSpec) -> None:
+    """Keep the spec an applied reload made in Ray's GCS (references only, as the actor's own
+    arguments are), so a supervisor that Ray restarts starts the reloaded children, not the first ones."""
+    from ray.experimental import internal_kv
+
+    try:
+        internal_kv._internal_kv_put(_reloaded_spec_key(), spec.model_dump_json().encode(), overwrite=True)
+    except Exception:  # noqa: BLE001 - the reload stands; only a restart of the supervisor would miss it
+        logger.exception("supervisor %s: the reloaded spec could not be kept in the GCS", spec.name)
+
+
+def _forget_reloaded_spec() -> None:
+    from ray.experimental import internal_kv
+
+    try:
+        internal_kv._internal_kv_del(_reloaded_spec_key())
+    except Exception:  # noqa: BLE001 - a stale key is only read by a restart of this very actor
+        logger.debug("supervisor: the reloaded spec could not be removed from the GCS", exc_info=True)
+
+
+def _reloaded_spec() -> SupervisorSpec | None:
+    from ray.experimental import internal_kv
+
+    try:
+        kept = internal_kv._internal_kv_get(_reloaded_spec_key())
+        return None if kept is None else SupervisorSpec.model_validate_json(kept)
+    except Exception:  # noqa: BLE001 - start from the actor's arguments, as before any reload
+        logger.exception("supervisor: the reloaded spec kept in the GCS could not be read")
+        return None
 
 
 def _kick_recovery(me: Any) -> None:

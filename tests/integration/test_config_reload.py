@@ -337,3 +337,29 @@ def test_sighup_and_the_file_watch_reload_dw_ups_file(running: Running) -> None:
     assert entries[0]["event"] == "started" and entries[0]["source"] == str(path)
     assert [(entry["principal"], entry["outcome"]) for entry in entries[1:]] == [
         ("SIGHUP to dw up", "applied"), ("dw up (file watch)", "applied")]
+
+
+def test_a_supervisor_killed_after_a_reload_comes_back_with_the_reloaded_config(running: Running) -> None:
+    """Ray restarts a killed supervisor from its actor arguments (the start config); the spec an applied
+    reload made is kept in the GCS and wins, so the reload outlives it. Last: it restarts the tree."""
+    result = running.reload({"gateway": {"rate_limit": {"tenant_rate": 5.0, "tenant_burst": 7.0}},
+                             "plugins": {"identity": {"call_timeout": 9.0}},
+                             "logging": {"levels": {LOGGER: "DEBUG"}},
+                             "catalog": {"busy_timeout_ms": 4321}})
+    assert result["outcome"] == "applied"
+    assert running.spec("identity").call_timeout == 9.0
+    pid = ray.get(running.supervisor.status.remote(), timeout=30)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: _restarted_and_running(running, pid), 120.0, "the supervisor to restart and run its tree")
+    assert running.spec("identity").call_timeout == 9.0
+    assert running.spec("catalog").config["busy_timeout_ms"] == 4321
+    assert running.running().gateway.rate_limit.tenant_rate == 5.0  # the settings child's config too
+    _put_and_get(running, "after-supervisor-restart")
+
+
+def _restarted_and_running(running: Running, old_pid: int) -> bool:
+    try:
+        status = ray.get(running.supervisor.status.remote(), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
+    return status["pid"] != old_pid and status["state"] == "running"

@@ -58,6 +58,7 @@ log = logging.getLogger("dwray.gateway")
 REPORT_INTERVAL = 0.5
 REPORT_TIMEOUT = 5.0  # every call to the coordinator has this deadline
 CONFIG_CHECK_SECONDS = 1.0  # how soon a reloaded config's limits reach the replica
+TREE_METRICS_SECONDS = 10.0  # how often the tree's gauges go to Ray's metrics (its own report interval)
 REQUIRED_CACHE_SECONDS = 30.0  # which plugins are required changes only with the config
 KEY_CACHE_SECONDS = 30.0
 UNKNOWN_KEY_CACHE_SECONDS = 5.0  # a repeated made-up key id costs no lookup; a key made elsewhere waits this long
@@ -117,6 +118,7 @@ class GatewayContext:
         self._stop = threading.Event()
         self._config_revision: int | None = None
         self._config_checked = time.monotonic()
+        self._tree_mirrored = 0.0  # the first report round mirrors the tree into Ray
         self._reporter = threading.Thread(target=self._report_loop, name="dwray-gateway-report", daemon=True)
         self._reporter.start()
 
@@ -256,6 +258,19 @@ class GatewayContext:
             if time.monotonic() - self._config_checked >= CONFIG_CHECK_SECONDS:
                 self._config_checked = time.monotonic()
                 self.check_config()
+            if time.monotonic() - self._tree_mirrored >= TREE_METRICS_SECONDS:
+                self._tree_mirrored = time.monotonic()
+                self.mirror_tree_in_ray()
+
+    def mirror_tree_in_ray(self) -> None:
+        """The tree's gauges into Ray's metrics (``serve_apps.metrics.mirror_tree_in_ray``)."""
+        from serve_apps.metrics import mirror_tree_in_ray
+
+        try:
+            tree = ray.get(self.supervisor.status.remote(), timeout=REPORT_TIMEOUT)
+            mirror_tree_in_ray(tree, self.warehouse.catalog.tenant_stats())
+        except Exception as exc:  # noqa: BLE001 - the next round tries again; /metrics has its own
+            log.debug("the tree's metrics were not mirrored into Ray: %s", exc)
 
     def check_config(self) -> bool:
         """Take the running config if a reload was applied since the last look; whether it was taken."""

@@ -279,6 +279,13 @@ def render(snapshots: Mapping[str, bytes], *, plugins: list[dict[str, Any]],
     return generate_latest(registry)
 
 
+def mirror_tree_in_ray(tree: Mapping[str, Any] | None, tenants: Mapping[str, Mapping[str, int]]) -> None:
+    """The warehouse-wide gauges (plugin states, restarts, breakers, supervisor, stored totals) into Ray,
+    from the supervisor's ``status()`` and the catalog's ``tenant_stats()``: each replica does it on its
+    own schedule, so Ray's metrics port stays current while nobody scrapes ``/metrics``."""
+    _mirror_in_ray(list((tree or {}).get("children", [])), tree, tenants)
+
+
 def _mirror_in_ray(plugins: list[dict[str, Any]], supervisor: Mapping[str, Any] | None,
                    tenants: Mapping[str, Mapping[str, int]]) -> None:
     """The warehouse-wide gauges into Ray too (called once the inputs were checked by the families)."""

@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from dwray.core.gateway_files import GatewayFiles
 from dwray.core.ports import free_port
@@ -39,14 +40,16 @@ def dw_env(data_dir: Path) -> dict[str, str]:
 class DwUp:
     """A ``dw up`` process and what it printed."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(self, data_dir: Path, port: int, *extra: str, config: Path | None = None) -> None:
         self.data_dir, self.port = data_dir, port
         self.endpoint = f"http://127.0.0.1:{port}"
+        env = dw_env(data_dir)
+        if config is not None:
+            env["DWRAY_CONFIG"] = str(config)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dwray.cli", "up", "--data-dir", str(data_dir), "--port", str(port),
              "--address", "local", "--json", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dw_env(data_dir),
-            start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         line = self._first_line()
         self.info: dict[str, Any] = json.loads(line)
 
@@ -132,9 +135,11 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     finally:
         up.kill()
 
-    # Started again on the same data dir, with two replicas: no new credentials, the old ones and
-    # the data still work, and /metrics covers both replicas.
-    again = DwUp(data_dir, free_port(), "--replicas", "2")
+    # Started again on the same data dir, with two replicas and a config file: no new credentials, the
+    # old ones and the data still work, /metrics covers both replicas, and SIGHUP reloads the file.
+    config_file = data_dir.parent / "dwray.toml"
+    config_file.write_text("[gateway.rate_limit]\ntenant_rate = 1000\n")
+    again = DwUp(data_dir, free_port(), "--replicas", "2", config=config_file)
     try:
         assert "first_start" not in again.info
         # The start replaced the dw-up@<host> token: the first one (printed, and in the file then) is revoked.
@@ -151,6 +156,24 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
             return "dwray_gateway_replicas 2.0" in text
 
         wait_until(both_replicas_report, timeout=30, what="/metrics to cover two replicas", interval=0.5)
+
+        # SIGHUP: dw up reloads its file, and the tenant's new rate limit reaches both replicas live.
+        config_file.write_text("[gateway.rate_limit]\ntenant_rate = 0.2\ntenant_burst = 2\n")
+        again.process.send_signal(signal.SIGHUP)
+        once = boto3.client("s3", endpoint_url=again.endpoint, region_name="us-east-1",
+                            aws_access_key_id=first["access_key_id"], aws_secret_access_key=first["secret_access_key"],
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+        def throttled() -> bool:
+            try:
+                for _ in range(10):  # 2 replicas, a burst of 2 each: some of these are refused
+                    once.list_buckets()
+            except ClientError as error:
+                return error.response["Error"]["Code"] == "SlowDown"
+            return False
+
+        wait_until(throttled, timeout=30, what="SIGHUP's reload to throttle the tenant", interval=1.0)
+        assert again.process.poll() is None  # reloaded, still serving
         state = json.loads((data_dir / "gateway" / "gateway.json").read_text())
         assert state["pid"] == again.process.pid and state["endpoint"] == again.endpoint
         down = subprocess.run([sys.executable, "-m", "dwray.cli", "--data-dir", str(data_dir), "down", "--json"],

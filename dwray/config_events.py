@@ -30,6 +30,8 @@ class WebhookTarget(Section):
     url: str
     secret: SecretRefField = Field(description="HMAC-SHA256 key (a secret reference)")
     topics: list[str] = Field(default_factory=list, description="topics this webhook subscribes to directly")
+    tenants: list[str] = Field(default_factory=list,
+                               description="tenants whose bucket notifications may name it; empty = every tenant")
 
     @field_validator("url")
     @classmethod

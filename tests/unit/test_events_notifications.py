@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,26 @@ def test_full_jitter_stays_under_a_growing_capped_ceiling() -> None:
     assert all(0 <= d <= 0.5 for d in delays[0]) and max(delays[0]) > 0.3
     assert all(0 <= d <= 1.0 for d in delays[1]) and max(delays[1]) > 0.6
     assert all(0 <= d <= 8.0 for d in delays[3] + delays[4]) and max(delays[4]) > 6
+
+
+def test_a_webhook_the_operator_gave_some_tenants_is_unknown_to_the_others(tmp_path: Path) -> None:
+    """``[events.webhooks.NAME] tenants``: bucket notifications of other tenants cannot name it."""
+    from dwray.config_events import EventsConfig
+    from dwray.core.warehouse import Warehouse
+    from tests.conftest import make_config
+
+    secret = f"secret://file/{tmp_path / 'hook-secret'}"
+    events = EventsConfig.model_validate({"webhooks": {
+        "shared": {"url": "http://127.0.0.1:9/hook", "secret": secret},
+        "acme-only": {"url": "http://127.0.0.1:9/acme", "secret": secret, "tenants": ["acme"]}}})
+    config = make_config(tmp_path / "data").model_copy(update={"events": events})
+    rule = {"id": "r", "kind": "Queue", "events": ["s3:ObjectCreated:*"], "prefix": "", "suffix": ""}
+    with Warehouse(config) as wh:
+        for tenant in ("acme", "beta"):  # bucket names are global: one each
+            wh.create_bucket(f"{tenant}-reports", tenant=tenant)
+            assert wh.set_bucket_notification(f"{tenant}-reports", [{**rule, "webhook": "shared"}], tenant=tenant)
+        assert wh.set_bucket_notification("acme-reports", [{**rule, "webhook": "acme-only"}], tenant="acme")
+        with pytest.raises(InvalidArgument, match="acme-only"):
+            wh.set_bucket_notification("beta-reports", [{**rule, "webhook": "acme-only"}], tenant="beta")
+        assert wh.bucket_notification("beta-reports", tenant="beta")[0]["webhook"] == "shared"
+        assert wh.bucket_notification("acme-reports", tenant="acme")[0]["webhook"] == "acme-only"

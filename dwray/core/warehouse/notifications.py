@@ -40,7 +40,9 @@ class Notifications(WarehouseBase):
         ``InvalidArgument`` names what is wrong. No rules removes the configuration.
         """
         ctx = self._tenant(tenant)
-        webhooks = set(self.config.events.webhooks)
+        # Only the webhooks open to this tenant: one the operator gave another tenant reads as unknown.
+        webhooks = {name for name, hook in self.config.events.webhooks.items()
+                    if not hook.tenants or ctx.tenant in hook.tenants}
         if isinstance(configuration, list):
             configuration = notification_xml(configuration)
         body = configuration.encode() if isinstance(configuration, str) else bytes(configuration)

@@ -211,3 +211,46 @@ def test_unknown_subscriptions_and_policies_are_refused_or_dead_lettered(tmp_pat
     bus.deliver_once()
     [dead] = bus.dead_letters()
     assert "no subscription webhook:gone" in dead["last_error"]
+
+
+class PoisonedOutbox(CatalogOutbox):
+    """The catalog's outbox with one event no message can be made of (a topic the bus does not know)."""
+
+    def __init__(self, catalog: Catalog, poisoned_seq: int) -> None:
+        super().__init__(catalog)
+        self.poisoned_seq = poisoned_seq
+
+    def outbox_page(self, after: int, limit: int) -> list[dict[str, Any]]:
+        page = super().outbox_page(after, limit)
+        return [{**event, "topic": "object.exploded"} if event["seq"] == self.poisoned_seq else event
+                for event in page]
+
+
+def test_the_longest_keys_pass_and_a_bad_event_is_skipped_loudly_not_blocking_the_rest(
+        tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """An object key of 1024 bytes under the longest tenant and bucket names is a message; an event that
+    cannot be one is skipped (logged, counted as malformed) and every later event still goes out."""
+    tenant, bucket = "t" * 63, "b" * 63
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.create_bucket(tenant, bucket, "id1")
+    catalog.set_notification_rules(tenant, bucket, [RULE])
+    longest = "k" * 1024  # S3's limit: 1024 bytes of UTF-8, so the message key is 1152 characters
+    keys = ["first", longest, "poisoned", "last"]
+    for n, key in enumerate(keys):
+        catalog.commit_object(ObjectRecord(tenant, bucket, key, f"v{n}", True, False, 3, '"e"', "text/plain",
+                                           created=1.0, placement=Placement("local", f"{tenant}/x/v{n}", b"H", b"T",
+                                                                            f"tenant:{tenant}", 1)))
+    poisoned = next(e["seq"] for e in CatalogOutbox(catalog).outbox_page(0, 10) if e["key"] == "poisoned")
+    bus = EventBus(BusStore(tmp_path / "events" / "bus.db"), events_config(receiver), PoisonedOutbox(catalog, poisoned),
+                   lambda ref: SECRET)
+    bus.start()
+    try:
+        assert receiver.wait_for(lambda: len(receiver.records()) == 3, timeout=30), receiver.records()
+    finally:
+        bus.stop()
+    from urllib.parse import quote_plus
+
+    # (in order per key; different keys may arrive in any order)
+    assert sorted(r["s3"]["object"]["key"] for r in receiver.records()) == \
+        sorted(quote_plus(k) for k in ("first", longest, "last"))
+    assert bus.status()["malformed"] == 1

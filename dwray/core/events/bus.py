@@ -37,7 +37,7 @@ from dwray.core.events.bus_store import BusStore, QueuedMessage
 from dwray.core.events.messages import Message
 from dwray.core.events.routing import route, route_outbox
 from dwray.core.events.webhooks import post_webhook
-from dwray.errors import Backpressure, DwrayError, NotFound
+from dwray.errors import Backpressure, DwrayError, InvalidArgument, NotFound
 
 __all__ = ["OUTBOX_CURSOR", "EventBus", "OutboxSource"]
 
@@ -78,7 +78,7 @@ class EventBus:
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dwray-events-deliver")
         self._counts = {"delivered": 0, "failed": 0, "dead_lettered": 0, "outbox_read": 0, "published": 0,
-                        "blocked": 0}
+                        "blocked": 0, "malformed": 0}
         self._last_error: str | None = None
         self._threads: list[threading.Thread] = []
 
@@ -140,8 +140,17 @@ class EventBus:
             where = (event["tenant"], event["bucket"])
             if where not in rules and event["topic"].startswith("object."):
                 rules[where] = self._rules(*where)
-            groups.append((event["seq"], route_outbox(event, rules.get(where, []), self._webhook_topics, actors,
-                                                      region=self._events.region)))
+            try:
+                envelopes = route_outbox(event, rules.get(where, []), self._webhook_topics, actors,
+                                         region=self._events.region)
+            except InvalidArgument as exc:
+                # One event that cannot be a message must not hold back every later one: it is skipped,
+                # loudly (the log and status()'s "malformed" count), and the reader goes on.
+                log.error("event bus: outbox event %d (%s) cannot be a message and is skipped: %s",
+                          event["seq"], event.get("topic"), exc)
+                self._counts["malformed"] += 1
+                envelopes = []
+            groups.append((event["seq"], envelopes))
         taken, dead = self._store.enqueue(groups, queue_max=self._events.queue_max, on_full=self._events.on_full,
                                           cursor=OUTBOX_CURSOR)
         self._counts["outbox_read"] += taken

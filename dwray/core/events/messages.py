@@ -16,12 +16,15 @@ from typing import Any
 from dwray.config_events import TOPICS
 from dwray.errors import InvalidArgument
 
-__all__ = ["MAX_PAYLOAD_BYTES", "OUTBOX_TOPICS", "TOPICS", "Message", "check_topic"]
+__all__ = ["MAX_KEY_CHARS", "MAX_PAYLOAD_BYTES", "OUTBOX_TOPICS", "TOPICS", "Message", "check_topic"]
 
 #: the topics whose events come from the catalog's outbox (in the transaction of the change)
 OUTBOX_TOPICS = frozenset({"object.created", "object.removed", "bucket.created", "bucket.removed"})
 #: a published payload's largest JSON encoding: the bus is for events, not data
 MAX_PAYLOAD_BYTES = 64 * 1024
+#: a message group's largest key: an object event's is ``tenant/bucket/key`` (63 + 1 + 63 + 1 + a key of
+#: up to 1024 bytes of UTF-8, so at most 1024 characters)
+MAX_KEY_CHARS = 63 + 1 + 63 + 1 + 1024
 
 
 def check_topic(topic: str) -> str:
@@ -43,8 +46,8 @@ class Message:
 
     def __post_init__(self) -> None:
         check_topic(self.topic)
-        if not isinstance(self.key, str) or len(self.key) > 1024:
-            raise InvalidArgument("an event's key must be a string of at most 1024 characters")
+        if not isinstance(self.key, str) or len(self.key) > MAX_KEY_CHARS:
+            raise InvalidArgument(f"an event's key must be a string of at most {MAX_KEY_CHARS} characters")
         try:
             size = len(json.dumps(self.payload, sort_keys=True))
         except (TypeError, ValueError) as exc:

@@ -42,6 +42,11 @@ logic in ``dwray.core.supervision``; this async actor applies them to Ray actors
 - Children whose spec asks for a ``standby`` (the catalog, storage, stages)
   get a spare host prepared in the background after each start; a restart
   promotes it, so recovery does not wait for a worker process to start.
+  Once half the restart intensity is used (an escalation may be near), every
+  child gets a spare. At an escalation the children still without one get a
+  host started at once, and the backoff counts from the escalation: the old
+  tree stops and the new hosts start during the wait, and the tree restart
+  promotes them.
 
 Callers' circuit breakers report their state changes (``breaker_changed``): a
 required child whose breaker some caller holds open makes the warehouse not
@@ -284,6 +289,16 @@ class Supervisor:
                 continue
             child.standby_task = asyncio.get_running_loop().create_task(self._prepare_standby(child))
 
+    def _prepare_tree_spares(self) -> None:
+        """Half the restart intensity is used: an escalation may be near. Every child gets a spare host
+        (not only those whose spec keeps one), prepared in the background while the tree still runs,
+        so that a tree restart promotes ready hosts instead of waiting for as many worker processes
+        starting at once. A spare not taken by a tree restart is taken by its child's next restart."""
+        for child in self._children.values():
+            if child.standby is not None or (child.standby_task is not None and not child.standby_task.done()):
+                continue
+            child.standby_task = asyncio.get_running_loop().create_task(self._prepare_standby(child))
+
     async def _prepare_standby(self, child: SupervisedChild) -> None:
         try:
             await prepare_standby(child, self._namespace, self._me, self._cgroup_root)
@@ -350,6 +365,8 @@ class Supervisor:
         if not self._intensity.record():
             await self._escalate(f"{self._intensity.describe()}; last: child {child.id!r}: {reason}")
             return
+        if 2 * self._intensity.count() >= self._spec.max_restarts:
+            self._prepare_tree_spares()
         if time.monotonic() - child.started_at > self._spec.period:
             child.attempts = 0
         self._event("restart", child, reason, stop=list(plan.stop), start=list(plan.start))
@@ -418,7 +435,7 @@ class Supervisor:
             for child_id in self._order:
                 prestart_host(self._children[child_id], self._namespace, self._me, self._cgroup_root)
         # The spares stay: they are fresh hosts whose plugins never ran, and they make the restart quick.
-        await self._stop_all(f"escalated: {reason}", keep_standbys=True)
+        await self._stop_all(f"escalated: {reason}", keep_standbys=True, together=True)
         if giving_up:
             for child in self._children.values():
                 drop_standby(child)
@@ -478,14 +495,30 @@ class Supervisor:
             self._memory_changed(self._memory_level, self._memory_level)
         self._notify()
 
-    async def _stop_all(self, why: str, keep_standbys: bool = False) -> None:
+    async def _stop_all(self, why: str, keep_standbys: bool = False, together: bool = False) -> None:
+        """Stop every child: in reverse start order (an orderly stop), or ``together`` (an escalation:
+        the tree is failing, and what it stops for is to start again soon; each child still gets its
+        ``shutdown``, and acknowledged writes are durable whatever the order)."""
         if not keep_standbys:
             for child in self._children.values():
                 drop_standby(child)
-        for child_id in reversed(self._order):
-            child = self._children[child_id]
-            if child.host is not None:
-                await self._stop_child(child, why)
+        stopping = [self._children[child_id] for child_id in reversed(self._order)]
+        if together:
+            results = await asyncio.gather(*(self._stop_child(child, why) for child in stopping
+                                             if child.host is not None), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result  # a cancellation
+                if isinstance(result, Exception):
+                    logger.warning("supervisor %s: a stop failed (%s): %s", self._spec.name, why, result)
+            for child in stopping:
+                if child.host is not None:  # its stop failed unexpectedly: it goes anyway
+                    kill_host(child)
+        else:
+            for child in stopping:
+                if child.host is not None:
+                    await self._stop_child(child, why)
+        for child in stopping:
             if child.state in _ALIVE:
                 child.state = "stopped"
         self._notify()

@@ -127,7 +127,7 @@ def test_start_connect_status_stop(ray_session: Any, cluster_dir: Path, tmp_path
     assert status["ready"] is True and status["state"] == "running", status
     children = {c["id"]: c for c in status["children"]}
     assert set(children) == {"settings", "catalog", "identity", "kms:local", "storage:local", "stage:frames:0",
-                             "stage:frames:1", "housekeeper", "scrubber", "audit"}
+                             "stage:frames:1", "housekeeper", "scrubber", "audit", "events"}
     assert all(c["state"] == "running" and c["restarts"] == 0 for c in children.values())
     assert children["storage:local"]["node_id"] == result["node_b"]  # placed by the config, on node B
     assert {c["node_id"] for c in children.values()} <= set(result["nodes"])

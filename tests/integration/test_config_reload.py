@@ -105,9 +105,9 @@ class Running:
 
     def holders(self) -> set[str]:
         """The running children that hold the whole config (the settings child, services): every
-        applied reload restarts them."""
+        applied reload restarts them. (The bus holds only the sections it reads: not one of them.)"""
         return {child_id for child_id, child in self.status().items()
-                if child["state"] == "running" and "settings" in self.spec(child_id).config}
+                if child["state"] == "running" and "gateway" in self.spec(child_id).config.get("settings", {})}
 
     def spec(self, child_id: str) -> Any:
         return ray.get(self.supervisor.child_spec.remote(child_id), timeout=30)

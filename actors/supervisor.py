@@ -427,6 +427,10 @@ class Supervisor:
         self._event("escalated", None, reason)
         self._cancel_pings()
         escalated_at = time.monotonic()
+        # From now on callers wait for the next tree (handle()), and exit reports are stale (_exit()):
+        # the children stop together below, and none of them is to be served while they do.
+        self._state = "restarting"
+        self._reason = reason
         limit = self._spec.max_tree_restarts
         giving_up = limit is not None and self._tree_restarts >= limit
         if not giving_up:

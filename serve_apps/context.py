@@ -300,6 +300,9 @@ class GatewayContext:
                                                      "tracing": config.tracing})
         self.limiter = RateLimiter.from_config(self.config, gateway.replicas)
         self.auth_failures = AuthFailureLimiter.from_config(self.config, gateway.replicas)
+        s3 = getattr(self, "s3", None)
+        if s3 is not None:  # the S3 handler was built with the old limiters: it checks the new ones from now on
+            s3.limiter, s3.auth_failures = self.limiter, self.auth_failures
         try:
             from dwray.core.telemetry import configure_telemetry
 

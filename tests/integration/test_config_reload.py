@@ -136,10 +136,10 @@ def running(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def replica(running: Running) -> Iterator[Any]:
     """A gateway replica's context on the running warehouse (its report thread polls for reloads)."""
     from actors.gateway_coordinator import ensure_coordinator
-    from serve_apps.context import GatewayContext
+    from serve_apps.gateway import replica_context
 
     coordinator = ensure_coordinator(running.namespace)
-    context = GatewayContext(running.running(), running.supervisor, coordinator)
+    context = replica_context(running.running(), running.supervisor, coordinator)  # with its S3 handler
     yield context
     context.close()
     ray.kill(coordinator)
@@ -175,6 +175,7 @@ def test_rate_limits_and_timeouts_change_live(running: Running, replica: Any) ->
     assert PluginHandle("identity", namespace=running.namespace).deadline("lookup") == 7.0
     # The replica takes the new limits from its report thread, within its check interval.
     wait_until(lambda: "tenant=5/s burst 7" in repr(replica.limiter), 15.0, "the replica's new rate limit")
+    assert replica.s3.limiter is replica.limiter  # what the S3 requests are checked against
     assert running.running().gateway.rate_limit.tenant_rate == 5.0
     _put_and_get(running, "after-live-reload")
 

@@ -44,6 +44,16 @@ def record(key: str, version: str) -> ObjectRecord:
                         placement=Placement("local", f"t1/x/{version}", b"H", b"T", "tenant:t1", 1))
 
 
+def catalog_with_objects(tmp_path: Path, count: int) -> Catalog:
+    """A catalog whose bucket ``bkt`` notifies ``hook`` of everything, holding objects k0..k<count - 1>."""
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.create_bucket("t1", "bkt", "id1")
+    catalog.set_notification_rules("t1", "bkt", [RULE])
+    for n in range(count):
+        catalog.commit_object(record(f"k{n}", f"v{n}"))
+    return catalog
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver(SECRET)
@@ -69,11 +79,7 @@ def test_bus_file_is_private(tmp_path: Path) -> None:
 
 
 def test_outbox_events_reach_the_webhook_signed_in_s3_format(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    catalog = Catalog(tmp_path / "c.db")
-    catalog.create_bucket("t1", "bkt", "id1")
-    catalog.set_notification_rules("t1", "bkt", [RULE])
-    for n in range(20):
-        catalog.commit_object(record(f"k{n}", f"v{n}"))
+    catalog = catalog_with_objects(tmp_path, 20)
     catalog.delete_object("t1", "bkt", "k3", None, None)
     bus = make_bus(tmp_path, events_config(receiver), catalog)
     bus.start()
@@ -150,11 +156,7 @@ def test_block_policy_bounds_the_queue_and_slows_the_publisher(tmp_path: Path, r
 
 def test_block_policy_stops_the_outbox_reader_until_there_is_room(tmp_path: Path,
                                                                    receiver: WebhookReceiver) -> None:
-    catalog = Catalog(tmp_path / "c.db")
-    catalog.create_bucket("t1", "bkt", "id1")
-    catalog.set_notification_rules("t1", "bkt", [RULE])
-    for n in range(10):
-        catalog.commit_object(record(f"k{n}", f"v{n}"))
+    catalog = catalog_with_objects(tmp_path, 10)
     bus = make_bus(tmp_path, events_config(receiver, queue_max=4), catalog)
     assert bus.read_outbox_once() == 5  # the bucket's creation (no subscriber) and four objects
     assert bus.read_outbox_once() == 0
@@ -181,11 +183,7 @@ class DiesBeforeTrim(CatalogOutbox):
 
 def test_a_new_bus_on_the_same_file_resumes_without_losing_or_requeueing(tmp_path: Path,
                                                                          receiver: WebhookReceiver) -> None:
-    catalog = Catalog(tmp_path / "c.db")
-    catalog.create_bucket("t1", "bkt", "id1")
-    catalog.set_notification_rules("t1", "bkt", [RULE])
-    for n in range(6):
-        catalog.commit_object(record(f"k{n}", f"v{n}"))
+    catalog = catalog_with_objects(tmp_path, 6)
     first = EventBus(BusStore(tmp_path / "events" / "bus.db"), events_config(receiver), DiesBeforeTrim(catalog),
                      lambda ref: SECRET)
     with pytest.raises(SystemExit):

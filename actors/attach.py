@@ -17,7 +17,7 @@ from actors.bootstrap import find_supervisor, release_data_dir, start_supervisor
 from actors.handles import PluginHandle, plugin_handle, running_config
 from actors.remote_services import RemoteAudit, RemoteCatalog, RemoteKeyring
 from actors.remote_storage import RayFrameEngine, RemoteBackend
-from dwray.config import DwrayConfig, load_config
+from dwray.config import DwrayConfig, RuntimeConfig, load_config
 from dwray.core.pipeline import ThreadFrameEngine
 from dwray.core.storage_setup import target_spec
 from dwray.core.warehouse import Warehouse
@@ -63,6 +63,11 @@ class RayWarehouse(Warehouse):
         """The supervisor's plugin tree: state, generation, restarts, last failure of each plugin."""
         return ray.get(self.supervisor.status.remote(), timeout=SUPERVISOR_TIMEOUT)
 
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where Ray's dashboard shows this warehouse's actors, logs and metrics (None without one)."""
+        return dashboard_url()
+
     def storage_path(self) -> Path | None:
         return self.config.blob_root if self.config.storage.backend == "local" else None
 
@@ -80,6 +85,44 @@ class RayWarehouse(Warehouse):
                 release_data_dir(self.config)
         if self._owns_ray:
             ray.shutdown()
+
+
+def dashboard_options(runtime: RuntimeConfig) -> dict[str, Any]:
+    """``ray.init`` arguments for the dashboard of a Ray this process starts: on unless
+    ``[runtime] dashboard = false``, and only ever on loopback (it has no authentication)."""
+    if not runtime.dashboard:
+        return {"include_dashboard": False}
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": runtime.dashboard_port}
+
+
+def dashboard_url() -> str | None:
+    """The Ray dashboard's URL for the cluster this process is connected to, or None without one."""
+    from ray._private.worker import get_dashboard_url  # the one place Ray keeps it for a driver
+
+    try:
+        address = get_dashboard_url()
+    except Exception:  # noqa: BLE001 - not connected, or Ray started without it
+        return None
+    if not address:
+        return None
+    return address if "://" in address else f"http://{address}"
+
+
+def dashboard_sign_in() -> str | None:
+    """Where the dashboard's sign-in token is, when Ray's token authentication is on (else None).
+
+    The dashboard has no users of its own: with token auth (Ray 2.60 turns it on for a local Ray)
+    it asks for Ray's cluster token, which is the operator's credential."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    try:
+        if not is_token_auth_enabled():
+            return None
+    except Exception:  # noqa: BLE001 - not connected: nothing to say
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the token in $RAY_AUTH_TOKEN"
+    return f"the token in {os.environ.get('RAY_AUTH_TOKEN_PATH') or Path.home() / '.ray' / 'auth_token'}"
 
 
 def ray_running_locally() -> bool:
@@ -103,7 +146,7 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
     owns_ray = False
     if not ray.is_initialized():
         if address is None and not os.environ.get("RAY_ADDRESS") and not ray_running_locally():
-            ray.init(namespace=runtime.namespace, include_dashboard=False, configure_logging=False)
+            ray.init(namespace=runtime.namespace, configure_logging=False, **dashboard_options(runtime))
             owns_ray = True
         else:
             ray.init(address=address, namespace=runtime.namespace, configure_logging=False)

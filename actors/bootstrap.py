@@ -28,6 +28,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +169,9 @@ def supervisor_spec(config: DwrayConfig) -> SupervisorSpec:
         name=runtime.supervisor_name, strategy="one_for_one", max_restarts=runtime.max_restarts,
         period=runtime.restart_period, ping_interval=runtime.ping_interval, ping_timeout=runtime.ping_timeout,
         memory=config.memory, tree_backoff_base=runtime.tree_backoff_base, tree_backoff_max=runtime.tree_backoff_max,
-        max_tree_restarts=runtime.max_tree_restarts, tracing=config.tracing, logging=config.logging,
-        children=warehouse_children(config))
+        max_tree_restarts=runtime.max_tree_restarts, standby_delay=runtime.standby_delay,
+        defer_optional=runtime.defer_optional, tracing=config.tracing,
+        logging=config.logging, children=warehouse_children(config))
 
 
 def find_supervisor(config: DwrayConfig) -> Any | None:
@@ -180,12 +182,14 @@ def find_supervisor(config: DwrayConfig) -> Any | None:
         return None
 
 
-def start_supervisor(config: DwrayConfig, *, detached: bool = False,
-                     started_by: str = "start_supervisor()") -> Any:
+def start_supervisor(config: DwrayConfig, *, detached: bool = False, started_by: str = "start_supervisor()",
+                     on_created: Callable[[Any], None] | None = None) -> Any:
     """Create the supervisor, take the data dir's lock, start the plugin tree, and return the supervisor.
 
     ``started_by`` says how the warehouse was started (``"dw up"``, ``"dwray.connect()"``);
-    a second opener of the data dir sees it in its ``DataDirInUse``.
+    a second opener of the data dir sees it in its ``DataDirInUse``. ``on_created`` is called
+    with the supervisor once it exists and holds the lock, while its tree starts (``dw up``
+    deploys the gateway's replicas then: they find it by name and wait for its children).
     """
     # The supervisor first: its name is what tells two racing starters apart
     # (the loser gets ValueError and attaches), before either touches the lock.
@@ -194,7 +198,10 @@ def start_supervisor(config: DwrayConfig, *, detached: bool = False,
     try:
         holder = _hold_data_dir(config, detached=detached, started_by=started_by)
         try:
-            ray.get(supervisor.start.remote())
+            started = supervisor.start.remote()
+            if on_created is not None:
+                on_created(supervisor)
+            ray.get(started)
         except RayTaskError as error:
             # The tree refused to start (a plugin's handshake failed): its own error, not Ray's traceback.
             if isinstance(error.cause, DwrayError):

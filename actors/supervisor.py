@@ -289,6 +289,12 @@ class Supervisor:
                 continue
             child.standby_task = asyncio.get_running_loop().create_task(self._prepare_standby(child))
 
+    async def _standbys_later(self) -> None:
+        """The first start's spares, once the start's other work (the gateway's, say) has had the CPU."""
+        await asyncio.sleep(self._spec.standby_delay)
+        if self._state == "running":
+            self._ensure_standbys()
+
     def _prepare_tree_spares(self) -> None:
         """Half the restart intensity is used: an escalation may be near. Every child gets a spare host
         (not only those whose spec keeps one), prepared in the background while the tree still runs,
@@ -384,21 +390,22 @@ class Supervisor:
         await self._start_in_order(plan.start, during_start=False)
         self._ensure_standbys()
 
-    async def _start_in_order(self, child_ids: tuple[str, ...] | list[str], during_start: bool) -> None:
+    async def _start_in_order(self, child_ids: tuple[str, ...] | list[str], during_start: bool,
+                              first: bool = False) -> None:
         """Start children in order.
 
         During ``start()`` a required child that fails raises ``PluginRefused``.
         Otherwise a refused child stays down (escalating if it is required) and
         a retryable failure is an exit like any other: it goes through the
         strategy, and the rest of this sequence, left "restarting", is taken
-        along by the next plan.
+        along by the next plan. ``first``: their first start (not a restart).
         """
         if len(child_ids) > 1:
             for child_id in child_ids:
                 prestart_host(self._children[child_id], self._namespace, self._me, self._cgroup_root)
         for child_id in child_ids:
             child = self._children[child_id]
-            if not during_start:
+            if not during_start and not first:
                 child.restarts += 1
             try:
                 await self._start_child(child)
@@ -484,8 +491,8 @@ class Supervisor:
             self._running()
             self._event("tree_restarted", None, restart=self._tree_restarts)
 
-    def _running(self) -> None:
-        """The tree is up: serve, ping, prepare standbys."""
+    def _running(self, first: bool = False) -> None:
+        """The tree is up: serve, ping, prepare standbys (after ``standby_delay`` on the ``first`` start)."""
         self._state = "running"
         self._reason = ""
         self._tree_started_at = time.monotonic()
@@ -494,7 +501,10 @@ class Supervisor:
         if not any(task.get_name() == "supervise" for task in self._tasks):
             self._tasks.append(asyncio.get_running_loop().create_task(self._supervise(), name="supervise"))
         self._tasks.append(asyncio.get_running_loop().create_task(self._ping_loop(), name="pings"))
-        self._ensure_standbys()
+        if first and self._spec.standby_delay > 0:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._standbys_later(), name="standbys"))
+        else:
+            self._ensure_standbys()
         if self._memory_level != "normal":  # the hosts are new: tell them the level they start under
             self._memory_changed(self._memory_level, self._memory_level)
         self._notify()
@@ -611,9 +621,13 @@ class Supervisor:
         self._state = "starting"
         self._event("supervisor_starting")
         self._watch_memory()
+        # With defer_optional the children the warehouse serves without (housekeeper, scrubber, bus)
+        # start once the rest runs: start() returns sooner, and callers of theirs wait as for any start.
+        later = [child_id for child_id in self._order
+                 if self._spec.defer_optional and not self._children[child_id].spec.required]
         async with self._ops:
             try:
-                await self._start_in_order(self._order, during_start=True)
+                await self._start_in_order([c for c in self._order if c not in later], during_start=True)
             except PluginRefused as exc:
                 await self._stop_all(f"start failed: {exc}")
                 if heal:
@@ -624,9 +638,18 @@ class Supervisor:
                 raise
             if self._state != "starting":  # stop() was called meanwhile; it stops the children
                 return self._status()
-            self._running()
+            self._running(first=True)
+            if later:
+                self._tasks.append(asyncio.get_running_loop().create_task(self._start_later(later), name="later"))
         self._event("supervisor_running")
         return self._status()
+
+    async def _start_later(self, child_ids: list[str]) -> None:
+        """The deferred first start of the optional children (see ``start()``)."""
+        async with self._ops:
+            if self._state == "running":  # else an escalation or stop() took them along
+                await self._start_in_order([c for c in child_ids if self._children[c].state == "idle"],
+                                           during_start=False, first=True)
 
     async def recover(self) -> dict[str, Any]:
         """After Ray restarted this supervisor: start the tree again (once), healing if that fails."""

@@ -199,6 +199,17 @@ class RuntimeConfig(_Section):
     # A pre-started host per critical child (catalog, storage, stages), promoted when the
     # running one dies: recovery without waiting for Ray to start a worker process.
     standby_hosts: bool = True
+    # The spares of the first start are prepared this long after the tree is up, not at once: on a
+    # small machine their worker processes would take the CPU the gateway's start needs.
+    standby_delay: float = Field(10.0, ge=0, description="seconds after the first start before spares start")
+    # The children the warehouse serves without (housekeeper, scrubber, event bus) start once the
+    # rest runs, so the warehouse (and dw up's gateway) is ready sooner; their callers wait meanwhile.
+    defer_optional: bool = True
+    # Ray's dashboard for a Ray that dw up or dwray.connect() starts: actors, logs, metrics. It is
+    # bound to loopback only (it has no authentication of its own: reach it through an SSH tunnel).
+    dashboard: bool = True
+    dashboard_port: int | None = Field(None, ge=1, le=65535,
+                                       description="unset: 8265, or the next free port above it")
 
 
 class MemoryConfig(_Section):

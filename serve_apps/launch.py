@@ -22,6 +22,7 @@ before Ray starts, so a refused setup costs nothing.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import ssl
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,12 @@ from serve_apps.haproxy_hardening import ENV_HARDENED, ENV_REAL_BINARY, ENV_TLS_
 __all__ = ["APP_NAME", "RAY_SYSTEM_CONFIG", "RunningGateway", "check_listener", "ingress_env", "start_gateway",
            "stop_gateway", "wait_ready", "worker_env"]
 
+log = logging.getLogger(__name__)
+
 APP_NAME = "dwray"
 READY_TIMEOUT = 120.0
 SERVE_DRAIN_SECONDS = 2.0
+PROXY_READY_SECONDS = 60.0
 
 
 @dataclass
@@ -63,6 +68,26 @@ class RunningGateway:
     files: GatewayFiles
     first_start: Any = None  # the bootstrap credentials, only on the very first start
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StartupClock:
+    """Where a start's time goes: seconds per step, in order (``dw up`` reports them)."""
+
+    def __init__(self) -> None:
+        self._started = self._last = time.monotonic()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps[step] = round(now - self._last, 2)
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        return round(self._last - self._started, 2)
+
+    def describe(self) -> str:
+        return ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.laps.items())
 
 
 def ingress_env(folder: Path | None = None, *, tls: tuple[Path, Path] | None = None) -> dict[str, str]:
@@ -107,6 +132,11 @@ def ingress_env(folder: Path | None = None, *, tls: tuple[Path, Path] | None = N
         # Serve's own drain of a replica; short, because dw's drain (refuse new
         # requests, wait for in-flight ones) has already run when Serve stops.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(SERVE_DRAIN_SECONDS),
+        # Serve gives a new proxy 5 s to answer its first readiness check, then kills it and starts
+        # another; serve.start(), which waits on the first one, fails with ActorDiedError. A proxy
+        # whose worker process waits in Ray's start-up queue behind the plugin hosts (dw up starts
+        # them at the same time, on 2 cores) takes longer than that.
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_SECONDS),
     }
 
 
@@ -207,14 +237,14 @@ def _init_ray(config: DwrayConfig, address: str | None, env: dict[str, str]) -> 
         return False
     os.environ.update(env)
     runtime_env = {"env_vars": env}
-    from actors.attach import ray_running_locally
+    from actors.attach import dashboard_options, ray_running_locally
 
     if address is None and ray_running_locally():
         address = "auto"  # a Ray started on this machine with 'ray start'
     if address in (None, "local"):
-        ray.init(address=address, namespace=config.runtime.namespace, include_dashboard=False,
-                 configure_logging=False, log_to_driver=False, runtime_env=runtime_env,
-                 _system_config=RAY_SYSTEM_CONFIG)
+        ray.init(address=address, namespace=config.runtime.namespace, configure_logging=False,
+                 log_to_driver=False, runtime_env=runtime_env, _system_config=RAY_SYSTEM_CONFIG,
+                 **dashboard_options(config.runtime))
         return True
     ray.init(address=address, namespace=config.runtime.namespace, configure_logging=False,
              log_to_driver=False, runtime_env=runtime_env)
@@ -259,6 +289,7 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     import psutil
     from ray import serve
 
+    from actors.attach import dashboard_sign_in, dashboard_url
     from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
     from actors.gateway_coordinator import create_coordinator, find_coordinator
     from serve_apps.gateway import build_app
@@ -273,28 +304,56 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
         _check_running_ingress(tls)
     else:
         env = {**ingress_env(tls=tls), **worker_env()}
+    clock = StartupClock()
     owns_ray = _init_ray(config, address, env)
-    supervisor = find_supervisor(config)
-    if supervisor is None:
-        supervisor = start_supervisor(config, started_by=started_by)
-    first_start = bootstrap_identity(config, supervisor, files)
+    clock.lap("ray")
+    host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+    endpoint = f"{'https' if tls else 'http'}://{host}:{gateway.port}"
+    dashboard = dashboard_url()
     coordinator = find_coordinator(config.runtime.namespace)
     if coordinator is None:
         coordinator = create_coordinator(config.runtime.namespace)
-    host = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
-    endpoint = f"{'https' if tls else 'http'}://{host}:{gateway.port}"
     # The process's start time goes with its pid, so that 'dw down' never signals
     # another process that later got the same pid.
     files.write_state({"endpoint": endpoint, "pid": os.getpid(), "namespace": config.runtime.namespace,
-                       "started": time.time(), "process_started": psutil.Process().create_time()})
+                       "started": time.time(), "process_started": psutil.Process().create_time(),
+                       "dashboard": dashboard})
+    # What runs at once (each step mostly waits for worker processes): Serve's controller and proxy
+    # start with the plugin tree; on a Ray this process started, the replicas are deployed as soon
+    # as the supervisor exists (they find it by name, and their first calls wait for its children).
+    # On a Ray it joined, they are deployed once the tree is up, as before.
+    pool = ThreadPoolExecutor(2, thread_name_prefix="gateway-start")
     try:
-        serve.start(http_options={"host": gateway.host, "port": gateway.port})
-        serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+        serve_started = pool.submit(serve.start, http_options={"host": gateway.host, "port": gateway.port})
+        deployed: list[Future[None]] = []
+
+        def deploy(_supervisor: Any = None) -> None:
+            serve_started.result()
+            serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+
+        supervisor = find_supervisor(config)
+        if supervisor is None:
+            early = (lambda created: deployed.append(pool.submit(deploy, created))) if owns_ray else None
+            supervisor = start_supervisor(config, started_by=started_by, on_created=early)
+        clock.lap("warehouse")
+        first_start = bootstrap_identity(config, supervisor, files)
+        clock.lap("identity")
+        if deployed:
+            deployed[0].result()
+        else:
+            deploy()
+        clock.lap("serve")
         wait_ready(endpoint, tls_cert=gateway.tls_cert)
+        clock.lap("ready")
     except BaseException:
         files.state.unlink(missing_ok=True)
         raise
-    extra = {"haproxy_dir": env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]} if env else {}
+    finally:
+        pool.shutdown(wait=True)
+    extra: dict[str, Any] = {"startup": clock.laps, "dashboard": dashboard, "dashboard_sign_in": dashboard_sign_in()}
+    if env:
+        extra["haproxy_dir"] = env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+    log.info("gateway ready in %.1f s (%s)", clock.total, clock.describe())
     return RunningGateway(config, endpoint, supervisor, coordinator, owns_ray, files, first_start, extra)
 
 

@@ -66,9 +66,11 @@ def _pid_alive(state: dict[str, Any]) -> bool:
               help="PEM private key of --tls-cert, mode 0600 (env DWRAY_GATEWAY__TLS_KEY)")
 @click.option("--watch-config", is_flag=True,
               help="reload the config file whenever it changes (SIGHUP reloads it too)")
+@click.option("--no-dashboard", is_flag=True,
+              help="start Ray without its dashboard (else on 127.0.0.1; [runtime] dashboard = false)")
 def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_dir: Path | None,
        replicas: int | None, address: str | None, tls_cert: Path | None, tls_key: Path | None,
-       watch_config: bool) -> None:
+       watch_config: bool, no_dashboard: bool) -> None:
     """Start Ray, the warehouse and the S3 gateway; serve until Ctrl-C or SIGTERM, then drain and stop.
 
     SIGHUP (or 'dw config reload') reloads the config file; --watch-config reloads it on every change."""
@@ -79,6 +81,8 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     if up_data_dir is not None:
         state.data_dir = up_data_dir
     config = command_config(state, host=host, port=port, replicas=replicas, tls_cert=tls_cert, tls_key=tls_key)
+    if no_dashboard:
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"dashboard": False})})
     from dwray.core.telemetry import configure_telemetry
 
     configure_telemetry(config.tracing, config.logging, "dw-up", config=config, degrade=True)
@@ -108,7 +112,10 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     try:
         first = running.first_start
         info: dict[str, Any] = {"endpoint": running.endpoint, "data_dir": str(running.config.data_dir),
-                                "pid": os.getpid(), "admin_token_file": str(running.files.admin_token)}
+                                "pid": os.getpid(), "admin_token_file": str(running.files.admin_token),
+                                "dashboard": running.extra.get("dashboard"),
+                                "dashboard_sign_in": running.extra.get("dashboard_sign_in"),
+                                "startup_seconds": running.extra.get("startup", {})}
         if first is not None:
             info["first_start"] = {"tenant": first.tenant, "access_key_id": first.access_key.access_key_id,
                                    "secret_access_key": first.access_key.secret_access_key,
@@ -130,6 +137,13 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
 def _print_up(info: dict[str, Any]) -> None:
     stdout.print(f"dwray gateway on {info['endpoint']}  (data: {info['data_dir']}, pid {info['pid']})",
                  highlight=False)
+    startup = info.get("startup_seconds") or {}
+    if startup:
+        steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in startup.items())
+        stdout.print(f"ready in {sum(startup.values()):.1f} s ({steps})", highlight=False)
+    if info.get("dashboard"):
+        sign_in = f"; sign in with {info['dashboard_sign_in']}" if info.get("dashboard_sign_in") else ""
+        stdout.print(f"Ray dashboard      {info['dashboard']}  (loopback only{sign_in})", highlight=False)
     first = info.get("first_start")
     if first is not None:
         stdout.print("first start: these credentials are shown once, keep them", highlight=False)

@@ -27,7 +27,7 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
     """Status of the warehouse in the configured Ray namespace; ``NotReady`` if none runs."""
     import ray
 
-    from actors.attach import ray_running_locally
+    from actors.attach import dashboard_url, ray_running_locally
     from actors.bootstrap import find_supervisor
 
     config = load_config(config_path)
@@ -45,7 +45,7 @@ def read_status(address: str | None = None, *, config_path: str | Path | None = 
         report = ray.get(supervisor.status.remote(), timeout=CALL_TIMEOUT)
         ready, reason = ray.get(supervisor.ready.remote(), timeout=CALL_TIMEOUT)
         report.update({"ready": ready, "reason": reason, "gateway": _gateway(runtime.namespace),
-                       "storage": _storage(config, supervisor)})
+                       "storage": _storage(config, supervisor), "dashboard": dashboard_url()})
         report["readiness"] = readiness_reasons(report)
         return report
     finally:
@@ -142,6 +142,7 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
             f"in {report.get('period')} s)"
     lines.append(tree)
     lines.append(f"  last failure: {_shown(report.get('last_failure') or '-')}")
+    lines.append(f"  Ray dashboard: {_shown(report.get('dashboard') or 'off')}")
     memory = report.get("memory")
     if memory:
         fraction = memory.get("fraction")

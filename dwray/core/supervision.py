@@ -206,6 +206,8 @@ class SupervisorSpec(_Spec):
     tree_backoff_base: float = Field(1.0, ge=0, description="first delay before the tree restarts, seconds")
     tree_backoff_max: float = Field(30.0, ge=0, description="largest delay before the tree restarts, seconds")
     max_tree_restarts: int | None = Field(None, ge=0, description="tree restarts before giving up; None = never")
+    standby_delay: float = Field(0.0, ge=0, description="seconds after the first start before spares are prepared")
+    defer_optional: bool = Field(False, description="start children that are not required after start() returns")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="where the supervisor's spans go")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="how its log lines look")
     children: list[ChildSpec] = Field(default_factory=list, description="in start order")

@@ -77,6 +77,20 @@ class DwUp:
             self.process.wait(30)
 
 
+def dashboard_actors(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The live actors, as the Ray dashboard's state API (``/api/v0/actors``) lists them to its user."""
+    headers = {}
+    sign_in = info.get("dashboard_sign_in")
+    if sign_in:  # Ray's token authentication: the dashboard wants the cluster's token
+        assert sign_in.startswith("the token in /"), sign_in
+        headers["Authorization"] = f"Bearer {Path(sign_in.removeprefix('the token in ')).read_text().strip()}"
+    answer = requests.get(f"{info['dashboard']}/api/v0/actors", headers=headers, timeout=30,
+                          params={"limit": 1000, "filter_keys": "state", "filter_predicates": "=",
+                                  "filter_values": "ALIVE"})
+    assert answer.status_code == 200, answer.text[:500]
+    return answer.json()["data"]["result"]["result"]
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "data"
@@ -87,6 +101,17 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     try:
         first = up.info["first_start"]
         assert up.info["endpoint"] == up.endpoint
+        # The Ray dashboard is on, on loopback, and names every actor the warehouse and gateway run.
+        assert up.info["dashboard"].startswith("http://127.0.0.1:"), up.info
+        actors = dashboard_actors(up.info)
+        assert [actor for actor in actors if not actor.get("name")] == []
+        names = {actor["name"] for actor in actors}
+        for expected in ("dwray:supervisor", "dwray:gateway", "SERVE_CONTROLLER_ACTOR"):
+            assert expected in names, sorted(names)
+        for child in ("catalog", "storage:local", "kms:local", "stage:frames:0", "audit", "identity"):
+            assert any(name.startswith(f"dwray:{child}:") for name in names), (child, sorted(names))
+        assert any(name.startswith("SERVE_REPLICA::dwray#gateway") for name in names), sorted(names)
+        assert set(up.info["startup_seconds"]) == {"ray", "warehouse", "identity", "serve", "ready"}
         token_file = GatewayFiles(data_dir / "gateway").admin_token
         assert token_file.stat().st_mode & 0o777 == 0o600
         assert token_file.read_text().strip() == first["admin_token"]
@@ -139,9 +164,10 @@ def test_dw_up_prints_credentials_once_drains_on_sigterm_and_restarts_with_its_d
     # old ones and the data still work, /metrics covers both replicas, and SIGHUP reloads the file.
     config_file = data_dir.parent / "dwray.toml"
     config_file.write_text("[gateway.rate_limit]\ntenant_rate = 1000\n")
-    again = DwUp(data_dir, free_port(), "--replicas", "2", config=config_file)
+    again = DwUp(data_dir, free_port(), "--replicas", "2", "--no-dashboard", config=config_file)
     try:
         assert "first_start" not in again.info
+        assert again.info["dashboard"] is None
         # The start replaced the dw-up@<host> token: the first one (printed, and in the file then) is revoked.
         renewed = (GatewayFiles(data_dir / "gateway").admin_token).read_text().strip()
         for token, status in ((first["admin_token"], 401), (renewed, 200)):

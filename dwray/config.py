@@ -282,6 +282,8 @@ class GatewayConfig(_Section):
     # Virtual-hosted style: requests to "<bucket>.<domain>" address that bucket.
     domain: str | None = None
     max_clock_skew: float = Field(900.0, gt=0, description="seconds a signed request's date may be off")
+    # gRPC (dwray/proto/dwray.proto) on this port, same host as HTTP (HAProxy's gRPC frontend); unset: no gRPC.
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="the gRPC listener's port; unset: off")
     max_header_bytes: Size = Field(16 << 10, ge=1024)
     drain_timeout: float = Field(30.0, ge=0, description="seconds in-flight requests get on shutdown")
     # Off by default: the phases of a request's time are for operators profiling, not for tenants.

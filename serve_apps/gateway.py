@@ -45,6 +45,7 @@ from dwray.config import DwrayConfig, load_config
 from dwray.core.telemetry import configure_telemetry
 from serve_apps import admin
 from serve_apps.context import GatewayContext, current, install
+from serve_apps.grpc_gateway import GrpcWarehouse
 from serve_apps.s3_api import S3Api
 from serve_apps.s3_call import client_address
 from serve_apps.serve_patches import bound_request_bodies
@@ -364,8 +365,9 @@ def replica_context(config: DwrayConfig, supervisor: Any, coordinator: Any) -> G
                   graceful_shutdown_timeout_s=60, health_check_period_s=5,
                   logging_config={"enable_access_log": False})
 @serve.ingress(fastapi_app)
-class Gateway:
-    """One gateway replica."""
+class Gateway(GrpcWarehouse):
+    """One gateway replica: S3 and the admin API over HTTP, and dwray.v1.Warehouse over gRPC
+    (:mod:`serve_apps.grpc_gateway`)."""
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         started = time.monotonic()

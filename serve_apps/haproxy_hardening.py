@@ -15,9 +15,10 @@ gateway needs:
   servers and change weights); ``mode 600`` here, in a folder made 0700;
 - TLS: the HTTP frontend's ``bind`` gets ``ssl crt <pem>`` when the gateway
   has a certificate (``[gateway] tls_cert``/``tls_key``), so HAProxy
-  terminates TLS and forwards plain HTTP to the replicas on this host;
+  terminates TLS and forwards plain HTTP to the replicas on this host; so does
+  the gRPC frontend (``[gateway] grpc_port``), with ALPN ``h2``;
 - the client's address: HAProxy connects to the replicas itself, so they see
-  its address, not the client's. The HTTP frontend sets
+  its address, not the client's. The HTTP and gRPC frontends set
   ``X-Dwray-Client-Address`` to the connection's source, replacing any such
   header a client sent, which the replicas' per-address limit on failed
   authentication reads (:mod:`dwray.core.ratelimit`);
@@ -76,6 +77,7 @@ _MARK = "# hardened by dwray-haproxy"
 # The sections whose listeners are bound to loopback, and the one that serves clients.
 _SIDE_LISTENERS = frozenset({"frontend prometheus", "listen stats"})
 _CLIENT_FRONTEND = "frontend http_frontend"
+_GRPC_FRONTEND = "frontend grpc_frontend"  # only with gRPC on (serve_apps.grpc_gateway.grpc_options)
 _BIND = re.compile(r"(?P<indent>\s+)bind\s+(?P<address>\S*?):(?P<port>[0-9]{1,5})(?P<rest>(\s.*)?)\Z")
 _STATS_SOCKET = re.compile(r"(?P<head>\s+stats socket\s+\S+\s+)mode\s+[0-7]{3,4}(?P<tail>\s.*)?\Z")
 _GLOBAL_LOG = re.compile(r"\s+log\s+\S+\s+local0\b.*\Z")
@@ -140,6 +142,7 @@ def harden(config: str, *, pem: Path | None = None) -> str:
     out = [_MARK]
     section = ""
     client_binds = 0
+    grpc_binds = 0
     for line in lines:
         if line and not line[0].isspace() and not line.startswith("#"):
             section = " ".join(line.split()[:2])
@@ -157,6 +160,12 @@ def harden(config: str, *, pem: Path | None = None) -> str:
             out.append(line)
             # Set, not added: a client's own header of that name is replaced.
             line = f"{bind['indent']}http-request set-header {CLIENT_ADDRESS_HEADER} %[src]"
+        elif bind and section == _GRPC_FRONTEND:
+            grpc_binds += 1
+            if pem is not None:
+                line += f" ssl crt {pem} ssl-min-ver TLSv1.2 alpn h2"
+            out.append(line)
+            line = f"{bind['indent']}http-request set-header {CLIENT_ADDRESS_HEADER} %[src]"
         elif line.lstrip().startswith("bind"):
             raise HardeningError(f"Serve's HAProxy config has a listener dwray does not know, in "
                                  f"{section or 'no section'!r}: {line.strip()!r}")
@@ -164,6 +173,8 @@ def harden(config: str, *, pem: Path | None = None) -> str:
     if client_binds != 1:
         raise HardeningError(f"Serve's HAProxy config has {client_binds} binds in {_CLIENT_FRONTEND!r}, "
                              "expected exactly one")
+    if grpc_binds > 1:
+        raise HardeningError(f"Serve's HAProxy config has {grpc_binds} binds in {_GRPC_FRONTEND!r}, expected one")
     return "\n".join(out) + "\n"
 
 

@@ -293,6 +293,7 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     from actors.bootstrap import bootstrap_identity, find_supervisor, start_supervisor
     from actors.gateway_coordinator import create_coordinator, find_coordinator
     from serve_apps.gateway import build_app
+    from serve_apps.grpc_gateway import grpc_options
 
     config = config.model_copy(update={"data_dir": config.data_dir.resolve()})
     gateway = config.gateway
@@ -324,7 +325,8 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
     # On a Ray it joined, they are deployed once the tree is up, as before.
     pool = ThreadPoolExecutor(2, thread_name_prefix="gateway-start")
     try:
-        serve_started = pool.submit(serve.start, http_options={"host": gateway.host, "port": gateway.port})
+        serve_started = pool.submit(serve.start, http_options={"host": gateway.host, "port": gateway.port},
+                                     grpc_options=grpc_options(config))
         deployed: list[Future[None]] = []
 
         def deploy(_supervisor: Any = None) -> None:

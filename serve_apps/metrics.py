@@ -91,6 +91,8 @@ OPERATIONS: frozenset[str] = frozenset({
     "CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload",
     "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
     "admin", "health", "metrics", "unknown",
+    # the gRPC methods (serve_apps.grpc_gateway.GRPC_OPERATIONS)
+    "grpc.Put", "grpc.Get", "grpc.Head", "grpc.List", "grpc.Delete",
 })
 # "source": a source address whose requests keep failing authentication (see dwray.core.ratelimit).
 RATE_LIMIT_SCOPES: frozenset[str] = frozenset({"tenant", "key", "source"})

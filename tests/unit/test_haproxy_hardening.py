@@ -128,8 +128,8 @@ def test_real_haproxy_accepts_the_hardened_config(tmp_path: Path, tls_files: Tls
 
 def test_unknown_listeners_are_refused_not_started(tmp_path: Path) -> None:
     rendered = render_serve_config(tmp_path).read_text()
-    extra = rendered + "frontend grpc_frontend\n    bind *:19000 proto h2\n    mode http\n"
-    with pytest.raises(HardeningError, match="grpc_frontend"):
+    extra = rendered + "frontend other_frontend\n    bind *:19000 proto h2\n    mode http\n"
+    with pytest.raises(HardeningError, match="other_frontend"):
         harden(extra)
     no_client = re.sub(r"(frontend http_frontend\n)\s+bind [^\n]+\n", r"\1", rendered)
     with pytest.raises(HardeningError, match="expected exactly one"):

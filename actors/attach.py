@@ -145,8 +145,11 @@ def attach_or_start(address: str | None = None, *, data_dir: str | Path | None =
     runtime = config.runtime
     owns_ray = False
     if not ray.is_initialized():
-        if address is None and not os.environ.get("RAY_ADDRESS") and not ray_running_locally():
-            ray.init(namespace=runtime.namespace, configure_logging=False, **dashboard_options(runtime))
+        # "local": a Ray of this client's own even when another runs on this machine.
+        if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")
+                                  and not ray_running_locally()):
+            ray.init(address=address, namespace=runtime.namespace, configure_logging=False,
+                     **dashboard_options(runtime))
             owns_ray = True
         else:
             ray.init(address=address, namespace=runtime.namespace, configure_logging=False)

@@ -18,7 +18,7 @@ from dwray.core.warehouse import Warehouse
 # theirs in a folder of their own, never in the user's ~/.config.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="dwray-test-xdg-")
 
-pytest_plugins = ["tests.servers", "tests.postgres_server"]
+pytest_plugins = ["tests.servers", "tests.postgres_server", "tests.gateway_session"]
 
 # Small frames so that every test crosses frame boundaries without big data.
 TEST_FRAME_SIZE = 4096
@@ -41,10 +41,41 @@ def make_config(data_dir: Path, backend: str = "local", **pipeline: int) -> Dwra
     )
 
 
-@pytest.fixture(params=["local", "memory", "ray", "ray-caller"])
-def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    """The same warehouse behaviour, four ways: in process on each real backend, and
-    through ``dwray.connect()`` on Ray with stages in actors or in the caller.
+#: the warehouses an operator has: in process on each real backend, and on Ray (stages in actors or in the caller)
+OPERATOR_VARIANTS = ["local", "memory", "ray", "ray-caller"]
+
+
+@pytest.fixture(params=[*OPERATOR_VARIANTS, "gateway"])
+def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The same warehouse behaviour, five ways: in process on each real backend, through
+    ``dwray.connect()`` on Ray with stages in actors or in the caller, and as a tenant through
+    ``dwray.connect(url=...)``: the session gateway's S3 protocol (``dwray.remote.GatewayWarehouse``).
+
+    Tests of operator features (the catalog, tenants, keys, quotas, sweeping) take
+    ``operator_wh`` instead: a tenant's client has none of them.
+    """
+    if request.param != "gateway":
+        yield from _operator_warehouse(request, tmp_path)
+        return
+    from dwray.remote import GatewayWarehouse
+
+    gateway = request.getfixturevalue("gateway")
+    tenant = f"t{uuid.uuid4().hex[:12]}"
+    access_key, secret_key = gateway.new_key(tenant)
+    with GatewayWarehouse(gateway.endpoint, access_key, secret_key, region=gateway.region) as warehouse:
+        yield warehouse
+    # Bucket names are global and the next test may use the same ones: the tenant goes with them.
+    gateway.shred(tenant)
+
+
+@pytest.fixture(params=OPERATOR_VARIANTS)
+def operator_wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """The warehouse of ``wh`` without the gateway variant: for tests of what only an operator may do."""
+    yield from _operator_warehouse(request, tmp_path)
+
+
+def _operator_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    """The in-process warehouse of ``request.param``'s backend, or (``ray*``) the session's Ray one.
 
     The Ray warehouse is shared by the session (starting a plugin tree costs
     seconds); each test gets a tenant of its own, so tests stay isolated, and

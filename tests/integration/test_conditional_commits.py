@@ -1,5 +1,6 @@
 """Conditional writes decided in the catalog's commit: If-None-Match and If-Match on put, copy and
-multipart completion, raced by 16 writers, in process and on Ray (the ``wh`` fixture)."""
+multipart completion, raced by 16 writers, in process, on Ray and through the gateway (``wh``; ``operator_wh``
+where a test sweeps or reads the config)."""
 from __future__ import annotations
 
 import threading
@@ -12,7 +13,8 @@ from dwray.errors import ConditionalRequestConflict, InvalidArgument, ObjectNotF
 WRITERS = 16
 
 
-def test_sixteen_if_none_match_writers_one_wins(wh: Warehouse) -> None:
+def test_sixteen_if_none_match_writers_one_wins(operator_wh: Warehouse) -> None:
+    wh = operator_wh  # sweeps: an operator's
     wh.create_bucket("race")
     start = threading.Barrier(WRITERS)
     outcomes: dict[int, object] = {}
@@ -59,7 +61,8 @@ def test_if_match_compares_the_current_etag_and_nothing_is_stored_when_it_fails(
     assert [v.key for v in wh.list_versions("cas").versions] == ["copy", "k"]
 
 
-def test_a_conditional_completion_conflicts_with_a_write_during_the_upload(wh: Warehouse) -> None:
+def test_a_conditional_completion_conflicts_with_a_write_during_the_upload(operator_wh: Warehouse) -> None:
+    wh = operator_wh  # reads the config's minimum part size
     wh.create_bucket("mpc")
     minimum = wh.config.limits.min_part_size
 

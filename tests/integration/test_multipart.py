@@ -36,8 +36,10 @@ MIN_PART = 2 * F
 
 
 @pytest.fixture
-def mp(wh: Warehouse) -> Iterator[Warehouse]:
-    """The ``wh`` warehouse with a minimum part size of two frames."""
+def mp(operator_wh: Warehouse) -> Iterator[Warehouse]:
+    """The ``operator_wh`` warehouse (these tests read its catalog and config), with a minimum part
+    size of two frames."""
+    wh = operator_wh
     wh.config = wh.config.model_copy(update={"limits": wh.config.limits.model_copy(
         update={"min_part_size": MIN_PART})})
     yield wh

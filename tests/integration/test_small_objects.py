@@ -18,6 +18,12 @@ from dwray.errors import IntegrityError
 from tests.conftest import TEST_FRAME_SIZE
 
 
+@pytest.fixture
+def wh(operator_wh: Warehouse) -> Warehouse:
+    """These tests read the catalog's rows: the ``wh`` variants without the gateway's tenant client."""
+    return operator_wh
+
+
 def _row(wh: Warehouse, bucket: str, key: str, version_id: str | None = None):  # noqa: ANN202 - an ObjectRecord
     return wh.catalog.get_object(wh.config.default_tenant, bucket, key, version_id)
 

@@ -17,6 +17,12 @@ from dwray.errors import BucketNotFound, InvalidArgument, QuotaExceeded
 from dwray.s3.errors import from_dwray_error
 
 
+@pytest.fixture
+def wh(operator_wh: Warehouse) -> Warehouse:
+    """Quotas are an operator's: the ``wh`` variants without the gateway's tenant client."""
+    return operator_wh
+
+
 def bucket_name() -> str:
     return f"q{uuid.uuid4().hex[:12]}"
 

@@ -26,8 +26,10 @@ GAP = 0.4
 
 
 @pytest.fixture
-def mp(wh: Warehouse) -> Warehouse:
-    """The ``wh`` warehouse with a minimum part size of two frames."""
+def mp(operator_wh: Warehouse) -> Warehouse:
+    """The ``operator_wh`` warehouse (these tests read its catalog and config), with a minimum part
+    size of two frames."""
+    wh = operator_wh
     wh.config = wh.config.model_copy(update={"limits": wh.config.limits.model_copy(
         update={"min_part_size": PART})})
     return wh

@@ -11,6 +11,9 @@ from dwray.cli import quota_cmds as _quota_cmds  # noqa: F401 - registers quota
 from dwray.cli import scrub_cmds as _scrub_cmds  # noqa: F401 - registers scrub
 from dwray.cli import slo_cmds as _slo_cmds  # noqa: F401 - registers slo
 from dwray.cli.app import cli
+from dwray.cli.dev_cmd import dev_command
+
+cli.add_command(dev_command)  # dw dev: dw up with request logs, restarted on code changes
 
 
 def main() -> None:

@@ -1,4 +1,11 @@
-"""``dw plugin keygen|sign|verify|discover``: signing plugins and checking where they come from.
+"""``dw plugin new|test|keygen|sign|verify|discover``: writing plugins, signing them, checking where they come from.
+
+- ``new --kind storage|stage|secrets|kms NAME [--dir PATH]`` renders a plugin
+  package (``dwray.plugin_kit.render``): entry point, a working plugin, tests
+  that subclass ``dwray.testing``'s suite of its kind, README, signing set-up;
+- ``test TARGET [-- PYTEST ARGS]`` runs the conformance suite of the plugin's
+  kind on a package folder or an installed entry point name
+  (``dwray.plugin_kit.conformance``); the exit code is pytest's;
 
 - ``keygen OUT`` writes an Ed25519 private key to OUT (0600) and its public
   key to OUT.pub (``ed25519:<base64>``, what ``[plugin_trust] trusted_keys``
@@ -20,15 +27,56 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from dwray.cli.gateway_cmds import plugin_group
-from dwray.cli.output import emit, print_table, stdout
+from dwray.cli.output import emit, print_table, stderr, stdout
 from dwray.cli.state import State, command, command_config
+from dwray.errors import DwrayError
 
-__all__ = ["plugin_discover", "plugin_keygen", "plugin_sign", "plugin_verify"]
+__all__ = ["plugin_discover", "plugin_keygen", "plugin_new", "plugin_sign", "plugin_test", "plugin_verify"]
+
+_KINDS = ("storage", "stage", "secrets", "kms")  # dwray.plugin_kit.names.KIT_KINDS, without importing the kit
+
+
+@command(plugin_group, "new")
+@click.option("--kind", required=True, type=click.Choice(_KINDS), help="what the plugin is")
+@click.argument("name")
+@click.option("--dir", "parent", default=".", show_default=True, type=click.Path(path_type=Path, file_okay=False),
+              help="the folder to create the package in (as dwray-plugin-NAME)")
+def plugin_new(state: State, as_json: bool, kind: str, name: str, parent: Path) -> None:
+    """Render a new plugin package NAME: entry point, plugin, conformance tests, README, signing set-up."""
+    from dwray.plugin_kit.render import render_plugin
+
+    folder = render_plugin(kind, name, parent)
+    result: dict[str, Any] = {"folder": str(folder), "kind": kind, "entry_point": f"{kind}.{name}"}
+    emit(as_json, result, lambda: stdout.print(
+        f"wrote {folder} ({kind} plugin {kind}.{name})\nnext: pip install -e '{folder}[test]' && "
+        f"python -m pytest {folder}/tests, or dw plugin test {folder}", highlight=False, markup=False,
+        soft_wrap=True))
+
+
+@plugin_group.command("test", context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def plugin_test(target: str, pytest_args: tuple[str, ...]) -> None:
+    """Run dwray's conformance suite of the plugin's kind on TARGET: a package folder or an entry point name.
+
+    Arguments after TARGET go to pytest (e.g. -- -x -k round_trip); the exit code is pytest's.
+    """
+    from dwray.plugin_kit.conformance import find_target, run_conformance
+
+    try:
+        found = find_target(target)
+    except DwrayError as exc:
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    stderr.print(f"{found.kind} conformance suite on {found.spec}", markup=False, highlight=False)
+    sys.exit(run_conformance(found, pytest_args))
 
 _target_dir = click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
 _dist_option = click.option("--dist", default=None, help="an installed distribution instead of a plugin folder")

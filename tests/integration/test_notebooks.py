@@ -32,7 +32,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "security.ipynb": ("reader writes -> AccessDenied", "default tenant reads analytics' object -> AccessDenied",
                        "a write past the quota -> QuotaExceeded", "the revoked ETL key -> InvalidAccessKeyId",
                        "'ok': True", "the marker is in 0 of them", "ciphertext on disk:"),
-    "writing-a-plugin.ipynb": (" passed", "exit code 0", "plaintext on disk: False"),
+    "writing-a-plugin.ipynb": ("storage.acme-folder", " passed", "exit code 0", "plaintext on disk: False"),
 }
 
 

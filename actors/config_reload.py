@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 HISTORY_FILE = "history.jsonl"
 # Set by 'dw up' options as well as by the file: a reloaded file that leaves them out keeps the running ones.
 STARTUP_OPTIONS = ("data_dir", "gateway.host", "gateway.port", "gateway.replicas", "gateway.tls_cert",
-                   "gateway.tls_key")
+                   "gateway.tls_key", "runtime.dashboard")
 # Restarting plugins one by one (and rolling them back) may take each its start and handshake time.
 RECONFIGURE_TIMEOUT = 900.0
 CALL_TIMEOUT = 30.0
@@ -116,7 +116,7 @@ def _load(path: Path, running: DwrayConfig, data_dir: Path | None) -> DwrayConfi
     """The file's config, as the running warehouse would have it.
 
     What ``dw up`` may set on its command line (``STARTUP_OPTIONS``: the data
-    dir, the gateway's address, replicas and TLS files) is the running value
+    dir, the gateway's address, replicas and TLS files, the dashboard) is the running value
     unless the file or a ``DWRAY_*`` variable sets it: a file that leaves
     them out changes nothing there. ``data_dir`` (``dw --data-dir``) stands for
     the file's. A bad field is a ``ConfigError`` naming it and the file.
@@ -130,10 +130,12 @@ def _load(path: Path, running: DwrayConfig, data_dir: Path | None) -> DwrayConfi
         table = written.get(section, {}) if section else written
         variable = "DWRAY_" + dotted.upper().replace(".", "__")
         if name not in table and variable not in os.environ:
-            kept[dotted] = getattr(running.gateway, name) if section else running.data_dir
-    gateway = {dotted.split(".", 1)[1]: value for dotted, value in kept.items() if dotted.startswith("gateway.")}
-    new = new.model_copy(update={"gateway": new.gateway.model_copy(update=gateway),
-                                 "data_dir": Path(data_dir or kept.get("data_dir") or new.data_dir).resolve()})
+            kept[dotted] = getattr(getattr(running, section), name) if section else running.data_dir
+    update: dict[str, Any] = {"data_dir": Path(data_dir or kept.get("data_dir") or new.data_dir).resolve()}
+    for section in ("gateway", "runtime"):
+        values = {dotted.split(".", 1)[1]: value for dotted, value in kept.items() if dotted.startswith(f"{section}.")}
+        update[section] = getattr(new, section).model_copy(update=values)
+    new = new.model_copy(update=update)
     try:
         return type(new).model_validate(new.model_dump())
     except ValidationError as exc:

@@ -647,9 +647,12 @@ class Supervisor:
     async def _start_later(self, child_ids: list[str]) -> None:
         """The deferred first start of the optional children (see ``start()``)."""
         async with self._ops:
-            if self._state == "running":  # else an escalation or stop() took them along
-                await self._start_in_order([c for c in child_ids if self._children[c].state == "idle"],
-                                           during_start=False, first=True)
+            for child_id in child_ids:  # one at a time: one that fails must not leave the rest idle
+                if self._state != "running":
+                    return  # an escalation or stop() took them along
+                child = self._children.get(child_id)  # a reload may have removed it
+                if child is not None and child.state == "idle":
+                    await self._start_in_order([child_id], during_start=False, first=True)
 
     async def recover(self) -> dict[str, Any]:
         """After Ray restarted this supervisor: start the tree again (once), healing if that fails."""

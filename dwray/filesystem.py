@@ -70,6 +70,17 @@ class DwrayFileSystem(AbstractFileSystem):
         self.tenant = tenant
         self._warehouse = warehouse
 
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The options this filesystem was made with, less ``secret_key`` (fsspec shows them in
+        ``to_json()`` and elsewhere; the secret goes only to the connection)."""
+        return getattr(self, "_storage_options", {})
+
+    @storage_options.setter
+    def storage_options(self, value: dict[str, Any]) -> None:
+        # fsspec's metaclass sets it to the constructor's keyword arguments after __init__.
+        self._storage_options = {key: item for key, item in value.items() if key != "secret_key"}
+
     def __repr__(self) -> str:
         where = (f"endpoint_url={self._options['endpoint_url']!r}" if self._options["endpoint_url"] is not None
                  else f"warehouse={self._warehouse!r}" if self._warehouse is not None

@@ -128,6 +128,12 @@ class DwrayFile(AbstractBufferedFile):
             self._putter.join()
         self.closed = True
 
+    def __del__(self) -> None:
+        # fsspec's own __del__ closes, which would commit what a writer dropped half-way: a write that
+        # was never closed is not committed, whole or not at all.
+        if not self.closed and self.writable():
+            self.discard()
+
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         if kind is not None and self.writable():
             # An exception inside `with fs.open(..., "wb")`: the half-written object is not committed.

@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dwray.config import DwrayConfig, load_config
 from dwray.core.telemetry import configure_telemetry
+from dwray.errors import NotReady
 from serve_apps import admin
 from serve_apps.context import GatewayContext, current, install
 from serve_apps.grpc_gateway import GrpcWarehouse
@@ -324,6 +325,10 @@ def _attach(settings: dict[str, Any] | None) -> tuple[DwrayConfig, Any, Any]:
     config = DwrayConfig.model_validate(settings) if settings else load_config()
     runtime = config.runtime
     supervisor = find_supervisor(config)
+    if supervisor is None and deployed_by_dw_up:
+        # dw up deploys its replicas for the warehouse it started: gone, it is not to be started again here.
+        raise NotReady(f"the warehouse this gateway was deployed for ({runtime.supervisor_name!r} in "
+                       f"namespace {runtime.namespace!r}) is not running")
     if supervisor is None:
         try:
             supervisor = start_supervisor(config, detached=True, started_by="serve run")

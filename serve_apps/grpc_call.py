@@ -17,6 +17,7 @@ answer: it goes on up, and Serve ends the call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -97,6 +98,27 @@ def _peer_address(peer: str) -> str:
     return rest.rsplit(":", 1)[0] if kind == "ipv4" else (peer[:64] or "unknown")
 
 
+@functools.lru_cache(maxsize=1)
+def _own_addresses() -> frozenset[str]:
+    """This host's addresses: HAProxy, which sets the client-address header, runs on the replica's node."""
+    import psutil
+
+    return frozenset({"127.0.0.1", "::1"} | {address.address.split("%", 1)[0]
+                                               for addresses in psutil.net_if_addrs().values()
+                                               for address in addresses})
+
+
+def caller_address(peer: str, forwarded: str | None, trust_forwarded: bool) -> str:
+    """The caller's address for limits and audit: HAProxy's header only when HAProxy is who connected.
+
+    Serve binds each replica's own gRPC port on every interface (``[::]``, hard-coded), so a caller
+    may reach it without HAProxy; its header is then its own claim and is not believed.
+    """
+    address = _peer_address(peer)
+    if forwarded and trust_forwarded and address in _own_addresses():
+        return forwarded[:64]
+    return address
+
 
 class GrpcCall:
     """One gRPC call in the gateway: its span, caller, counters and outcome (``async with``)."""
@@ -109,8 +131,8 @@ class GrpcCall:
         self.grpc_context = grpc_context
         self.metadata = {name: value for name, value in grpc_context.invocation_metadata()
                          if isinstance(value, str)}
-        forwarded = self.metadata.get(CLIENT_ADDRESS_HEADER) if self.ctx.forwarded_client else None
-        self.source = forwarded[:64] if forwarded else _peer_address(grpc_context.peer() or "")
+        self.source = caller_address(grpc_context.peer() or "", self.metadata.get(CLIENT_ADDRESS_HEADER),
+                                     self.ctx.forwarded_client)
         self.resource = "*"
         self.identity: Any = None
         self.claimed_key: str | None = None

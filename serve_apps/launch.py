@@ -21,6 +21,7 @@ before Ray starts, so a refused setup costs nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -329,13 +330,13 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
                                      grpc_options=grpc_options(config))
         deployed: list[Future[None]] = []
 
-        def deploy(_supervisor: Any = None) -> None:
+        def deploy() -> None:
             serve_started.result()
             serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
 
         supervisor = find_supervisor(config)
         if supervisor is None:
-            early = (lambda created: deployed.append(pool.submit(deploy, created))) if owns_ray else None
+            early = (lambda _created: deployed.append(pool.submit(deploy))) if owns_ray else None
             supervisor = start_supervisor(config, started_by=started_by, on_created=early)
         clock.lap("warehouse")
         first_start = bootstrap_identity(config, supervisor, files)
@@ -349,9 +350,14 @@ def start_gateway(config: DwrayConfig, *, address: str | None = None, started_by
         clock.lap("ready")
     except BaseException:
         files.state.unlink(missing_ok=True)
+        if deployed:
+            # An early deploy must neither outlive a failed start nor keep it waiting for replicas
+            # that cannot attach: Serve goes with the start (the Ray is this process's own).
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        pool.shutdown(wait=True)
+    pool.shutdown(wait=True)
     extra: dict[str, Any] = {"startup": clock.laps, "dashboard": dashboard, "dashboard_sign_in": dashboard_sign_in()}
     if env:
         extra["haproxy_dir"] = env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]

@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -81,8 +82,9 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         started = time.perf_counter()
         status, request_id = self._relay()
         millis = (time.perf_counter() - started) * 1000
-        self.server.events.emit("request", f"{self.command} {self.path} {status} {millis:.1f} ms req {request_id}",
-                                method=self.command, path=self.path, status=status,
+        path = urlsplit(self.path).path  # never the query: a presigned URL's signature and credential are in it
+        self.server.events.emit("request", f"{self.command} {path} {status} {millis:.1f} ms req {request_id}",
+                                method=self.command, path=path, status=status,
                                 duration_ms=round(millis, 1), request_id=request_id)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _forward
@@ -159,7 +161,11 @@ class _Gateway:
             self.stop()
             why = f"exited with code {code}" if code is not None else f"did not start within {START_TIMEOUT:.0f} s"
             raise NotReady(f"dw dev: the gateway (dw up) {why}; its errors are above")
-        self.info: dict[str, Any] = json.loads(lines[0])
+        try:
+            self.info: dict[str, Any] = json.loads(lines[0])
+        except ValueError:
+            self.stop()
+            raise NotReady("dw dev: the gateway (dw up) did not print its JSON status line first") from None
         # Keep reading, so the child never blocks on a full pipe.
         threading.Thread(target=lambda: self.process.stdout.read(), daemon=True).start()
 

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from dwray.errors import InvalidArgument
 from dwray.plugin_kit.names import KIT_KINDS
@@ -58,10 +59,15 @@ def _folder_target(folder: Path) -> PluginTarget:
                               f"(from dw plugin new) or an installed plugin's entry point name") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{pyproject} is not valid TOML: {exc}") from None
-    points = document.get("project", {}).get("entry-points", {}).get(_GROUP, {})
-    if len(points) != 1:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{pyproject} cannot be read as UTF-8 text ({type(exc).__name__})") from None
+    points: Any = document
+    for table in ("project", "entry-points", _GROUP):
+        points = points.get(table, {}) if isinstance(points, dict) else None
+    if not isinstance(points, dict) or len(points) != 1:
+        count = len(points) if isinstance(points, dict) else "no table of them"
         raise InvalidArgument(f"{pyproject} must register exactly one entry point in "
-                              f"[project.entry-points.\"{_GROUP}\"], it has {len(points)}")
+                              f"[project.entry-points.\"{_GROUP}\"], it has {count}")
     (name, spec), = points.items()
     paths = [str(folder / "src")] if (folder / "src").is_dir() else [str(folder)]
     return PluginTarget(_kind_of(name, str(pyproject)), spec, tuple(paths))

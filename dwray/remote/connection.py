@@ -112,13 +112,17 @@ def _check_url(url: object) -> str:
     if not isinstance(url, str):
         raise InvalidArgument(f"url must be a string such as 'https://gateway:8000', not {type(url).__name__}")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgument(f"url must be http:// or https:// and name a host, like 'https://gateway:8000', "
-                              f"not {url!r}")
+    # Credentials first, and the URL itself is never echoed past this point's checks of its parts:
+    # a URL with a password or a signed query must not end up in an error message or a log.
     if parts.username or parts.password:
         raise InvalidArgument("url must not carry credentials: pass access_key and secret_key")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidArgument(f"url must name only the gateway (scheme, host, port), not {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(f"url must be http:// or https:// and name a host, like 'https://gateway:8000' "
+                              f"(its scheme is {parts.scheme!r})")
+    if parts.query or parts.fragment:
+        raise InvalidArgument("url must name only the gateway (scheme, host, port): it has a query or fragment")
+    if parts.path not in ("", "/"):
+        raise InvalidArgument(f"url must name only the gateway (scheme, host, port), not the path {parts.path!r}")
     try:
         parts.port
     except ValueError:

@@ -246,7 +246,20 @@ def test_every_manifest_resource_is_valid() -> None:
     for doc in _kuberay_resources():
         _validate_resource(doc)
         kinds.append(doc["kind"])
-    assert sorted(set(kinds)) == ["ConfigMap", "PersistentVolumeClaim", "RayCluster", "RayService", "Secret"]
+    assert sorted(set(kinds)) == ["ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "RayCluster", "RayService",
+                                  "Secret"]
+
+
+def test_only_the_gateway_is_open_beyond_the_clusters_pods() -> None:
+    """Ray's ports have no authentication in these manifests: a NetworkPolicy keeps them to the pods."""
+    for name in ("raycluster.yaml", "rayservice.yaml"):
+        (policy,) = [doc for doc in _documents(name) if doc["kind"] == "NetworkPolicy"]
+        assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "dwray"}
+        open_to_all = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
+        assert [sorted(port["port"] for port in rule["ports"]) for rule in open_to_all] == [[8000, 9000]], name
+        for rule in policy["spec"]["ingress"]:
+            assert "ports" in rule or rule["from"] == [{"podSelector": {"matchLabels": {
+                "app.kubernetes.io/name": "dwray"}}}], (name, rule)
 
 
 @pytest.mark.parametrize("mutate, complaint", [

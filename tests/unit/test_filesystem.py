@@ -132,6 +132,17 @@ def test_a_write_that_fails_commits_nothing_and_keeps_the_old_object(fs: DwrayFi
         assert fs.cat("sales/top") == b"t"
 
 
+def test_a_writer_dropped_without_close_commits_nothing(fs: DwrayFileSystem) -> None:
+    import gc
+
+    for size in (10, 3_000_000):  # one block, and a streaming put in progress
+        writer = fs.open("sales/top", "wb", block_size=1 << 20)
+        writer.write(b"y" * size)
+        del writer
+        gc.collect()
+        assert fs.cat("sales/top") == b"t"
+
+
 def test_a_write_into_a_missing_bucket_raises_file_not_found(fs: DwrayFileSystem) -> None:
     with pytest.raises(FileNotFoundError, match="bucket 'nobucket'"):
         with fs.open("nobucket/k", "wb", block_size=1 << 16) as f:
@@ -254,6 +265,7 @@ def test_it_pickles_by_its_options_and_never_shows_the_secret() -> None:
     fs = DwrayFileSystem(endpoint_url="http://127.0.0.1:1", access_key="AKEXAMPLE",
                          secret_key="very-secret-value", tenant="acme")
     assert "very-secret-value" not in repr(fs) and "AKEXAMPLE" not in repr(fs)
+    assert "secret_key" not in fs.storage_options and "very-secret-value" not in fs.to_json()
     copy = pickle.loads(pickle.dumps(fs))
     assert copy is not fs and copy._warehouse is None  # nothing connected, here or in the copy
     assert copy._options == fs._options and copy.tenant == "acme"

@@ -149,3 +149,14 @@ def test_answers_without_a_body_are_told_apart_by_status_and_headers() -> None:
     broken = ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error."},
                           "ResponseMetadata": {"HTTPStatusCode": 500, "HTTPHeaders": {}}}, "GetObject")
     assert type(from_client_error(broken, Target("GetObject", "bkt", "k"))) is dw.StorageError
+
+
+def test_a_url_with_credentials_or_a_query_is_refused_without_echoing_it() -> None:
+    import dwray
+
+    for url, said in (("s3://AKID:TOPSECRET@gateway", "must not carry credentials"),
+                      ("https://AKID:TOPSECRET@gateway:8000", "must not carry credentials"),
+                      ("https://gateway:8000/?X-Amz-Signature=TOPSECRET", "query or fragment")):
+        with pytest.raises(dw.InvalidArgument, match=said) as caught:
+            dwray.connect(url=url, access_key="AK", secret_key="SK")
+        assert "TOPSECRET" not in str(caught.value)

@@ -202,7 +202,11 @@ def tree(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                               stage_workers=STAGE_WORKERS))
     supervisor = start_supervisor(config)
     try:
-        yield Tree(config, supervisor, namespace)
+        tree = Tree(config, supervisor, namespace)
+        # The optional children (the event bus) start once the rest runs: the test's steady state has them.
+        wait_until(lambda: all(c["state"] == "running" for c in tree.status()["children"]), 60.0,
+                   "every child to run")
+        yield tree
     finally:
         try:
             ray.get(supervisor.stop.remote(), timeout=60)

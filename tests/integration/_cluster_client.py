@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ def run(address: str, data_dir: Path, config_path: Path) -> dict[str, Any]:
         if len(blobs) != len(blobbed):
             fail(f"expected {len(blobbed)} blobs under {data_dir}, found {len(blobs)}")
 
+        # The children the warehouse serves without (housekeeper, scrubber, event bus) start once the rest
+        # runs ([runtime] defer_optional): the status below is of the whole tree, so wait for them.
+        deadline = time.monotonic() + 60
+        while any(child["state"] != "running" for child in wh.status()["children"]):
+            if time.monotonic() > deadline:
+                fail(f"the tree's children did not all start: {wh.status()['children']}")
+            time.sleep(0.2)
         env = dict(os.environ)
         command = ["dw", "--config", str(config_path), "status", "--address", address]
         as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=120,

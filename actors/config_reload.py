@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 HISTORY_FILE = "history.jsonl"
 # Set by 'dw up' options as well as by the file: a reloaded file that leaves them out keeps the running ones.
 STARTUP_OPTIONS = ("data_dir", "gateway.host", "gateway.port", "gateway.replicas", "gateway.tls_cert",
-                   "gateway.tls_key", "runtime.dashboard")
+                   "gateway.tls_key", "runtime.dashboard", "runtime.defer_optional")
 # Restarting plugins one by one (and rolling them back) may take each its start and handshake time.
 RECONFIGURE_TIMEOUT = 900.0
 CALL_TIMEOUT = 30.0
@@ -116,7 +116,7 @@ def _load(path: Path, running: DwrayConfig, data_dir: Path | None) -> DwrayConfi
     """The file's config, as the running warehouse would have it.
 
     What ``dw up`` may set on its command line (``STARTUP_OPTIONS``: the data
-    dir, the gateway's address, replicas and TLS files, the dashboard) is the running value
+    dir, the gateway's address, replicas and TLS files, the dashboard, deferred starts) is the running value
     unless the file or a ``DWRAY_*`` variable sets it: a file that leaves
     them out changes nothing there. ``data_dir`` (``dw --data-dir``) stands for
     the file's. A bad field is a ``ConfigError`` naming it and the file.

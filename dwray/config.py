@@ -203,8 +203,9 @@ class RuntimeConfig(_Section):
     # small machine their worker processes would take the CPU the gateway's start needs.
     standby_delay: float = Field(10.0, ge=0, description="seconds after the first start before spares start")
     # The children the warehouse serves without (housekeeper, scrubber, event bus) start once the
-    # rest runs, so the warehouse (and dw up's gateway) is ready sooner; their callers wait meanwhile.
-    defer_optional: bool = True
+    # rest runs, so the warehouse is ready sooner; their callers wait meanwhile. dw up turns it on
+    # unless the config says otherwise.
+    defer_optional: bool = False
     # Ray's dashboard for a Ray that dw up or dwray.connect() starts: actors, logs, metrics. It is
     # bound to loopback only (it has no authentication of its own: reach it through an SSH tunnel).
     dashboard: bool = True

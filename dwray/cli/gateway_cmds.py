@@ -81,8 +81,12 @@ def up(state: State, as_json: bool, host: str | None, port: int | None, up_data_
     if up_data_dir is not None:
         state.data_dir = up_data_dir
     config = command_config(state, host=host, port=port, replicas=replicas, tls_cert=tls_cert, tls_key=tls_key)
+    runtime_update: dict[str, Any] = {}
     if no_dashboard:
-        config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"dashboard": False})})
+        runtime_update["dashboard"] = False
+    if "defer_optional" not in config.runtime.model_fields_set:
+        runtime_update["defer_optional"] = True  # a gateway ready sooner: see [runtime] defer_optional
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update=runtime_update)})
     from dwray.core.telemetry import configure_telemetry
 
     configure_telemetry(config.tracing, config.logging, "dw-up", config=config, degrade=True)

@@ -18,7 +18,7 @@ from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.tags import validate_tags
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers, clean_metadata
 from dwray.core.warehouse.objects import write_condition
-from dwray.core.warehouse.reads import ObjectReader
+from dwray.core.warehouse.reads import ObjectReader, check_range
 from dwray.errors import (
     AccessDenied,
     DeleteMarkerVersion,
@@ -38,19 +38,6 @@ MAX_METADATA_BYTES = 2048
 #: bytes asked of the response per read while streaming a body
 READ_CHUNK = 1 << 20
 PARQUET = "application/vnd.apache.parquet"
-
-
-def check_range(range_: Any) -> tuple[int, int | None] | None:
-    """An inclusive ``(first, last)`` range's shape checked as ``Warehouse.get`` checks it."""
-    if range_ is None:
-        return None
-    try:
-        first, last = range_
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"range must be a (first, last) pair, not {range_!r}") from None
-    if not isinstance(first, int) or not (last is None or isinstance(last, int)):
-        raise InvalidArgument(f"range bounds must be integers, not {range_!r}")
-    return first, last
 
 
 class GatewayObjects(GatewayConnection):

@@ -16,13 +16,14 @@ carry (see ``dwray.remote.responses``).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dwray.core.models import BucketInfo, ListPage, ObjectInfo, PartInfo, PartsPage, UploadInfo, VersionsPage
 from dwray.core.names import validate_bucket_name, validate_key
 from dwray.core.tags import validate_tags
 from dwray.core.warehouse.inputs import DEFAULT_CONTENT_TYPE, check_headers, clean_metadata
+from dwray.core.warehouse.listing import Listing
 from dwray.core.warehouse.objects import write_condition
 from dwray.errors import (
     AccessDenied,
@@ -150,15 +151,8 @@ class GatewayWarehouse(GatewayObjects):
         truncated = bool(answer.get("IsTruncated"))
         return ListPage(objects, prefixes, truncated, answer.get("NextContinuationToken") if truncated else None)
 
-    def iter_objects(self, bucket: str, *, prefix: str = "", tenant: TenantArg = None) -> Iterator[ObjectInfo]:
-        """Every live object under ``prefix``, following continuation tokens."""
-        token: str | None = None
-        while True:
-            page = self.list(bucket, prefix=prefix, continuation_token=token, tenant=tenant)
-            yield from page.objects
-            if not page.is_truncated:
-                return
-            token = page.next_continuation_token
+    # Every live object under a prefix: the core's loop over list() pages, as it is.
+    iter_objects = Listing.iter_objects
 
     def list_versions(self, bucket: str, *, prefix: str = "", delimiter: str | None = None,
                       key_marker: str | None = None, version_id_marker: str | None = None, max_keys: int = 1000,

@@ -79,16 +79,25 @@ class ObjectReader(io.RawIOBase):
         super().close()
 
 
-def resolve_range(range_: tuple[int, int | None] | None, size: int) -> tuple[int, int]:
-    """The plaintext bytes ``[start, end)`` an inclusive HTTP-style ``(first, last)`` range names."""
+def check_range(range_: Any) -> tuple[int, int | None] | None:
+    """An inclusive ``(first, last)`` range's shape, checked before its object's size is known."""
     if range_ is None:
-        return 0, size
+        return None
     try:
         first, last = range_
     except (TypeError, ValueError):
         raise InvalidArgument(f"range must be a (first, last) pair, not {range_!r}") from None
     if not isinstance(first, int) or not (last is None or isinstance(last, int)):
         raise InvalidArgument(f"range bounds must be integers, not {range_!r}")
+    return first, last
+
+
+def resolve_range(range_: tuple[int, int | None] | None, size: int) -> tuple[int, int]:
+    """The plaintext bytes ``[start, end)`` an inclusive HTTP-style ``(first, last)`` range names."""
+    checked = check_range(range_)
+    if checked is None:
+        return 0, size
+    first, last = checked
     if first < 0 or (last is not None and last < first) or first >= size:
         raise InvalidRange(f"bytes={first}-{'' if last is None else last}", size)
     end = size if last is None else min(last + 1, size)

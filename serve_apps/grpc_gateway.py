@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -89,38 +89,43 @@ class GrpcWarehouse:
                 yield message
 
     async def Head(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        pb = _pb()
-        async with GrpcCall("Head", grpc_context) as call:
-            await call.admit(request)
-            call.reached = True
+        async def answer(call: GrpcCall) -> Any:
             info = await call.run(call.ctx.warehouse.head, request.bucket, request.key,
                                   version_id=request.version_id or None, tenant=call.tenant)
-            return pb.HeadResponse(info=_info(info))
-        return pb.HeadResponse()
+            return _pb().HeadResponse(info=_info(info))
+
+        return await _unary("Head", request, grpc_context, answer, _pb().HeadResponse)
 
     async def List(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        pb = _pb()
-        async with GrpcCall("List", grpc_context) as call:
-            await call.admit(request)
-            call.reached = True
+        async def answer(call: GrpcCall) -> Any:
             page = await call.run(call.ctx.warehouse.list, request.bucket, prefix=request.prefix,
                                   delimiter=request.delimiter or None, max_keys=request.max_keys or 1000,
                                   continuation_token=request.continuation_token or None,
                                   start_after=request.start_after or None, tenant=call.tenant)
-            return pb.ListResponse(objects=[_info(info) for info in page.objects],
-                                   common_prefixes=page.common_prefixes, is_truncated=page.is_truncated,
-                                   next_continuation_token=page.next_continuation_token or "")
-        return pb.ListResponse()
+            return _pb().ListResponse(objects=[_info(info) for info in page.objects],
+                                      common_prefixes=page.common_prefixes, is_truncated=page.is_truncated,
+                                      next_continuation_token=page.next_continuation_token or "")
+
+        return await _unary("List", request, grpc_context, answer, _pb().ListResponse)
 
     async def Delete(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        pb = _pb()
-        async with GrpcCall("Delete", grpc_context) as call:
-            await call.admit(request)
-            call.reached = True
+        async def answer(call: GrpcCall) -> Any:
             result = await call.run(call.ctx.warehouse.delete, request.bucket, request.key,
                                     version_id=request.version_id or None, tenant=call.tenant)
-            return pb.DeleteResponse(version_id=result.version_id or "", delete_marker=result.delete_marker)
-        return pb.DeleteResponse()
+            return _pb().DeleteResponse(version_id=result.version_id or "", delete_marker=result.delete_marker)
+
+        return await _unary("Delete", request, grpc_context, answer, _pb().DeleteResponse)
+
+
+async def _unary(method: str, request: Any, grpc_context: Any, answer: Callable[[GrpcCall], Awaitable[Any]],
+                 empty: Callable[[], Any]) -> Any:
+    """One unary call: admitted (signature, limits), then ``answer``; a refusal or a dwray error is
+    the call's status (``GrpcCall`` sets it on leaving), with ``empty()`` as the message."""
+    async with GrpcCall(method, grpc_context) as call:
+        await call.admit(request)
+        call.reached = True
+        return await answer(call)
+    return empty()
 
 
 async def _get(call: GrpcCall, request: Any) -> AsyncIterator[Any]:

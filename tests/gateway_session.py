@@ -10,6 +10,7 @@ conftest re-exports these names.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,6 +78,20 @@ class GatewayUnderTest:
         from tests.integration.gateway.clients import s3_client
 
         return s3_client(self, access_key_id, secret, **config)
+
+    def audit_record(self, predicate: Any, wait: float = 10.0) -> dict[str, Any]:
+        """The first audit record matching ``predicate``; refusals are batched, so give them a moment."""
+        from dwray.core.audit import AuditLocations
+        from dwray.core.audit.reader import AuditReader
+
+        deadline = time.monotonic() + wait
+        while True:
+            with AuditReader(AuditLocations.of(self.config)) as reader:
+                found = [record for record in reader.query() if predicate(record)]
+            if found or time.monotonic() > deadline:
+                assert found, "no such audit record"
+                return found[0]
+            time.sleep(0.2)
 
 
 def gateway_config(data_dir: Path, port: int) -> DwrayConfig:

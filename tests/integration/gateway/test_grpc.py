@@ -18,8 +18,6 @@ from typing import Any
 import grpc
 import pytest
 
-from dwray.core.audit import AuditLocations
-from dwray.core.audit.reader import AuditReader
 from dwray.proto import dwray_pb2 as pb
 from dwray.proto import dwray_pb2_grpc
 from dwray.proto.signing import UNSIGNED_PAYLOAD, signed_metadata
@@ -88,17 +86,6 @@ def _code(call: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as raised:
         call()
     return raised.value.code(), raised.value.details() or ""
-
-
-def _audit(gateway: Any, predicate: Any, wait: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + wait
-    while True:
-        with AuditReader(AuditLocations.of(gateway.config)) as reader:
-            found = [record for record in reader.query() if predicate(record)]
-        if found or time.monotonic() > deadline:
-            assert found, "no such audit record"
-            return found[0]
-        time.sleep(0.2)
 
 
 def test_objects_round_trip_small_and_in_many_chunks(client: Client, s3: Any, bucket: str) -> None:
@@ -235,7 +222,7 @@ def test_deadlines_are_honoured_and_a_late_put_stores_nothing(client: Client, bu
 def test_calls_and_refusals_are_audited(gateway: Any, client: Client, channel: grpc.Channel, bucket: str) -> None:
     _, call = client.put(bucket, "audited.bin", b"data")
     request_id = dict(call.trailing_metadata())["x-dwray-request-id"]
-    record = _audit(gateway, lambda r: r.get("request_id") == request_id and r["action"] == "s3:PutObject")
+    record = gateway.audit_record(lambda r: r.get("request_id") == request_id and r["action"] == "s3:PutObject")
     assert record["outcome"] == "allowed" and record["resource"] == f"{bucket}/audited.bin"
     assert record["access_key_id"] == gateway.access_key_id and record["source_address"] == "127.0.0.1"
 
@@ -245,12 +232,12 @@ def test_calls_and_refusals_are_audited(gateway: Any, client: Client, channel: g
     _, call = client.stub.Head.with_call(request, timeout=CALL_TIMEOUT, metadata=[
         *client.meta("Head", request), ("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01")])
     assert dict(call.trailing_metadata())["x-dwray-request-id"] == trace_id
-    record = _audit(gateway, lambda r: r.get("request_id") == trace_id)
+    record = gateway.audit_record(lambda r: r.get("request_id") == trace_id)
     assert record["action"] == "s3:GetObject" and record["resource"] == f"{bucket}/audited.bin"
 
     forged = Client(channel, gateway.access_key_id, "wrong")
     code, _ = _code(lambda: forged.unary("Delete", pb.DeleteRequest(bucket=bucket, key="audited.bin")))
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    refused = _audit(gateway, lambda r: r["action"] == "grpc:Delete" and r["resource"] == f"{bucket}/audited.bin")
+    refused = gateway.audit_record(lambda r: r["action"] == "grpc:Delete" and r["resource"] == f"{bucket}/audited.bin")
     assert refused["outcome"] == "denied" and refused["error"] == "UNAUTHENTICATED"
     assert refused["access_key_id"] == gateway.access_key_id

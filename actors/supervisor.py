@@ -118,6 +118,7 @@ from dwray.core.supervision import (
     SupervisorSpec,
     TreeBackoff,
     plan_restart,
+    should_restart,
 )
 from dwray.errors import (
     DwrayError,
@@ -340,6 +341,10 @@ class Supervisor:
         child.last_failure = None if normal else reason
         self._set_state(child, "restarting")
         self._event("exit" if normal else "failure", child, reason)
+        if should_restart(child.spec.restart, normal):
+            # Its next host's worker process starts now: the exit may wait behind another restart
+            # (exits are handled one at a time), and the new host's start overlaps that wait.
+            prestart_host(child, self._namespace, self._me, self._cgroup_root)
         self._exits.put_nowait((child_id, generation, reason, normal))
         return True
 
@@ -371,8 +376,6 @@ class Supervisor:
         if not self._intensity.record():
             await self._escalate(f"{self._intensity.describe()}; last: child {child.id!r}: {reason}")
             return
-        if 2 * self._intensity.count() >= self._spec.max_restarts:
-            self._prepare_tree_spares()
         if time.monotonic() - child.started_at > self._spec.period:
             child.attempts = 0
         self._event("restart", child, reason, stop=list(plan.stop), start=list(plan.start))
@@ -388,6 +391,8 @@ class Supervisor:
         if delay:
             await asyncio.sleep(delay)
         await self._start_in_order(plan.start, during_start=False)
+        if self._state == "running" and 2 * self._intensity.count() >= self._spec.max_restarts:
+            self._prepare_tree_spares()  # after the restart's own hosts, not ahead of them
         self._ensure_standbys()
 
     async def _start_in_order(self, child_ids: tuple[str, ...] | list[str], during_start: bool,

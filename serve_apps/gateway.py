@@ -49,6 +49,7 @@ from serve_apps.context import GatewayContext, current, install
 from serve_apps.grpc_gateway import GrpcWarehouse
 from serve_apps.s3_api import S3Api
 from serve_apps.s3_call import client_address
+from serve_apps.serve_patch_grpc import bound_grpc_streams
 from serve_apps.serve_patches import bound_request_bodies
 
 __all__ = ["Gateway", "app", "build_app", "fastapi_app", "replica_context"]
@@ -377,6 +378,7 @@ class Gateway(GrpcWarehouse):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         started = time.monotonic()
         bound_request_bodies()
+        bound_grpc_streams()
         config, supervisor, coordinator = _attach(settings)
         # Spans exported and log lines shaped as configured, before the replica logs anything of its own.
         configure_telemetry(config.tracing, config.logging, "gateway", config=config, degrade=True)

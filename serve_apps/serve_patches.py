@@ -1,4 +1,4 @@
-"""The one patch dwray applies to Ray Serve's internals: backpressure on request bodies.
+"""dwray's patch of Ray Serve's internals for HTTP: backpressure on request bodies.
 
 Serve 2.60's ``ASGIDIReceiveProxy`` (``ray.serve._private.direct_ingress_http_util``),
 the replica side of direct ingress and HAProxy mode, reads every message of a
@@ -16,7 +16,8 @@ installed class with that one, member by member; when anything differs the
 gateway logs a warning and leaves Serve alone (bodies then work, unbounded).
 ``tests/unit/test_serve_patches.py`` runs the same comparison against the
 installed Ray, so an upgrade that changes the class fails CI, naming what
-changed, instead of silently dropping the bound.
+changed, instead of silently dropping the bound. gRPC request streams get the same
+bound from :mod:`serve_apps.serve_patch_grpc`, checked the same way.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ __all__ = [
     "RECEIVE_QUEUE_MESSAGES",
     "bound_receive_queue",
     "bound_request_bodies",
+    "class_problems",
+    "installed_class",
     "receive_proxy_problems",
 ]
 
@@ -62,38 +65,41 @@ _KNOWN_MEMBERS = {
 
 def receive_proxy_problems() -> list[str]:
     """What about the installed Serve differs from the Serve the patch was written for (empty: nothing)."""
-    return _problems(_installed_proxy())
+    return class_problems(RECEIVE_PROXY, installed_class(RECEIVE_PROXY), _KNOWN_MEMBERS)
 
 
-def _installed_proxy() -> type | None:
-    module_name, _, class_name = RECEIVE_PROXY.rpartition(".")
+def installed_class(path: str) -> type | None:
+    """The class at ``path`` ("module.Class") in the installed Ray, or ``None`` if there is none."""
+    module_name, _, class_name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError:
         return None
-    proxy = getattr(module, class_name, None)
-    return proxy if isinstance(proxy, type) else None
+    found = getattr(module, class_name, None)
+    return found if isinstance(found, type) else None
 
 
-def _problems(proxy: type | None) -> list[str]:
-    if proxy is None:
-        return [f"{RECEIVE_PROXY} no longer exists (the patch was written for {_WRITTEN_FOR})"]
+def class_problems(path: str, cls: type | None, known: dict[str, str]) -> list[str]:
+    """How ``cls`` (Serve's class at ``path``, that the replica uses) differs from the one a patch
+    was written for, whose members' fingerprints are ``known``: empty when it does not."""
+    if cls is None:
+        return [f"{path} no longer exists (the patch was written for {_WRITTEN_FOR})"]
     problems = []
     try:
         replica = importlib.import_module(_REPLICA_MODULE)
     except ImportError:
         replica = None
-    if getattr(replica, proxy.__name__, None) is not proxy:
-        problems.append(f"{_REPLICA_MODULE} no longer builds {RECEIVE_PROXY} for direct-ingress requests")
-    found = _fingerprints(proxy)
-    for name in sorted(_KNOWN_MEMBERS.keys() - found.keys()):
-        problems.append(f"{RECEIVE_PROXY}.{name} was removed")
-    for name in sorted(found.keys() - _KNOWN_MEMBERS.keys()):
-        problems.append(f"{RECEIVE_PROXY}.{name} was added")
-    for name in sorted(found.keys() & _KNOWN_MEMBERS.keys()):
-        if found[name] != _KNOWN_MEMBERS[name]:
-            problems.append(f"{RECEIVE_PROXY}.{name} changed (source fingerprint {found[name]}; "
-                            f"the patch was written for {_KNOWN_MEMBERS[name]}, {_WRITTEN_FOR})")
+    if getattr(replica, cls.__name__, None) is not cls:
+        problems.append(f"{_REPLICA_MODULE} no longer uses {path} for direct-ingress requests")
+    found = _fingerprints(cls)
+    for name in sorted(known.keys() - found.keys()):
+        problems.append(f"{path}.{name} was removed")
+    for name in sorted(found.keys() - known.keys()):
+        problems.append(f"{path}.{name} was added")
+    for name in sorted(found.keys() & known.keys()):
+        if found[name] != known[name]:
+            problems.append(f"{path}.{name} changed (source fingerprint {found[name]}; "
+                            f"the patch was written for {known[name]}, {_WRITTEN_FOR})")
     return problems
 
 
@@ -151,10 +157,10 @@ def bound_request_bodies() -> bool:
     Leaves Serve alone, with a warning naming what differs, when its receive
     proxy is not the one the patch was written for. Calling it again is harmless.
     """
-    proxy = _installed_proxy()
+    proxy = installed_class(RECEIVE_PROXY)
     if proxy is not None and vars(proxy).get("_dwray_bounded", False):
         return True
-    problems = _problems(proxy)
+    problems = class_problems(RECEIVE_PROXY, proxy, _KNOWN_MEMBERS)
     if proxy is None or problems:
         log.warning("Serve's request-body proxy is not the one dwray knows, so request bodies are not "
                     "bounded: %s", "; ".join(problems))

@@ -21,11 +21,15 @@ import pytest
 from dwray.proto import dwray_pb2 as pb
 from dwray.proto import dwray_pb2_grpc
 from dwray.proto.signing import UNSIGNED_PAYLOAD, signed_metadata
+from tests.integration.gateway.peak_rss import PeakRss
 
 SERVICE = "/dwray.v1.Warehouse"
 END = pb.PutRequest(end=pb.PutEnd())
 READY_TIMEOUT = 60.0
 CALL_TIMEOUT = 60.0
+MiB = 1 << 20
+BIG_PUT = 512 * MiB
+BIG_PUT_LIMIT = 128 * MiB
 
 
 class Client:
@@ -217,6 +221,33 @@ def test_deadlines_are_honoured_and_a_late_put_stores_nothing(client: Client, bu
 
     code, _ = _code(read_slowly)
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_large_put_is_held_back_not_piled_up_in_the_replica(client: Client, bucket: str) -> None:
+    """A client that sends faster than storage writes is held back by the replica (at most
+    GRPC_STREAM_MESSAGES chunks queued per call), so no process on the data path grows by the object."""
+    block = os.urandom(MiB)  # incompressible: every byte goes through zstd and AES
+    head = pb.PutHeader(bucket=bucket, key="big.bin", content_length=BIG_PUT)
+    expected = hashlib.md5()
+
+    def chunks() -> Iterator[Any]:
+        yield pb.PutRequest(header=head)
+        for index in range(BIG_PUT // MiB):
+            chunk = block[index % 7:] + block[:index % 7]
+            expected.update(chunk)
+            yield pb.PutRequest(chunk=chunk)
+        yield END
+
+    with PeakRss() as memory:
+        reply = client.stub.Put(chunks(), metadata=client.meta("Put", head, content_sha256=UNSIGNED_PAYLOAD),
+                                timeout=300)
+    assert reply.info.size == BIG_PUT and reply.info.etag == expected.hexdigest()
+    growth = memory.growth()
+    assert any("ServeReplica" in name for name in growth), growth  # the replica was measured
+    worst = max(growth.items(), key=lambda item: item[1])
+    print(f"gRPC Put of {BIG_PUT >> 20} MiB: largest RSS growth {worst[1] >> 20} MiB in {worst[0]}")
+    assert worst[1] < BIG_PUT_LIMIT, f"{worst[0]} grew by {worst[1] >> 20} MiB; all: {growth}"
+    client.unary("Delete", pb.DeleteRequest(bucket=bucket, key="big.bin"))
 
 
 def test_calls_and_refusals_are_audited(gateway: Any, client: Client, channel: grpc.Channel, bucket: str) -> None:

@@ -55,6 +55,10 @@ APP_NAME = "dwray"
 READY_TIMEOUT = 120.0
 SERVE_DRAIN_SECONDS = 2.0
 PROXY_READY_SECONDS = 60.0
+#: Serve's gRPC message size limit (its default: 2 GiB) in the replicas and proxies: a Put's chunks
+#: are 1 MiB at most by the .proto's advice, and a replica holds 8 of a call's messages at most
+#: (serve_apps.serve_patch_grpc), so this bounds what one gRPC call can make a replica hold.
+GRPC_MAX_MESSAGE_BYTES = 4 << 20
 
 
 @dataclass
@@ -138,6 +142,7 @@ def ingress_env(folder: Path | None = None, *, tls: tuple[Path, Path] | None = N
         # whose worker process waits in Ray's start-up queue behind the plugin hosts (dw up starts
         # them at the same time, on 2 cores) takes longer than that.
         "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": str(PROXY_READY_SECONDS),
+        "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(GRPC_MAX_MESSAGE_BYTES),
     }
 
 

@@ -37,6 +37,7 @@ from referencing import Registry, Resource
 
 from dwray.config import load_config
 from dwray.secret_ref import parse_secret_ref
+from serve_apps.launch import GRPC_MAX_MESSAGE_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -208,6 +209,7 @@ def test_launcher_head_starts_ray_with_the_gateways_environment(name: str) -> No
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "$(command -v dwray-haproxy)"
     assert env["DW_HAPROXY_HARDENED"] == "1"
+    assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(GRPC_MAX_MESSAGE_BYTES)  # as dw up's
     config = load_config(env={key: value for key, value in env.items() if key.startswith("DWRAY_")})
     parse_secret_ref(config.master_key_ref)
     # Every plugin that keeps files in the data dir asks for the data node's resource.

@@ -21,6 +21,7 @@ import pytest
 from dwray.proto import dwray_pb2 as pb
 from dwray.proto import dwray_pb2_grpc
 from dwray.proto.signing import UNSIGNED_PAYLOAD, signed_metadata
+from serve_apps.launch import GRPC_MAX_MESSAGE_BYTES
 from tests.integration.gateway.peak_rss import PeakRss
 
 SERVICE = "/dwray.v1.Warehouse"
@@ -248,6 +249,17 @@ def test_a_large_put_is_held_back_not_piled_up_in_the_replica(client: Client, bu
     print(f"gRPC Put of {BIG_PUT >> 20} MiB: largest RSS growth {worst[1] >> 20} MiB in {worst[0]}")
     assert worst[1] < BIG_PUT_LIMIT, f"{worst[0]} grew by {worst[1] >> 20} MiB; all: {growth}"
     client.unary("Delete", pb.DeleteRequest(bucket=bucket, key="big.bin"))
+
+
+def test_a_message_over_the_size_limit_is_refused(client: Client, bucket: str) -> None:
+    """Serve's limit is lowered from 2 GiB to GRPC_MAX_MESSAGE_BYTES: one huge message cannot fill a replica."""
+    too_big = os.urandom(GRPC_MAX_MESSAGE_BYTES + 1)
+    code, _ = _code(lambda: client.put(bucket, "too-big.bin", too_big, chunk=len(too_big), sign_hash=False))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    code, _ = _code(lambda: client.unary("Head", pb.HeadRequest(bucket=bucket, key="too-big.bin")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    reply, _ = client.put(bucket, "under-the-limit.bin", too_big[:2 * MiB], chunk=2 * MiB)  # stored
+    assert reply.info.size == 2 * MiB
 
 
 def test_calls_and_refusals_are_audited(gateway: Any, client: Client, channel: grpc.Channel, bucket: str) -> None:

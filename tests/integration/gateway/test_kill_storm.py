@@ -9,11 +9,11 @@ restart intensity, so the tree escalates: it is stopped and, after a growing
 backoff (capped at the session gateway's ``tree_backoff_max``), started again
 by itself, as often as the storm needs.
 
-Checked: after the last kill the warehouse serves again by itself (within
-``HEALS_WITHIN``, a liveness bound: a tree that has not healed in a minute is
-broken, however busy the machine) (readiness 200, then a driver put and get and
-an S3 put and get that all succeed; it serves from that readiness answer on);
-every acknowledged put reads back byte-identical from a fresh
+Checked: after the last kill the warehouse serves again by itself: readiness
+200, then a driver put and get and an S3 put and get that all succeed (it
+serves from that readiness answer on), within ``HEALS_WITHIN``, a liveness
+bound (a tree that has not healed in a minute is broken, however busy the
+machine); every acknowledged put reads back byte-identical from a fresh
 process (a Ray task that attaches anew) and over S3; the supervisor's status
 counts its tree restarts and names the last failure. Then the supervisor
 itself is killed: Ray restarts it, it starts a fresh tree, and the gateway
@@ -48,7 +48,7 @@ STORM_SECONDS = 60.0
 KILL_EVERY = 2.0
 # How fast it heals (issue 13's target: 10 s after the last kill) is measured and reported in the
 # summary and as the test's ``healed_after_last_kill_s`` property, not asserted: on these shared
-# 2-core machines it moved between 5.8 and 10.1 s from run to run with the same code.
+# 2-core machines it moved between 5.8 and 11.9 s from run to run.
 HEALS_WITHIN = 60.0
 PUT_INTERVAL = 0.1
 MAX_PUTS = 2000  # per writer: bounded whatever happens

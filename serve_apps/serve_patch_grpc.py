@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import logging
 from typing import Any
 
-from serve_apps.serve_patches import class_problems, installed_class
+from serve_apps.serve_patches import apply_bound, class_problems, installed_class
 
 __all__ = ["GRPC_RECEIVE_STREAM", "GRPC_STREAM_MESSAGES", "bound_grpc_queue", "bound_grpc_streams",
            "grpc_stream_problems"]
-
-log = logging.getLogger("dwray.gateway")
 
 GRPC_STREAM_MESSAGES = 8  # request messages (Put chunks: at most 1 MiB advised) held per call at most
 GRPC_RECEIVE_STREAM = "ray.serve._private.direct_ingress_grpc_util.gRPCDIReceiveStream"
@@ -119,13 +116,5 @@ def bound_grpc_streams() -> bool:
     Leaves Serve alone, with a warning naming what differs, when its receive
     stream is not the one the patch was written for. Calling it again is harmless.
     """
-    stream = installed_class(GRPC_RECEIVE_STREAM)
-    if stream is not None and vars(stream).get("_dwray_bounded", False):
-        return True
-    problems = grpc_stream_problems()
-    if stream is None or problems:
-        log.warning("Serve's gRPC request stream is not the one dwray knows, so gRPC request streams are "
-                    "not bounded: %s", "; ".join(problems))
-        return False
-    bound_grpc_queue(stream)
-    return True
+    return apply_bound(GRPC_RECEIVE_STREAM, grpc_stream_problems, bound_grpc_queue, "gRPC request stream",
+                       "gRPC request streams")

@@ -27,11 +27,13 @@ import importlib
 import inspect
 import logging
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
     "RECEIVE_PROXY",
     "RECEIVE_QUEUE_MESSAGES",
+    "apply_bound",
     "bound_receive_queue",
     "bound_request_bodies",
     "class_problems",
@@ -157,13 +159,21 @@ def bound_request_bodies() -> bool:
     Leaves Serve alone, with a warning naming what differs, when its receive
     proxy is not the one the patch was written for. Calling it again is harmless.
     """
-    proxy = installed_class(RECEIVE_PROXY)
-    if proxy is not None and vars(proxy).get("_dwray_bounded", False):
+    return apply_bound(RECEIVE_PROXY, receive_proxy_problems, bound_receive_queue,
+                       "request-body proxy", "request bodies")
+
+
+def apply_bound(path: str, problems_of: Callable[[], list[str]], bound: Callable[[type], None],
+                what: str, bounded: str) -> bool:
+    """Apply ``bound`` to Serve's class at ``path`` once, unless ``problems_of()`` finds the class is
+    not the one the bound was written for: then warn, naming what differs, and leave Serve alone."""
+    cls = installed_class(path)
+    if cls is not None and vars(cls).get("_dwray_bounded", False):
         return True
-    problems = class_problems(RECEIVE_PROXY, proxy, _KNOWN_MEMBERS)
-    if proxy is None or problems:
-        log.warning("Serve's request-body proxy is not the one dwray knows, so request bodies are not "
-                    "bounded: %s", "; ".join(problems))
+    problems = problems_of()
+    if cls is None or problems:
+        log.warning("Serve's %s is not the one dwray knows, so %s are not bounded: %s", what, bounded,
+                    "; ".join(problems))
         return False
-    bound_receive_queue(proxy)
+    bound(cls)
     return True

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -70,18 +69,6 @@ def bounded_stream() -> type:
     stream = type("BoundedStream", (SERVE_STREAM,), {})
     bound_grpc_queue(stream)
     return stream
-
-
-@pytest.fixture
-def handler_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """The loop Serve runs user code on, in a thread of its own."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 async def reads_stop_at(call: Call, count: int) -> None:

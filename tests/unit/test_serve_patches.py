@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -95,18 +93,6 @@ def test_the_handler_on_the_same_loop_holds_at_most_the_bound(bounded_proxy: typ
         assert await proxy() == {"type": "http.disconnect"}  # and again, as Serve's proxy does
 
     asyncio.run(run())
-
-
-@pytest.fixture
-def handler_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """An event loop in a thread of its own, like the one Serve runs user code on when told to use a separate thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 def test_a_handler_on_its_own_loop_holds_at_most_the_bound(bounded_proxy: type,
